@@ -1,0 +1,18 @@
+//! Tenantry's reusable multi-tenancy core.
+//!
+//! The types here carry the tenant everywhere: a [`tenant::Tenant`] is only
+//! obtained by resolving it through a [`store::ControlStore`], and every
+//! per-tenant operation of the store takes that resolved tenant rather than a
+//! free-floating id, so a handler cannot mix tenants up by passing the wrong
+//! string.
+
+pub mod context;
+pub mod ids;
+pub mod plan;
+pub mod store;
+pub mod tenant;
+
+pub use context::{Principal, Role};
+pub use ids::{OrgId, TenantId, UserId};
+pub use plan::{Limits, Plan};
+pub use tenant::{Isolation, Slug, Tenant, TenantStatus};

@@ -1,0 +1,130 @@
+//! Storage traits. Per-tenant operations take a resolved [`Tenant`], never a
+//! bare id, so the only way to reach a tenant's rows is through the tenant the
+//! control store itself handed out.
+
+pub mod sqlite;
+
+use crate::ids::{OrgId, TenantId, UserId};
+use crate::plan::Plan;
+use crate::tenant::{Isolation, Tenant, TenantStatus};
+use crate::Role;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+/// The storage layer's error. Callers map it once, at their own edge.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was broken; the payload names the field.
+    #[error("conflict on {0}")]
+    Conflict(String),
+    /// The database could not be reached (or timed out): retry later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data that cannot be decoded, or any other unexpected failure.
+    #[error("storage failure: {0}")]
+    Internal(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A platform user: super-admin or organization admin.
+#[derive(Clone, Debug)]
+pub struct PlatformUser {
+    pub id: UserId,
+    pub email: String,
+    pub name: String,
+    pub password_hash: String,
+    pub role: Role,
+    pub organization_id: Option<OrgId>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An organization: an enterprise that groups several tenants.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Organization {
+    pub id: OrgId,
+    pub name: String,
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One stored configuration value of a tenant.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConfigEntry {
+    pub key: String,
+    /// Plain JSON, or for encrypted entries the sealed value as a JSON string.
+    pub value: serde_json::Value,
+    pub encrypted: bool,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Keyset pagination: items strictly after `after`, ordered by id.
+#[derive(Clone, Debug, Default)]
+pub struct PageRequest {
+    pub after: Option<Uuid>,
+    pub limit: u32,
+}
+
+/// Filters of the tenant listing.
+#[derive(Clone, Debug, Default)]
+pub struct TenantFilter {
+    pub status: Option<TenantStatus>,
+    pub plan: Option<String>,
+    pub organization_id: Option<OrgId>,
+    /// Case-insensitive substring of name or slug.
+    pub q: Option<String>,
+}
+
+/// Everything the control plane keeps: platform users, plans, organizations,
+/// tenants and their configuration.
+#[async_trait]
+pub trait ControlStore: Send + Sync + 'static {
+    /// Cheap round trip, for readiness.
+    async fn ping(&self) -> StoreResult<()>;
+
+    async fn insert_platform_user(&self, user: &PlatformUser) -> StoreResult<()>;
+    async fn platform_user_by_email(&self, email: &str) -> StoreResult<Option<PlatformUser>>;
+    async fn platform_user(&self, id: UserId) -> StoreResult<Option<PlatformUser>>;
+    async fn count_super_admins(&self) -> StoreResult<u64>;
+
+    async fn list_plans(&self) -> StoreResult<Vec<Plan>>;
+    async fn plan(&self, code: &str) -> StoreResult<Option<Plan>>;
+    /// Inserts or replaces a plan; true when it was new.
+    async fn upsert_plan(&self, plan: &Plan) -> StoreResult<bool>;
+    /// Inserts the plans that are missing, leaving edited ones alone.
+    async fn seed_plans(&self, plans: &[Plan]) -> StoreResult<()>;
+
+    async fn insert_org(&self, org: &Organization) -> StoreResult<()>;
+    async fn org(&self, id: OrgId) -> StoreResult<Option<Organization>>;
+    async fn list_orgs(&self, only: Option<OrgId>, page: &PageRequest) -> StoreResult<Vec<Organization>>;
+
+    /// Inserts a tenant together with its wrapped data-encryption key.
+    async fn insert_tenant(&self, tenant: &Tenant, wrapped_key: &[u8]) -> StoreResult<()>;
+    /// A live (not deleted) tenant by id.
+    async fn tenant_by_id(&self, id: TenantId) -> StoreResult<Option<Tenant>>;
+    /// A live tenant by slug.
+    async fn tenant_by_slug(&self, slug: &str) -> StoreResult<Option<Tenant>>;
+    async fn list_tenants(&self, filter: &TenantFilter, page: &PageRequest) -> StoreResult<Vec<Tenant>>;
+    /// Writes the mutable fields of a tenant (name, plan, status, domain, …).
+    async fn update_tenant(&self, tenant: &Tenant) -> StoreResult<()>;
+    /// Marks the tenant deleted and removes everything it owns.
+    async fn purge_tenant(&self, tenant: &Tenant) -> StoreResult<()>;
+
+    async fn tenant_wrapped_key(&self, tenant: &Tenant) -> StoreResult<Vec<u8>>;
+    async fn list_config(&self, tenant: &Tenant) -> StoreResult<Vec<ConfigEntry>>;
+    async fn config(&self, tenant: &Tenant, key: &str) -> StoreResult<Option<ConfigEntry>>;
+    async fn put_config(&self, tenant: &Tenant, entry: &ConfigEntry) -> StoreResult<()>;
+    /// True when something was deleted.
+    async fn delete_config(&self, tenant: &Tenant, key: &str) -> StoreResult<bool>;
+}
+
+/// Parses a stored enum column, turning garbage into an internal error.
+pub(crate) fn decode<T>(value: &str, parse: impl Fn(&str) -> Option<T>, what: &str) -> StoreResult<T> {
+    parse(value).ok_or_else(|| StoreError::Internal(format!("bad {what} in store: {value:?}")))
+}
+
+pub(crate) fn isolation(value: &str) -> StoreResult<Isolation> {
+    decode(value, Isolation::parse, "isolation")
+}

@@ -1,0 +1,493 @@
+//! The embedded default: the control store in one SQLite file (WAL mode).
+
+use super::{
+    decode, isolation, ConfigEntry, ControlStore, Organization, PageRequest, PlatformUser,
+    StoreError, StoreResult, TenantFilter,
+};
+use crate::ids::{OrgId, TenantId, UserId};
+use crate::plan::Plan;
+use crate::tenant::{Slug, Tenant, TenantStatus};
+use crate::Role;
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/control/sqlite");
+
+/// The SQLite control store.
+#[derive(Clone)]
+pub struct SqliteControlStore {
+    pool: SqlitePool,
+}
+
+impl SqliteControlStore {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(db_error)?;
+        MIGRATIONS
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Internal(format!("migrating control store: {e}")))?;
+        Ok(Self { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Maps sqlx errors once: uniqueness → `Conflict(field)`, pool/IO → `Unavailable`.
+fn db_error(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            // SQLite says "UNIQUE constraint failed: tenants.slug"; partial
+            // indexes report "index 'tenants_slug'". Either way, name the field.
+            let msg = db.message();
+            let field = msg
+                .rsplit(['.', '_', '\''])
+                .find(|s| !s.is_empty())
+                .unwrap_or("id")
+                .to_owned();
+            StoreError::Conflict(field)
+        }
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Internal(e.to_string()),
+    }
+}
+
+fn json_col(row: &SqliteRow, col: &str) -> StoreResult<serde_json::Value> {
+    let text: String = row.try_get(col).map_err(db_error)?;
+    serde_json::from_str(&text).map_err(|e| StoreError::Internal(format!("bad json in {col}: {e}")))
+}
+
+fn uuid_col<T: FromStr>(row: &SqliteRow, col: &str) -> StoreResult<T> {
+    let text: String = row.try_get(col).map_err(db_error)?;
+    text.parse()
+        .map_err(|_| StoreError::Internal(format!("bad id in {col}: {text:?}")))
+}
+
+fn opt_uuid_col<T: FromStr>(row: &SqliteRow, col: &str) -> StoreResult<Option<T>> {
+    let text: Option<String> = row.try_get(col).map_err(db_error)?;
+    text.map(|t| t.parse().map_err(|_| StoreError::Internal(format!("bad id in {col}: {t:?}"))))
+        .transpose()
+}
+
+fn tenant_from_row(row: &SqliteRow) -> StoreResult<Tenant> {
+    let slug: String = row.try_get("slug").map_err(db_error)?;
+    let status: String = row.try_get("status").map_err(db_error)?;
+    let iso: String = row.try_get("isolation").map_err(db_error)?;
+    Ok(Tenant {
+        id: uuid_col(row, "id")?,
+        slug: Slug::parse_allowing_reserved(&slug)
+            .map_err(|e| StoreError::Internal(format!("bad slug in store: {e}")))?,
+        name: row.try_get("name").map_err(db_error)?,
+        plan: row.try_get("plan").map_err(db_error)?,
+        status: decode(&status, TenantStatus::parse, "status")?,
+        isolation: isolation(&iso)?,
+        organization_id: opt_uuid_col(row, "organization_id")?,
+        domain: row.try_get("domain").map_err(db_error)?,
+        metadata: json_col(row, "metadata")?,
+        branding: json_col(row, "branding")?,
+        created_at: row.try_get("created_at").map_err(db_error)?,
+        updated_at: row.try_get("updated_at").map_err(db_error)?,
+    })
+}
+
+fn platform_user_from_row(row: &SqliteRow) -> StoreResult<PlatformUser> {
+    let role: String = row.try_get("role").map_err(db_error)?;
+    Ok(PlatformUser {
+        id: uuid_col(row, "id")?,
+        email: row.try_get("email").map_err(db_error)?,
+        name: row.try_get("name").map_err(db_error)?,
+        password_hash: row.try_get("password_hash").map_err(db_error)?,
+        role: decode(&role, Role::parse, "role")?,
+        organization_id: opt_uuid_col(row, "organization_id")?,
+        created_at: row.try_get("created_at").map_err(db_error)?,
+    })
+}
+
+fn org_from_row(row: &SqliteRow) -> StoreResult<Organization> {
+    Ok(Organization {
+        id: uuid_col(row, "id")?,
+        name: row.try_get("name").map_err(db_error)?,
+        description: row.try_get("description").map_err(db_error)?,
+        created_at: row.try_get("created_at").map_err(db_error)?,
+    })
+}
+
+fn plan_from_row(row: &SqliteRow) -> StoreResult<Plan> {
+    serde_json::from_value(json_col(row, "body")?)
+        .map_err(|e| StoreError::Internal(format!("bad plan in store: {e}")))
+}
+
+fn config_from_row(row: &SqliteRow) -> StoreResult<ConfigEntry> {
+    Ok(ConfigEntry {
+        key: row.try_get("key").map_err(db_error)?,
+        value: json_col(row, "value")?,
+        encrypted: row.try_get("encrypted").map_err(db_error)?,
+        updated_at: row.try_get("updated_at").map_err(db_error)?,
+    })
+}
+
+fn to_json(v: &impl serde::Serialize) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+fn page_limit(page: &PageRequest) -> i64 {
+    i64::from(page.limit.max(1))
+}
+
+#[async_trait]
+impl ControlStore for SqliteControlStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn insert_platform_user(&self, u: &PlatformUser) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO platform_users (id, email, name, password_hash, role, organization_id, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(u.id.to_string())
+        .bind(&u.email)
+        .bind(&u.name)
+        .bind(&u.password_hash)
+        .bind(u.role.as_str())
+        .bind(u.organization_id.map(|o| o.to_string()))
+        .bind(u.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| match db_error(e) {
+            StoreError::Conflict(_) => StoreError::Conflict("email".into()),
+            other => other,
+        })?;
+        Ok(())
+    }
+
+    async fn platform_user_by_email(&self, email: &str) -> StoreResult<Option<PlatformUser>> {
+        sqlx::query("SELECT * FROM platform_users WHERE lower(email) = lower(?)")
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?
+            .as_ref()
+            .map(platform_user_from_row)
+            .transpose()
+    }
+
+    async fn platform_user(&self, id: UserId) -> StoreResult<Option<PlatformUser>> {
+        sqlx::query("SELECT * FROM platform_users WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?
+            .as_ref()
+            .map(platform_user_from_row)
+            .transpose()
+    }
+
+    async fn count_super_admins(&self) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM platform_users WHERE role = 'super_admin'")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn list_plans(&self) -> StoreResult<Vec<Plan>> {
+        sqlx::query("SELECT body FROM plans ORDER BY code")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?
+            .iter()
+            .map(plan_from_row)
+            .collect()
+    }
+
+    async fn plan(&self, code: &str) -> StoreResult<Option<Plan>> {
+        sqlx::query("SELECT body FROM plans WHERE code = ?")
+            .bind(code)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?
+            .as_ref()
+            .map(plan_from_row)
+            .transpose()
+    }
+
+    async fn upsert_plan(&self, plan: &Plan) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let existed: Option<i64> = sqlx::query_scalar("SELECT 1 FROM plans WHERE code = ?")
+            .bind(&plan.code)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        sqlx::query("INSERT INTO plans (code, body) VALUES (?, ?) ON CONFLICT (code) DO UPDATE SET body = excluded.body")
+            .bind(&plan.code)
+            .bind(to_json(plan)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(existed.is_none())
+    }
+
+    async fn seed_plans(&self, plans: &[Plan]) -> StoreResult<()> {
+        for plan in plans {
+            sqlx::query("INSERT INTO plans (code, body) VALUES (?, ?) ON CONFLICT (code) DO NOTHING")
+                .bind(&plan.code)
+                .bind(to_json(plan)?)
+                .execute(&self.pool)
+                .await
+                .map_err(db_error)?;
+        }
+        Ok(())
+    }
+
+    async fn insert_org(&self, org: &Organization) -> StoreResult<()> {
+        sqlx::query("INSERT INTO organizations (id, name, description, created_at) VALUES (?, ?, ?, ?)")
+            .bind(org.id.to_string())
+            .bind(&org.name)
+            .bind(&org.description)
+            .bind(org.created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn org(&self, id: OrgId) -> StoreResult<Option<Organization>> {
+        sqlx::query("SELECT * FROM organizations WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?
+            .as_ref()
+            .map(org_from_row)
+            .transpose()
+    }
+
+    async fn list_orgs(&self, only: Option<OrgId>, page: &PageRequest) -> StoreResult<Vec<Organization>> {
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT * FROM organizations WHERE 1 = 1");
+        if let Some(only) = only {
+            q.push(" AND id = ").push_bind(only.to_string());
+        }
+        if let Some(after) = page.after {
+            q.push(" AND id > ").push_bind(after.to_string());
+        }
+        q.push(" ORDER BY id LIMIT ").push_bind(page_limit(page));
+        q.build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?
+            .iter()
+            .map(org_from_row)
+            .collect()
+    }
+
+    async fn insert_tenant(&self, t: &Tenant, wrapped_key: &[u8]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        sqlx::query(
+            "INSERT INTO tenants (id, slug, name, plan, status, isolation, organization_id, domain,
+                                  metadata, branding, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(t.id.to_string())
+        .bind(t.slug.as_str())
+        .bind(&t.name)
+        .bind(&t.plan)
+        .bind(t.status.as_str())
+        .bind(t.isolation.as_str())
+        .bind(t.organization_id.map(|o| o.to_string()))
+        .bind(&t.domain)
+        .bind(to_json(&t.metadata)?)
+        .bind(to_json(&t.branding)?)
+        .bind(t.created_at)
+        .bind(t.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        sqlx::query("INSERT INTO tenant_keys (tenant_id, wrapped_key) VALUES (?, ?)")
+            .bind(t.id.to_string())
+            .bind(wrapped_key)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn tenant_by_id(&self, id: TenantId) -> StoreResult<Option<Tenant>> {
+        sqlx::query("SELECT * FROM tenants WHERE id = ? AND status <> 'deleted'")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?
+            .as_ref()
+            .map(tenant_from_row)
+            .transpose()
+    }
+
+    async fn tenant_by_slug(&self, slug: &str) -> StoreResult<Option<Tenant>> {
+        sqlx::query("SELECT * FROM tenants WHERE slug = ? AND status <> 'deleted'")
+            .bind(slug)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?
+            .as_ref()
+            .map(tenant_from_row)
+            .transpose()
+    }
+
+    async fn list_tenants(&self, f: &TenantFilter, page: &PageRequest) -> StoreResult<Vec<Tenant>> {
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT * FROM tenants WHERE 1 = 1");
+        match f.status {
+            Some(status) => {
+                q.push(" AND status = ").push_bind(status.as_str());
+            }
+            None => {
+                q.push(" AND status <> 'deleted'");
+            }
+        }
+        if let Some(plan) = &f.plan {
+            q.push(" AND plan = ").push_bind(plan.clone());
+        }
+        if let Some(org) = f.organization_id {
+            q.push(" AND organization_id = ").push_bind(org.to_string());
+        }
+        if let Some(text) = &f.q {
+            // LIKE wildcards in the search text are escaped: `q` is a substring, not a pattern.
+            let escaped = text.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            let pattern = format!("%{escaped}%");
+            q.push(" AND (lower(name) LIKE ")
+                .push_bind(pattern.clone())
+                .push(" ESCAPE '\\' OR slug LIKE ")
+                .push_bind(pattern)
+                .push(" ESCAPE '\\')");
+        }
+        if let Some(after) = page.after {
+            q.push(" AND id > ").push_bind(after.to_string());
+        }
+        q.push(" ORDER BY id LIMIT ").push_bind(page_limit(page));
+        q.build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?
+            .iter()
+            .map(tenant_from_row)
+            .collect()
+    }
+
+    async fn update_tenant(&self, t: &Tenant) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE tenants SET slug = ?, name = ?, plan = ?, status = ?, isolation = ?, organization_id = ?,
+                    domain = ?, metadata = ?, branding = ?, updated_at = ?
+             WHERE id = ?",
+        )
+        .bind(t.slug.as_str())
+        .bind(&t.name)
+        .bind(&t.plan)
+        .bind(t.status.as_str())
+        .bind(t.isolation.as_str())
+        .bind(t.organization_id.map(|o| o.to_string()))
+        .bind(&t.domain)
+        .bind(to_json(&t.metadata)?)
+        .bind(to_json(&t.branding)?)
+        .bind(t.updated_at)
+        .bind(t.id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn purge_tenant(&self, t: &Tenant) -> StoreResult<()> {
+        let id = t.id.to_string();
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        for sql in [
+            "DELETE FROM tenant_config WHERE tenant_id = ?",
+            "DELETE FROM tenant_keys WHERE tenant_id = ?",
+            "UPDATE tenants SET status = 'deleted', domain = NULL, metadata = '{}', branding = '{}',
+                    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
+        ] {
+            sqlx::query(sql).bind(&id).execute(&mut *tx).await.map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn tenant_wrapped_key(&self, t: &Tenant) -> StoreResult<Vec<u8>> {
+        sqlx::query_scalar("SELECT wrapped_key FROM tenant_keys WHERE tenant_id = ?")
+            .bind(t.id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| StoreError::Internal(format!("tenant {} has no data key", t.id)))
+    }
+
+    async fn list_config(&self, t: &Tenant) -> StoreResult<Vec<ConfigEntry>> {
+        sqlx::query("SELECT * FROM tenant_config WHERE tenant_id = ? ORDER BY key")
+            .bind(t.id.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?
+            .iter()
+            .map(config_from_row)
+            .collect()
+    }
+
+    async fn config(&self, t: &Tenant, key: &str) -> StoreResult<Option<ConfigEntry>> {
+        sqlx::query("SELECT * FROM tenant_config WHERE tenant_id = ? AND key = ?")
+            .bind(t.id.to_string())
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?
+            .as_ref()
+            .map(config_from_row)
+            .transpose()
+    }
+
+    async fn put_config(&self, t: &Tenant, e: &ConfigEntry) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO tenant_config (tenant_id, key, value, encrypted, updated_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (tenant_id, key) DO UPDATE
+             SET value = excluded.value, encrypted = excluded.encrypted, updated_at = excluded.updated_at",
+        )
+        .bind(t.id.to_string())
+        .bind(&e.key)
+        .bind(to_json(&e.value)?)
+        .bind(e.encrypted)
+        .bind(e.updated_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn delete_config(&self, t: &Tenant, key: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM tenant_config WHERE tenant_id = ? AND key = ?")
+            .bind(t.id.to_string())
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(done.rows_affected() > 0)
+    }
+}
