@@ -85,7 +85,13 @@ mod tests {
 
     #[test]
     fn roles_round_trip_through_their_names() {
-        for r in [Role::SuperAdmin, Role::OrgAdmin, Role::Admin, Role::Manager, Role::User] {
+        for r in [
+            Role::SuperAdmin,
+            Role::OrgAdmin,
+            Role::Admin,
+            Role::Manager,
+            Role::User,
+        ] {
             assert_eq!(Role::parse(r.as_str()), Some(r));
         }
         assert_eq!(Role::parse("root"), None);

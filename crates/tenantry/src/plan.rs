@@ -46,9 +46,45 @@ impl Plan {
     pub fn builtin() -> Vec<Plan> {
         // (code, name, users, storage GB, requests/day, requests/s, min password length,
         //  special chars, session timeout, tier level, isolation)
-        let rows: [(&str, &str, u64, u64, Option<u64>, u64, u64, bool, u64, u8, Isolation); 4] = [
-            ("basic", "Basic", 100, 10, Some(1_000), 10, 8, false, 3600, 0, Isolation::Shared),
-            ("premium", "Premium", 1_000, 100, Some(10_000), 50, 10, true, 7200, 1, Isolation::Shared),
+        let rows: [(
+            &str,
+            &str,
+            u64,
+            u64,
+            Option<u64>,
+            u64,
+            u64,
+            bool,
+            u64,
+            u8,
+            Isolation,
+        ); 4] = [
+            (
+                "basic",
+                "Basic",
+                100,
+                10,
+                Some(1_000),
+                10,
+                8,
+                false,
+                3600,
+                0,
+                Isolation::Shared,
+            ),
+            (
+                "premium",
+                "Premium",
+                1_000,
+                100,
+                Some(10_000),
+                50,
+                10,
+                true,
+                7200,
+                1,
+                Isolation::Shared,
+            ),
             (
                 "enterprise",
                 "Enterprise",
@@ -77,51 +113,68 @@ impl Plan {
             ),
         ];
         rows.into_iter()
-            .map(|(code, name, users, storage_gb, per_day, rps, min_len, special, timeout, level, isolation)| {
-                let features = FEATURES
-                    .iter()
-                    .map(|f| {
-                        let needed = match *f {
-                            "custom_branding" | "biometric_auth" => 1,
-                            _ => 2,
-                        };
-                        ((*f).to_owned(), level >= needed)
-                    })
-                    .collect();
-                let config_defaults = BTreeMap::from([
-                    (
-                        "security.password_policy".to_owned(),
-                        json!({
-                            "min_length": min_len,
-                            "require_uppercase": true,
-                            "require_lowercase": true,
-                            "require_numbers": true,
-                            "require_special_chars": special,
-                        }),
-                    ),
-                    ("session.timeout".to_owned(), json!(timeout)),
-                    (
-                        "api.rate_limit".to_owned(),
-                        json!({ "requests_per_second": rps, "requests_per_day": per_day }),
-                    ),
-                    ("file_upload.max_size".to_owned(), json!(10 * 1024 * 1024 * (level as u64 + 1))),
-                    ("auth.self_registration".to_owned(), json!(false)),
-                    ("auth.otp".to_owned(), json!(false)),
-                ]);
-                Plan {
-                    code: code.to_owned(),
-                    name: name.to_owned(),
-                    limits: Limits {
-                        max_users: Some(users),
-                        max_storage_bytes: Some(storage_gb * GB),
-                        api_requests_per_day: per_day,
-                        requests_per_second: Some(rps),
-                    },
-                    features,
-                    config_defaults,
-                    default_isolation: isolation,
-                }
-            })
+            .map(
+                |(
+                    code,
+                    name,
+                    users,
+                    storage_gb,
+                    per_day,
+                    rps,
+                    min_len,
+                    special,
+                    timeout,
+                    level,
+                    isolation,
+                )| {
+                    let features = FEATURES
+                        .iter()
+                        .map(|f| {
+                            let needed = match *f {
+                                "custom_branding" | "biometric_auth" => 1,
+                                _ => 2,
+                            };
+                            ((*f).to_owned(), level >= needed)
+                        })
+                        .collect();
+                    let config_defaults = BTreeMap::from([
+                        (
+                            "security.password_policy".to_owned(),
+                            json!({
+                                "min_length": min_len,
+                                "require_uppercase": true,
+                                "require_lowercase": true,
+                                "require_numbers": true,
+                                "require_special_chars": special,
+                            }),
+                        ),
+                        ("session.timeout".to_owned(), json!(timeout)),
+                        (
+                            "api.rate_limit".to_owned(),
+                            json!({ "requests_per_second": rps, "requests_per_day": per_day }),
+                        ),
+                        (
+                            "file_upload.max_size".to_owned(),
+                            json!(10 * 1024 * 1024 * (level as u64 + 1)),
+                        ),
+                        ("auth.self_registration".to_owned(), json!(false)),
+                        ("auth.otp".to_owned(), json!(false)),
+                    ]);
+                    Plan {
+                        code: code.to_owned(),
+                        name: name.to_owned(),
+                        limits: Limits {
+                            max_users: Some(users),
+                            max_storage_bytes: Some(storage_gb * GB),
+                            api_requests_per_day: per_day,
+                            requests_per_second: Some(rps),
+                        },
+                        features,
+                        config_defaults,
+                        default_isolation: isolation,
+                    }
+                },
+            )
             .collect()
     }
 }
@@ -134,7 +187,9 @@ pub fn merge_json(base: &mut Value, overlay: &Value) {
         (Value::Object(b), Value::Object(o)) => {
             for (k, v) in o {
                 match b.get_mut(k) {
-                    Some(existing) if existing.is_object() && v.is_object() => merge_json(existing, v),
+                    Some(existing) if existing.is_object() && v.is_object() => {
+                        merge_json(existing, v)
+                    }
                     _ => {
                         b.insert(k.clone(), v.clone());
                     }

@@ -4,10 +4,10 @@
 
 pub mod sqlite;
 
+use crate::Role;
 use crate::ids::{OrgId, TenantId, UserId};
 use crate::plan::Plan;
 use crate::tenant::{Isolation, Tenant, TenantStatus};
-use crate::Role;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -98,7 +98,11 @@ pub trait ControlStore: Send + Sync + 'static {
 
     async fn insert_org(&self, org: &Organization) -> StoreResult<()>;
     async fn org(&self, id: OrgId) -> StoreResult<Option<Organization>>;
-    async fn list_orgs(&self, only: Option<OrgId>, page: &PageRequest) -> StoreResult<Vec<Organization>>;
+    async fn list_orgs(
+        &self,
+        only: Option<OrgId>,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<Organization>>;
 
     /// Inserts a tenant together with its wrapped data-encryption key.
     async fn insert_tenant(&self, tenant: &Tenant, wrapped_key: &[u8]) -> StoreResult<()>;
@@ -106,7 +110,11 @@ pub trait ControlStore: Send + Sync + 'static {
     async fn tenant_by_id(&self, id: TenantId) -> StoreResult<Option<Tenant>>;
     /// A live tenant by slug.
     async fn tenant_by_slug(&self, slug: &str) -> StoreResult<Option<Tenant>>;
-    async fn list_tenants(&self, filter: &TenantFilter, page: &PageRequest) -> StoreResult<Vec<Tenant>>;
+    async fn list_tenants(
+        &self,
+        filter: &TenantFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<Tenant>>;
     /// Writes the mutable fields of a tenant (name, plan, status, domain, …).
     async fn update_tenant(&self, tenant: &Tenant) -> StoreResult<()>;
     /// Marks the tenant deleted and removes everything it owns.
@@ -121,7 +129,11 @@ pub trait ControlStore: Send + Sync + 'static {
 }
 
 /// Parses a stored enum column, turning garbage into an internal error.
-pub(crate) fn decode<T>(value: &str, parse: impl Fn(&str) -> Option<T>, what: &str) -> StoreResult<T> {
+pub(crate) fn decode<T>(
+    value: &str,
+    parse: impl Fn(&str) -> Option<T>,
+    what: &str,
+) -> StoreResult<T> {
     parse(value).ok_or_else(|| StoreError::Internal(format!("bad {what} in store: {value:?}")))
 }
 

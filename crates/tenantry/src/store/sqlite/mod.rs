@@ -1,15 +1,17 @@
 //! The embedded default: the control store in one SQLite file (WAL mode).
 
 use super::{
-    decode, isolation, ConfigEntry, ControlStore, Organization, PageRequest, PlatformUser,
-    StoreError, StoreResult, TenantFilter,
+    ConfigEntry, ControlStore, Organization, PageRequest, PlatformUser, StoreError, StoreResult,
+    TenantFilter, decode, isolation,
 };
+use crate::Role;
 use crate::ids::{OrgId, TenantId, UserId};
 use crate::plan::Plan;
 use crate::tenant::{Slug, Tenant, TenantStatus};
-use crate::Role;
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use std::path::Path;
 use std::str::FromStr;
@@ -85,8 +87,11 @@ fn uuid_col<T: FromStr>(row: &SqliteRow, col: &str) -> StoreResult<T> {
 
 fn opt_uuid_col<T: FromStr>(row: &SqliteRow, col: &str) -> StoreResult<Option<T>> {
     let text: Option<String> = row.try_get(col).map_err(db_error)?;
-    text.map(|t| t.parse().map_err(|_| StoreError::Internal(format!("bad id in {col}: {t:?}"))))
-        .transpose()
+    text.map(|t| {
+        t.parse()
+            .map_err(|_| StoreError::Internal(format!("bad id in {col}: {t:?}")))
+    })
+    .transpose()
 }
 
 fn tenant_from_row(row: &SqliteRow) -> StoreResult<Tenant> {
@@ -157,7 +162,10 @@ fn page_limit(page: &PageRequest) -> i64 {
 #[async_trait]
 impl ControlStore for SqliteControlStore {
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db_error)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
         Ok(())
     }
 
@@ -205,10 +213,11 @@ impl ControlStore for SqliteControlStore {
     }
 
     async fn count_super_admins(&self) -> StoreResult<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM platform_users WHERE role = 'super_admin'")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db_error)?;
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM platform_users WHERE role = 'super_admin'")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_error)?;
         Ok(n.max(0) as u64)
     }
 
@@ -252,25 +261,29 @@ impl ControlStore for SqliteControlStore {
 
     async fn seed_plans(&self, plans: &[Plan]) -> StoreResult<()> {
         for plan in plans {
-            sqlx::query("INSERT INTO plans (code, body) VALUES (?, ?) ON CONFLICT (code) DO NOTHING")
-                .bind(&plan.code)
-                .bind(to_json(plan)?)
-                .execute(&self.pool)
-                .await
-                .map_err(db_error)?;
+            sqlx::query(
+                "INSERT INTO plans (code, body) VALUES (?, ?) ON CONFLICT (code) DO NOTHING",
+            )
+            .bind(&plan.code)
+            .bind(to_json(plan)?)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
         }
         Ok(())
     }
 
     async fn insert_org(&self, org: &Organization) -> StoreResult<()> {
-        sqlx::query("INSERT INTO organizations (id, name, description, created_at) VALUES (?, ?, ?, ?)")
-            .bind(org.id.to_string())
-            .bind(&org.name)
-            .bind(&org.description)
-            .bind(org.created_at)
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
+        sqlx::query(
+            "INSERT INTO organizations (id, name, description, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(org.id.to_string())
+        .bind(&org.name)
+        .bind(&org.description)
+        .bind(org.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
         Ok(())
     }
 
@@ -285,7 +298,11 @@ impl ControlStore for SqliteControlStore {
             .transpose()
     }
 
-    async fn list_orgs(&self, only: Option<OrgId>, page: &PageRequest) -> StoreResult<Vec<Organization>> {
+    async fn list_orgs(
+        &self,
+        only: Option<OrgId>,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<Organization>> {
         let mut q = QueryBuilder::<Sqlite>::new("SELECT * FROM organizations WHERE 1 = 1");
         if let Some(only) = only {
             q.push(" AND id = ").push_bind(only.to_string());
@@ -374,7 +391,11 @@ impl ControlStore for SqliteControlStore {
         }
         if let Some(text) = &f.q {
             // LIKE wildcards in the search text are escaped: `q` is a substring, not a pattern.
-            let escaped = text.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            let escaped = text
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
             let pattern = format!("%{escaped}%");
             q.push(" AND (lower(name) LIKE ")
                 .push_bind(pattern.clone())

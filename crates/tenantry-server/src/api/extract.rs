@@ -1,0 +1,121 @@
+//! Extractors whose rejections speak problem+json: bodies, queries, paging.
+
+use crate::error::{Error, FieldError};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A JSON body: malformed JSON → 400 `invalid_json`; well-formed JSON of the
+/// wrong shape → 422 naming the field; too large → 413.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Error::PayloadTooLarge
+            } else {
+                Error::InvalidJson(rejection.body_text())
+            }
+        })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses a body, telling syntax errors (400) from shape errors (422).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    // First as untyped JSON: anything failing here is not JSON at all.
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| Error::InvalidJson(e.to_string()))?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { "body".to_owned() } else { path };
+        Error::Validation(vec![FieldError::new(field, e.into_inner().to_string())])
+    })
+}
+
+/// Query parameters; a malformed one is a 422 rather than axum's plain text.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| ApiQuery(q))
+            .map_err(|e| Error::invalid("query", e.body_text()))
+    }
+}
+
+pub const DEFAULT_LIMIT: u32 = 50;
+pub const MAX_LIMIT: u32 = 500;
+
+/// `?limit=&cursor=` of every list.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+pub struct PageParams {
+    /// Items per page: default 50, values above 500 are clamped to 500.
+    pub limit: Option<u32>,
+    /// Opaque cursor from a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+impl PageParams {
+    pub fn limit(&self) -> u32 {
+        self.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT)
+    }
+
+    /// The id after which the page starts.
+    pub fn after(&self) -> Result<Option<Uuid>, Error> {
+        let Some(cursor) = self.cursor.as_deref().filter(|c| !c.is_empty()) else {
+            return Ok(None);
+        };
+        URL_SAFE_NO_PAD
+            .decode(cursor)
+            .ok()
+            .and_then(|b| Uuid::from_slice(&b).ok())
+            .map(Some)
+            .ok_or_else(|| Error::invalid("cursor", "not a cursor this server issued"))
+    }
+
+    /// The store request: one item more than asked, to learn whether a next page exists.
+    pub fn request(&self) -> Result<tenantry::store::PageRequest, Error> {
+        Ok(tenantry::store::PageRequest {
+            after: self.after()?,
+            limit: self.limit() + 1,
+        })
+    }
+}
+
+/// `{items, next_cursor}` of every list.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// Builds a page from `limit + 1` fetched rows ordered by `id_of`.
+    pub fn from_rows(mut rows: Vec<T>, params: &PageParams, id_of: impl Fn(&T) -> Uuid) -> Self {
+        let limit = params.limit() as usize;
+        let next_cursor = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last()
+                .map(|last| URL_SAFE_NO_PAD.encode(id_of(last).as_bytes()))
+        } else {
+            None
+        };
+        Page {
+            items: rows,
+            next_cursor,
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! The HTTP edge: one router per resource, merged here with the OpenAPI
+//! document, the fallbacks and the layers every request passes through.
+
+pub mod auth;
+pub mod config;
+pub mod extract;
+pub mod observe;
+pub mod ops;
+pub mod orgs;
+pub mod plans;
+pub mod problem;
+pub mod tenants;
+
+use crate::app::AppState;
+use crate::error::Error;
+use axum::extract::DefaultBodyLimit;
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
+use axum::{Router, middleware};
+pub use problem::Problem;
+use tenantry::TenantId;
+use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Tenantry",
+        version = "1",
+        description = "Multi-tenant SaaS backend: control plane, identity and tenant data. \
+                       Errors are RFC 9457 problem+json with a stable `code`."
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    components(schemas(Problem))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Every documented route, and the OpenAPI document describing them.
+pub fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(ops::router())
+        .merge(auth::router())
+        .merge(tenants::router())
+        .merge(plans::router())
+        .merge(orgs::router())
+        .merge(config::router())
+        .split_for_parts()
+}
+
+pub fn router(state: AppState) -> Router {
+    let (routes, openapi) = documented_routes();
+    let max_body = state.settings.max_body_bytes;
+    routes
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .fallback(|| async { Error::NotFound("route".into()) })
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(CatchPanicLayer::custom(
+            |_panic: Box<dyn std::any::Any + Send>| {
+                Error::Internal("a handler panicked".into()).into_response()
+            },
+        ))
+        .layer(middleware::from_fn(observe::observe))
+        .with_state(state)
+}
+
+/// Marks a response as being about one tenant (`X-Tenant-ID`), which the
+/// access log also picks up.
+pub fn with_tenant(tenant: TenantId, res: impl IntoResponse) -> Response {
+    let mut res = res.into_response();
+    if let Ok(v) = HeaderValue::from_str(&tenant.to_string()) {
+        res.headers_mut().insert(observe::TENANT_ID.clone(), v);
+    }
+    res
+}

@@ -1,0 +1,105 @@
+//! Per-request observation: request id, one JSON access-log line, metrics.
+
+use super::problem::InternalCause;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+use std::time::Instant;
+use tracing::Instrument;
+
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static TENANT_ID: HeaderName = HeaderName::from_static("x-tenant-id");
+
+/// The request's id, for handlers that record it (audit).
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+/// An incoming id is echoed only if it is short, visible ASCII: anything else
+/// could forge log lines.
+fn valid_request_id(v: &HeaderValue) -> Option<String> {
+    let s = v.to_str().ok()?;
+    (1..=128)
+        .contains(&s.len())
+        .then_some(())
+        .filter(|_| s.bytes().all(|b| b.is_ascii_graphic()))
+        .map(|_| s.to_owned())
+}
+
+pub async fn observe(mut req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let request_id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(valid_request_id)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    req.extensions_mut().insert(RequestId(request_id.clone()));
+
+    let span =
+        tracing::info_span!("request", request_id = %request_id, tenant_id = tracing::field::Empty);
+    let mut res = next.run(req).instrument(span.clone()).await;
+
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        res.headers_mut().insert(REQUEST_ID.clone(), v);
+    }
+    let status = res.status().as_u16();
+    let latency = start.elapsed();
+    let tenant_id = res
+        .headers()
+        .get(&TENANT_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Some(t) = &tenant_id {
+        span.record("tenant_id", t.as_str());
+    }
+    let latency_ms = latency.as_secs_f64() * 1000.0;
+    let _entered = span.enter();
+    match res.extensions().get::<InternalCause>() {
+        Some(InternalCause(cause)) => tracing::error!(
+            target: "tenantry::access",
+            request_id = %request_id, method = %method, path, route, status, latency_ms, tenant_id, error = %cause,
+            "request failed"
+        ),
+        None => tracing::info!(
+            target: "tenantry::access",
+            request_id = %request_id, method = %method, path, route, status, latency_ms, tenant_id,
+            "request"
+        ),
+    }
+    let labels = [
+        ("method", method.to_string()),
+        ("route", route),
+        ("status", status.to_string()),
+    ];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels).record(latency.as_secs_f64());
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_short_visible_request_ids_are_echoed() {
+        assert_eq!(
+            valid_request_id(&HeaderValue::from_static("abc-123")),
+            Some("abc-123".into())
+        );
+        assert_eq!(
+            valid_request_id(&HeaderValue::from_static("has space")),
+            None
+        );
+        assert_eq!(
+            valid_request_id(&HeaderValue::from_str(&"a".repeat(129)).expect("hv")),
+            None
+        );
+    }
+}

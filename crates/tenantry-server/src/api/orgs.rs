@@ -1,0 +1,76 @@
+//! `/api/v1/organizations`.
+
+use super::Problem;
+use super::extract::{ApiJson, ApiQuery, Page, PageParams};
+use crate::app::AppState;
+use crate::auth::Authenticated;
+use crate::control::orgs::NewOrganization;
+use crate::error::Error;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use tenantry::Tenant;
+use tenantry::store::Organization;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_org, list_orgs))
+        .routes(routes!(get_org))
+        .routes(routes!(org_tenants))
+}
+
+/// Creates an organization (super-admin).
+#[utoipa::path(post, path = "/api/v1/organizations", tag = "organizations", request_body = NewOrganization,
+    responses((status = 201, body = Organization), (status = 422, body = Problem)))]
+async fn create_org(
+    State(state): State<AppState>,
+    Authenticated(actor): Authenticated,
+    ApiJson(body): ApiJson<NewOrganization>,
+) -> Result<(StatusCode, Json<Organization>), Error> {
+    Ok((
+        StatusCode::CREATED,
+        Json(state.services.create_org(&actor, body).await?),
+    ))
+}
+
+/// Organizations the caller may see.
+#[utoipa::path(get, path = "/api/v1/organizations", tag = "organizations", params(PageParams),
+    responses((status = 200, body = Page<Organization>)))]
+async fn list_orgs(
+    State(state): State<AppState>,
+    Authenticated(actor): Authenticated,
+    ApiQuery(page): ApiQuery<PageParams>,
+) -> Result<Json<Page<Organization>>, Error> {
+    let rows = state.services.list_orgs(&actor, &page.request()?).await?;
+    Ok(Json(Page::from_rows(rows, &page, |o| o.id.0)))
+}
+
+/// One organization.
+#[utoipa::path(get, path = "/api/v1/organizations/{id}", tag = "organizations", params(("id" = String, Path)),
+    responses((status = 200, body = Organization), (status = 404, body = Problem)))]
+async fn get_org(
+    State(state): State<AppState>,
+    Authenticated(actor): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<Organization>, Error> {
+    Ok(Json(state.services.org(&actor, &id).await?))
+}
+
+/// The organization's tenants.
+#[utoipa::path(get, path = "/api/v1/organizations/{id}/tenants", tag = "organizations",
+    params(("id" = String, Path), PageParams),
+    responses((status = 200, body = Page<Tenant>), (status = 404, body = Problem)))]
+async fn org_tenants(
+    State(state): State<AppState>,
+    Authenticated(actor): Authenticated,
+    Path(id): Path<String>,
+    ApiQuery(page): ApiQuery<PageParams>,
+) -> Result<Json<Page<Tenant>>, Error> {
+    let rows = state
+        .services
+        .org_tenants(&actor, &id, &page.request()?)
+        .await?;
+    Ok(Json(Page::from_rows(rows, &page, |t| t.id.0)))
+}

@@ -1,0 +1,190 @@
+//! `/api/v1/tenants`: the tenant lifecycle.
+
+use super::extract::{ApiJson, ApiQuery, Page, PageParams};
+use super::{Problem, with_tenant};
+use crate::app::AppState;
+use crate::auth::Authenticated;
+use crate::control::tenants::{NewTenant, TenantPatch};
+use crate::error::{Error, Validator};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+use tenantry::store::TenantFilter;
+use tenantry::{Tenant, TenantStatus};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_tenant, list_tenants))
+        .routes(routes!(get_tenant, patch_tenant, delete_tenant))
+        .routes(routes!(suspend_tenant))
+        .routes(routes!(activate_tenant))
+        .routes(routes!(change_plan))
+}
+
+/// Filters and paging of the tenant list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct TenantQuery {
+    /// `active`, `suspended` or `deleted`; live tenants when absent.
+    pub status: Option<String>,
+    pub plan: Option<String>,
+    pub organization_id: Option<String>,
+    /// Case-insensitive search in name and slug.
+    pub q: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// Body of `POST /api/v1/tenants/{id}/plan`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanChange {
+    pub plan: String,
+}
+
+/// Creates a tenant, usable as soon as this answers 201.
+#[utoipa::path(post, path = "/api/v1/tenants", tag = "tenants", request_body = NewTenant,
+    responses((status = 201, body = Tenant), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn create_tenant(
+    State(state): State<AppState>,
+    Authenticated(actor): Authenticated,
+    ApiJson(body): ApiJson<NewTenant>,
+) -> Result<Response, Error> {
+    let tenant = state.services.create_tenant(&actor, body).await?;
+    Ok(with_tenant(tenant.id, (StatusCode::CREATED, Json(tenant))))
+}
+
+/// Lists tenants (an org admin sees its organization's only).
+#[utoipa::path(get, path = "/api/v1/tenants", tag = "tenants", params(TenantQuery),
+    responses((status = 200, body = Page<Tenant>)))]
+async fn list_tenants(
+    State(state): State<AppState>,
+    Authenticated(actor): Authenticated,
+    ApiQuery(q): ApiQuery<TenantQuery>,
+) -> Result<Json<Page<Tenant>>, Error> {
+    let mut v = Validator::default();
+    let status = q.status.as_deref().and_then(|s| {
+        let parsed = TenantStatus::parse(s);
+        v.check(
+            parsed.is_some(),
+            "status",
+            "must be active, suspended or deleted",
+        );
+        parsed
+    });
+    let organization_id = q.organization_id.as_deref().and_then(|o| {
+        let parsed = o.parse().ok();
+        v.check(parsed.is_some(), "organization_id", "must be a UUID");
+        parsed
+    });
+    v.finish()?;
+    let page = PageParams {
+        limit: q.limit,
+        cursor: q.cursor,
+    };
+    let filter = TenantFilter {
+        status,
+        plan: q.plan,
+        organization_id,
+        q: q.q,
+    };
+    let rows = state
+        .services
+        .list_tenants(&actor, filter, &page.request()?)
+        .await?;
+    Ok(Json(Page::from_rows(rows, &page, |t| t.id.0)))
+}
+
+/// One tenant, by id or slug.
+#[utoipa::path(get, path = "/api/v1/tenants/{id}", tag = "tenants",
+    params(("id" = String, Path, description = "tenant id or slug")),
+    responses((status = 200, body = Tenant), (status = 404, body = Problem)))]
+async fn get_tenant(
+    State(state): State<AppState>,
+    Authenticated(actor): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, Error> {
+    let tenant = state.services.administered_tenant(&actor, &id).await?;
+    Ok(with_tenant(tenant.id, Json(tenant)))
+}
+
+/// Changes name, slug, domain, metadata, branding or plan.
+#[utoipa::path(patch, path = "/api/v1/tenants/{id}", tag = "tenants", request_body = TenantPatch,
+    params(("id" = String, Path, description = "tenant id or slug")),
+    responses((status = 200, body = Tenant), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn patch_tenant(
+    State(state): State<AppState>,
+    Authenticated(actor): Authenticated,
+    Path(id): Path<String>,
+    ApiJson(patch): ApiJson<TenantPatch>,
+) -> Result<Response, Error> {
+    let tenant = state.services.update_tenant(&actor, &id, patch).await?;
+    Ok(with_tenant(tenant.id, Json(tenant)))
+}
+
+/// Deletes the tenant and purges its data; its slug may be reused.
+#[utoipa::path(delete, path = "/api/v1/tenants/{id}", tag = "tenants",
+    params(("id" = String, Path, description = "tenant id or slug")),
+    responses((status = 204), (status = 404, body = Problem)))]
+async fn delete_tenant(
+    State(state): State<AppState>,
+    Authenticated(actor): Authenticated,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Error> {
+    state.services.delete_tenant(&actor, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_status(
+    state: AppState,
+    actor: &tenantry::Principal,
+    id: &str,
+    status: TenantStatus,
+) -> Result<Response, Error> {
+    let tenant = state.services.set_tenant_status(actor, id, status).await?;
+    Ok(with_tenant(tenant.id, Json(tenant)))
+}
+
+/// Suspends the tenant: its data plane answers 403 `tenant_suspended`.
+#[utoipa::path(post, path = "/api/v1/tenants/{id}/suspend", tag = "tenants",
+    params(("id" = String, Path, description = "tenant id or slug")),
+    responses((status = 200, body = Tenant), (status = 404, body = Problem)))]
+async fn suspend_tenant(
+    State(state): State<AppState>,
+    Authenticated(actor): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, Error> {
+    set_status(state, &actor, &id, TenantStatus::Suspended).await
+}
+
+/// Re-activates a suspended tenant.
+#[utoipa::path(post, path = "/api/v1/tenants/{id}/activate", tag = "tenants",
+    params(("id" = String, Path, description = "tenant id or slug")),
+    responses((status = 200, body = Tenant), (status = 404, body = Problem)))]
+async fn activate_tenant(
+    State(state): State<AppState>,
+    Authenticated(actor): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, Error> {
+    set_status(state, &actor, &id, TenantStatus::Active).await
+}
+
+/// Moves the tenant to another plan.
+#[utoipa::path(post, path = "/api/v1/tenants/{id}/plan", tag = "tenants", request_body = PlanChange,
+    params(("id" = String, Path, description = "tenant id or slug")),
+    responses((status = 200, body = Tenant), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn change_plan(
+    State(state): State<AppState>,
+    Authenticated(actor): Authenticated,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<PlanChange>,
+) -> Result<Response, Error> {
+    let tenant = state
+        .services
+        .set_tenant_plan(&actor, &id, body.plan)
+        .await?;
+    Ok(with_tenant(tenant.id, Json(tenant)))
+}

@@ -1,0 +1,310 @@
+//! The command line. Every command calls the same services as the HTTP API.
+
+use crate::app::{App, open_services, shutdown_signal};
+use crate::control::tenants::NewTenant;
+use crate::control::{Services, console_operator};
+use crate::settings::{Overrides, Settings};
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tenantry::store::{PageRequest, TenantFilter};
+use tenantry::{Isolation, Role, Tenant, TenantStatus};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(name = "tenantry", version, about = "Multi-tenant SaaS backend")]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, default_value = "tenantry.toml")]
+    pub config: PathBuf,
+    /// Where SQLite files and keys live (overrides TENANTRY_DATA_DIR).
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Control store URL (overrides TENANTRY_DATABASE_URL).
+    #[arg(long, global = true)]
+    pub database_url: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server.
+    Serve {
+        /// Address to listen on (overrides TENANTRY_LISTEN).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Inspect plans.
+    #[command(subcommand)]
+    Plan(PlanCommand),
+    /// Manage platform administrators.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant.
+    Create(CreateTenantArgs),
+    /// List tenants.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        plan: Option<String>,
+        /// Search name and slug.
+        #[arg(long)]
+        q: Option<String>,
+    },
+    /// Show one tenant (id or slug) as JSON.
+    Show { tenant: String },
+    /// Suspend a tenant.
+    Suspend { tenant: String },
+    /// Re-activate a suspended tenant.
+    Activate { tenant: String },
+    /// Delete a tenant and purge its data.
+    Delete { tenant: String },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateTenantArgs {
+    #[arg(long)]
+    pub name: String,
+    #[arg(long)]
+    pub slug: String,
+    #[arg(long, default_value = "basic")]
+    pub plan: String,
+    /// `shared` or `dedicated`; the plan's default when absent.
+    #[arg(long)]
+    pub isolation: Option<String>,
+    #[arg(long)]
+    pub domain: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlanCommand {
+    /// List plans with their limits.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a platform super-admin.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// Password; read from TENANTRY_NEW_ADMIN_PASSWORD when not given.
+        #[arg(long, env = "TENANTRY_NEW_ADMIN_PASSWORD", hide_env_values = true)]
+        password: String,
+        #[arg(long, default_value = "Platform admin")]
+        name: String,
+    },
+}
+
+impl Cli {
+    fn settings(&self, listen: Option<SocketAddr>) -> anyhow::Result<Settings> {
+        let overrides = Overrides {
+            listen,
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
+        };
+        Settings::load(&self.config, &overrides).context("reading configuration")
+    }
+
+    pub async fn run(self) -> anyhow::Result<()> {
+        match &self.command {
+            Command::Serve { listen } => {
+                let settings = self.settings(*listen)?;
+                init_logging(&settings.log);
+                serve(settings).await
+            }
+            Command::Tenant(cmd) => {
+                let services = open_services(&self.settings(None)?).await?;
+                tenant_command(&services, cmd).await
+            }
+            Command::Plan(PlanCommand::List) => {
+                let services = open_services(&self.settings(None)?).await?;
+                println!(
+                    "{:<12} {:>10} {:>16} {:>14} {:>8}  isolation",
+                    "code", "max_users", "max_storage", "requests/day", "req/s"
+                );
+                for p in services.list_plans().await? {
+                    let show = |v: Option<u64>| v.map_or("unlimited".to_owned(), |n| n.to_string());
+                    println!(
+                        "{:<12} {:>10} {:>16} {:>14} {:>8}  {}",
+                        p.code,
+                        show(p.limits.max_users),
+                        show(p.limits.max_storage_bytes),
+                        show(p.limits.api_requests_per_day),
+                        show(p.limits.requests_per_second),
+                        p.default_isolation.as_str()
+                    );
+                }
+                Ok(())
+            }
+            Command::Admin(AdminCommand::Create {
+                email,
+                password,
+                name,
+            }) => {
+                let services = open_services(&self.settings(None)?).await?;
+                let user = services
+                    .create_platform_user(email, password.clone(), name, Role::SuperAdmin, None)
+                    .await
+                    .map_err(describe)?;
+                println!("created super-admin {} ({})", user.email, user.id);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Service errors carry field details the CLI should print in full.
+fn describe(e: crate::error::Error) -> anyhow::Error {
+    match e {
+        crate::error::Error::Validation(errors) => {
+            let lines: Vec<String> = errors
+                .iter()
+                .map(|f| format!("{}: {}", f.field, f.message))
+                .collect();
+            anyhow::anyhow!("invalid input: {}", lines.join("; "))
+        }
+        other => anyhow::anyhow!(other),
+    }
+}
+
+fn print_tenant(t: &Tenant) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(t)?);
+    Ok(())
+}
+
+async fn tenant_command(services: &Arc<Services>, cmd: &TenantCommand) -> anyhow::Result<()> {
+    let operator = console_operator();
+    match cmd {
+        TenantCommand::Create(a) => {
+            let isolation = match a.isolation.as_deref() {
+                None => None,
+                Some(s) => {
+                    Some(Isolation::parse(s).context("--isolation must be shared or dedicated")?)
+                }
+            };
+            let input = NewTenant {
+                name: a.name.clone(),
+                slug: a.slug.clone(),
+                plan: Some(a.plan.clone()),
+                isolation,
+                organization_id: None,
+                domain: a.domain.clone(),
+                metadata: None,
+                branding: None,
+            };
+            print_tenant(
+                &services
+                    .create_tenant(&operator, input)
+                    .await
+                    .map_err(describe)?,
+            )
+        }
+        TenantCommand::List { status, plan, q } => {
+            let status = match status.as_deref() {
+                None => None,
+                Some(s) => Some(
+                    TenantStatus::parse(s)
+                        .context("--status must be active, suspended or deleted")?,
+                ),
+            };
+            let filter = TenantFilter {
+                status,
+                plan: plan.clone(),
+                organization_id: None,
+                q: q.clone(),
+            };
+            println!(
+                "{:<36}  {:<24} {:<10} {:<10} {:<9}  name",
+                "id", "slug", "plan", "status", "isolation"
+            );
+            let mut page = PageRequest {
+                after: None,
+                limit: 500,
+            };
+            loop {
+                let rows = services
+                    .list_tenants(&operator, filter.clone(), &page)
+                    .await
+                    .map_err(describe)?;
+                for t in &rows {
+                    println!(
+                        "{:<36}  {:<24} {:<10} {:<10} {:<9}  {}",
+                        t.id,
+                        t.slug,
+                        t.plan,
+                        t.status.as_str(),
+                        t.isolation.as_str(),
+                        t.name
+                    );
+                }
+                match rows.last() {
+                    Some(last) if rows.len() == page.limit as usize => page.after = Some(last.id.0),
+                    _ => break,
+                }
+            }
+            Ok(())
+        }
+        TenantCommand::Show { tenant } => print_tenant(
+            &services
+                .administered_tenant(&operator, tenant)
+                .await
+                .map_err(describe)?,
+        ),
+        TenantCommand::Suspend { tenant } => print_tenant(
+            &services
+                .set_tenant_status(&operator, tenant, TenantStatus::Suspended)
+                .await
+                .map_err(describe)?,
+        ),
+        TenantCommand::Activate { tenant } => print_tenant(
+            &services
+                .set_tenant_status(&operator, tenant, TenantStatus::Active)
+                .await
+                .map_err(describe)?,
+        ),
+        TenantCommand::Delete { tenant } => {
+            services
+                .delete_tenant(&operator, tenant)
+                .await
+                .map_err(describe)?;
+            println!("deleted {tenant}");
+            Ok(())
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .try_init();
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let listen = settings.listen;
+    let app = App::build(settings).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    tracing::info!(address = %listener.local_addr()?, "tenantry listening");
+    app.serve(listener, shutdown_signal()).await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}

@@ -1,0 +1,338 @@
+//! Per-tenant configuration (plain or encrypted), effective configuration
+//! over the plan's defaults, feature flags and branding.
+
+use super::Services;
+use crate::error::{Error, Result};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use tenantry::plan::merge_json;
+use tenantry::store::ConfigEntry;
+use tenantry::{Principal, Role, Tenant};
+
+/// What clients see in place of an encrypted value.
+pub const MASK: &str = "***";
+
+/// A tenant's override for one key.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConfigView {
+    pub key: String,
+    #[schema(value_type = Object)]
+    pub value: Value,
+    pub encrypted: bool,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Body of `PUT /api/v1/tenants/{id}/config/{key}`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutConfig {
+    #[schema(value_type = Object)]
+    pub value: Value,
+    #[serde(default)]
+    pub encrypted: bool,
+}
+
+fn valid_key(key: &str) -> bool {
+    (1..=128).contains(&key.len())
+        && key.starts_with(|c: char| c.is_ascii_lowercase())
+        && !key.ends_with('.')
+        && !key.contains("..")
+        && key.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.' || b == b'-'
+        })
+}
+
+/// Checks the values of the keys the server itself reads; other keys are free-form.
+pub fn validate_config_value(key: &str, value: &Value) -> std::result::Result<(), String> {
+    let positive_int = |v: &Value| v.as_u64().is_some_and(|n| n >= 1);
+    match key {
+        "session.timeout" if !positive_int(value) => {
+            Err("must be a whole number of seconds, at least 1".into())
+        }
+        "file_upload.max_size" if value.as_u64().is_none() => {
+            Err("must be a whole number of bytes".into())
+        }
+        "auth.self_registration" | "auth.otp" if !value.is_boolean() => {
+            Err("must be true or false".into())
+        }
+        "security.password_policy" => {
+            let Some(policy) = value.as_object() else {
+                return Err("must be an object".into());
+            };
+            for (field, v) in policy {
+                let ok = match field.as_str() {
+                    "min_length" => v.as_u64().is_some_and(|n| (1..=1024).contains(&n)),
+                    "require_uppercase"
+                    | "require_lowercase"
+                    | "require_numbers"
+                    | "require_special_chars" => v.is_boolean(),
+                    _ => return Err(format!("unknown rule `{field}`")),
+                };
+                if !ok {
+                    return Err(format!("`{field}` has the wrong type or range"));
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+impl Services {
+    /// A tenant whose settings `actor` may manage: platform staff over it, or
+    /// the tenant's own admins.
+    async fn settings_tenant(&self, actor: &Principal, id_or_slug: &str) -> Result<Tenant> {
+        let tenant = self.visible_tenant(actor, id_or_slug).await?;
+        let own_admin = actor.role == Role::Admin && actor.tenant_id == Some(tenant.id);
+        if actor.may_administer(tenant.organization_id) || own_admin {
+            Ok(tenant)
+        } else {
+            Err(Error::Forbidden(
+                "tenant admins and platform staff only".into(),
+            ))
+        }
+    }
+
+    fn check_reveal(actor: &Principal, reveal: bool) -> Result<()> {
+        if reveal && actor.role != Role::SuperAdmin {
+            return Err(Error::Forbidden(
+                "only super-admins may reveal encrypted values".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The value a client sees: encrypted values masked, or decrypted on reveal.
+    async fn shown_value(
+        &self,
+        tenant: &Tenant,
+        entry: &ConfigEntry,
+        reveal: bool,
+    ) -> Result<Value> {
+        if !entry.encrypted {
+            return Ok(entry.value.clone());
+        }
+        if !reveal {
+            return Ok(json!(MASK));
+        }
+        let sealed = entry.value.as_str().ok_or_else(|| {
+            Error::Internal(format!("encrypted config {} is not a string", entry.key))
+        })?;
+        let wrapped = self.store.tenant_wrapped_key(tenant).await?;
+        let plain = self
+            .keyring
+            .open_value(tenant.id, &wrapped, &entry.key, sealed)
+            .map_err(|e| Error::Internal(format!("opening config {}: {e}", entry.key)))?;
+        serde_json::from_slice(&plain)
+            .map_err(|e| Error::Internal(format!("decrypted config {}: {e}", entry.key)))
+    }
+
+    async fn view(&self, tenant: &Tenant, entry: ConfigEntry, reveal: bool) -> Result<ConfigView> {
+        let value = self.shown_value(tenant, &entry, reveal).await?;
+        Ok(ConfigView {
+            key: entry.key,
+            value,
+            encrypted: entry.encrypted,
+            updated_at: entry.updated_at,
+        })
+    }
+
+    /// The tenant's overrides, or with `effective` the plan's defaults merged with them.
+    pub async fn list_config(
+        &self,
+        actor: &Principal,
+        id_or_slug: &str,
+        effective: bool,
+        reveal: bool,
+    ) -> Result<BTreeMap<String, Value>> {
+        Self::check_reveal(actor, reveal)?;
+        let tenant = self.settings_tenant(actor, id_or_slug).await?;
+        let mut out = if effective {
+            self.plan(&tenant.plan).await?.config_defaults
+        } else {
+            BTreeMap::new()
+        };
+        for entry in self.store.list_config(&tenant).await? {
+            let value = self.shown_value(&tenant, &entry, reveal).await?;
+            match out.get_mut(&entry.key) {
+                Some(base) if !entry.encrypted => merge_json(base, &value),
+                _ => {
+                    out.insert(entry.key, value);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Effective configuration for the server's own use (always decrypted).
+    pub async fn effective_config(&self, tenant: &Tenant) -> Result<BTreeMap<String, Value>> {
+        let operator = super::console_operator();
+        self.list_config(&operator, &tenant.id.to_string(), true, true)
+            .await
+    }
+
+    pub async fn get_config(
+        &self,
+        actor: &Principal,
+        id_or_slug: &str,
+        key: &str,
+        reveal: bool,
+    ) -> Result<ConfigView> {
+        Self::check_reveal(actor, reveal)?;
+        let tenant = self.settings_tenant(actor, id_or_slug).await?;
+        let entry = self
+            .store
+            .config(&tenant, key)
+            .await?
+            .ok_or_else(|| Error::NotFound("config key".into()))?;
+        self.view(&tenant, entry, reveal).await
+    }
+
+    pub async fn put_config(
+        &self,
+        actor: &Principal,
+        id_or_slug: &str,
+        key: &str,
+        body: PutConfig,
+    ) -> Result<ConfigView> {
+        let tenant = self.settings_tenant(actor, id_or_slug).await?;
+        if !valid_key(key) {
+            return Err(Error::invalid(
+                "key",
+                "must be dotted lowercase words such as `session.timeout`",
+            ));
+        }
+        validate_config_value(key, &body.value).map_err(|m| Error::invalid("value", m))?;
+        let stored = if body.encrypted {
+            let wrapped = self.store.tenant_wrapped_key(&tenant).await?;
+            let plain =
+                serde_json::to_vec(&body.value).map_err(|e| Error::Internal(e.to_string()))?;
+            let sealed = self
+                .keyring
+                .seal_value(tenant.id, &wrapped, key, &plain)
+                .map_err(|e| Error::Internal(format!("sealing config: {e}")))?;
+            Value::String(sealed)
+        } else {
+            body.value
+        };
+        let entry = ConfigEntry {
+            key: key.to_owned(),
+            value: stored,
+            encrypted: body.encrypted,
+            updated_at: Utc::now(),
+        };
+        self.store.put_config(&tenant, &entry).await?;
+        self.view(&tenant, entry, false).await
+    }
+
+    pub async fn delete_config(
+        &self,
+        actor: &Principal,
+        id_or_slug: &str,
+        key: &str,
+    ) -> Result<()> {
+        let tenant = self.settings_tenant(actor, id_or_slug).await?;
+        if self.store.delete_config(&tenant, key).await? {
+            Ok(())
+        } else {
+            Err(Error::NotFound("config key".into()))
+        }
+    }
+
+    /// The tenant's effective features: the plan's flags, then the tenant's
+    /// `features` config override (an object of name → bool), if any.
+    pub async fn tenant_features(&self, tenant: &Tenant) -> Result<BTreeMap<String, bool>> {
+        let mut features = self.plan(&tenant.plan).await?.features;
+        if let Some(entry) = self.store.config(tenant, "features").await? {
+            if let (false, Some(overrides)) = (entry.encrypted, entry.value.as_object()) {
+                for (name, on) in overrides {
+                    if let Some(on) = on.as_bool() {
+                        features.insert(name.clone(), on);
+                    }
+                }
+            }
+        }
+        Ok(features)
+    }
+
+    pub async fn features(
+        &self,
+        actor: &Principal,
+        id_or_slug: &str,
+    ) -> Result<BTreeMap<String, bool>> {
+        let tenant = self.visible_tenant(actor, id_or_slug).await?;
+        self.tenant_features(&tenant).await
+    }
+
+    pub async fn require_feature(&self, tenant: &Tenant, feature: &str) -> Result<()> {
+        if self
+            .tenant_features(tenant)
+            .await?
+            .get(feature)
+            .copied()
+            .unwrap_or(false)
+        {
+            Ok(())
+        } else {
+            Err(Error::FeatureNotEnabled(feature.to_owned()))
+        }
+    }
+
+    /// Branding is public: login pages show it before anyone signs in.
+    pub async fn branding(&self, id_or_slug: &str) -> Result<Value> {
+        let tenant = self
+            .find_tenant(id_or_slug)
+            .await?
+            .ok_or(Error::TenantNotFound)?;
+        Ok(tenant.branding)
+    }
+
+    pub async fn put_branding(
+        &self,
+        actor: &Principal,
+        id_or_slug: &str,
+        branding: Value,
+    ) -> Result<Value> {
+        let mut tenant = self.settings_tenant(actor, id_or_slug).await?;
+        if !branding.is_object() {
+            return Err(Error::invalid("body", "branding must be a JSON object"));
+        }
+        self.require_feature(&tenant, "custom_branding").await?;
+        tenant.branding = branding;
+        tenant.updated_at = Utc::now();
+        self.store.update_tenant(&tenant).await?;
+        Ok(tenant.branding)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_keys_are_dotted_lowercase_words() {
+        for good in ["session.timeout", "a", "smtp.password", "x-y.z_1"] {
+            assert!(valid_key(good), "{good}");
+        }
+        for bad in ["", "Session", "a..b", "a.", ".a", "1abc", "a b", "a/b"] {
+            assert!(!valid_key(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn known_keys_are_type_checked() {
+        assert!(validate_config_value("session.timeout", &json!(1)).is_ok());
+        assert!(validate_config_value("session.timeout", &json!(0)).is_err());
+        assert!(validate_config_value("session.timeout", &json!("60")).is_err());
+        assert!(validate_config_value("auth.otp", &json!("yes")).is_err());
+        assert!(
+            validate_config_value("security.password_policy", &json!({"min_length": 14})).is_ok()
+        );
+        assert!(
+            validate_config_value("security.password_policy", &json!({"min_len": 14})).is_err()
+        );
+        assert!(validate_config_value("anything.else", &json!([1, 2])).is_ok());
+    }
+}

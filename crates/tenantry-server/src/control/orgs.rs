@@ -1,0 +1,87 @@
+//! Organizations: enterprises that group several tenants.
+
+use super::Services;
+use crate::error::{Error, Result, Validator};
+use chrono::Utc;
+use serde::Deserialize;
+use tenantry::store::{Organization, PageRequest, TenantFilter};
+use tenantry::{OrgId, Principal, Role, Tenant};
+
+/// Body of `POST /api/v1/organizations`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewOrganization {
+    pub name: String,
+    pub description: Option<String>,
+}
+
+impl Services {
+    pub async fn create_org(
+        &self,
+        actor: &Principal,
+        input: NewOrganization,
+    ) -> Result<Organization> {
+        if actor.role != Role::SuperAdmin {
+            return Err(Error::Forbidden("super-admin only".into()));
+        }
+        let mut v = Validator::default();
+        v.check(
+            !input.name.trim().is_empty() && input.name.chars().count() <= 200,
+            "name",
+            "must be 1 to 200 characters",
+        );
+        v.finish()?;
+        let org = Organization {
+            id: OrgId::new(),
+            name: input.name.trim().to_owned(),
+            description: input.description,
+            created_at: Utc::now(),
+        };
+        self.store.insert_org(&org).await?;
+        Ok(org)
+    }
+
+    pub async fn list_orgs(
+        &self,
+        actor: &Principal,
+        page: &PageRequest,
+    ) -> Result<Vec<Organization>> {
+        match actor.role {
+            Role::SuperAdmin => Ok(self.store.list_orgs(None, page).await?),
+            Role::OrgAdmin => match actor.org_id {
+                Some(org) => Ok(self.store.list_orgs(Some(org), page).await?),
+                None => Ok(Vec::new()),
+            },
+            _ => Err(Error::Forbidden("platform staff only".into())),
+        }
+    }
+
+    /// An organization `actor` may see; any other is unknown.
+    pub async fn org(&self, actor: &Principal, id: &str) -> Result<Organization> {
+        let not_found = || Error::NotFound("organization".into());
+        let id: OrgId = id.parse().map_err(|_| not_found())?;
+        let allowed = match actor.role {
+            Role::SuperAdmin => true,
+            Role::OrgAdmin => actor.org_id == Some(id),
+            _ => return Err(Error::Forbidden("platform staff only".into())),
+        };
+        if !allowed {
+            return Err(not_found());
+        }
+        self.store.org(id).await?.ok_or_else(not_found)
+    }
+
+    pub async fn org_tenants(
+        &self,
+        actor: &Principal,
+        id: &str,
+        page: &PageRequest,
+    ) -> Result<Vec<Tenant>> {
+        let org = self.org(actor, id).await?;
+        let filter = TenantFilter {
+            organization_id: Some(org.id),
+            ..TenantFilter::default()
+        };
+        Ok(self.store.list_tenants(&filter, page).await?)
+    }
+}

@@ -1,0 +1,85 @@
+//! The plan catalogue: built-in plans, edited or extended by super-admins.
+
+use super::Services;
+use super::config::validate_config_value;
+use crate::error::{Error, Result, Validator};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use tenantry::{Isolation, Limits, Plan, Principal, Role};
+
+/// Body of `PUT /api/v1/plans/{code}`; the code comes from the path.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanBody {
+    /// Optional; when present it must equal the code in the path.
+    pub code: Option<String>,
+    pub name: String,
+    pub limits: Limits,
+    #[serde(default)]
+    pub features: BTreeMap<String, bool>,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub config_defaults: BTreeMap<String, Value>,
+    pub default_isolation: Option<Isolation>,
+}
+
+fn valid_code(code: &str) -> bool {
+    let mut chars = code.chars();
+    (1..=63).contains(&code.len())
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+impl Services {
+    pub async fn list_plans(&self) -> Result<Vec<Plan>> {
+        Ok(self.store.list_plans().await?)
+    }
+
+    pub async fn plan(&self, code: &str) -> Result<Plan> {
+        self.store
+            .plan(code)
+            .await?
+            .ok_or_else(|| Error::NotFound("plan".into()))
+    }
+
+    /// Replaces or adds a plan; returns it and whether it was new.
+    pub async fn put_plan(
+        &self,
+        actor: &Principal,
+        code: &str,
+        body: PlanBody,
+    ) -> Result<(Plan, bool)> {
+        if actor.role != Role::SuperAdmin {
+            return Err(Error::Forbidden("super-admin only".into()));
+        }
+        let mut v = Validator::default();
+        v.check(
+            valid_code(code),
+            "code",
+            "must be 1-63 chars of [a-z0-9_-], starting with a letter",
+        );
+        v.check(
+            body.code.as_deref().is_none_or(|c| c == code),
+            "code",
+            "must match the code in the path",
+        );
+        v.check(!body.name.trim().is_empty(), "name", "must not be empty");
+        for (key, value) in &body.config_defaults {
+            if let Err(message) = validate_config_value(key, value) {
+                v.push(&format!("config_defaults.{key}"), message);
+            }
+        }
+        v.finish()?;
+        let plan = Plan {
+            code: code.to_owned(),
+            name: body.name.trim().to_owned(),
+            limits: body.limits,
+            features: body.features,
+            config_defaults: body.config_defaults,
+            default_isolation: body.default_isolation.unwrap_or(Isolation::Shared),
+        };
+        let created = self.store.upsert_plan(&plan).await?;
+        Ok((plan, created))
+    }
+}

@@ -1,0 +1,300 @@
+//! Tenant lifecycle: create, list, change, suspend, activate, delete.
+
+use super::Services;
+use crate::error::{Error, Result, Validator};
+use chrono::Utc;
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+use tenantry::store::{PageRequest, TenantFilter};
+use tenantry::{Isolation, OrgId, Principal, Role, Slug, Tenant, TenantId, TenantStatus};
+
+/// Body of `POST /api/v1/tenants`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTenant {
+    pub name: String,
+    pub slug: String,
+    /// Plan code; `basic` when omitted.
+    pub plan: Option<String>,
+    /// Defaults to the plan's `default_isolation`.
+    pub isolation: Option<Isolation>,
+    pub organization_id: Option<OrgId>,
+    pub domain: Option<String>,
+    #[schema(value_type = Object)]
+    pub metadata: Option<Value>,
+    #[schema(value_type = Object)]
+    pub branding: Option<Value>,
+}
+
+/// Body of `PATCH /api/v1/tenants/{id}`: any subset of the fields.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantPatch {
+    pub name: Option<String>,
+    pub slug: Option<String>,
+    /// `null` removes the custom domain.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub domain: Option<Option<String>>,
+    #[schema(value_type = Object)]
+    pub metadata: Option<Value>,
+    #[schema(value_type = Object)]
+    pub branding: Option<Value>,
+    pub plan: Option<String>,
+}
+
+/// Tells an explicit `null` (Some(None)) from an absent field (None).
+fn present<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+fn check_name(v: &mut Validator, name: &str) {
+    v.check(
+        !name.trim().is_empty() && name.chars().count() <= 200,
+        "name",
+        "must be 1 to 200 characters",
+    );
+}
+
+fn check_slug(v: &mut Validator, slug: &str) -> Option<Slug> {
+    Slug::parse(slug)
+        .map_err(|e| v.push("slug", e.to_string()))
+        .ok()
+}
+
+/// A custom domain: a lowercase DNS name with at least two labels.
+fn normalize_domain(v: &mut Validator, domain: &str) -> Option<String> {
+    let d = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if d.len() <= 253 && d.contains('.') && d.split('.').all(label_ok) {
+        Some(d)
+    } else {
+        v.push("domain", "must be a DNS name such as crm.example.com");
+        None
+    }
+}
+
+fn check_object(v: &mut Validator, field: &str, value: &Option<Value>) {
+    if let Some(value) = value {
+        v.check(value.is_object(), field, "must be a JSON object");
+    }
+}
+
+impl Services {
+    pub async fn create_tenant(&self, actor: &Principal, input: NewTenant) -> Result<Tenant> {
+        actor_is_platform(actor)?;
+        let mut v = Validator::default();
+        check_name(&mut v, &input.name);
+        let slug = check_slug(&mut v, &input.slug);
+        let domain = input
+            .domain
+            .as_deref()
+            .and_then(|d| normalize_domain(&mut v, d));
+        check_object(&mut v, "metadata", &input.metadata);
+        check_object(&mut v, "branding", &input.branding);
+        let plan_code = input.plan.unwrap_or_else(|| "basic".to_owned());
+        let plan = self.store.plan(&plan_code).await?;
+        if plan.is_none() {
+            v.push("plan", format!("unknown plan `{plan_code}`"));
+        }
+        // An org admin creates tenants in its own organization only.
+        let organization_id = match actor.role {
+            Role::OrgAdmin => {
+                if input
+                    .organization_id
+                    .is_some_and(|o| Some(o) != actor.org_id)
+                {
+                    return Err(Error::Forbidden(
+                        "org admins create tenants in their own organization".into(),
+                    ));
+                }
+                actor.org_id
+            }
+            _ => input.organization_id,
+        };
+        if let Some(org) = organization_id {
+            if self.store.org(org).await?.is_none() {
+                v.push("organization_id", "no such organization");
+            }
+        }
+        v.finish()?;
+        let (Some(slug), Some(plan)) = (slug, plan) else {
+            return Err(Error::Internal(
+                "validated tenant input lost its slug or plan".into(),
+            ));
+        };
+        let branding = input
+            .branding
+            .unwrap_or_else(|| Value::Object(Default::default()));
+        if branding.as_object().is_some_and(|b| !b.is_empty())
+            && !plan.has_feature("custom_branding")
+        {
+            return Err(Error::FeatureNotEnabled("custom_branding".into()));
+        }
+        let now = Utc::now();
+        let tenant = Tenant {
+            id: TenantId::new(),
+            slug,
+            name: input.name.trim().to_owned(),
+            plan: plan.code.clone(),
+            status: TenantStatus::Active,
+            isolation: input.isolation.unwrap_or(plan.default_isolation),
+            organization_id,
+            domain,
+            metadata: input
+                .metadata
+                .unwrap_or_else(|| Value::Object(Default::default())),
+            branding,
+            created_at: now,
+            updated_at: now,
+        };
+        let wrapped = self.keyring.new_wrapped_data_key(tenant.id);
+        self.store.insert_tenant(&tenant, &wrapped).await?;
+        tracing::info!(tenant_id = %tenant.id, slug = %tenant.slug, plan = %tenant.plan, "tenant created");
+        Ok(tenant)
+    }
+
+    pub async fn list_tenants(
+        &self,
+        actor: &Principal,
+        mut filter: TenantFilter,
+        page: &PageRequest,
+    ) -> Result<Vec<Tenant>> {
+        actor_is_platform(actor)?;
+        if actor.role == Role::OrgAdmin {
+            if filter
+                .organization_id
+                .is_some_and(|o| Some(o) != actor.org_id)
+            {
+                return Ok(Vec::new());
+            }
+            filter.organization_id = actor.org_id;
+        }
+        Ok(self.store.list_tenants(&filter, page).await?)
+    }
+
+    pub async fn update_tenant(
+        &self,
+        actor: &Principal,
+        id_or_slug: &str,
+        patch: TenantPatch,
+    ) -> Result<Tenant> {
+        let mut tenant = self.administered_tenant(actor, id_or_slug).await?;
+        let mut v = Validator::default();
+        if let Some(name) = &patch.name {
+            check_name(&mut v, name);
+        }
+        let slug = patch.slug.as_deref().map(|s| check_slug(&mut v, s));
+        let domain = patch
+            .domain
+            .as_ref()
+            .map(|d| d.as_deref().and_then(|d| normalize_domain(&mut v, d)));
+        check_object(&mut v, "metadata", &patch.metadata);
+        check_object(&mut v, "branding", &patch.branding);
+        if let Some(plan) = &patch.plan {
+            if self.store.plan(plan).await?.is_none() {
+                v.push("plan", format!("unknown plan `{plan}`"));
+            }
+        }
+        v.finish()?;
+        if let Some(name) = patch.name {
+            tenant.name = name.trim().to_owned();
+        }
+        if let Some(Some(slug)) = slug {
+            tenant.slug = slug;
+        }
+        if let Some(domain) = domain {
+            tenant.domain = domain;
+        }
+        if let Some(metadata) = patch.metadata {
+            tenant.metadata = metadata;
+        }
+        if let Some(plan) = patch.plan {
+            tenant.plan = plan;
+        }
+        if let Some(branding) = patch.branding {
+            self.require_feature(&tenant, "custom_branding").await?;
+            tenant.branding = branding;
+        }
+        self.save_tenant(tenant).await
+    }
+
+    pub async fn set_tenant_plan(
+        &self,
+        actor: &Principal,
+        id_or_slug: &str,
+        plan: String,
+    ) -> Result<Tenant> {
+        let patch = TenantPatch {
+            plan: Some(plan),
+            ..TenantPatch::default()
+        };
+        self.update_tenant(actor, id_or_slug, patch).await
+    }
+
+    pub async fn set_tenant_status(
+        &self,
+        actor: &Principal,
+        id_or_slug: &str,
+        status: TenantStatus,
+    ) -> Result<Tenant> {
+        let mut tenant = self.administered_tenant(actor, id_or_slug).await?;
+        tenant.status = status;
+        let tenant = self.save_tenant(tenant).await?;
+        tracing::info!(tenant_id = %tenant.id, status = status.as_str(), "tenant status changed");
+        Ok(tenant)
+    }
+
+    /// Marks the tenant deleted and purges everything it owns; its slug and
+    /// domain become free again.
+    pub async fn delete_tenant(&self, actor: &Principal, id_or_slug: &str) -> Result<()> {
+        let tenant = self.administered_tenant(actor, id_or_slug).await?;
+        self.store.purge_tenant(&tenant).await?;
+        tracing::info!(tenant_id = %tenant.id, "tenant deleted and purged");
+        Ok(())
+    }
+
+    async fn save_tenant(&self, mut tenant: Tenant) -> Result<Tenant> {
+        tenant.updated_at = Utc::now();
+        self.store.update_tenant(&tenant).await?;
+        Ok(tenant)
+    }
+}
+
+fn actor_is_platform(actor: &Principal) -> Result<()> {
+    if actor.role.is_platform() {
+        Ok(())
+    } else {
+        Err(Error::Forbidden("platform staff only".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domains_are_normalised_or_refused() {
+        let mut v = Validator::default();
+        assert_eq!(
+            normalize_domain(&mut v, "CRM.Example.com."),
+            Some("crm.example.com".into())
+        );
+        for bad in [
+            "localhost",
+            "-a.example.com",
+            "a..b",
+            "exa mple.com",
+            "x.com/path",
+        ] {
+            assert_eq!(normalize_domain(&mut v, bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! The `tenantry` server: HTTP edge (`api`), services (`control`, `auth`),
+//! configuration and the CLI. The multi-tenancy core lives in the `tenantry`
+//! library crate.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod control;
+pub mod error;
+pub mod keys;
+pub mod settings;
+
+pub use app::{App, AppState};
+pub use settings::Settings;

@@ -1,0 +1,135 @@
+//! Configuration: built-in defaults → `tenantry.toml` → `TENANTRY_*`
+//! environment variables (`__` for nesting) → command-line flags.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where SQLite files and key files live.
+    pub data_dir: PathBuf,
+    /// Control store URL: `sqlite://…` (default: `control.db` in the data dir).
+    pub database_url: Option<String>,
+    /// The platform super-admin created at first start.
+    pub admin_email: Option<String>,
+    #[serde(skip_serializing)]
+    pub admin_password: Option<String>,
+    /// `<slug>.<base_domain>` identifies a tenant; unset turns that off.
+    pub base_domain: Option<String>,
+    /// `false` = single-tenant mode (every request in tenant `default`).
+    pub multi_tenant: bool,
+    /// Shared rate limits and caches across instances.
+    pub redis_url: Option<String>,
+    /// Request body limit in bytes.
+    pub max_body_bytes: usize,
+    /// Proxies whose `X-Forwarded-Host` is believed.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Log filter (tracing `EnvFilter` syntax).
+    pub log: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            admin_email: None,
+            admin_password: None,
+            base_domain: None,
+            multi_tenant: true,
+            redis_url: None,
+            max_body_bytes: 1024 * 1024,
+            trusted_proxies: Vec::new(),
+            log: "info".to_owned(),
+        }
+    }
+}
+
+/// Flags given on the command line; each overrides file and environment.
+#[derive(Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+}
+
+impl Settings {
+    pub fn figment(config_file: &Path, overrides: &Overrides) -> Figment {
+        Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::file(config_file))
+            .merge(Env::prefixed("TENANTRY_").split("__"))
+            .merge(Serialized::defaults(overrides))
+    }
+
+    pub fn load(config_file: &Path, overrides: &Overrides) -> anyhow::Result<Self> {
+        Ok(Self::figment(config_file, overrides).extract()?)
+    }
+
+    /// The SQLite file of the control store.
+    pub fn control_db_path(&self) -> anyhow::Result<PathBuf> {
+        match self.database_url.as_deref() {
+            None => Ok(self.data_dir.join("control.db")),
+            Some(url) => match url
+                .strip_prefix("sqlite://")
+                .or_else(|| url.strip_prefix("sqlite:"))
+            {
+                Some(path) => Ok(PathBuf::from(path)),
+                None => anyhow::bail!(
+                    "TENANTRY_DATABASE_URL must be a sqlite:// URL in this version; PostgreSQL support is not built yet"
+                ),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn flags_beat_environment_which_beats_the_file() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "tenantry.toml",
+                "listen = \"127.0.0.1:9000\"\ndata_dir = \"/from/file\"\nmax_body_bytes = 10\nmulti_tenant = false",
+            )?;
+            jail.set_env("TENANTRY_DATA_DIR", "/from/env");
+            jail.set_env("TENANTRY_MAX_BODY_BYTES", "20");
+            let flags = Overrides {
+                data_dir: Some(PathBuf::from("/from/flag")),
+                ..Overrides::default()
+            };
+            let s =
+                Settings::load(Path::new("tenantry.toml"), &flags).map_err(|e| e.to_string())?;
+            assert_eq!(s.listen.port(), 9000);
+            assert_eq!(s.data_dir, PathBuf::from("/from/flag"));
+            assert_eq!(s.max_body_bytes, 20);
+            assert!(!s.multi_tenant);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn defaults_apply_without_any_configuration() {
+        Jail::expect_with(|_| {
+            let s = Settings::load(Path::new("absent.toml"), &Overrides::default())
+                .map_err(|e| e.to_string())?;
+            assert_eq!(s.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+            assert_eq!(s.data_dir, PathBuf::from("./data"));
+            assert_eq!(s.max_body_bytes, 1_048_576);
+            assert!(s.multi_tenant);
+            Ok(())
+        });
+    }
+}
