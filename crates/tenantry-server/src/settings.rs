@@ -94,6 +94,7 @@ impl Settings {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::result_large_err)] // figment's Jail closures return its own large error
     use super::*;
     use figment::Jail;
 

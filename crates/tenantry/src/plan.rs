@@ -44,138 +44,129 @@ impl Plan {
 
     /// The four plans every installation starts with.
     pub fn builtin() -> Vec<Plan> {
-        // (code, name, users, storage GB, requests/day, requests/s, min password length,
-        //  special chars, session timeout, tier level, isolation)
-        let rows: [(
-            &str,
-            &str,
-            u64,
-            u64,
-            Option<u64>,
-            u64,
-            u64,
-            bool,
-            u64,
-            u8,
-            Isolation,
-        ); 4] = [
+        BUILTIN.iter().map(BuiltinPlan::to_plan).collect()
+    }
+}
+
+/// One row of the built-in catalogue.
+struct BuiltinPlan {
+    code: &'static str,
+    name: &'static str,
+    max_users: u64,
+    storage_gb: u64,
+    requests_per_day: Option<u64>,
+    requests_per_second: u64,
+    min_password_length: u64,
+    special_chars: bool,
+    session_timeout: u64,
+    /// Position on the ladder: features unlock at premium (1) or enterprise (2).
+    level: u8,
+    isolation: Isolation,
+}
+
+const BUILTIN: [BuiltinPlan; 4] = [
+    BuiltinPlan {
+        code: "basic",
+        name: "Basic",
+        max_users: 100,
+        storage_gb: 10,
+        requests_per_day: Some(1_000),
+        requests_per_second: 10,
+        min_password_length: 8,
+        special_chars: false,
+        session_timeout: 3_600,
+        level: 0,
+        isolation: Isolation::Shared,
+    },
+    BuiltinPlan {
+        code: "premium",
+        name: "Premium",
+        max_users: 1_000,
+        storage_gb: 100,
+        requests_per_day: Some(10_000),
+        requests_per_second: 50,
+        min_password_length: 10,
+        special_chars: true,
+        session_timeout: 7_200,
+        level: 1,
+        isolation: Isolation::Shared,
+    },
+    BuiltinPlan {
+        code: "enterprise",
+        name: "Enterprise",
+        max_users: 10_000,
+        storage_gb: 1_024,
+        requests_per_day: Some(100_000),
+        requests_per_second: 200,
+        min_password_length: 12,
+        special_chars: true,
+        session_timeout: 14_400,
+        level: 2,
+        isolation: Isolation::Dedicated,
+    },
+    BuiltinPlan {
+        code: "custom",
+        name: "Custom",
+        max_users: 100_000,
+        storage_gb: 10 * 1_024,
+        requests_per_day: None,
+        requests_per_second: 1_000,
+        min_password_length: 12,
+        special_chars: true,
+        session_timeout: 14_400,
+        level: 3,
+        isolation: Isolation::Dedicated,
+    },
+];
+
+impl BuiltinPlan {
+    fn to_plan(&self) -> Plan {
+        let features = FEATURES
+            .iter()
+            .map(|f| {
+                let needed = match *f {
+                    "custom_branding" | "biometric_auth" => 1,
+                    _ => 2,
+                };
+                ((*f).to_owned(), self.level >= needed)
+            })
+            .collect();
+        let config_defaults = BTreeMap::from([
             (
-                "basic",
-                "Basic",
-                100,
-                10,
-                Some(1_000),
-                10,
-                8,
-                false,
-                3600,
-                0,
-                Isolation::Shared,
+                "security.password_policy".to_owned(),
+                json!({
+                    "min_length": self.min_password_length,
+                    "require_uppercase": true,
+                    "require_lowercase": true,
+                    "require_numbers": true,
+                    "require_special_chars": self.special_chars,
+                }),
+            ),
+            ("session.timeout".to_owned(), json!(self.session_timeout)),
+            (
+                "api.rate_limit".to_owned(),
+                json!({ "requests_per_second": self.requests_per_second, "requests_per_day": self.requests_per_day }),
             ),
             (
-                "premium",
-                "Premium",
-                1_000,
-                100,
-                Some(10_000),
-                50,
-                10,
-                true,
-                7200,
-                1,
-                Isolation::Shared,
+                "file_upload.max_size".to_owned(),
+                json!(10 * 1024 * 1024 * (u64::from(self.level) + 1)),
             ),
-            (
-                "enterprise",
-                "Enterprise",
-                10_000,
-                1_024,
-                Some(100_000),
-                200,
-                12,
-                true,
-                14_400,
-                2,
-                Isolation::Dedicated,
-            ),
-            (
-                "custom",
-                "Custom",
-                100_000,
-                10 * 1_024,
-                None,
-                1_000,
-                12,
-                true,
-                14_400,
-                3,
-                Isolation::Dedicated,
-            ),
-        ];
-        rows.into_iter()
-            .map(
-                |(
-                    code,
-                    name,
-                    users,
-                    storage_gb,
-                    per_day,
-                    rps,
-                    min_len,
-                    special,
-                    timeout,
-                    level,
-                    isolation,
-                )| {
-                    let features = FEATURES
-                        .iter()
-                        .map(|f| {
-                            let needed = match *f {
-                                "custom_branding" | "biometric_auth" => 1,
-                                _ => 2,
-                            };
-                            ((*f).to_owned(), level >= needed)
-                        })
-                        .collect();
-                    let config_defaults = BTreeMap::from([
-                        (
-                            "security.password_policy".to_owned(),
-                            json!({
-                                "min_length": min_len,
-                                "require_uppercase": true,
-                                "require_lowercase": true,
-                                "require_numbers": true,
-                                "require_special_chars": special,
-                            }),
-                        ),
-                        ("session.timeout".to_owned(), json!(timeout)),
-                        (
-                            "api.rate_limit".to_owned(),
-                            json!({ "requests_per_second": rps, "requests_per_day": per_day }),
-                        ),
-                        (
-                            "file_upload.max_size".to_owned(),
-                            json!(10 * 1024 * 1024 * (level as u64 + 1)),
-                        ),
-                        ("auth.self_registration".to_owned(), json!(false)),
-                        ("auth.otp".to_owned(), json!(false)),
-                    ]);
-                    Plan {
-                        code: code.to_owned(),
-                        name: name.to_owned(),
-                        limits: Limits {
-                            max_users: Some(users),
-                            max_storage_bytes: Some(storage_gb * GB),
-                            api_requests_per_day: per_day,
-                            requests_per_second: Some(rps),
-                        },
-                        features,
-                        config_defaults,
-                        default_isolation: isolation,
-                    }
-                },
-            )
-            .collect()
+            ("auth.self_registration".to_owned(), json!(false)),
+            ("auth.otp".to_owned(), json!(false)),
+        ]);
+        Plan {
+            code: self.code.to_owned(),
+            name: self.name.to_owned(),
+            limits: Limits {
+                max_users: Some(self.max_users),
+                max_storage_bytes: Some(self.storage_gb * GB),
+                api_requests_per_day: self.requests_per_day,
+                requests_per_second: Some(self.requests_per_second),
+            },
+            features,
+            config_defaults,
+            default_isolation: self.isolation,
+        }
     }
 }
 

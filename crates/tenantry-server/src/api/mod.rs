@@ -70,9 +70,17 @@ pub fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 
 pub fn router(state: AppState) -> Router {
     let (routes, openapi) = documented_routes();
+    edge(
+        routes.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi)),
+        state,
+    )
+}
+
+/// Wraps routes in what every request passes through: problem+json
+/// fallbacks, the body limit, panic recovery and observation.
+pub fn edge(routes: Router<AppState>, state: AppState) -> Router {
     let max_body = state.settings.max_body_bytes;
     routes
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(|| async { Error::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body))

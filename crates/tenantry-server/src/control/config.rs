@@ -245,12 +245,15 @@ impl Services {
     /// `features` config override (an object of name → bool), if any.
     pub async fn tenant_features(&self, tenant: &Tenant) -> Result<BTreeMap<String, bool>> {
         let mut features = self.plan(&tenant.plan).await?.features;
-        if let Some(entry) = self.store.config(tenant, "features").await? {
-            if let (false, Some(overrides)) = (entry.encrypted, entry.value.as_object()) {
-                for (name, on) in overrides {
-                    if let Some(on) = on.as_bool() {
-                        features.insert(name.clone(), on);
-                    }
+        let entry = self.store.config(tenant, "features").await?;
+        if let Some(overrides) = entry
+            .as_ref()
+            .filter(|e| !e.encrypted)
+            .and_then(|e| e.value.as_object())
+        {
+            for (name, on) in overrides {
+                if let Some(on) = on.as_bool() {
+                    features.insert(name.clone(), on);
                 }
             }
         }

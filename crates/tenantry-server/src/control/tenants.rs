@@ -119,10 +119,10 @@ impl Services {
             }
             _ => input.organization_id,
         };
-        if let Some(org) = organization_id {
-            if self.store.org(org).await?.is_none() {
-                v.push("organization_id", "no such organization");
-            }
+        if let Some(org) = organization_id
+            && self.store.org(org).await?.is_none()
+        {
+            v.push("organization_id", "no such organization");
         }
         v.finish()?;
         let (Some(slug), Some(plan)) = (slug, plan) else {
@@ -198,10 +198,10 @@ impl Services {
             .map(|d| d.as_deref().and_then(|d| normalize_domain(&mut v, d)));
         check_object(&mut v, "metadata", &patch.metadata);
         check_object(&mut v, "branding", &patch.branding);
-        if let Some(plan) = &patch.plan {
-            if self.store.plan(plan).await?.is_none() {
-                v.push("plan", format!("unknown plan `{plan}`"));
-            }
+        if let Some(plan) = &patch.plan
+            && self.store.plan(plan).await?.is_none()
+        {
+            v.push("plan", format!("unknown plan `{plan}`"));
         }
         v.finish()?;
         if let Some(name) = patch.name {

@@ -1,1 +1,5 @@
+//! Integration tests: the real router on a random port, a fresh data dir each.
 
+mod control_plane;
+mod edges;
+mod support;

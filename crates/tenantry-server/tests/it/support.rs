@@ -1,0 +1,198 @@
+//! Spawning the real application for tests, and a small JSON client.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::path::Path;
+use tempfile::TempDir;
+use tenantry_server::{App, Settings};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const ADMIN_EMAIL: &str = "admin@test.example";
+pub const ADMIN_PASSWORD: &str = "Admin-Passw0rd!";
+
+pub struct TestApp {
+    pub base: String,
+    pub dir: TempDir,
+    pub client: reqwest::Client,
+    pub app_state: tenantry_server::AppState,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// A response: status, headers and the body parsed as JSON (Null if not JSON).
+pub struct Res {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Res {
+    /// Asserts an RFC 9457 problem with this status and code.
+    #[track_caller]
+    pub fn assert_problem(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.text);
+        let ct = self
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        assert_eq!(
+            ct, "application/problem+json",
+            "content type of {}",
+            self.text
+        );
+        assert_eq!(self.body["code"], code, "body: {}", self.text);
+        assert_eq!(self.body["status"], status, "body: {}", self.text);
+        assert!(
+            self.body["type"].is_string() && self.body["title"].is_string(),
+            "{}",
+            self.text
+        );
+        assert!(self.body["detail"].is_string(), "{}", self.text);
+    }
+}
+
+pub fn test_settings(dir: &Path) -> Settings {
+    Settings {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: dir.to_path_buf(),
+        admin_email: Some(ADMIN_EMAIL.into()),
+        admin_password: Some(ADMIN_PASSWORD.into()),
+        ..Settings::default()
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::spawn_with(dir, |_| {}).await
+    }
+
+    /// Starts the app on `dir` (fresh or reused), after `tweak` edits its settings.
+    pub async fn spawn_with(dir: TempDir, tweak: impl FnOnce(&mut Settings)) -> Self {
+        let mut settings = test_settings(dir.path());
+        tweak(&mut settings);
+        let app = App::build(settings).await.expect("app builds");
+        let app_state = app.state.clone();
+        Self::serve(dir, app_state, app.router()).await
+    }
+
+    /// Serves an arbitrary router built over this app's state.
+    pub async fn serve(
+        dir: TempDir,
+        app_state: tenantry_server::AppState,
+        router: axum::Router,
+    ) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("serve");
+        });
+        Self {
+            base,
+            dir,
+            client: reqwest::Client::new(),
+            app_state,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops gracefully and hands back the data dir, for restart tests.
+    pub async fn stop(self) -> TempDir {
+        let TestApp {
+            dir,
+            stop,
+            task,
+            app_state,
+            ..
+        } = self;
+        if let Some(stop) = stop {
+            let _ = stop.send(());
+        }
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        drop(app_state);
+        dir
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Res {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("request sent");
+        Self::read(res).await
+    }
+
+    pub async fn read(res: reqwest::Response) -> Res {
+        let status = res.status();
+        let headers = res.headers().clone();
+        let text = res.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Res {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Res {
+        self.call(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Res {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Res {
+        self.post(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": email, "password": password}),
+        )
+        .await
+    }
+
+    pub async fn admin_token(&self) -> String {
+        let res = self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+        assert_eq!(res.status, 200, "{}", res.text);
+        res.body["access_token"].as_str().expect("token").to_owned()
+    }
+
+    /// Creates a tenant as the super-admin and returns its JSON.
+    pub async fn create_tenant(&self, token: &str, slug: &str, plan: &str) -> Value {
+        let res = self
+            .post(
+                "/api/v1/tenants",
+                Some(token),
+                json!({"name": format!("Tenant {slug}"), "slug": slug, "plan": plan}),
+            )
+            .await;
+        assert_eq!(res.status, 201, "{}", res.text);
+        res.body
+    }
+}
