@@ -1,5 +1,6 @@
 //! Integration tests: the real router on a random port, a fresh data dir each.
 
+mod binary;
 mod control_plane;
 mod edges;
 mod support;

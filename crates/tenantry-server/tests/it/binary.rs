@@ -1,0 +1,163 @@
+//! The `tenantry` binary itself: serve, logs, signals, and the CLI.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn tenantry(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantry"));
+    cmd.current_dir(dir)
+        .env_remove("TENANTRY_DATABASE_URL")
+        .env("TENANTRY_DATA_DIR", dir.join("data"))
+        .env("TENANTRY_ADMIN_EMAIL", crate::support::ADMIN_EMAIL)
+        .env("TENANTRY_ADMIN_PASSWORD", crate::support::ADMIN_PASSWORD);
+    cmd
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+#[tokio::test]
+async fn serve_logs_json_per_request_and_exits_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().expect("dir");
+    let port = free_port();
+    let mut child = tenantry(dir.path())
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match client.get(format!("{base}/readyz")).send().await {
+            Ok(r) if r.status() == 200 => break,
+            _ if Instant::now() > deadline => panic!("server never became ready"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let res = client
+        .get(format!("{base}/api/v1/plans"))
+        .header("x-request-id", "log-probe-1")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 401);
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = child.wait().expect("wait");
+    assert!(exit.success(), "exit status {exit:?}");
+
+    let stdout = child.stdout.take().expect("stdout");
+    let lines: Vec<Value> = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .map(|l| {
+            serde_json::from_str(&l).unwrap_or_else(|e| panic!("non-JSON log line {l:?}: {e}"))
+        })
+        .collect();
+    let access = lines
+        .iter()
+        .find(|l| l["request_id"] == "log-probe-1")
+        .expect("an access line for the probe");
+    assert_eq!(access["method"], "GET");
+    assert_eq!(access["path"], "/api/v1/plans");
+    assert_eq!(access["status"], 401);
+    assert!(access["latency_ms"].is_number());
+    assert!(lines.iter().any(|l| l["message"] == "stopped cleanly"));
+}
+
+#[test]
+fn cli_manages_tenants_and_plans_through_the_services() {
+    let dir = tempfile::tempdir().expect("dir");
+    let run = |args: &[&str]| {
+        let out = tenantry(dir.path()).args(args).output().expect("run");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = run(&[
+        "tenant", "create", "--name", "Acme", "--slug", "acme", "--plan", "premium",
+    ]);
+    assert!(ok, "{err}");
+    let tenant: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(tenant["slug"], "acme");
+    assert_eq!(tenant["plan"], "premium");
+
+    let (ok, _, err) = run(&["tenant", "create", "--name", "Bad", "--slug", "Bad Slug"]);
+    assert!(!ok);
+    assert!(err.contains("slug"), "{err}");
+    let (ok, _, err) = run(&["tenant", "create", "--name", "Dup", "--slug", "acme"]);
+    assert!(!ok);
+    assert!(err.contains("already exists"), "{err}");
+
+    let (ok, out, _) = run(&["tenant", "suspend", "acme"]);
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).expect("json")["status"],
+        "suspended"
+    );
+    let (_, out, _) = run(&["tenant", "list", "--status", "suspended"]);
+    assert!(out.contains("acme"), "{out}");
+    let (ok, out, _) = run(&["tenant", "activate", "acme"]);
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).expect("json")["status"],
+        "active"
+    );
+    let (ok, out, _) = run(&["tenant", "show", tenant["id"].as_str().expect("id")]);
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).expect("json")["slug"],
+        "acme"
+    );
+
+    let (ok, out, _) = run(&["plan", "list"]);
+    assert!(ok);
+    for code in ["basic", "premium", "enterprise", "custom"] {
+        assert!(out.contains(code), "{out}");
+    }
+    assert!(
+        out.contains("unlimited"),
+        "custom has unlimited requests/day: {out}"
+    );
+
+    let (ok, out, err) = run(&[
+        "admin",
+        "create",
+        "--email",
+        "ops@example.com",
+        "--password",
+        "Another-Secret-1",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("ops@example.com"));
+    let (ok, _, err) = run(&[
+        "admin",
+        "create",
+        "--email",
+        "ops@example.com",
+        "--password",
+        "Another-Secret-1",
+    ]);
+    assert!(!ok, "duplicate admin email must fail");
+    assert!(err.contains("already exists"), "{err}");
+
+    let (ok, out, _) = run(&["tenant", "delete", "acme"]);
+    assert!(ok, "{out}");
+    let (ok, _, err) = run(&["tenant", "show", "acme"]);
+    assert!(!ok);
+    assert!(err.contains("not found"), "{err}");
+}
