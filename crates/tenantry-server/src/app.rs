@@ -2,16 +2,23 @@
 
 use crate::api;
 use crate::auth::TokenKeys;
+use crate::auth::guard::LoginGuard;
+use crate::auth::otp::OtpSender;
 use crate::control::Services;
 use crate::keys::{self, Keyring};
 use crate::settings::Settings;
 use anyhow::Context;
+use axum::extract::FromRef;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use sha2::{Digest, Sha256};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use tenantry::Plan;
-use tenantry::store::ControlStore;
+use tenantry::clock::{Clock, SystemClock};
+use tenantry::resolve::{ResolverConfig, TenantResolver};
 use tenantry::store::sqlite::SqliteControlStore;
+use tenantry::store::{ControlStore, Store};
 use tokio::net::TcpListener;
 
 #[derive(Clone)]
@@ -19,6 +26,12 @@ pub struct AppState {
     pub services: Arc<Services>,
     pub settings: Arc<Settings>,
     pub metrics: PrometheusHandle,
+}
+
+impl FromRef<AppState> for Arc<TenantResolver> {
+    fn from_ref(state: &AppState) -> Self {
+        state.services.resolver.clone()
+    }
 }
 
 /// The process-wide Prometheus recorder (a recorder can be installed once;
@@ -48,6 +61,13 @@ fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
 
 /// Opens everything `serve` and the CLI need: data dir, keys, control store.
 pub async fn open_services(settings: &Settings) -> anyhow::Result<Arc<Services>> {
+    open_services_with_clock(settings, Arc::new(SystemClock)).await
+}
+
+pub async fn open_services_with_clock(
+    settings: &Settings,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Arc<Services>> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
     let jwt_secret = keys::load_or_create(&settings.data_dir, keys::JWT_SECRET_FILE, 64)?;
@@ -57,12 +77,39 @@ pub async fn open_services(settings: &Settings) -> anyhow::Result<Arc<Services>>
         .await
         .with_context(|| format!("opening control store {}", db_path.display()))?;
     store.seed_plans(&Plan::builtin()).await?;
-    let store: Arc<dyn ControlStore> = Arc::new(store);
-    Ok(Arc::new(Services {
+    let store: Arc<dyn Store> = Arc::new(store);
+    let resolver = Arc::new(TenantResolver::new(
+        store.clone(),
+        ResolverConfig {
+            base_domain: settings.base_domain.clone(),
+            trusted_proxies: settings.trusted_proxies.clone(),
+            multi_tenant: settings.multi_tenant,
+        },
+    ));
+    let services = Arc::new(Services {
         store,
+        resolver,
         keyring: Keyring::new(&master_key)?,
         tokens: TokenKeys::new(&jwt_secret),
-    }))
+        clock,
+        login_guard: LoginGuard::new(
+            settings.login_max_failures,
+            settings.login_max_failures_per_address,
+            chrono::Duration::seconds(
+                i64::try_from(settings.login_window_secs).unwrap_or(i64::MAX / 1000),
+            ),
+        ),
+        otp_sender: OtpSender::from_settings(
+            &settings.otp_sender,
+            settings.otp_webhook_url.as_deref(),
+        )?,
+        otp_key: Sha256::digest([b"otp:".as_slice(), jwt_secret.as_slice()].concat()).to_vec(),
+        multi_tenant: settings.multi_tenant,
+    });
+    if !settings.multi_tenant {
+        services.ensure_default_tenant().await?;
+    }
+    Ok(services)
 }
 
 /// A ready-to-serve application.
@@ -72,7 +119,14 @@ pub struct App {
 
 impl App {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let services = open_services(&settings).await?;
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        let services = open_services_with_clock(&settings, clock).await?;
         if let Some((email, password)) = services
             .bootstrap_super_admin(
                 settings.admin_email.as_deref(),
@@ -103,9 +157,12 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let router = self.router();
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await?;
         Ok(())
     }
 }

@@ -32,6 +32,16 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpAddr>,
     /// Log filter (tracing `EnvFilter` syntax).
     pub log: String,
+    /// Failed logins for one account within the window before 429.
+    pub login_max_failures: u32,
+    /// Failed logins from one client address within the window before 429.
+    pub login_max_failures_per_address: u32,
+    /// The lockout window, in seconds.
+    pub login_window_secs: u64,
+    /// How OTP codes are delivered: `log` or `webhook`.
+    pub otp_sender: String,
+    /// Where the `webhook` sender POSTs `{tenant, phone, code}`.
+    pub otp_webhook_url: Option<String>,
 }
 
 impl Default for Settings {
@@ -48,6 +58,11 @@ impl Default for Settings {
             max_body_bytes: 1024 * 1024,
             trusted_proxies: Vec::new(),
             log: "info".to_owned(),
+            login_max_failures: 5,
+            login_max_failures_per_address: 50,
+            login_window_secs: 15 * 60,
+            otp_sender: "log".to_owned(),
+            otp_webhook_url: None,
         }
     }
 }

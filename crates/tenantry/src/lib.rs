@@ -6,9 +6,12 @@
 //! free-floating id, so a handler cannot mix tenants up by passing the wrong
 //! string.
 
+pub mod audit;
+pub mod clock;
 pub mod context;
 pub mod ids;
 pub mod plan;
+pub mod resolve;
 pub mod store;
 pub mod tenant;
 

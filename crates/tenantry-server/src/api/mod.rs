@@ -10,6 +10,7 @@ pub mod orgs;
 pub mod plans;
 pub mod problem;
 pub mod tenants;
+pub mod users;
 
 use crate::app::AppState;
 use crate::error::Error;
@@ -65,6 +66,7 @@ pub fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(plans::router())
         .merge(orgs::router())
         .merge(config::router())
+        .merge(users::router())
         .split_for_parts()
 }
 

@@ -6,6 +6,7 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 use std::time::Instant;
+use tenantry::resolve::TenantSlot;
 use tracing::Instrument;
 
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -41,6 +42,8 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     req.extensions_mut().insert(RequestId(request_id.clone()));
+    let slot = TenantSlot::default();
+    req.extensions_mut().insert(slot.clone());
 
     let span =
         tracing::info_span!("request", request_id = %request_id, tenant_id = tracing::field::Empty);
@@ -48,6 +51,12 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
 
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut().insert(REQUEST_ID.clone(), v);
+    }
+    // Tenant-scoped requests announce their tenant (filled by the resolver).
+    if let Some(tenant) = slot.0.get()
+        && let Ok(v) = HeaderValue::from_str(&tenant.to_string())
+    {
+        res.headers_mut().entry(TENANT_ID.clone()).or_insert(v);
     }
     let status = res.status().as_u16();
     let latency = start.elapsed();

@@ -4,7 +4,9 @@ use super::Problem;
 use super::extract::{ApiJson, ApiQuery, Page, PageParams};
 use crate::app::AppState;
 use crate::auth::Authenticated;
+use crate::control::admins::NewOrgAdmin;
 use crate::control::orgs::NewOrganization;
+use crate::control::users::UserView;
 use crate::error::Error;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -19,6 +21,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create_org, list_orgs))
         .routes(routes!(get_org))
         .routes(routes!(org_tenants))
+        .routes(routes!(create_org_admin))
 }
 
 /// Creates an organization (super-admin).
@@ -73,4 +76,21 @@ async fn org_tenants(
         .org_tenants(&actor, &id, &page.request()?)
         .await?;
     Ok(Json(Page::from_rows(rows, &page, |t| t.id.0)))
+}
+
+/// Adds an organization admin, who may then act in any tenant of the
+/// organization by naming it (super-admin).
+#[utoipa::path(post, path = "/api/v1/organizations/{id}/admins", tag = "organizations", request_body = NewOrgAdmin,
+    params(("id" = String, Path)),
+    responses((status = 201, body = UserView), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn create_org_admin(
+    State(state): State<AppState>,
+    Authenticated(actor): Authenticated,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<NewOrgAdmin>,
+) -> Result<(StatusCode, Json<UserView>), Error> {
+    Ok((
+        StatusCode::CREATED,
+        Json(state.services.create_org_admin(&actor, &id, body).await?),
+    ))
 }

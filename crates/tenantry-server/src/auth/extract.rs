@@ -1,25 +1,21 @@
-//! The `Authenticated` extractor: a verified bearer token, or 401.
+//! Extractors: `Authenticated` (a verified token of a user who still exists)
+//! and `TenantScope` (that plus the one tenant the request acts in).
 
+use crate::api::observe::RequestId;
 use crate::app::AppState;
+use crate::control::users::Acting;
 use crate::error::Error;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use tenantry::{Principal, Role};
+use tenantry::resolve::ResolvedTenant;
+use tenantry::{Principal, Tenant};
 
 /// The caller proven by the request's bearer token.
 #[derive(Clone, Debug)]
 pub struct Authenticated(pub Principal);
 
 impl Authenticated {
-    /// Only super-admins pass.
-    pub fn require_super_admin(&self) -> Result<&Principal, Error> {
-        match self.0.role {
-            Role::SuperAdmin => Ok(&self.0),
-            _ => Err(Error::Forbidden("super-admin only".into())),
-        }
-    }
-
     /// Super-admins and organization admins pass.
     pub fn require_platform(&self) -> Result<&Principal, Error> {
         if self.0.role.is_platform() {
@@ -37,6 +33,9 @@ impl FromRequestParts<AppState> for Authenticated {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        if let Some(principal) = parts.extensions.get::<Principal>() {
+            return Ok(Authenticated(principal.clone()));
+        }
         let token = parts
             .headers
             .get(AUTHORIZATION)
@@ -46,10 +45,79 @@ impl FromRequestParts<AppState> for Authenticated {
                     .or_else(|| v.strip_prefix("bearer "))
             })
             .ok_or(Error::Unauthorized)?;
-        state
-            .services
-            .tokens
-            .verify(token.trim())
-            .map(Authenticated)
+        let services = &state.services;
+        let principal = services.tokens.verify(token.trim())?;
+        // A valid signature is not enough: the user (and its tenant) must still exist.
+        let exists = match principal.tenant_id {
+            None => services
+                .store
+                .platform_user(principal.user_id)
+                .await?
+                .is_some(),
+            Some(tid) => match services.resolver.find(&tid.to_string()).await? {
+                None => false,
+                Some(tenant) => services
+                    .store
+                    .user(&tenant, principal.user_id)
+                    .await?
+                    .is_some_and(|u| u.active && u.role == principal.role),
+            },
+        };
+        if !exists {
+            return Err(Error::Unauthorized);
+        }
+        // The tenant resolver reads the principal from here.
+        parts.extensions.insert(principal.clone());
+        Ok(Authenticated(principal))
+    }
+}
+
+/// An authenticated principal acting inside one resolved, active tenant.
+/// Platform staff acting inside a tenant are audited.
+#[derive(Clone, Debug)]
+pub struct TenantScope {
+    pub principal: Principal,
+    pub tenant: Tenant,
+    pub request_id: Option<String>,
+}
+
+impl TenantScope {
+    pub fn acting(&self) -> Acting {
+        Acting {
+            principal: self.principal.clone(),
+            tenant: self.tenant.clone(),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for TenantScope {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Authenticated(principal) = Authenticated::from_request_parts(parts, state).await?;
+        let ResolvedTenant(resolution) = ResolvedTenant::from_request_parts(parts, state).await?;
+        tracing::Span::current().record("tenant_id", resolution.tenant.id.to_string());
+        let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
+        if resolution.cross_tenant {
+            let action = format!("staff_access {}", parts.method);
+            state
+                .services
+                .audit(
+                    &resolution.tenant,
+                    &principal,
+                    &action,
+                    parts.uri.path(),
+                    request_id.clone(),
+                )
+                .await?;
+        }
+        Ok(TenantScope {
+            principal,
+            tenant: resolution.tenant,
+            request_id,
+        })
     }
 }

@@ -2,46 +2,11 @@
 
 use super::Services;
 use crate::auth::password;
-use crate::error::{Error, Result, Validator};
+use crate::error::{Result, Validator};
 use chrono::Utc;
 use rand::distributions::{Alphanumeric, DistString};
-use serde::{Deserialize, Serialize};
 use tenantry::store::PlatformUser;
-use tenantry::{OrgId, Principal, Role, UserId};
-
-/// Lifetime of platform users' access tokens.
-pub const PLATFORM_TOKEN_SECS: u64 = 3600;
-
-/// Body of `POST /api/v1/auth/login`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct LoginRequest {
-    pub email: String,
-    pub password: String,
-    /// Slug or id of the tenant whose user logs in; absent for platform users.
-    pub tenant: Option<String>,
-}
-
-/// The user a token was issued to.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct UserView {
-    pub id: UserId,
-    pub email: String,
-    pub name: String,
-    pub role: Role,
-    pub organization_id: Option<OrgId>,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct LoginResponse {
-    pub access_token: String,
-    pub token_type: &'static str,
-    /// Seconds until the access token expires.
-    pub expires_in: u64,
-    pub user: UserView,
-    /// The tenant of a tenant user; null for platform users.
-    #[schema(value_type = Option<Object>)]
-    pub tenant: Option<tenantry::Tenant>,
-}
+use tenantry::{OrgId, Role, UserId};
 
 fn check_credentials(v: &mut Validator, email: &str, password: &str) {
     v.check(
@@ -123,36 +88,38 @@ impl Services {
         .await?;
         Ok(generated.then_some((email, password)))
     }
+}
 
-    pub async fn login(&self, req: LoginRequest) -> Result<LoginResponse> {
-        if req.tenant.is_some() {
-            // Tenant users arrive with the identity work; until then no
-            // tenant account can exist, and the answer is the same 401.
-            password::verify(req.password, None).await?;
-            return Err(Error::Unauthorized);
+/// Body of `POST /api/v1/organizations/{id}/admins`.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewOrgAdmin {
+    pub email: String,
+    pub password: String,
+    pub name: String,
+}
+
+impl Services {
+    /// Adds an administrator to an organization (super-admin).
+    pub async fn create_org_admin(
+        &self,
+        actor: &tenantry::Principal,
+        org: &str,
+        input: NewOrgAdmin,
+    ) -> Result<super::users::UserView> {
+        if actor.role != Role::SuperAdmin {
+            return Err(crate::error::Error::Forbidden("super-admin only".into()));
         }
-        let user = self.store.platform_user_by_email(req.email.trim()).await?;
-        let ok =
-            password::verify(req.password, user.as_ref().map(|u| u.password_hash.clone())).await?;
-        let user = user.filter(|_| ok).ok_or(Error::Unauthorized)?;
-        let principal = Principal {
-            user_id: user.id,
-            role: user.role,
-            tenant_id: None,
-            org_id: user.organization_id,
-        };
-        Ok(LoginResponse {
-            access_token: self.tokens.issue(&principal, PLATFORM_TOKEN_SECS)?,
-            token_type: "Bearer",
-            expires_in: PLATFORM_TOKEN_SECS,
-            user: UserView {
-                id: user.id,
-                email: user.email,
-                name: user.name,
-                role: user.role,
-                organization_id: user.organization_id,
-            },
-            tenant: None,
-        })
+        let org = self.org(actor, org).await?;
+        let user = self
+            .create_platform_user(
+                &input.email,
+                input.password,
+                &input.name,
+                Role::OrgAdmin,
+                Some(org.id),
+            )
+            .await?;
+        Ok(super::users::UserView::platform_user(&user))
     }
 }

@@ -304,9 +304,7 @@ impl Services {
         }
         self.require_feature(&tenant, "custom_branding").await?;
         tenant.branding = branding;
-        tenant.updated_at = Utc::now();
-        self.store.update_tenant(&tenant).await?;
-        Ok(tenant.branding)
+        Ok(self.save_tenant(tenant).await?.branding)
     }
 }
 

@@ -6,19 +6,35 @@ pub mod admins;
 pub mod config;
 pub mod orgs;
 pub mod plans;
+pub mod policy;
+pub mod sessions;
 pub mod tenants;
+pub mod users;
 
 use crate::auth::TokenKeys;
+use crate::auth::guard::LoginGuard;
+use crate::auth::otp::OtpSender;
 use crate::error::{Error, Result};
 use crate::keys::Keyring;
 use std::sync::Arc;
-use tenantry::store::ControlStore;
+use tenantry::audit::NewAuditEntry;
+use tenantry::clock::Clock;
+use tenantry::resolve::TenantResolver;
+use tenantry::store::Store;
 use tenantry::{Principal, Role, Tenant, UserId};
 
 pub struct Services {
-    pub store: Arc<dyn ControlStore>,
+    pub store: Arc<dyn Store>,
+    /// Tenant lookups (cached); every tenant change invalidates it.
+    pub resolver: Arc<TenantResolver>,
     pub keyring: Keyring,
     pub tokens: TokenKeys,
+    pub clock: Arc<dyn Clock>,
+    pub login_guard: LoginGuard,
+    pub otp_sender: OtpSender,
+    /// Keys the OTP code hashes.
+    pub otp_key: Vec<u8>,
+    pub multi_tenant: bool,
 }
 
 /// The operator at the machine's console: the CLI acts with full rights.
@@ -61,9 +77,50 @@ impl Services {
 
     /// Finds a live tenant by id or slug, with no access check (public routes).
     pub async fn find_tenant(&self, id_or_slug: &str) -> Result<Option<Tenant>> {
-        Ok(match id_or_slug.parse() {
-            Ok(id) => self.store.tenant_by_id(id).await?,
-            Err(_) => self.store.tenant_by_slug(id_or_slug).await?,
-        })
+        Ok(self.resolver.find(id_or_slug).await?)
+    }
+
+    /// Records an access or change in the tenant's audit chain.
+    pub async fn audit(
+        &self,
+        tenant: &Tenant,
+        actor: &Principal,
+        action: &str,
+        resource: &str,
+        request_id: Option<String>,
+    ) -> Result<()> {
+        let entry = NewAuditEntry {
+            actor: actor.user_id.to_string(),
+            actor_scope: actor_scope(actor),
+            action: action.to_owned(),
+            resource: resource.to_owned(),
+            request_id,
+        };
+        self.store.append_audit(tenant, entry).await?;
+        Ok(())
+    }
+}
+
+/// Where an actor's rights come from, as the audit log names it.
+pub fn actor_scope(actor: &Principal) -> String {
+    match (actor.role, actor.org_id, actor.tenant_id) {
+        (Role::SuperAdmin, ..) => "platform".to_owned(),
+        (Role::OrgAdmin, Some(org), _) => format!("organization:{org}"),
+        (_, _, Some(tenant)) => format!("tenant:{tenant}"),
+        _ => "unknown".to_owned(),
+    }
+}
+
+impl From<tenantry::resolve::ResolveError> for Error {
+    fn from(e: tenantry::resolve::ResolveError) -> Self {
+        use tenantry::resolve::ResolveError as R;
+        match e {
+            R::Required => Error::TenantRequired,
+            R::NotFound => Error::TenantNotFound,
+            R::Mismatch => Error::TenantMismatch,
+            R::Suspended => Error::TenantSuspended,
+            R::TokenTenantGone => Error::Unauthorized,
+            R::Store(s) => s.into(),
+        }
     }
 }

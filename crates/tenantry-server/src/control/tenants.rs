@@ -157,7 +157,38 @@ impl Services {
         };
         let wrapped = self.keyring.new_wrapped_data_key(tenant.id);
         self.store.insert_tenant(&tenant, &wrapped).await?;
+        self.resolver.invalidate();
         tracing::info!(tenant_id = %tenant.id, slug = %tenant.slug, plan = %tenant.plan, "tenant created");
+        Ok(tenant)
+    }
+
+    /// Single-tenant mode: the `default` tenant every request belongs to.
+    pub async fn ensure_default_tenant(&self) -> Result<Tenant> {
+        if let Some(t) = self.resolver.default_tenant().await? {
+            return Ok(t);
+        }
+        let slug = Slug::parse_allowing_reserved(tenantry::resolve::DEFAULT_TENANT_SLUG)
+            .map_err(|e| Error::Internal(format!("default slug: {e}")))?;
+        let plan = self.plan("basic").await?;
+        let now = self.clock.now();
+        let tenant = Tenant {
+            id: TenantId::new(),
+            slug,
+            name: "Default".to_owned(),
+            plan: plan.code,
+            status: TenantStatus::Active,
+            isolation: plan.default_isolation,
+            organization_id: None,
+            domain: None,
+            metadata: Value::Object(Default::default()),
+            branding: Value::Object(Default::default()),
+            created_at: now,
+            updated_at: now,
+        };
+        self.store
+            .insert_tenant(&tenant, &self.keyring.new_wrapped_data_key(tenant.id))
+            .await?;
+        self.resolver.invalidate();
         Ok(tenant)
     }
 
@@ -257,13 +288,15 @@ impl Services {
     pub async fn delete_tenant(&self, actor: &Principal, id_or_slug: &str) -> Result<()> {
         let tenant = self.administered_tenant(actor, id_or_slug).await?;
         self.store.purge_tenant(&tenant).await?;
+        self.resolver.invalidate();
         tracing::info!(tenant_id = %tenant.id, "tenant deleted and purged");
         Ok(())
     }
 
-    async fn save_tenant(&self, mut tenant: Tenant) -> Result<Tenant> {
+    pub(super) async fn save_tenant(&self, mut tenant: Tenant) -> Result<Tenant> {
         tenant.updated_at = Utc::now();
         self.store.update_tenant(&tenant).await?;
+        self.resolver.invalidate();
         Ok(tenant)
     }
 }

@@ -2,7 +2,10 @@
 //! bare id, so the only way to reach a tenant's rows is through the tenant the
 //! control store itself handed out.
 
+pub mod identity;
 pub mod sqlite;
+
+pub use identity::{IdentityStore, OtpRecord, RefreshRecord, TenantUser};
 
 use crate::Role;
 use crate::ids::{OrgId, TenantId, UserId};
@@ -110,6 +113,8 @@ pub trait ControlStore: Send + Sync + 'static {
     async fn tenant_by_id(&self, id: TenantId) -> StoreResult<Option<Tenant>>;
     /// A live tenant by slug.
     async fn tenant_by_slug(&self, slug: &str) -> StoreResult<Option<Tenant>>;
+    /// A live tenant by custom domain.
+    async fn tenant_by_domain(&self, domain: &str) -> StoreResult<Option<Tenant>>;
     async fn list_tenants(
         &self,
         filter: &TenantFilter,
@@ -127,6 +132,10 @@ pub trait ControlStore: Send + Sync + 'static {
     /// True when something was deleted.
     async fn delete_config(&self, tenant: &Tenant, key: &str) -> StoreResult<bool>;
 }
+
+/// The whole store: control plane and identity, one backend.
+pub trait Store: ControlStore + IdentityStore {}
+impl<T: ControlStore + IdentityStore> Store for T {}
 
 /// Parses a stored enum column, turning garbage into an internal error.
 pub(crate) fn decode<T>(

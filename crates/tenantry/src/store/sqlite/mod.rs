@@ -1,5 +1,7 @@
 //! The embedded default: the control store in one SQLite file (WAL mode).
 
+mod identity;
+
 use super::{
     ConfigEntry, ControlStore, Organization, PageRequest, PlatformUser, StoreError, StoreResult,
     TenantFilter, decode, isolation,
@@ -54,7 +56,7 @@ impl SqliteControlStore {
 }
 
 /// Maps sqlx errors once: uniqueness → `Conflict(field)`, pool/IO → `Unavailable`.
-fn db_error(e: sqlx::Error) -> StoreError {
+pub(super) fn db_error(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
             // SQLite says "UNIQUE constraint failed: tenants.slug"; partial
@@ -79,13 +81,13 @@ fn json_col(row: &SqliteRow, col: &str) -> StoreResult<serde_json::Value> {
     serde_json::from_str(&text).map_err(|e| StoreError::Internal(format!("bad json in {col}: {e}")))
 }
 
-fn uuid_col<T: FromStr>(row: &SqliteRow, col: &str) -> StoreResult<T> {
+pub(super) fn uuid_col<T: FromStr>(row: &SqliteRow, col: &str) -> StoreResult<T> {
     let text: String = row.try_get(col).map_err(db_error)?;
     text.parse()
         .map_err(|_| StoreError::Internal(format!("bad id in {col}: {text:?}")))
 }
 
-fn opt_uuid_col<T: FromStr>(row: &SqliteRow, col: &str) -> StoreResult<Option<T>> {
+pub(super) fn opt_uuid_col<T: FromStr>(row: &SqliteRow, col: &str) -> StoreResult<Option<T>> {
     let text: Option<String> = row.try_get(col).map_err(db_error)?;
     text.map(|t| {
         t.parse()
@@ -155,7 +157,7 @@ fn to_json(v: &impl serde::Serialize) -> StoreResult<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Internal(e.to_string()))
 }
 
-fn page_limit(page: &PageRequest) -> i64 {
+pub(super) fn page_limit(page: &PageRequest) -> i64 {
     i64::from(page.limit.max(1))
 }
 
@@ -373,6 +375,17 @@ impl ControlStore for SqliteControlStore {
             .transpose()
     }
 
+    async fn tenant_by_domain(&self, domain: &str) -> StoreResult<Option<Tenant>> {
+        sqlx::query("SELECT * FROM tenants WHERE domain = ? AND status <> 'deleted'")
+            .bind(domain)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?
+            .as_ref()
+            .map(tenant_from_row)
+            .transpose()
+    }
+
     async fn list_tenants(&self, f: &TenantFilter, page: &PageRequest) -> StoreResult<Vec<Tenant>> {
         let mut q = QueryBuilder::<Sqlite>::new("SELECT * FROM tenants WHERE 1 = 1");
         match f.status {
@@ -444,6 +457,9 @@ impl ControlStore for SqliteControlStore {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         for sql in [
             "DELETE FROM tenant_config WHERE tenant_id = ?",
+            "DELETE FROM refresh_tokens WHERE tenant_id = ?",
+            "DELETE FROM otp_codes WHERE tenant_id = ?",
+            "DELETE FROM users WHERE tenant_id = ?",
             "DELETE FROM tenant_keys WHERE tenant_id = ?",
             "UPDATE tenants SET status = 'deleted', domain = NULL, metadata = '{}', branding = '{}',
                     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",

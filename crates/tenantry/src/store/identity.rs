@@ -1,0 +1,81 @@
+//! Identity storage: tenant users, refresh tokens, OTP codes, audit entries.
+//! Every per-tenant call takes the resolved [`Tenant`].
+
+use super::{PageRequest, StoreResult};
+use crate::audit::{AuditEntry, NewAuditEntry};
+use crate::ids::{TenantId, UserId};
+use crate::{Role, Tenant};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// A user inside one tenant.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TenantUser {
+    pub id: UserId,
+    /// Absent for users who registered by phone only.
+    pub email: Option<String>,
+    pub name: String,
+    pub role: Role,
+    pub phone: Option<String>,
+    /// Absent for users who only ever log in by OTP.
+    pub password_hash: Option<String>,
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A refresh token, stored only as its hash. Tokens of one login form a
+/// family; reuse of a spent token revokes the family.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RefreshRecord {
+    pub token_hash: String,
+    pub family_id: Uuid,
+    /// `None` for platform users.
+    pub tenant_id: Option<TenantId>,
+    pub user_id: UserId,
+    pub expires_at: DateTime<Utc>,
+    pub used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A pending OTP code for one phone of one tenant.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OtpRecord {
+    pub phone: String,
+    pub code_hash: String,
+    pub expires_at: DateTime<Utc>,
+    pub attempts: u32,
+}
+
+#[async_trait]
+pub trait IdentityStore: Send + Sync + 'static {
+    async fn insert_user(&self, tenant: &Tenant, user: &TenantUser) -> StoreResult<()>;
+    async fn user(&self, tenant: &Tenant, id: UserId) -> StoreResult<Option<TenantUser>>;
+    async fn user_by_email(&self, tenant: &Tenant, email: &str) -> StoreResult<Option<TenantUser>>;
+    async fn user_by_phone(&self, tenant: &Tenant, phone: &str) -> StoreResult<Option<TenantUser>>;
+    async fn list_users(&self, tenant: &Tenant, page: &PageRequest)
+    -> StoreResult<Vec<TenantUser>>;
+    async fn update_user(&self, tenant: &Tenant, user: &TenantUser) -> StoreResult<()>;
+    /// Deletes the user and its refresh tokens; true when it existed.
+    async fn delete_user(&self, tenant: &Tenant, id: UserId) -> StoreResult<bool>;
+    async fn count_users(&self, tenant: &Tenant) -> StoreResult<u64>;
+
+    async fn insert_refresh(&self, record: &RefreshRecord) -> StoreResult<()>;
+    async fn refresh_by_hash(&self, token_hash: &str) -> StoreResult<Option<RefreshRecord>>;
+    /// Marks a live token spent; false when it was already spent or revoked
+    /// (so two concurrent refreshes cannot both succeed).
+    async fn spend_refresh(&self, token_hash: &str, at: DateTime<Utc>) -> StoreResult<bool>;
+    async fn revoke_family(&self, family_id: Uuid, at: DateTime<Utc>) -> StoreResult<()>;
+
+    async fn put_otp(&self, tenant: &Tenant, otp: &OtpRecord) -> StoreResult<()>;
+    async fn otp(&self, tenant: &Tenant, phone: &str) -> StoreResult<Option<OtpRecord>>;
+    /// Counts one wrong attempt; returns the new count.
+    async fn bump_otp_attempts(&self, tenant: &Tenant, phone: &str) -> StoreResult<u32>;
+    async fn delete_otp(&self, tenant: &Tenant, phone: &str) -> StoreResult<()>;
+
+    /// Appends to the tenant's hash chain, in one transaction with reading its head.
+    async fn append_audit(&self, tenant: &Tenant, entry: NewAuditEntry) -> StoreResult<AuditEntry>;
+    async fn list_audit(&self, tenant: &Tenant, page: &PageRequest)
+    -> StoreResult<Vec<AuditEntry>>;
+}

@@ -1,0 +1,351 @@
+//! SQLite implementation of the identity store.
+
+use super::{SqliteControlStore, db_error, opt_uuid_col, page_limit, uuid_col};
+use crate::audit::{AuditEntry, NewAuditEntry};
+use crate::ids::UserId;
+use crate::store::identity::{IdentityStore, OtpRecord, RefreshRecord, TenantUser};
+use crate::store::{PageRequest, StoreResult, decode};
+use crate::{Role, Tenant};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+use uuid::Uuid;
+
+fn user_from_row(row: &SqliteRow) -> StoreResult<TenantUser> {
+    let role: String = row.try_get("role").map_err(db_error)?;
+    Ok(TenantUser {
+        id: uuid_col(row, "id")?,
+        email: row.try_get("email").map_err(db_error)?,
+        name: row.try_get("name").map_err(db_error)?,
+        role: decode(&role, Role::parse, "role")?,
+        phone: row.try_get("phone").map_err(db_error)?,
+        password_hash: row.try_get("password_hash").map_err(db_error)?,
+        active: row.try_get("active").map_err(db_error)?,
+        created_at: row.try_get("created_at").map_err(db_error)?,
+        updated_at: row.try_get("updated_at").map_err(db_error)?,
+    })
+}
+
+fn refresh_from_row(row: &SqliteRow) -> StoreResult<RefreshRecord> {
+    Ok(RefreshRecord {
+        token_hash: row.try_get("token_hash").map_err(db_error)?,
+        family_id: uuid_col(row, "family_id")?,
+        tenant_id: opt_uuid_col(row, "tenant_id")?,
+        user_id: uuid_col(row, "user_id")?,
+        expires_at: row.try_get("expires_at").map_err(db_error)?,
+        used_at: row.try_get("used_at").map_err(db_error)?,
+        revoked_at: row.try_get("revoked_at").map_err(db_error)?,
+    })
+}
+
+fn audit_from_row(row: &SqliteRow) -> StoreResult<AuditEntry> {
+    Ok(AuditEntry {
+        id: uuid_col(row, "id")?,
+        tenant_id: uuid_col(row, "tenant_id")?,
+        actor: row.try_get("actor").map_err(db_error)?,
+        actor_scope: row.try_get("actor_scope").map_err(db_error)?,
+        action: row.try_get("action").map_err(db_error)?,
+        resource: row.try_get("resource").map_err(db_error)?,
+        at: row.try_get("at").map_err(db_error)?,
+        request_id: row.try_get("request_id").map_err(db_error)?,
+        prev_hash: row.try_get("prev_hash").map_err(db_error)?,
+        hash: row.try_get("hash").map_err(db_error)?,
+    })
+}
+
+#[async_trait]
+impl IdentityStore for SqliteControlStore {
+    async fn insert_user(&self, t: &Tenant, u: &TenantUser) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO users (tenant_id, id, email, name, role, phone, password_hash, active, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(t.id.to_string())
+        .bind(u.id.to_string())
+        .bind(&u.email)
+        .bind(&u.name)
+        .bind(u.role.as_str())
+        .bind(&u.phone)
+        .bind(&u.password_hash)
+        .bind(u.active)
+        .bind(u.created_at)
+        .bind(u.updated_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn user(&self, t: &Tenant, id: UserId) -> StoreResult<Option<TenantUser>> {
+        sqlx::query("SELECT * FROM users WHERE tenant_id = ? AND id = ?")
+            .bind(t.id.to_string())
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    async fn user_by_email(&self, t: &Tenant, email: &str) -> StoreResult<Option<TenantUser>> {
+        sqlx::query("SELECT * FROM users WHERE tenant_id = ? AND lower(email) = lower(?)")
+            .bind(t.id.to_string())
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    async fn user_by_phone(&self, t: &Tenant, phone: &str) -> StoreResult<Option<TenantUser>> {
+        sqlx::query("SELECT * FROM users WHERE tenant_id = ? AND phone = ?")
+            .bind(t.id.to_string())
+            .bind(phone)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    async fn list_users(&self, t: &Tenant, page: &PageRequest) -> StoreResult<Vec<TenantUser>> {
+        let after = page.after.map(|a| a.to_string()).unwrap_or_default();
+        sqlx::query("SELECT * FROM users WHERE tenant_id = ? AND id > ? ORDER BY id LIMIT ?")
+            .bind(t.id.to_string())
+            .bind(after)
+            .bind(page_limit(page))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?
+            .iter()
+            .map(user_from_row)
+            .collect()
+    }
+
+    async fn update_user(&self, t: &Tenant, u: &TenantUser) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE users SET email = ?, name = ?, role = ?, phone = ?, password_hash = ?, active = ?, updated_at = ?
+             WHERE tenant_id = ? AND id = ?",
+        )
+        .bind(&u.email)
+        .bind(&u.name)
+        .bind(u.role.as_str())
+        .bind(&u.phone)
+        .bind(&u.password_hash)
+        .bind(u.active)
+        .bind(u.updated_at)
+        .bind(t.id.to_string())
+        .bind(u.id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn delete_user(&self, t: &Tenant, id: UserId) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        sqlx::query("DELETE FROM refresh_tokens WHERE tenant_id = ? AND user_id = ?")
+            .bind(t.id.to_string())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let done = sqlx::query("DELETE FROM users WHERE tenant_id = ? AND id = ?")
+            .bind(t.id.to_string())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn count_users(&self, t: &Tenant) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE tenant_id = ?")
+            .bind(t.id.to_string())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn insert_refresh(&self, r: &RefreshRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, family_id, tenant_id, user_id, expires_at, used_at, revoked_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&r.token_hash)
+        .bind(r.family_id.to_string())
+        .bind(r.tenant_id.map(|t| t.to_string()))
+        .bind(r.user_id.to_string())
+        .bind(r.expires_at)
+        .bind(r.used_at)
+        .bind(r.revoked_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn refresh_by_hash(&self, token_hash: &str) -> StoreResult<Option<RefreshRecord>> {
+        sqlx::query("SELECT * FROM refresh_tokens WHERE token_hash = ?")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?
+            .as_ref()
+            .map(refresh_from_row)
+            .transpose()
+    }
+
+    async fn spend_refresh(&self, token_hash: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE refresh_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL AND revoked_at IS NULL",
+        )
+        .bind(at)
+        .bind(token_hash)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn revoke_family(&self, family_id: Uuid, at: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL",
+        )
+        .bind(at)
+        .bind(family_id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn put_otp(&self, t: &Tenant, otp: &OtpRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO otp_codes (tenant_id, phone, code_hash, expires_at, attempts) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (tenant_id, phone) DO UPDATE
+             SET code_hash = excluded.code_hash, expires_at = excluded.expires_at, attempts = excluded.attempts",
+        )
+        .bind(t.id.to_string())
+        .bind(&otp.phone)
+        .bind(&otp.code_hash)
+        .bind(otp.expires_at)
+        .bind(i64::from(otp.attempts))
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn otp(&self, t: &Tenant, phone: &str) -> StoreResult<Option<OtpRecord>> {
+        let row = sqlx::query("SELECT * FROM otp_codes WHERE tenant_id = ? AND phone = ?")
+            .bind(t.id.to_string())
+            .bind(phone)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        row.map(|row| {
+            let attempts: i64 = row.try_get("attempts").map_err(db_error)?;
+            Ok(OtpRecord {
+                phone: row.try_get("phone").map_err(db_error)?,
+                code_hash: row.try_get("code_hash").map_err(db_error)?,
+                expires_at: row.try_get("expires_at").map_err(db_error)?,
+                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+            })
+        })
+        .transpose()
+    }
+
+    async fn bump_otp_attempts(&self, t: &Tenant, phone: &str) -> StoreResult<u32> {
+        let n: Option<i64> = sqlx::query_scalar(
+            "UPDATE otp_codes SET attempts = attempts + 1 WHERE tenant_id = ? AND phone = ? RETURNING attempts",
+        )
+        .bind(t.id.to_string())
+        .bind(phone)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(n.map_or(u32::MAX, |n| u32::try_from(n).unwrap_or(u32::MAX)))
+    }
+
+    async fn delete_otp(&self, t: &Tenant, phone: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM otp_codes WHERE tenant_id = ? AND phone = ?")
+            .bind(t.id.to_string())
+            .bind(phone)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn append_audit(&self, t: &Tenant, new: NewAuditEntry) -> StoreResult<AuditEntry> {
+        // BEGIN IMMEDIATE takes the write lock before reading the chain head,
+        // so two appends cannot both link to the same predecessor.
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        let result: StoreResult<AuditEntry> = async {
+            let head: Option<(i64, String)> = sqlx::query_as(
+                "SELECT seq, hash FROM audit_log WHERE tenant_id = ? ORDER BY seq DESC LIMIT 1",
+            )
+            .bind(t.id.to_string())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_error)?;
+            let (seq, prev) = match head {
+                Some((seq, hash)) => (seq + 1, Some(hash)),
+                None => (1, None),
+            };
+            let entry = AuditEntry::chain(t.id, new, prev, Utc::now());
+            sqlx::query(
+                "INSERT INTO audit_log (tenant_id, seq, id, actor, actor_scope, action, resource, at, request_id, prev_hash, hash)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(t.id.to_string())
+            .bind(seq)
+            .bind(entry.id.to_string())
+            .bind(&entry.actor)
+            .bind(&entry.actor_scope)
+            .bind(&entry.action)
+            .bind(&entry.resource)
+            .bind(entry.at)
+            .bind(&entry.request_id)
+            .bind(&entry.prev_hash)
+            .bind(&entry.hash)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+            Ok(entry)
+        }
+        .await;
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        sqlx::query(end)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        result
+    }
+
+    async fn list_audit(&self, t: &Tenant, page: &PageRequest) -> StoreResult<Vec<AuditEntry>> {
+        let after = page.after.map(|a| a.to_string()).unwrap_or_default();
+        sqlx::query("SELECT * FROM audit_log WHERE tenant_id = ? AND id > ? ORDER BY seq LIMIT ?")
+            .bind(t.id.to_string())
+            .bind(after)
+            .bind(page_limit(page))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?
+            .iter()
+            .map(audit_from_row)
+            .collect()
+    }
+}
