@@ -219,10 +219,12 @@ impl TenantResolver {
             .and_then(|_| header("x-forwarded-host"))
             .and_then(|v| v.split(',').next())
             .map(str::trim);
-        if let Some(host) = forwarded.or_else(|| header("host")).map(normalize_host) {
-            if let Some(found) = self.host_indicator(&host) {
-                out.push(found);
-            }
+        if let Some(found) = forwarded
+            .or_else(|| header("host"))
+            .map(normalize_host)
+            .and_then(|host| self.host_indicator(&host))
+        {
+            out.push(found);
         }
         if let Some(t) = query.and_then(tenant_query_param) {
             out.push((parse_ref(&t), false));

@@ -3,4 +3,5 @@
 mod binary;
 mod control_plane;
 mod edges;
+mod identity;
 mod support;

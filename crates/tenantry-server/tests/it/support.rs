@@ -10,6 +10,8 @@ use tokio::task::JoinHandle;
 
 pub const ADMIN_EMAIL: &str = "admin@test.example";
 pub const ADMIN_PASSWORD: &str = "Admin-Passw0rd!";
+/// Meets every built-in plan's password policy.
+pub const USER_PASSWORD: &str = "User-Passw0rd!42";
 
 pub struct TestApp {
     pub base: String,
@@ -184,6 +186,70 @@ impl TestApp {
         let res = self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
         assert_eq!(res.status, 200, "{}", res.text);
         res.body["access_token"].as_str().expect("token").to_owned()
+    }
+
+    /// Creates a user in `tenant` (as the super-admin, naming the tenant) and
+    /// logs it in; returns the user's JSON and its access token.
+    pub async fn tenant_user(
+        &self,
+        admin: &str,
+        tenant: &str,
+        email: &str,
+        role: &str,
+    ) -> (Value, String) {
+        let res = self
+            .client
+            .post(format!("{}/api/v1/users", self.base))
+            .bearer_auth(admin)
+            .header("x-tenant-slug", tenant)
+            .json(&json!({"email": email, "password": USER_PASSWORD, "name": email, "role": role}))
+            .send()
+            .await
+            .expect("send");
+        let res = Self::read(res).await;
+        assert_eq!(res.status, 201, "{}", res.text);
+        let login = self.tenant_login(tenant, email, USER_PASSWORD).await;
+        assert_eq!(login.status, 200, "{}", login.text);
+        (
+            res.body,
+            login.body["access_token"]
+                .as_str()
+                .expect("token")
+                .to_owned(),
+        )
+    }
+
+    pub async fn tenant_login(&self, tenant: &str, email: &str, password: &str) -> Res {
+        self.post(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": email, "password": password, "tenant": tenant}),
+        )
+        .await
+    }
+
+    /// A request with extra headers.
+    pub async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Res {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        Self::read(req.send().await.expect("send")).await
     }
 
     /// Creates a tenant as the super-admin and returns its JSON.
