@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock};
 use tenantry::Plan;
 use tenantry::clock::{Clock, SystemClock};
 use tenantry::resolve::{ResolverConfig, TenantResolver};
-use tenantry::store::sqlite::SqliteControlStore;
+use tenantry::store::sqlite::{SqliteControlStore, SqliteDataPlane};
 use tenantry::store::{ControlStore, Store};
 use tokio::net::TcpListener;
 
@@ -86,9 +86,13 @@ pub async fn open_services_with_clock(
             multi_tenant: settings.multi_tenant,
         },
     ));
+    let data = SqliteDataPlane::open(&settings.data_dir, settings.max_open_tenant_databases)
+        .await
+        .context("opening tenant data stores")?;
     let services = Arc::new(Services {
         store,
         resolver,
+        data: Arc::new(data),
         keyring: Keyring::new(&master_key)?,
         tokens: TokenKeys::new(&jwt_secret),
         clock,

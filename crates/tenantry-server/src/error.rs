@@ -74,6 +74,9 @@ impl From<StoreError> for Error {
         match e {
             StoreError::Conflict(field) => Error::Conflict(field),
             StoreError::Unavailable(msg) => Error::Unavailable(msg),
+            StoreError::NotFound => Error::NotFound("resource".into()),
+            StoreError::VersionMismatch => Error::PreconditionFailed,
+            StoreError::QuotaExceeded => Error::QuotaExceeded("quota exhausted".into()),
             StoreError::Internal(msg) => Error::Internal(msg),
         }
     }

@@ -38,6 +38,8 @@ pub struct Settings {
     pub login_max_failures_per_address: u32,
     /// The lockout window, in seconds.
     pub login_window_secs: u64,
+    /// Dedicated tenant databases kept open at once (least recently used closed first).
+    pub max_open_tenant_databases: u64,
     /// How OTP codes are delivered: `log` or `webhook`.
     pub otp_sender: String,
     /// Where the `webhook` sender POSTs `{tenant, phone, code}`.
@@ -61,6 +63,7 @@ impl Default for Settings {
             login_max_failures: 5,
             login_max_failures_per_address: 50,
             login_window_secs: 15 * 60,
+            max_open_tenant_databases: 256,
             otp_sender: "log".to_owned(),
             otp_webhook_url: None,
         }

@@ -53,3 +53,7 @@ id_type!(
     /// Identifies an organization (a group of tenants).
     OrgId
 );
+id_type!(
+    /// Identifies a record of a collection.
+    RecordId
+);

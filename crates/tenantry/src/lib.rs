@@ -11,11 +11,12 @@ pub mod clock;
 pub mod context;
 pub mod ids;
 pub mod plan;
+pub mod record;
 pub mod resolve;
 pub mod store;
 pub mod tenant;
 
 pub use context::{Principal, Role};
-pub use ids::{OrgId, TenantId, UserId};
+pub use ids::{OrgId, RecordId, TenantId, UserId};
 pub use plan::{Limits, Plan};
 pub use tenant::{Isolation, Slug, Tenant, TenantStatus};

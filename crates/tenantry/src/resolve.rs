@@ -106,11 +106,7 @@ impl TenantResolver {
                 }
             })
             .await
-            .map_err(|e: Arc<StoreError>| match &*e {
-                StoreError::Conflict(c) => StoreError::Conflict(c.clone()),
-                StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-                StoreError::Internal(m) => StoreError::Internal(m.clone()),
-            })
+            .map_err(|e: Arc<StoreError>| (*e).clone())
     }
 
     /// A live tenant by id or slug (cached).

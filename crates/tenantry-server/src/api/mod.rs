@@ -1,7 +1,9 @@
 //! The HTTP edge: one router per resource, merged here with the OpenAPI
 //! document, the fallbacks and the layers every request passes through.
 
+pub mod analytics;
 pub mod auth;
+pub mod collections;
 pub mod config;
 pub mod extract;
 pub mod observe;
@@ -67,6 +69,8 @@ pub fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(orgs::router())
         .merge(config::router())
         .merge(users::router())
+        .merge(collections::router())
+        .merge(analytics::router())
         .split_for_parts()
 }
 

@@ -9,7 +9,7 @@ use crate::error::{Error, Validator};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tenantry::store::TenantFilter;
 use tenantry::{Tenant, TenantStatus};
@@ -23,6 +23,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(suspend_tenant))
         .routes(routes!(activate_tenant))
         .routes(routes!(change_plan))
+        .routes(routes!(usage))
 }
 
 /// Filters and paging of the tenant list.
@@ -187,4 +188,16 @@ async fn change_plan(
         .set_tenant_plan(&actor, &id, body.plan)
         .await?;
     Ok(with_tenant(tenant.id, Json(tenant)))
+}
+
+/// Users, records and storage bytes beside the plan's limits.
+#[utoipa::path(get, path = "/api/v1/tenants/{id}/usage", tag = "tenants",
+    params(("id" = String, Path, description = "tenant id or slug")),
+    responses((status = 200, body = crate::control::data::UsageReport), (status = 404, body = Problem)))]
+async fn usage(
+    State(state): State<AppState>,
+    Authenticated(actor): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, Error> {
+    Ok(Json(state.services.usage(&actor, &id).await?).into_response())
 }

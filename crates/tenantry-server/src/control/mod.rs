@@ -4,6 +4,7 @@
 
 pub mod admins;
 pub mod config;
+pub mod data;
 pub mod orgs;
 pub mod plans;
 pub mod policy;
@@ -27,6 +28,8 @@ pub struct Services {
     pub store: Arc<dyn Store>,
     /// Tenant lookups (cached); every tenant change invalidates it.
     pub resolver: Arc<TenantResolver>,
+    /// Tenants' own data, shared or dedicated.
+    pub data: Arc<dyn tenantry::store::DataPlane>,
     pub keyring: Keyring,
     pub tokens: TokenKeys,
     pub clock: Arc<dyn Clock>,

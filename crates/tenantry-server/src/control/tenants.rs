@@ -155,8 +155,14 @@ impl Services {
             created_at: now,
             updated_at: now,
         };
+        // The tenant's storage exists before the tenant does: once the 201
+        // is sent, its data plane answers.
+        self.data.provision(&tenant).await?;
         let wrapped = self.keyring.new_wrapped_data_key(tenant.id);
-        self.store.insert_tenant(&tenant, &wrapped).await?;
+        if let Err(e) = self.store.insert_tenant(&tenant, &wrapped).await {
+            self.data.purge(&tenant).await?;
+            return Err(e.into());
+        }
         self.resolver.invalidate();
         tracing::info!(tenant_id = %tenant.id, slug = %tenant.slug, plan = %tenant.plan, "tenant created");
         Ok(tenant)
@@ -289,6 +295,7 @@ impl Services {
         let tenant = self.administered_tenant(actor, id_or_slug).await?;
         self.store.purge_tenant(&tenant).await?;
         self.resolver.invalidate();
+        self.data.purge(&tenant).await?;
         tracing::info!(tenant_id = %tenant.id, "tenant deleted and purged");
         Ok(())
     }

@@ -2,9 +2,11 @@
 //! bare id, so the only way to reach a tenant's rows is through the tenant the
 //! control store itself handed out.
 
+pub mod data;
 pub mod identity;
 pub mod sqlite;
 
+pub use data::{DataPlane, TenantData, Usage};
 pub use identity::{IdentityStore, OtpRecord, RefreshRecord, TenantUser};
 
 use crate::Role;
@@ -17,7 +19,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 /// The storage layer's error. Callers map it once, at their own edge.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// A uniqueness rule was broken; the payload names the field.
     #[error("conflict on {0}")]
@@ -25,6 +27,15 @@ pub enum StoreError {
     /// The database could not be reached (or timed out): retry later.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The row to change does not exist.
+    #[error("not found")]
+    NotFound,
+    /// The row changed since the caller read it.
+    #[error("version mismatch")]
+    VersionMismatch,
+    /// The write would take the tenant past its storage quota.
+    #[error("storage quota exceeded")]
+    QuotaExceeded,
     /// Stored data that cannot be decoded, or any other unexpected failure.
     #[error("storage failure: {0}")]
     Internal(String),
@@ -136,6 +147,19 @@ pub trait ControlStore: Send + Sync + 'static {
 /// The whole store: control plane and identity, one backend.
 pub trait Store: ControlStore + IdentityStore {}
 impl<T: ControlStore + IdentityStore> Store for T {}
+
+/// Fixed-width RFC 3339 (microseconds, `Z`): text order is time order, which
+/// keyset pagination over timestamps relies on.
+pub fn time_text(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// Parses what `time_text` wrote.
+pub fn parse_time(s: &str) -> StoreResult<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Internal(format!("bad timestamp {s:?}: {e}")))
+}
 
 /// Parses a stored enum column, turning garbage into an internal error.
 pub(crate) fn decode<T>(

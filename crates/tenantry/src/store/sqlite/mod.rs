@@ -1,6 +1,9 @@
 //! The embedded default: the control store in one SQLite file (WAL mode).
 
+mod data;
 mod identity;
+
+pub use data::SqliteDataPlane;
 
 use super::{
     ConfigEntry, ControlStore, Organization, PageRequest, PlatformUser, StoreError, StoreResult,

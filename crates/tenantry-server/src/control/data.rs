@@ -1,0 +1,457 @@
+//! The data plane's service: collections, records, statistics, usage and
+//! cross-tenant analytics. Every call works on the `Acting` tenant only.
+
+use super::users::Acting;
+use super::Services;
+use crate::error::{Error, FieldError, Result, Validator};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tenantry::record::{
+    merge_patch, sort_value, valid_collection_name, valid_field, CollectionDef, Filter, FilterOp, Operand, Record,
+    RecordCursor, RecordQuery, SortKey,
+};
+use tenantry::store::{PageRequest, StoreError, TenantData, TenantFilter};
+use tenantry::{Principal, RecordId, Role, Tenant, TenantStatus};
+
+/// Body of `PUT /api/v1/collections/{name}`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionBody {
+    /// A JSON Schema every record must satisfy.
+    #[schema(value_type = Option<Object>)]
+    pub schema: Option<Value>,
+    /// Fields whose values are unique within the tenant.
+    #[serde(default)]
+    pub unique: Vec<String>,
+    /// Fields backed by an index; lists may sort on them.
+    #[serde(default)]
+    pub indexed: Vec<String>,
+    /// A plan feature a tenant needs to use the collection.
+    pub required_feature: Option<String>,
+}
+
+/// `?filter[f][op]=&sort=&limit=&cursor=` of a record list, already parsed.
+#[derive(Debug, Default)]
+pub struct ListParams {
+    pub filters: Vec<(String, Option<String>, String)>,
+    pub sort: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// The client's precondition on a record's version (`If-Match`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IfMatch {
+    Any,
+    Version(i64),
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Stats {
+    pub total: u64,
+    pub groups: BTreeMap<String, u64>,
+}
+
+/// One row of `GET /api/v1/analytics/compare`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CompareRow {
+    pub tenant: TenantRef,
+    pub total: u64,
+    pub resolved: u64,
+    /// Percentage 0–100.
+    pub resolution_rate: f64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TenantRef {
+    pub id: tenantry::TenantId,
+    pub slug: String,
+    pub name: String,
+}
+
+/// `GET /api/v1/tenants/{id}/usage`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UsageReport {
+    pub users: u64,
+    pub records: u64,
+    pub storage_bytes: u64,
+    pub limits: tenantry::Limits,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CursorBody {
+    s: String,
+    k: Value,
+    id: RecordId,
+}
+
+/// How a group key is shown: strings as themselves, anything else as JSON.
+fn group_label(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn not_found() -> Error {
+    Error::NotFound("record".into())
+}
+
+fn record_id(id: &str) -> Result<RecordId> {
+    id.parse().map_err(|_| not_found())
+}
+
+fn schema_errors(def: &CollectionDef, data: &Value) -> Result<()> {
+    let Some(schema) = &def.schema else {
+        return Ok(());
+    };
+    let validator = jsonschema::validator_for(schema)
+        .map_err(|e| Error::Internal(format!("stored schema of {} does not compile: {e}", def.name)))?;
+    let errors: Vec<FieldError> = validator
+        .iter_errors(data)
+        .map(|e| {
+            let path = e.instance_path().to_string();
+            let field = path.trim_start_matches('/').replace('/', ".");
+            FieldError::new(if field.is_empty() { "body".to_owned() } else { field }, e.to_string())
+        })
+        .collect();
+    if errors.is_empty() { Ok(()) } else { Err(Error::Validation(errors)) }
+}
+
+/// Maps the data store's refusals of a record write.
+fn write_error(e: StoreError) -> Error {
+    match e {
+        StoreError::NotFound => not_found(),
+        StoreError::VersionMismatch => Error::PreconditionFailed,
+        StoreError::QuotaExceeded => Error::QuotaExceeded("the plan's storage is used up".into()),
+        StoreError::Conflict(field) => Error::Conflict(format!("a record with this `{field}`")),
+        other => other.into(),
+    }
+}
+
+impl Services {
+    pub async fn tenant_data(&self, tenant: &Tenant) -> Result<Arc<dyn TenantData>> {
+        Ok(self.data.handle(tenant).await?)
+    }
+
+    fn require_admin(acting: &Acting) -> Result<()> {
+        match acting.principal.role {
+            Role::SuperAdmin | Role::OrgAdmin | Role::Admin => Ok(()),
+            _ => Err(Error::Forbidden("only admins define collections".into())),
+        }
+    }
+
+    pub async fn put_collection(&self, acting: &Acting, name: &str, body: CollectionBody) -> Result<(CollectionDef, bool)> {
+        Self::require_admin(acting)?;
+        let mut v = Validator::default();
+        v.check(valid_collection_name(name), "name", "must match [a-z][a-z0-9_]{0,62}");
+        for (list, field) in [(&body.unique, "unique"), (&body.indexed, "indexed")] {
+            for f in list {
+                v.check(valid_field(f), field, "fields are dot-separated identifiers");
+            }
+        }
+        if let Some(schema) = &body.schema
+            && let Err(e) = jsonschema::validator_for(schema)
+        {
+            v.push("schema", format!("not a valid JSON Schema: {e}"));
+        }
+        if let Some(feature) = &body.required_feature {
+            v.check(valid_field(feature) && !feature.contains('.'), "required_feature", "must be a feature name");
+        }
+        v.finish()?;
+        let data = self.tenant_data(&acting.tenant).await?;
+        let now = self.clock.now();
+        let existing = data.collection(name).await?;
+        let dedup = |mut l: Vec<String>| {
+            l.sort();
+            l.dedup();
+            l
+        };
+        let def = CollectionDef {
+            name: name.to_owned(),
+            schema: body.schema,
+            unique: dedup(body.unique),
+            indexed: dedup(body.indexed),
+            required_feature: body.required_feature,
+            created_at: existing.as_ref().map_or(now, |e| e.created_at),
+            updated_at: now,
+        };
+        let created = data.put_collection(&def).await.map_err(write_error)?;
+        Ok((def, created))
+    }
+
+    pub async fn list_collections(&self, acting: &Acting) -> Result<Vec<CollectionDef>> {
+        Ok(self.tenant_data(&acting.tenant).await?.collections().await?)
+    }
+
+    /// The collection's definition, checked against the tenant's features.
+    /// `implicit`: a write to an undefined collection defines it, schemaless.
+    async fn usable_collection(&self, acting: &Acting, data: &dyn TenantData, name: &str, implicit: bool) -> Result<Option<CollectionDef>> {
+        if !valid_collection_name(name) {
+            return Err(Error::NotFound("collection".into()));
+        }
+        let def = match data.collection(name).await? {
+            Some(def) => def,
+            None if implicit => {
+                let now = self.clock.now();
+                let def = CollectionDef {
+                    name: name.to_owned(),
+                    schema: None,
+                    unique: Vec::new(),
+                    indexed: Vec::new(),
+                    required_feature: None,
+                    created_at: now,
+                    updated_at: now,
+                };
+                data.put_collection(&def).await?;
+                def
+            }
+            None => return Ok(None),
+        };
+        if let Some(feature) = &def.required_feature {
+            self.require_feature(&acting.tenant, feature).await?;
+        }
+        Ok(Some(def))
+    }
+
+    async fn max_storage(&self, tenant: &Tenant) -> Result<Option<u64>> {
+        Ok(self.plan(&tenant.plan).await?.limits.max_storage_bytes)
+    }
+
+    pub async fn create_record(&self, acting: &Acting, collection: &str, body: Value) -> Result<Record> {
+        if !body.is_object() {
+            return Err(Error::invalid("body", "a record is a JSON object"));
+        }
+        let data = self.tenant_data(&acting.tenant).await?;
+        let def = self
+            .usable_collection(acting, data.as_ref(), collection, true)
+            .await?
+            .ok_or_else(|| Error::NotFound("collection".into()))?;
+        schema_errors(&def, &body)?;
+        let now = self.clock.now();
+        let record = Record {
+            id: RecordId::new(),
+            data: body,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+            created_by: Some(acting.principal.user_id),
+        };
+        let max = self.max_storage(&acting.tenant).await?;
+        data.insert_record(&def, &record, max).await.map_err(write_error)?;
+        Ok(record)
+    }
+
+    pub async fn get_record(&self, acting: &Acting, collection: &str, id: &str) -> Result<Record> {
+        let id = record_id(id)?;
+        let data = self.tenant_data(&acting.tenant).await?;
+        self.usable_collection(acting, data.as_ref(), collection, false).await?.ok_or_else(not_found)?;
+        data.record(collection, id).await?.ok_or_else(not_found)
+    }
+
+    pub async fn list_records(&self, acting: &Acting, collection: &str, params: ListParams) -> Result<(Vec<Record>, Option<String>)> {
+        let data = self.tenant_data(&acting.tenant).await?;
+        let Some(def) = self.usable_collection(acting, data.as_ref(), collection, false).await? else {
+            return Ok((Vec::new(), None));
+        };
+        let mut v = Validator::default();
+        let mut filters = Vec::new();
+        for (field, op, raw) in params.filters {
+            let op_name = op.as_deref().unwrap_or("eq");
+            let Some(op) = FilterOp::parse(op_name) else {
+                v.push(&format!("filter[{field}]"), format!("unknown operator `{op_name}` (eq, ne, gte, lte, in)"));
+                continue;
+            };
+            if !valid_field(&field) {
+                v.push(&format!("filter[{field}]"), "fields are dot-separated identifiers");
+                continue;
+            }
+            let operands = match op {
+                FilterOp::In => raw.split(',').map(Operand::parse).collect(),
+                _ => vec![Operand::parse(&raw)],
+            };
+            filters.push(Filter { field, op, operands });
+        }
+        let sort_raw = params.sort.unwrap_or_else(|| "created_at".to_owned());
+        let (descending, sort_name) = match sort_raw.strip_prefix('-') {
+            Some(rest) => (true, rest.to_owned()),
+            None => (false, sort_raw.trim_start_matches('+').to_owned()),
+        };
+        let sort = match sort_name.as_str() {
+            "created_at" => SortKey::CreatedAt,
+            "updated_at" => SortKey::UpdatedAt,
+            f if def.indexed.iter().any(|i| i == f) => SortKey::Field(f.to_owned()),
+            _ => {
+                v.push("sort", "sort on created_at, updated_at or an indexed field");
+                SortKey::CreatedAt
+            }
+        };
+        let limit = params.limit.unwrap_or(crate::api::extract::DEFAULT_LIMIT).clamp(1, crate::api::extract::MAX_LIMIT);
+        let after = match params.cursor.as_deref().filter(|c| !c.is_empty()) {
+            None => None,
+            Some(c) => {
+                let parsed = URL_SAFE_NO_PAD
+                    .decode(c)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<CursorBody>(&b).ok())
+                    .filter(|b| b.s == sort_raw);
+                if parsed.is_none() {
+                    v.push("cursor", "not a cursor of this list and sort");
+                }
+                parsed.map(|b| RecordCursor { key: b.k, id: b.id })
+            }
+        };
+        v.finish()?;
+        let query = RecordQuery { filters, sort: sort.clone(), descending, after, limit: limit + 1 };
+        let mut rows = data.list_records(&def, &query).await?;
+        let next = if rows.len() > limit as usize {
+            rows.truncate(limit as usize);
+            rows.last().map(|last| {
+                let body = CursorBody { s: sort_raw.clone(), k: sort_value(last, &sort), id: last.id };
+                URL_SAFE_NO_PAD.encode(serde_json::to_vec(&body).unwrap_or_default())
+            })
+        } else {
+            None
+        };
+        Ok((rows, next))
+    }
+
+    /// Replaces (`patch: false`) or merge-patches a record's data, honouring
+    /// `If-Match`. Without it, concurrent writers are serialised by retrying.
+    pub async fn write_record(
+        &self,
+        acting: &Acting,
+        collection: &str,
+        id: &str,
+        body: Value,
+        patch: bool,
+        if_match: Option<IfMatch>,
+    ) -> Result<Record> {
+        let id = record_id(id)?;
+        if !patch && !body.is_object() {
+            return Err(Error::invalid("body", "a record is a JSON object"));
+        }
+        let data = self.tenant_data(&acting.tenant).await?;
+        let def = self
+            .usable_collection(acting, data.as_ref(), collection, false)
+            .await?
+            .ok_or_else(not_found)?;
+        let max = self.max_storage(&acting.tenant).await?;
+        for _attempt in 0..5 {
+            let current = data.record(collection, id).await?.ok_or_else(not_found)?;
+            if let Some(IfMatch::Version(v)) = if_match
+                && v != current.version
+            {
+                return Err(Error::PreconditionFailed);
+            }
+            let mut next = current.clone();
+            if patch {
+                merge_patch(&mut next.data, &body);
+                if !next.data.is_object() {
+                    return Err(Error::invalid("body", "the patched record must stay a JSON object"));
+                }
+            } else {
+                next.data = body.clone();
+            }
+            schema_errors(&def, &next.data)?;
+            next.version = current.version + 1;
+            next.updated_at = self.clock.now();
+            match data.update_record(&def, &next, current.version, max).await {
+                Ok(()) => return Ok(next),
+                // Someone else wrote in between: with If-Match that is the
+                // client's precondition failing; without, read again.
+                Err(StoreError::VersionMismatch) if if_match.is_none() => continue,
+                Err(e) => return Err(write_error(e)),
+            }
+        }
+        Err(Error::Unavailable("the record is being written too often; retry".into()))
+    }
+
+    pub async fn delete_record(&self, acting: &Acting, collection: &str, id: &str, if_match: Option<IfMatch>) -> Result<()> {
+        let id = record_id(id)?;
+        let data = self.tenant_data(&acting.tenant).await?;
+        let def = self
+            .usable_collection(acting, data.as_ref(), collection, false)
+            .await?
+            .ok_or_else(not_found)?;
+        let expected = match if_match {
+            Some(IfMatch::Version(v)) => Some(v),
+            _ => None,
+        };
+        data.delete_record(&def, id, expected).await.map_err(write_error)
+    }
+
+    pub async fn stats(&self, acting: &Acting, collection: &str, group_by: &str) -> Result<Stats> {
+        if !valid_field(group_by) {
+            return Err(Error::invalid("group_by", "fields are dot-separated identifiers"));
+        }
+        let data = self.tenant_data(&acting.tenant).await?;
+        if self.usable_collection(acting, data.as_ref(), collection, false).await?.is_none() {
+            return Ok(Stats { total: 0, groups: BTreeMap::new() });
+        }
+        let (total, groups) = data.group_counts(collection, group_by).await?;
+        Ok(Stats { total, groups: groups.iter().map(|(k, n)| (group_label(k), *n)).collect() })
+    }
+
+    /// Per-tenant totals and resolution rates over every tenant `actor` may
+    /// see (an org admin: its organization's), best rate first, ties by slug.
+    pub async fn compare(
+        &self,
+        actor: &Principal,
+        collection: &str,
+        group_by: &str,
+        resolved: &[String],
+    ) -> Result<Vec<CompareRow>> {
+        let mut v = Validator::default();
+        v.check(valid_collection_name(collection), "collection", "must match [a-z][a-z0-9_]{0,62}");
+        v.check(valid_field(group_by), "group_by", "fields are dot-separated identifiers");
+        v.finish()?;
+        let filter = TenantFilter { status: Some(TenantStatus::Active), ..TenantFilter::default() };
+        let mut page = PageRequest { after: None, limit: 500 };
+        let mut rows = Vec::new();
+        loop {
+            let tenants = self.list_tenants(actor, filter.clone(), &page).await?;
+            for tenant in &tenants {
+                let data = self.tenant_data(tenant).await?;
+                let (total, groups) = data.group_counts(collection, group_by).await?;
+                let hit: u64 = groups
+                    .iter()
+                    .filter(|(k, _)| resolved.iter().any(|r| *r == group_label(k)))
+                    .map(|(_, n)| n)
+                    .sum();
+                let rate = if total == 0 { 0.0 } else { hit as f64 * 100.0 / total as f64 };
+                rows.push(CompareRow {
+                    tenant: TenantRef { id: tenant.id, slug: tenant.slug.to_string(), name: tenant.name.clone() },
+                    total,
+                    resolved: hit,
+                    resolution_rate: (rate * 100.0).round() / 100.0,
+                });
+            }
+            match tenants.last() {
+                Some(last) if tenants.len() == page.limit as usize => page.after = Some(last.id.0),
+                _ => break,
+            }
+        }
+        rows.sort_by(|a, b| {
+            b.resolution_rate
+                .total_cmp(&a.resolution_rate)
+                .then_with(|| a.tenant.slug.cmp(&b.tenant.slug))
+        });
+        Ok(rows)
+    }
+
+    pub async fn usage(&self, actor: &Principal, id_or_slug: &str) -> Result<UsageReport> {
+        let tenant = self.administered_tenant(actor, id_or_slug).await?;
+        let usage = self.tenant_data(&tenant).await?.usage().await?;
+        Ok(UsageReport {
+            users: self.store.count_users(&tenant).await?,
+            records: usage.records,
+            storage_bytes: usage.storage_bytes,
+            limits: self.plan(&tenant.plan).await?.limits,
+        })
+    }
+}

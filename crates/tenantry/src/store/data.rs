@@ -1,0 +1,59 @@
+//! The data plane's storage: a [`DataPlane`] provisions, opens and purges
+//! each tenant's storage, and hands out a [`TenantData`] handle bound to one
+//! tenant. Nothing below the handle takes a tenant id from its caller.
+
+use super::StoreResult;
+use crate::ids::RecordId;
+use crate::record::{CollectionDef, Record, RecordQuery};
+use crate::Tenant;
+use async_trait::async_trait;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// What a tenant's data occupies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    pub records: u64,
+    /// Bytes of the records' data as stored.
+    pub storage_bytes: u64,
+}
+
+#[async_trait]
+pub trait DataPlane: Send + Sync + 'static {
+    /// Makes the tenant's storage usable (a dedicated database is created and
+    /// migrated); returns once requests can be served.
+    async fn provision(&self, tenant: &Tenant) -> StoreResult<()>;
+    /// A handle bound to this tenant alone.
+    async fn handle(&self, tenant: &Tenant) -> StoreResult<Arc<dyn TenantData>>;
+    /// Removes everything the tenant stored (a dedicated database file too).
+    async fn purge(&self, tenant: &Tenant) -> StoreResult<()>;
+}
+
+/// One tenant's collections and records.
+#[async_trait]
+pub trait TenantData: Send + Sync {
+    async fn collections(&self) -> StoreResult<Vec<CollectionDef>>;
+    async fn collection(&self, name: &str) -> StoreResult<Option<CollectionDef>>;
+    /// Creates or replaces a definition and its indexes; true when created.
+    /// `Conflict(field)` when existing records already break a new unique field.
+    async fn put_collection(&self, def: &CollectionDef) -> StoreResult<bool>;
+
+    /// `Conflict(field)` on a unique violation, `QuotaExceeded` past `max_storage`.
+    async fn insert_record(&self, def: &CollectionDef, record: &Record, max_storage: Option<u64>) -> StoreResult<()>;
+    async fn record(&self, collection: &str, id: RecordId) -> StoreResult<Option<Record>>;
+    async fn list_records(&self, def: &CollectionDef, query: &RecordQuery) -> StoreResult<Vec<Record>>;
+    /// Replaces data, version and `updated_at` when the stored version is
+    /// `expected_version`: `VersionMismatch` otherwise, `NotFound` if gone.
+    async fn update_record(
+        &self,
+        def: &CollectionDef,
+        record: &Record,
+        expected_version: i64,
+        max_storage: Option<u64>,
+    ) -> StoreResult<()>;
+    /// Deletes, if `expected_version` is absent or matches.
+    async fn delete_record(&self, def: &CollectionDef, id: RecordId, expected_version: Option<i64>) -> StoreResult<()>;
+    /// Count per value of `field` (missing → null), and the total.
+    async fn group_counts(&self, collection: &str, field: &str) -> StoreResult<(u64, Vec<(Value, u64)>)>;
+    async fn usage(&self) -> StoreResult<Usage>;
+}

@@ -1,0 +1,549 @@
+//! The data plane on SQLite: shared tier in `shared.db`, dedicated tier in
+//! `tenants/<id>.db`, both with the same schema. Dedicated databases open
+//! lazily and are closed when idle or evicted (bounded, least recently used).
+
+use super::db_error;
+use crate::ids::{RecordId, TenantId};
+use crate::record::{json_path, CollectionDef, FilterOp, Operand, Record, RecordQuery, SortKey};
+use crate::store::data::{DataPlane, TenantData, Usage};
+use crate::store::{parse_time, time_text, StoreError, StoreResult};
+use crate::{Isolation, Tenant};
+use async_trait::async_trait;
+use moka::future::Cache;
+use serde_json::Value;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/tenant/sqlite");
+
+async fn open_pool(path: &Path, create: bool, max_connections: u32) -> StoreResult<SqlitePool> {
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(create)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(5));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(0)
+        .idle_timeout(Duration::from_secs(60))
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+        .map_err(db_error)?;
+    MIGRATIONS
+        .run(&pool)
+        .await
+        .map_err(|e| StoreError::Internal(format!("migrating tenant database: {e}")))?;
+    Ok(pool)
+}
+
+pub struct SqliteDataPlane {
+    dir: PathBuf,
+    shared: SqlitePool,
+    dedicated: Cache<TenantId, SqlitePool>,
+}
+
+impl SqliteDataPlane {
+    /// `max_open` bounds how many dedicated databases are open at once.
+    pub async fn open(data_dir: &Path, max_open: u64) -> StoreResult<Self> {
+        let dir = data_dir.join("tenants");
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::Internal(format!("creating {}: {e}", dir.display())))?;
+        Ok(Self {
+            shared: open_pool(&data_dir.join("shared.db"), true, 8).await?,
+            dedicated: Cache::builder()
+                .max_capacity(max_open)
+                .time_to_idle(Duration::from_secs(300))
+                .build(),
+            dir,
+        })
+    }
+
+    fn path(&self, tenant: TenantId) -> PathBuf {
+        self.dir.join(format!("{tenant}.db"))
+    }
+
+    async fn dedicated_pool(&self, tenant: TenantId) -> StoreResult<SqlitePool> {
+        let path = self.path(tenant);
+        self.dedicated
+            .try_get_with(tenant, async move {
+                if !path.exists() {
+                    return Err(StoreError::Internal(format!("tenant database {} is missing", path.display())));
+                }
+                open_pool(&path, false, 4).await
+            })
+            .await
+            .map_err(|e: Arc<StoreError>| (*e).clone())
+    }
+
+    /// How many dedicated databases are open now (bounded by `max_open`).
+    pub async fn open_dedicated(&self) -> u64 {
+        self.dedicated.run_pending_tasks().await;
+        self.dedicated.entry_count()
+    }
+}
+
+#[async_trait]
+impl DataPlane for SqliteDataPlane {
+    async fn provision(&self, tenant: &Tenant) -> StoreResult<()> {
+        if tenant.isolation == Isolation::Dedicated {
+            let pool = open_pool(&self.path(tenant.id), true, 4).await?;
+            self.dedicated.insert(tenant.id, pool).await;
+        }
+        Ok(())
+    }
+
+    async fn handle(&self, tenant: &Tenant) -> StoreResult<Arc<dyn TenantData>> {
+        let pool = match tenant.isolation {
+            Isolation::Shared => self.shared.clone(),
+            Isolation::Dedicated => self.dedicated_pool(tenant.id).await?,
+        };
+        Ok(Arc::new(SqliteTenantData {
+            pool,
+            tenant: tenant.id.to_string(),
+        }))
+    }
+
+    async fn purge(&self, tenant: &Tenant) -> StoreResult<()> {
+        match tenant.isolation {
+            Isolation::Shared => {
+                let mut tx = self.shared.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
+                for table in ["record_uniques", "records", "collections", "usage"] {
+                    sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = ?"))
+                        .bind(tenant.id.to_string())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_error)?;
+                }
+                tx.commit().await.map_err(db_error)
+            }
+            Isolation::Dedicated => {
+                if let Some(pool) = self.dedicated.remove(&tenant.id).await {
+                    pool.close().await;
+                }
+                let path = self.path(tenant.id);
+                for suffix in ["", "-wal", "-shm"] {
+                    let file = PathBuf::from(format!("{}{suffix}", path.display()));
+                    match std::fs::remove_file(&file) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(StoreError::Internal(format!("removing {}: {e}", file.display()))),
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A handle bound to one tenant: every statement binds `self.tenant`.
+struct SqliteTenantData {
+    pool: SqlitePool,
+    tenant: String,
+}
+
+fn json_text(row: &SqliteRow, col: &str) -> StoreResult<Value> {
+    let text: String = row.try_get(col).map_err(db_error)?;
+    serde_json::from_str(&text).map_err(|e| StoreError::Internal(format!("bad json in {col}: {e}")))
+}
+
+fn strings(v: Value) -> Vec<String> {
+    serde_json::from_value(v).unwrap_or_default()
+}
+
+fn collection_from_row(row: &SqliteRow) -> StoreResult<CollectionDef> {
+    let schema: Option<String> = row.try_get("schema").map_err(db_error)?;
+    Ok(CollectionDef {
+        name: row.try_get("name").map_err(db_error)?,
+        schema: schema
+            .map(|s| serde_json::from_str(&s))
+            .transpose()
+            .map_err(|e| StoreError::Internal(format!("bad schema: {e}")))?,
+        unique: strings(json_text(row, "unique_fields")?),
+        indexed: strings(json_text(row, "indexed_fields")?),
+        required_feature: row.try_get("required_feature").map_err(db_error)?,
+        created_at: parse_time(&row.try_get::<String, _>("created_at").map_err(db_error)?)?,
+        updated_at: parse_time(&row.try_get::<String, _>("updated_at").map_err(db_error)?)?,
+    })
+}
+
+fn record_from_row(row: &SqliteRow) -> StoreResult<Record> {
+    let id: String = row.try_get("id").map_err(db_error)?;
+    let created_by: Option<String> = row.try_get("created_by").map_err(db_error)?;
+    Ok(Record {
+        id: id.parse().map_err(|_| StoreError::Internal(format!("bad record id {id:?}")))?,
+        data: json_text(row, "data")?,
+        version: row.try_get("version").map_err(db_error)?,
+        created_at: parse_time(&row.try_get::<String, _>("created_at").map_err(db_error)?)?,
+        updated_at: parse_time(&row.try_get::<String, _>("updated_at").map_err(db_error)?)?,
+        created_by: created_by.and_then(|c| c.parse().ok()),
+    })
+}
+
+/// The SQL of a sort key. Field names come from the collection's stored
+/// definition (validated when it was defined), never from the request, and
+/// match the expression of the index created for them.
+fn sort_sql(key: &SortKey) -> String {
+    match key {
+        SortKey::CreatedAt => "created_at".to_owned(),
+        SortKey::UpdatedAt => "updated_at".to_owned(),
+        SortKey::Field(f) => format!("coalesce(json_extract(data, '{}'), '')", json_path(f)),
+    }
+}
+
+fn index_name(field: &str) -> String {
+    format!("records_f_{}", field.replace('.', "__"))
+}
+
+fn push_operand(q: &mut QueryBuilder<'_, Sqlite>, op: &Operand) {
+    match op {
+        Operand::Number(n) => q.push_bind(*n),
+        Operand::Text(s) => q.push_bind(s.clone()),
+    };
+}
+
+/// `coalesce(<typed comparison>, 0)`: a missing field or a type mismatch is false, not NULL.
+fn push_compare(q: &mut QueryBuilder<'_, Sqlite>, path: &str, cmp: &str, op: &Operand) {
+    let types = match op {
+        Operand::Number(_) => "('integer', 'real')",
+        Operand::Text(_) => "('text')",
+    };
+    q.push("coalesce(json_type(data, ").push_bind(path.to_owned()).push(") IN ").push(types);
+    q.push(" AND json_extract(data, ").push_bind(path.to_owned()).push(") ").push(cmp).push(" ");
+    push_operand(q, op);
+    q.push(", 0)");
+}
+
+fn bind_key(q: &mut QueryBuilder<'_, Sqlite>, key: &Value) {
+    match key {
+        Value::Number(n) => q.push_bind(n.as_f64().unwrap_or(0.0)),
+        Value::String(s) => q.push_bind(s.clone()),
+        other => q.push_bind(other.to_string()),
+    };
+}
+
+impl SqliteTenantData {
+    async fn current_storage(&self, conn: &mut SqliteConnection) -> StoreResult<u64> {
+        let n: Option<i64> = sqlx::query_scalar("SELECT storage_bytes FROM usage WHERE tenant_id = ?")
+            .bind(&self.tenant)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        Ok(n.unwrap_or(0).max(0) as u64)
+    }
+
+    async fn add_usage(&self, conn: &mut SqliteConnection, records: i64, bytes: i64) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO usage (tenant_id, records, storage_bytes) VALUES (?, ?, ?)
+             ON CONFLICT (tenant_id) DO UPDATE
+             SET records = records + excluded.records, storage_bytes = storage_bytes + excluded.storage_bytes",
+        )
+        .bind(&self.tenant)
+        .bind(records)
+        .bind(bytes)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Claims the record's unique values; a taken one is `Conflict(field)`.
+    async fn claim_uniques(&self, conn: &mut SqliteConnection, def: &CollectionDef, record: &Record) -> StoreResult<()> {
+        for field in &def.unique {
+            let Some(value) = crate::record::field_value(&record.data, field).filter(|v| !v.is_null()) else {
+                continue;
+            };
+            sqlx::query(
+                "INSERT INTO record_uniques (tenant_id, collection, field, value, record_id) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(&self.tenant)
+            .bind(&def.name)
+            .bind(field)
+            .bind(value.to_string())
+            .bind(record.id.to_string())
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| match db_error(e) {
+                StoreError::Conflict(_) => StoreError::Conflict(field.clone()),
+                other => other,
+            })?;
+        }
+        Ok(())
+    }
+
+    async fn release_uniques(&self, conn: &mut SqliteConnection, collection: &str, id: RecordId) -> StoreResult<()> {
+        sqlx::query("DELETE FROM record_uniques WHERE tenant_id = ? AND collection = ? AND record_id = ?")
+            .bind(&self.tenant)
+            .bind(collection)
+            .bind(id.to_string())
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn stored(&self, conn: &mut SqliteConnection, collection: &str, id: RecordId) -> StoreResult<Option<(i64, i64)>> {
+        sqlx::query_as("SELECT version, length(data) FROM records WHERE tenant_id = ? AND collection = ? AND id = ?")
+            .bind(&self.tenant)
+            .bind(collection)
+            .bind(id.to_string())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_error)
+    }
+}
+
+fn check_quota(current: u64, delta: i64, max: Option<u64>) -> StoreResult<()> {
+    match max {
+        Some(max) if delta > 0 && current.saturating_add(delta as u64) > max => Err(StoreError::QuotaExceeded),
+        _ => Ok(()),
+    }
+}
+
+#[async_trait]
+impl TenantData for SqliteTenantData {
+    async fn collections(&self) -> StoreResult<Vec<CollectionDef>> {
+        sqlx::query("SELECT * FROM collections WHERE tenant_id = ? ORDER BY name")
+            .bind(&self.tenant)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?
+            .iter()
+            .map(collection_from_row)
+            .collect()
+    }
+
+    async fn collection(&self, name: &str) -> StoreResult<Option<CollectionDef>> {
+        sqlx::query("SELECT * FROM collections WHERE tenant_id = ? AND name = ?")
+            .bind(&self.tenant)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?
+            .as_ref()
+            .map(collection_from_row)
+            .transpose()
+    }
+
+    async fn put_collection(&self, def: &CollectionDef) -> StoreResult<bool> {
+        // Index DDL first (outside the write transaction; IF NOT EXISTS makes it idempotent).
+        for field in &def.indexed {
+            let sql = format!(
+                "CREATE INDEX IF NOT EXISTS {} ON records (tenant_id, collection, {}, id)",
+                index_name(field),
+                sort_sql(&SortKey::Field(field.clone()))
+            );
+            sqlx::query(&sql).execute(&self.pool).await.map_err(db_error)?;
+        }
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
+        let existed: Option<i64> = sqlx::query_scalar("SELECT 1 FROM collections WHERE tenant_id = ? AND name = ?")
+            .bind(&self.tenant)
+            .bind(&def.name)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        // Rebuild the unique claims for the (possibly new) unique fields.
+        sqlx::query("DELETE FROM record_uniques WHERE tenant_id = ? AND collection = ?")
+            .bind(&self.tenant)
+            .bind(&def.name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        if !def.unique.is_empty() {
+            let rows = sqlx::query("SELECT * FROM records WHERE tenant_id = ? AND collection = ?")
+                .bind(&self.tenant)
+                .bind(&def.name)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            for row in &rows {
+                self.claim_uniques(&mut tx, def, &record_from_row(row)?).await?;
+            }
+        }
+        sqlx::query(
+            "INSERT INTO collections (tenant_id, name, schema, unique_fields, indexed_fields, required_feature, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (tenant_id, name) DO UPDATE SET schema = excluded.schema, unique_fields = excluded.unique_fields,
+                indexed_fields = excluded.indexed_fields, required_feature = excluded.required_feature,
+                updated_at = excluded.updated_at",
+        )
+        .bind(&self.tenant)
+        .bind(&def.name)
+        .bind(def.schema.as_ref().map(Value::to_string))
+        .bind(serde_json::to_string(&def.unique).unwrap_or_default())
+        .bind(serde_json::to_string(&def.indexed).unwrap_or_default())
+        .bind(&def.required_feature)
+        .bind(time_text(def.created_at))
+        .bind(time_text(def.updated_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(existed.is_none())
+    }
+
+    async fn insert_record(&self, def: &CollectionDef, r: &Record, max_storage: Option<u64>) -> StoreResult<()> {
+        let data = r.data.to_string();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
+        check_quota(self.current_storage(&mut tx).await?, data.len() as i64, max_storage)?;
+        sqlx::query(
+            "INSERT INTO records (tenant_id, collection, id, data, version, created_at, updated_at, created_by)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&self.tenant)
+        .bind(&def.name)
+        .bind(r.id.to_string())
+        .bind(&data)
+        .bind(r.version)
+        .bind(time_text(r.created_at))
+        .bind(time_text(r.updated_at))
+        .bind(r.created_by.map(|u| u.to_string()))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        self.claim_uniques(&mut tx, def, r).await?;
+        self.add_usage(&mut tx, 1, data.len() as i64).await?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn record(&self, collection: &str, id: RecordId) -> StoreResult<Option<Record>> {
+        sqlx::query("SELECT * FROM records WHERE tenant_id = ? AND collection = ? AND id = ?")
+            .bind(&self.tenant)
+            .bind(collection)
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?
+            .as_ref()
+            .map(record_from_row)
+            .transpose()
+    }
+
+    async fn list_records(&self, def: &CollectionDef, query: &RecordQuery) -> StoreResult<Vec<Record>> {
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT * FROM records WHERE tenant_id = ");
+        q.push_bind(self.tenant.clone()).push(" AND collection = ").push_bind(def.name.clone());
+        for f in &query.filters {
+            let path = json_path(&f.field);
+            q.push(" AND ");
+            match f.op {
+                FilterOp::Eq => push_compare(&mut q, &path, "=", &f.operands[0]),
+                FilterOp::Ne => {
+                    q.push("NOT ");
+                    push_compare(&mut q, &path, "=", &f.operands[0]);
+                }
+                FilterOp::Gte => push_compare(&mut q, &path, ">=", &f.operands[0]),
+                FilterOp::Lte => push_compare(&mut q, &path, "<=", &f.operands[0]),
+                FilterOp::In => {
+                    q.push("(0");
+                    for op in &f.operands {
+                        q.push(" OR ");
+                        push_compare(&mut q, &path, "=", op);
+                    }
+                    q.push(")");
+                }
+            }
+        }
+        let key = sort_sql(&query.sort);
+        let (cmp, dir) = if query.descending { ("<", "DESC") } else { (">", "ASC") };
+        if let Some(after) = &query.after {
+            q.push(format_args!(" AND ({key}, id) {cmp} ("));
+            bind_key(&mut q, &after.key);
+            q.push(", ").push_bind(after.id.to_string()).push(")");
+        }
+        q.push(format_args!(" ORDER BY {key} {dir}, id {dir} LIMIT "));
+        q.push_bind(i64::from(query.limit.max(1)));
+        q.build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?
+            .iter()
+            .map(record_from_row)
+            .collect()
+    }
+
+    async fn update_record(&self, def: &CollectionDef, r: &Record, expected: i64, max_storage: Option<u64>) -> StoreResult<()> {
+        let data = r.data.to_string();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
+        let (version, old_len) = self.stored(&mut tx, &def.name, r.id).await?.ok_or(StoreError::NotFound)?;
+        if version != expected {
+            return Err(StoreError::VersionMismatch);
+        }
+        let delta = data.len() as i64 - old_len;
+        check_quota(self.current_storage(&mut tx).await?, delta, max_storage)?;
+        sqlx::query(
+            "UPDATE records SET data = ?, version = ?, updated_at = ? WHERE tenant_id = ? AND collection = ? AND id = ?",
+        )
+        .bind(&data)
+        .bind(r.version)
+        .bind(time_text(r.updated_at))
+        .bind(&self.tenant)
+        .bind(&def.name)
+        .bind(r.id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        self.release_uniques(&mut tx, &def.name, r.id).await?;
+        self.claim_uniques(&mut tx, def, r).await?;
+        self.add_usage(&mut tx, 0, delta).await?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn delete_record(&self, def: &CollectionDef, id: RecordId, expected: Option<i64>) -> StoreResult<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
+        let (version, len) = self.stored(&mut tx, &def.name, id).await?.ok_or(StoreError::NotFound)?;
+        if expected.is_some_and(|e| e != version) {
+            return Err(StoreError::VersionMismatch);
+        }
+        sqlx::query("DELETE FROM records WHERE tenant_id = ? AND collection = ? AND id = ?")
+            .bind(&self.tenant)
+            .bind(&def.name)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        self.release_uniques(&mut tx, &def.name, id).await?;
+        self.add_usage(&mut tx, -1, -len).await?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn group_counts(&self, collection: &str, field: &str) -> StoreResult<(u64, Vec<(Value, u64)>)> {
+        let rows: Vec<(Option<String>, i64)> = sqlx::query_as(
+            "SELECT CASE WHEN json_type(data, ?1) IS NULL THEN NULL
+                         WHEN json_type(data, ?1) IN ('object', 'array') THEN json_extract(data, ?1)
+                         ELSE json_quote(json_extract(data, ?1)) END AS k, count(*)
+             FROM records WHERE tenant_id = ?2 AND collection = ?3 GROUP BY k",
+        )
+        .bind(json_path(field))
+        .bind(&self.tenant)
+        .bind(collection)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let total = rows.iter().map(|(_, n)| (*n).max(0) as u64).sum();
+        let groups = rows
+            .into_iter()
+            .map(|(k, n)| {
+                let key = k.and_then(|k| serde_json::from_str(&k).ok()).unwrap_or(Value::Null);
+                (key, n.max(0) as u64)
+            })
+            .collect();
+        Ok((total, groups))
+    }
+
+    async fn usage(&self) -> StoreResult<Usage> {
+        let row: Option<(i64, i64)> = sqlx::query_as("SELECT records, storage_bytes FROM usage WHERE tenant_id = ?")
+            .bind(&self.tenant)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        let (records, storage_bytes) = row.unwrap_or((0, 0));
+        Ok(Usage {
+            records: records.max(0) as u64,
+            storage_bytes: storage_bytes.max(0) as u64,
+        })
+    }
+}
