@@ -18,7 +18,9 @@ pub fn valid_field(field: &str) -> bool {
     (1..=128).contains(&field.len())
         && field.split('.').all(|part| {
             let mut chars = part.chars();
-            chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
         })
 }
@@ -89,7 +91,9 @@ pub enum Operand {
 impl Operand {
     pub fn parse(raw: &str) -> Self {
         match serde_json::from_str::<Value>(raw) {
-            Ok(Value::Number(n)) => n.as_f64().map_or_else(|| Operand::Text(raw.to_owned()), Operand::Number),
+            Ok(Value::Number(n)) => n
+                .as_f64()
+                .map_or_else(|| Operand::Text(raw.to_owned()), Operand::Number),
             _ => Operand::Text(raw.to_owned()),
         }
     }
@@ -149,7 +153,9 @@ impl Filter {
             FilterOp::Eq => v.is_some_and(|v| first.matches(v)),
             FilterOp::Ne => !v.is_some_and(|v| first.matches(v)),
             FilterOp::Gte => v.and_then(|v| first.compare(v)).is_some_and(|o| o != Less),
-            FilterOp::Lte => v.and_then(|v| first.compare(v)).is_some_and(|o| o != Greater),
+            FilterOp::Lte => v
+                .and_then(|v| first.compare(v))
+                .is_some_and(|o| o != Greater),
             FilterOp::In => v.is_some_and(|v| self.operands.iter().any(|o| o.matches(v))),
         }
     }
@@ -219,10 +225,16 @@ mod tests {
         // The RFC's own example.
         let mut doc = json!({"title": "Goodbye!", "author": {"givenName": "John", "familyName": "Doe"},
                              "tags": ["example", "sample"], "content": "This will be unchanged"});
-        merge_patch(&mut doc, &json!({"title": "Hello!", "phoneNumber": "+01-123-456-7890",
-                                      "author": {"familyName": null}, "tags": ["example"]}));
-        assert_eq!(doc, json!({"title": "Hello!", "author": {"givenName": "John"}, "tags": ["example"],
-                               "content": "This will be unchanged", "phoneNumber": "+01-123-456-7890"}));
+        merge_patch(
+            &mut doc,
+            &json!({"title": "Hello!", "phoneNumber": "+01-123-456-7890",
+                                      "author": {"familyName": null}, "tags": ["example"]}),
+        );
+        assert_eq!(
+            doc,
+            json!({"title": "Hello!", "author": {"givenName": "John"}, "tags": ["example"],
+                               "content": "This will be unchanged", "phoneNumber": "+01-123-456-7890"})
+        );
         let mut scalar = json!({"a": 1});
         merge_patch(&mut scalar, &json!(["x"]));
         assert_eq!(scalar, json!(["x"]));
@@ -230,16 +242,26 @@ mod tests {
 
     #[test]
     fn operands_are_typed() {
-        let f = |op, raw: &str| Filter { field: "v".into(), op, operands: vec![Operand::parse(raw)] };
+        let f = |op, raw: &str| Filter {
+            field: "v".into(),
+            op,
+            operands: vec![Operand::parse(raw)],
+        };
         assert!(f(FilterOp::Eq, "7").accepts(&json!({"v": 7})));
         assert!(f(FilterOp::Eq, "7").accepts(&json!({"v": 7.0})));
         assert!(!f(FilterOp::Eq, "7").accepts(&json!({"v": "7"})));
-        assert!(!f(FilterOp::Eq, "007").accepts(&json!({"v": 7})), "007 is not a JSON number, so text");
+        assert!(
+            !f(FilterOp::Eq, "007").accepts(&json!({"v": 7})),
+            "007 is not a JSON number, so text"
+        );
         assert!(f(FilterOp::Eq, "007").accepts(&json!({"v": "007"})));
         assert!(!f(FilterOp::Eq, "\"007\"").accepts(&json!({"v": "007"})));
         assert!(f(FilterOp::Gte, "10").accepts(&json!({"v": 10})));
         assert!(!f(FilterOp::Gte, "10").accepts(&json!({"v": 9})));
         assert!(f(FilterOp::Lte, "b").accepts(&json!({"v": "a"})));
-        assert!(f(FilterOp::Ne, "x").accepts(&json!({})), "missing fields are not equal");
+        assert!(
+            f(FilterOp::Ne, "x").accepts(&json!({})),
+            "missing fields are not equal"
+        );
     }
 }

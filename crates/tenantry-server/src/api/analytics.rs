@@ -1,13 +1,13 @@
 //! `/api/v1/analytics`: comparisons across tenants for platform staff.
 
-use super::extract::ApiQuery;
 use super::Problem;
+use super::extract::ApiQuery;
 use crate::app::AppState;
 use crate::auth::Authenticated;
 use crate::control::data::CompareRow;
 use crate::error::Error;
-use axum::extract::State;
 use axum::Json;
+use axum::extract::State;
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -34,6 +34,16 @@ async fn compare(
     ApiQuery(q): ApiQuery<CompareQuery>,
 ) -> Result<Json<Vec<CompareRow>>, Error> {
     let actor = auth.require_platform()?;
-    let resolved: Vec<String> = q.resolved.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
-    Ok(Json(state.services.compare(actor, &q.collection, &q.group_by, &resolved).await?))
+    let resolved: Vec<String> = q
+        .resolved
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    Ok(Json(
+        state
+            .services
+            .compare(actor, &q.collection, &q.group_by, &resolved)
+            .await?,
+    ))
 }

@@ -1,16 +1,16 @@
 //! `/api/v1/collections`: the tenant's collections, records and statistics.
 
-use super::extract::{ApiJson, ApiQuery, Page};
 use super::Problem;
+use super::extract::{ApiJson, ApiQuery, Page};
 use crate::app::AppState;
 use crate::auth::TenantScope;
 use crate::control::data::{CollectionBody, IfMatch, ListParams, Stats};
 use crate::error::Error;
+use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::header::{ETAG, IF_MATCH, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
 use tenantry::record::{CollectionDef, Record};
@@ -63,9 +63,9 @@ fn list_params(query: Option<&str>) -> Result<ListParams, Error> {
     let mut params = ListParams::default();
     for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         if let Some(rest) = key.strip_prefix("filter[") {
-            let (field, tail) = rest
-                .split_once(']')
-                .ok_or_else(|| Error::invalid(key.as_ref(), "expected filter[field] or filter[field][op]"))?;
+            let (field, tail) = rest.split_once(']').ok_or_else(|| {
+                Error::invalid(key.as_ref(), "expected filter[field] or filter[field][op]")
+            })?;
             let op = match tail {
                 "" => None,
                 t => Some(
@@ -75,13 +75,19 @@ fn list_params(query: Option<&str>) -> Result<ListParams, Error> {
                         .to_owned(),
                 ),
             };
-            params.filters.push((field.to_owned(), op, value.into_owned()));
+            params
+                .filters
+                .push((field.to_owned(), op, value.into_owned()));
         } else {
             match key.as_ref() {
                 "sort" => params.sort = Some(value.into_owned()),
                 "cursor" => params.cursor = Some(value.into_owned()),
                 "limit" => {
-                    params.limit = Some(value.parse().map_err(|_| Error::invalid("limit", "must be a positive integer"))?)
+                    params.limit = Some(
+                        value
+                            .parse()
+                            .map_err(|_| Error::invalid("limit", "must be a positive integer"))?,
+                    )
                 }
                 _ => {}
             }
@@ -93,9 +99,15 @@ fn list_params(query: Option<&str>) -> Result<ListParams, Error> {
 /// The tenant's collections.
 #[utoipa::path(get, path = "/api/v1/collections", tag = "data",
     responses((status = 200, body = Page<CollectionDef>)))]
-async fn list_collections(State(state): State<AppState>, scope: TenantScope) -> Result<Json<Page<CollectionDef>>, Error> {
+async fn list_collections(
+    State(state): State<AppState>,
+    scope: TenantScope,
+) -> Result<Json<Page<CollectionDef>>, Error> {
     let items = state.services.list_collections(&scope.acting()).await?;
-    Ok(Json(Page { items, next_cursor: None }))
+    Ok(Json(Page {
+        items,
+        next_cursor: None,
+    }))
 }
 
 /// Defines (201) or redefines (200) a collection: JSON Schema, unique and
@@ -110,8 +122,18 @@ async fn put_collection(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<CollectionBody>,
 ) -> Result<(StatusCode, Json<CollectionDef>), Error> {
-    let (def, created) = state.services.put_collection(&scope.acting(), &name, body).await?;
-    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(def)))
+    let (def, created) = state
+        .services
+        .put_collection(&scope.acting(), &name, body)
+        .await?;
+    Ok((
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        Json(def),
+    ))
 }
 
 /// Creates a record (the body is its data, a JSON object).
@@ -125,7 +147,10 @@ async fn create_record(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, Error> {
-    let record = state.services.create_record(&scope.acting(), &name, body).await?;
+    let record = state
+        .services
+        .create_record(&scope.acting(), &name, body)
+        .await?;
     Ok(record_response(StatusCode::CREATED, &name, record))
 }
 
@@ -142,7 +167,10 @@ async fn list_records(
     RawQuery(query): RawQuery,
 ) -> Result<Json<Page<Record>>, Error> {
     let params = list_params(query.as_deref())?;
-    let (items, next_cursor) = state.services.list_records(&scope.acting(), &name, params).await?;
+    let (items, next_cursor) = state
+        .services
+        .list_records(&scope.acting(), &name, params)
+        .await?;
     Ok(Json(Page { items, next_cursor }))
 }
 
@@ -155,7 +183,10 @@ async fn get_record(
     scope: TenantScope,
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Response, Error> {
-    let record = state.services.get_record(&scope.acting(), &name, &id).await?;
+    let record = state
+        .services
+        .get_record(&scope.acting(), &name, &id)
+        .await?;
     Ok(record_response(StatusCode::OK, &name, record))
 }
 
@@ -172,7 +203,14 @@ async fn put_record(
 ) -> Result<Response, Error> {
     let record = state
         .services
-        .write_record(&scope.acting(), &name, &id, body, false, if_match(&headers)?)
+        .write_record(
+            &scope.acting(),
+            &name,
+            &id,
+            body,
+            false,
+            if_match(&headers)?,
+        )
         .await?;
     Ok(record_response(StatusCode::OK, &name, record))
 }
@@ -205,7 +243,10 @@ async fn delete_record(
     Path((name, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, Error> {
-    state.services.delete_record(&scope.acting(), &name, &id, if_match(&headers)?).await?;
+    state
+        .services
+        .delete_record(&scope.acting(), &name, &id, if_match(&headers)?)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -225,5 +266,10 @@ async fn stats(
     Path(name): Path<String>,
     ApiQuery(q): ApiQuery<StatsQuery>,
 ) -> Result<Json<Stats>, Error> {
-    Ok(Json(state.services.stats(&scope.acting(), &name, &q.group_by).await?))
+    Ok(Json(
+        state
+            .services
+            .stats(&scope.acting(), &name, &q.group_by)
+            .await?,
+    ))
 }

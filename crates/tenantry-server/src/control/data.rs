@@ -1,18 +1,18 @@
 //! The data plane's service: collections, records, statistics, usage and
 //! cross-tenant analytics. Every call works on the `Acting` tenant only.
 
-use super::users::Acting;
 use super::Services;
+use super::users::Acting;
 use crate::error::{Error, FieldError, Result, Validator};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tenantry::record::{
-    merge_patch, sort_value, valid_collection_name, valid_field, CollectionDef, Filter, FilterOp, Operand, Record,
-    RecordCursor, RecordQuery, SortKey,
+    CollectionDef, Filter, FilterOp, Operand, Record, RecordCursor, RecordQuery, SortKey,
+    merge_patch, sort_value, valid_collection_name, valid_field,
 };
 use tenantry::store::{PageRequest, StoreError, TenantData, TenantFilter};
 use tenantry::{Principal, RecordId, Role, Tenant, TenantStatus};
@@ -109,17 +109,32 @@ fn schema_errors(def: &CollectionDef, data: &Value) -> Result<()> {
     let Some(schema) = &def.schema else {
         return Ok(());
     };
-    let validator = jsonschema::validator_for(schema)
-        .map_err(|e| Error::Internal(format!("stored schema of {} does not compile: {e}", def.name)))?;
+    let validator = jsonschema::validator_for(schema).map_err(|e| {
+        Error::Internal(format!(
+            "stored schema of {} does not compile: {e}",
+            def.name
+        ))
+    })?;
     let errors: Vec<FieldError> = validator
         .iter_errors(data)
         .map(|e| {
             let path = e.instance_path().to_string();
             let field = path.trim_start_matches('/').replace('/', ".");
-            FieldError::new(if field.is_empty() { "body".to_owned() } else { field }, e.to_string())
+            FieldError::new(
+                if field.is_empty() {
+                    "body".to_owned()
+                } else {
+                    field
+                },
+                e.to_string(),
+            )
         })
         .collect();
-    if errors.is_empty() { Ok(()) } else { Err(Error::Validation(errors)) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Validation(errors))
+    }
 }
 
 /// Maps the data store's refusals of a record write.
@@ -145,13 +160,26 @@ impl Services {
         }
     }
 
-    pub async fn put_collection(&self, acting: &Acting, name: &str, body: CollectionBody) -> Result<(CollectionDef, bool)> {
+    pub async fn put_collection(
+        &self,
+        acting: &Acting,
+        name: &str,
+        body: CollectionBody,
+    ) -> Result<(CollectionDef, bool)> {
         Self::require_admin(acting)?;
         let mut v = Validator::default();
-        v.check(valid_collection_name(name), "name", "must match [a-z][a-z0-9_]{0,62}");
+        v.check(
+            valid_collection_name(name),
+            "name",
+            "must match [a-z][a-z0-9_]{0,62}",
+        );
         for (list, field) in [(&body.unique, "unique"), (&body.indexed, "indexed")] {
             for f in list {
-                v.check(valid_field(f), field, "fields are dot-separated identifiers");
+                v.check(
+                    valid_field(f),
+                    field,
+                    "fields are dot-separated identifiers",
+                );
             }
         }
         if let Some(schema) = &body.schema
@@ -160,7 +188,11 @@ impl Services {
             v.push("schema", format!("not a valid JSON Schema: {e}"));
         }
         if let Some(feature) = &body.required_feature {
-            v.check(valid_field(feature) && !feature.contains('.'), "required_feature", "must be a feature name");
+            v.check(
+                valid_field(feature) && !feature.contains('.'),
+                "required_feature",
+                "must be a feature name",
+            );
         }
         v.finish()?;
         let data = self.tenant_data(&acting.tenant).await?;
@@ -185,12 +217,22 @@ impl Services {
     }
 
     pub async fn list_collections(&self, acting: &Acting) -> Result<Vec<CollectionDef>> {
-        Ok(self.tenant_data(&acting.tenant).await?.collections().await?)
+        Ok(self
+            .tenant_data(&acting.tenant)
+            .await?
+            .collections()
+            .await?)
     }
 
     /// The collection's definition, checked against the tenant's features.
     /// `implicit`: a write to an undefined collection defines it, schemaless.
-    async fn usable_collection(&self, acting: &Acting, data: &dyn TenantData, name: &str, implicit: bool) -> Result<Option<CollectionDef>> {
+    async fn usable_collection(
+        &self,
+        acting: &Acting,
+        data: &dyn TenantData,
+        name: &str,
+        implicit: bool,
+    ) -> Result<Option<CollectionDef>> {
         if !valid_collection_name(name) {
             return Err(Error::NotFound("collection".into()));
         }
@@ -222,7 +264,12 @@ impl Services {
         Ok(self.plan(&tenant.plan).await?.limits.max_storage_bytes)
     }
 
-    pub async fn create_record(&self, acting: &Acting, collection: &str, body: Value) -> Result<Record> {
+    pub async fn create_record(
+        &self,
+        acting: &Acting,
+        collection: &str,
+        body: Value,
+    ) -> Result<Record> {
         if !body.is_object() {
             return Err(Error::invalid("body", "a record is a JSON object"));
         }
@@ -242,20 +289,32 @@ impl Services {
             created_by: Some(acting.principal.user_id),
         };
         let max = self.max_storage(&acting.tenant).await?;
-        data.insert_record(&def, &record, max).await.map_err(write_error)?;
+        data.insert_record(&def, &record, max)
+            .await
+            .map_err(write_error)?;
         Ok(record)
     }
 
     pub async fn get_record(&self, acting: &Acting, collection: &str, id: &str) -> Result<Record> {
         let id = record_id(id)?;
         let data = self.tenant_data(&acting.tenant).await?;
-        self.usable_collection(acting, data.as_ref(), collection, false).await?.ok_or_else(not_found)?;
+        self.usable_collection(acting, data.as_ref(), collection, false)
+            .await?
+            .ok_or_else(not_found)?;
         data.record(collection, id).await?.ok_or_else(not_found)
     }
 
-    pub async fn list_records(&self, acting: &Acting, collection: &str, params: ListParams) -> Result<(Vec<Record>, Option<String>)> {
+    pub async fn list_records(
+        &self,
+        acting: &Acting,
+        collection: &str,
+        params: ListParams,
+    ) -> Result<(Vec<Record>, Option<String>)> {
         let data = self.tenant_data(&acting.tenant).await?;
-        let Some(def) = self.usable_collection(acting, data.as_ref(), collection, false).await? else {
+        let Some(def) = self
+            .usable_collection(acting, data.as_ref(), collection, false)
+            .await?
+        else {
             return Ok((Vec::new(), None));
         };
         let mut v = Validator::default();
@@ -263,18 +322,28 @@ impl Services {
         for (field, op, raw) in params.filters {
             let op_name = op.as_deref().unwrap_or("eq");
             let Some(op) = FilterOp::parse(op_name) else {
-                v.push(&format!("filter[{field}]"), format!("unknown operator `{op_name}` (eq, ne, gte, lte, in)"));
+                v.push(
+                    &format!("filter[{field}]"),
+                    format!("unknown operator `{op_name}` (eq, ne, gte, lte, in)"),
+                );
                 continue;
             };
             if !valid_field(&field) {
-                v.push(&format!("filter[{field}]"), "fields are dot-separated identifiers");
+                v.push(
+                    &format!("filter[{field}]"),
+                    "fields are dot-separated identifiers",
+                );
                 continue;
             }
             let operands = match op {
                 FilterOp::In => raw.split(',').map(Operand::parse).collect(),
                 _ => vec![Operand::parse(&raw)],
             };
-            filters.push(Filter { field, op, operands });
+            filters.push(Filter {
+                field,
+                op,
+                operands,
+            });
         }
         let sort_raw = params.sort.unwrap_or_else(|| "created_at".to_owned());
         let (descending, sort_name) = match sort_raw.strip_prefix('-') {
@@ -290,7 +359,10 @@ impl Services {
                 SortKey::CreatedAt
             }
         };
-        let limit = params.limit.unwrap_or(crate::api::extract::DEFAULT_LIMIT).clamp(1, crate::api::extract::MAX_LIMIT);
+        let limit = params
+            .limit
+            .unwrap_or(crate::api::extract::DEFAULT_LIMIT)
+            .clamp(1, crate::api::extract::MAX_LIMIT);
         let after = match params.cursor.as_deref().filter(|c| !c.is_empty()) {
             None => None,
             Some(c) => {
@@ -306,12 +378,22 @@ impl Services {
             }
         };
         v.finish()?;
-        let query = RecordQuery { filters, sort: sort.clone(), descending, after, limit: limit + 1 };
+        let query = RecordQuery {
+            filters,
+            sort: sort.clone(),
+            descending,
+            after,
+            limit: limit + 1,
+        };
         let mut rows = data.list_records(&def, &query).await?;
         let next = if rows.len() > limit as usize {
             rows.truncate(limit as usize);
             rows.last().map(|last| {
-                let body = CursorBody { s: sort_raw.clone(), k: sort_value(last, &sort), id: last.id };
+                let body = CursorBody {
+                    s: sort_raw.clone(),
+                    k: sort_value(last, &sort),
+                    id: last.id,
+                };
                 URL_SAFE_NO_PAD.encode(serde_json::to_vec(&body).unwrap_or_default())
             })
         } else {
@@ -352,7 +434,10 @@ impl Services {
             if patch {
                 merge_patch(&mut next.data, &body);
                 if !next.data.is_object() {
-                    return Err(Error::invalid("body", "the patched record must stay a JSON object"));
+                    return Err(Error::invalid(
+                        "body",
+                        "the patched record must stay a JSON object",
+                    ));
                 }
             } else {
                 next.data = body.clone();
@@ -368,10 +453,18 @@ impl Services {
                 Err(e) => return Err(write_error(e)),
             }
         }
-        Err(Error::Unavailable("the record is being written too often; retry".into()))
+        Err(Error::Unavailable(
+            "the record is being written too often; retry".into(),
+        ))
     }
 
-    pub async fn delete_record(&self, acting: &Acting, collection: &str, id: &str, if_match: Option<IfMatch>) -> Result<()> {
+    pub async fn delete_record(
+        &self,
+        acting: &Acting,
+        collection: &str,
+        id: &str,
+        if_match: Option<IfMatch>,
+    ) -> Result<()> {
         let id = record_id(id)?;
         let data = self.tenant_data(&acting.tenant).await?;
         let def = self
@@ -382,19 +475,34 @@ impl Services {
             Some(IfMatch::Version(v)) => Some(v),
             _ => None,
         };
-        data.delete_record(&def, id, expected).await.map_err(write_error)
+        data.delete_record(&def, id, expected)
+            .await
+            .map_err(write_error)
     }
 
     pub async fn stats(&self, acting: &Acting, collection: &str, group_by: &str) -> Result<Stats> {
         if !valid_field(group_by) {
-            return Err(Error::invalid("group_by", "fields are dot-separated identifiers"));
+            return Err(Error::invalid(
+                "group_by",
+                "fields are dot-separated identifiers",
+            ));
         }
         let data = self.tenant_data(&acting.tenant).await?;
-        if self.usable_collection(acting, data.as_ref(), collection, false).await?.is_none() {
-            return Ok(Stats { total: 0, groups: BTreeMap::new() });
+        if self
+            .usable_collection(acting, data.as_ref(), collection, false)
+            .await?
+            .is_none()
+        {
+            return Ok(Stats {
+                total: 0,
+                groups: BTreeMap::new(),
+            });
         }
         let (total, groups) = data.group_counts(collection, group_by).await?;
-        Ok(Stats { total, groups: groups.iter().map(|(k, n)| (group_label(k), *n)).collect() })
+        Ok(Stats {
+            total,
+            groups: groups.iter().map(|(k, n)| (group_label(k), *n)).collect(),
+        })
     }
 
     /// Per-tenant totals and resolution rates over every tenant `actor` may
@@ -407,11 +515,25 @@ impl Services {
         resolved: &[String],
     ) -> Result<Vec<CompareRow>> {
         let mut v = Validator::default();
-        v.check(valid_collection_name(collection), "collection", "must match [a-z][a-z0-9_]{0,62}");
-        v.check(valid_field(group_by), "group_by", "fields are dot-separated identifiers");
+        v.check(
+            valid_collection_name(collection),
+            "collection",
+            "must match [a-z][a-z0-9_]{0,62}",
+        );
+        v.check(
+            valid_field(group_by),
+            "group_by",
+            "fields are dot-separated identifiers",
+        );
         v.finish()?;
-        let filter = TenantFilter { status: Some(TenantStatus::Active), ..TenantFilter::default() };
-        let mut page = PageRequest { after: None, limit: 500 };
+        let filter = TenantFilter {
+            status: Some(TenantStatus::Active),
+            ..TenantFilter::default()
+        };
+        let mut page = PageRequest {
+            after: None,
+            limit: 500,
+        };
         let mut rows = Vec::new();
         loop {
             let tenants = self.list_tenants(actor, filter.clone(), &page).await?;
@@ -423,9 +545,17 @@ impl Services {
                     .filter(|(k, _)| resolved.iter().any(|r| *r == group_label(k)))
                     .map(|(_, n)| n)
                     .sum();
-                let rate = if total == 0 { 0.0 } else { hit as f64 * 100.0 / total as f64 };
+                let rate = if total == 0 {
+                    0.0
+                } else {
+                    hit as f64 * 100.0 / total as f64
+                };
                 rows.push(CompareRow {
-                    tenant: TenantRef { id: tenant.id, slug: tenant.slug.to_string(), name: tenant.name.clone() },
+                    tenant: TenantRef {
+                        id: tenant.id,
+                        slug: tenant.slug.to_string(),
+                        name: tenant.name.clone(),
+                    },
                     total,
                     resolved: hit,
                     resolution_rate: (rate * 100.0).round() / 100.0,

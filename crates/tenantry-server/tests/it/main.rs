@@ -2,6 +2,7 @@
 
 mod binary;
 mod control_plane;
+mod data;
 mod edges;
 mod identity;
 mod support;

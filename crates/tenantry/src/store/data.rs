@@ -3,9 +3,9 @@
 //! tenant. Nothing below the handle takes a tenant id from its caller.
 
 use super::StoreResult;
+use crate::Tenant;
 use crate::ids::RecordId;
 use crate::record::{CollectionDef, Record, RecordQuery};
-use crate::Tenant;
 use async_trait::async_trait;
 use serde_json::Value;
 use std::sync::Arc;
@@ -39,9 +39,18 @@ pub trait TenantData: Send + Sync {
     async fn put_collection(&self, def: &CollectionDef) -> StoreResult<bool>;
 
     /// `Conflict(field)` on a unique violation, `QuotaExceeded` past `max_storage`.
-    async fn insert_record(&self, def: &CollectionDef, record: &Record, max_storage: Option<u64>) -> StoreResult<()>;
+    async fn insert_record(
+        &self,
+        def: &CollectionDef,
+        record: &Record,
+        max_storage: Option<u64>,
+    ) -> StoreResult<()>;
     async fn record(&self, collection: &str, id: RecordId) -> StoreResult<Option<Record>>;
-    async fn list_records(&self, def: &CollectionDef, query: &RecordQuery) -> StoreResult<Vec<Record>>;
+    async fn list_records(
+        &self,
+        def: &CollectionDef,
+        query: &RecordQuery,
+    ) -> StoreResult<Vec<Record>>;
     /// Replaces data, version and `updated_at` when the stored version is
     /// `expected_version`: `VersionMismatch` otherwise, `NotFound` if gone.
     async fn update_record(
@@ -52,8 +61,17 @@ pub trait TenantData: Send + Sync {
         max_storage: Option<u64>,
     ) -> StoreResult<()>;
     /// Deletes, if `expected_version` is absent or matches.
-    async fn delete_record(&self, def: &CollectionDef, id: RecordId, expected_version: Option<i64>) -> StoreResult<()>;
+    async fn delete_record(
+        &self,
+        def: &CollectionDef,
+        id: RecordId,
+        expected_version: Option<i64>,
+    ) -> StoreResult<()>;
     /// Count per value of `field` (missing → null), and the total.
-    async fn group_counts(&self, collection: &str, field: &str) -> StoreResult<(u64, Vec<(Value, u64)>)>;
+    async fn group_counts(
+        &self,
+        collection: &str,
+        field: &str,
+    ) -> StoreResult<(u64, Vec<(Value, u64)>)>;
     async fn usage(&self) -> StoreResult<Usage>;
 }

@@ -4,14 +4,16 @@
 
 use super::db_error;
 use crate::ids::{RecordId, TenantId};
-use crate::record::{json_path, CollectionDef, FilterOp, Operand, Record, RecordQuery, SortKey};
+use crate::record::{CollectionDef, FilterOp, Operand, Record, RecordQuery, SortKey, json_path};
 use crate::store::data::{DataPlane, TenantData, Usage};
-use crate::store::{parse_time, time_text, StoreError, StoreResult};
+use crate::store::{StoreError, StoreResult, parse_time, time_text};
 use crate::{Isolation, Tenant};
 use async_trait::async_trait;
 use moka::future::Cache;
 use serde_json::Value;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -52,7 +54,8 @@ impl SqliteDataPlane {
     /// `max_open` bounds how many dedicated databases are open at once.
     pub async fn open(data_dir: &Path, max_open: u64) -> StoreResult<Self> {
         let dir = data_dir.join("tenants");
-        std::fs::create_dir_all(&dir).map_err(|e| StoreError::Internal(format!("creating {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| StoreError::Internal(format!("creating {}: {e}", dir.display())))?;
         Ok(Self {
             shared: open_pool(&data_dir.join("shared.db"), true, 8).await?,
             dedicated: Cache::builder()
@@ -72,7 +75,10 @@ impl SqliteDataPlane {
         self.dedicated
             .try_get_with(tenant, async move {
                 if !path.exists() {
-                    return Err(StoreError::Internal(format!("tenant database {} is missing", path.display())));
+                    return Err(StoreError::Internal(format!(
+                        "tenant database {} is missing",
+                        path.display()
+                    )));
                 }
                 open_pool(&path, false, 4).await
             })
@@ -111,7 +117,11 @@ impl DataPlane for SqliteDataPlane {
     async fn purge(&self, tenant: &Tenant) -> StoreResult<()> {
         match tenant.isolation {
             Isolation::Shared => {
-                let mut tx = self.shared.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
+                let mut tx = self
+                    .shared
+                    .begin_with("BEGIN IMMEDIATE")
+                    .await
+                    .map_err(db_error)?;
                 for table in ["record_uniques", "records", "collections", "usage"] {
                     sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = ?"))
                         .bind(tenant.id.to_string())
@@ -131,7 +141,12 @@ impl DataPlane for SqliteDataPlane {
                     match std::fs::remove_file(&file) {
                         Ok(()) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(StoreError::Internal(format!("removing {}: {e}", file.display()))),
+                        Err(e) => {
+                            return Err(StoreError::Internal(format!(
+                                "removing {}: {e}",
+                                file.display()
+                            )));
+                        }
                     }
                 }
                 Ok(())
@@ -175,7 +190,9 @@ fn record_from_row(row: &SqliteRow) -> StoreResult<Record> {
     let id: String = row.try_get("id").map_err(db_error)?;
     let created_by: Option<String> = row.try_get("created_by").map_err(db_error)?;
     Ok(Record {
-        id: id.parse().map_err(|_| StoreError::Internal(format!("bad record id {id:?}")))?,
+        id: id
+            .parse()
+            .map_err(|_| StoreError::Internal(format!("bad record id {id:?}")))?,
         data: json_text(row, "data")?,
         version: row.try_get("version").map_err(db_error)?,
         created_at: parse_time(&row.try_get::<String, _>("created_at").map_err(db_error)?)?,
@@ -212,8 +229,15 @@ fn push_compare(q: &mut QueryBuilder<'_, Sqlite>, path: &str, cmp: &str, op: &Op
         Operand::Number(_) => "('integer', 'real')",
         Operand::Text(_) => "('text')",
     };
-    q.push("coalesce(json_type(data, ").push_bind(path.to_owned()).push(") IN ").push(types);
-    q.push(" AND json_extract(data, ").push_bind(path.to_owned()).push(") ").push(cmp).push(" ");
+    q.push("coalesce(json_type(data, ")
+        .push_bind(path.to_owned())
+        .push(") IN ")
+        .push(types);
+    q.push(" AND json_extract(data, ")
+        .push_bind(path.to_owned())
+        .push(") ")
+        .push(cmp)
+        .push(" ");
     push_operand(q, op);
     q.push(", 0)");
 }
@@ -228,15 +252,21 @@ fn bind_key(q: &mut QueryBuilder<'_, Sqlite>, key: &Value) {
 
 impl SqliteTenantData {
     async fn current_storage(&self, conn: &mut SqliteConnection) -> StoreResult<u64> {
-        let n: Option<i64> = sqlx::query_scalar("SELECT storage_bytes FROM usage WHERE tenant_id = ?")
-            .bind(&self.tenant)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db_error)?;
+        let n: Option<i64> =
+            sqlx::query_scalar("SELECT storage_bytes FROM usage WHERE tenant_id = ?")
+                .bind(&self.tenant)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(db_error)?;
         Ok(n.unwrap_or(0).max(0) as u64)
     }
 
-    async fn add_usage(&self, conn: &mut SqliteConnection, records: i64, bytes: i64) -> StoreResult<()> {
+    async fn add_usage(
+        &self,
+        conn: &mut SqliteConnection,
+        records: i64,
+        bytes: i64,
+    ) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO usage (tenant_id, records, storage_bytes) VALUES (?, ?, ?)
              ON CONFLICT (tenant_id) DO UPDATE
@@ -252,9 +282,16 @@ impl SqliteTenantData {
     }
 
     /// Claims the record's unique values; a taken one is `Conflict(field)`.
-    async fn claim_uniques(&self, conn: &mut SqliteConnection, def: &CollectionDef, record: &Record) -> StoreResult<()> {
+    async fn claim_uniques(
+        &self,
+        conn: &mut SqliteConnection,
+        def: &CollectionDef,
+        record: &Record,
+    ) -> StoreResult<()> {
         for field in &def.unique {
-            let Some(value) = crate::record::field_value(&record.data, field).filter(|v| !v.is_null()) else {
+            let Some(value) =
+                crate::record::field_value(&record.data, field).filter(|v| !v.is_null())
+            else {
                 continue;
             };
             sqlx::query(
@@ -275,18 +312,30 @@ impl SqliteTenantData {
         Ok(())
     }
 
-    async fn release_uniques(&self, conn: &mut SqliteConnection, collection: &str, id: RecordId) -> StoreResult<()> {
-        sqlx::query("DELETE FROM record_uniques WHERE tenant_id = ? AND collection = ? AND record_id = ?")
-            .bind(&self.tenant)
-            .bind(collection)
-            .bind(id.to_string())
-            .execute(&mut *conn)
-            .await
-            .map_err(db_error)?;
+    async fn release_uniques(
+        &self,
+        conn: &mut SqliteConnection,
+        collection: &str,
+        id: RecordId,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "DELETE FROM record_uniques WHERE tenant_id = ? AND collection = ? AND record_id = ?",
+        )
+        .bind(&self.tenant)
+        .bind(collection)
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
         Ok(())
     }
 
-    async fn stored(&self, conn: &mut SqliteConnection, collection: &str, id: RecordId) -> StoreResult<Option<(i64, i64)>> {
+    async fn stored(
+        &self,
+        conn: &mut SqliteConnection,
+        collection: &str,
+        id: RecordId,
+    ) -> StoreResult<Option<(i64, i64)>> {
         sqlx::query_as("SELECT version, length(data) FROM records WHERE tenant_id = ? AND collection = ? AND id = ?")
             .bind(&self.tenant)
             .bind(collection)
@@ -299,7 +348,9 @@ impl SqliteTenantData {
 
 fn check_quota(current: u64, delta: i64, max: Option<u64>) -> StoreResult<()> {
     match max {
-        Some(max) if delta > 0 && current.saturating_add(delta as u64) > max => Err(StoreError::QuotaExceeded),
+        Some(max) if delta > 0 && current.saturating_add(delta as u64) > max => {
+            Err(StoreError::QuotaExceeded)
+        }
         _ => Ok(()),
     }
 }
@@ -337,15 +388,23 @@ impl TenantData for SqliteTenantData {
                 index_name(field),
                 sort_sql(&SortKey::Field(field.clone()))
             );
-            sqlx::query(&sql).execute(&self.pool).await.map_err(db_error)?;
+            sqlx::query(&sql)
+                .execute(&self.pool)
+                .await
+                .map_err(db_error)?;
         }
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
-        let existed: Option<i64> = sqlx::query_scalar("SELECT 1 FROM collections WHERE tenant_id = ? AND name = ?")
-            .bind(&self.tenant)
-            .bind(&def.name)
-            .fetch_optional(&mut *tx)
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db_error)?;
+        let existed: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM collections WHERE tenant_id = ? AND name = ?")
+                .bind(&self.tenant)
+                .bind(&def.name)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
         // Rebuild the unique claims for the (possibly new) unique fields.
         sqlx::query("DELETE FROM record_uniques WHERE tenant_id = ? AND collection = ?")
             .bind(&self.tenant)
@@ -361,7 +420,8 @@ impl TenantData for SqliteTenantData {
                 .await
                 .map_err(db_error)?;
             for row in &rows {
-                self.claim_uniques(&mut tx, def, &record_from_row(row)?).await?;
+                self.claim_uniques(&mut tx, def, &record_from_row(row)?)
+                    .await?;
             }
         }
         sqlx::query(
@@ -386,10 +446,23 @@ impl TenantData for SqliteTenantData {
         Ok(existed.is_none())
     }
 
-    async fn insert_record(&self, def: &CollectionDef, r: &Record, max_storage: Option<u64>) -> StoreResult<()> {
+    async fn insert_record(
+        &self,
+        def: &CollectionDef,
+        r: &Record,
+        max_storage: Option<u64>,
+    ) -> StoreResult<()> {
         let data = r.data.to_string();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
-        check_quota(self.current_storage(&mut tx).await?, data.len() as i64, max_storage)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_error)?;
+        check_quota(
+            self.current_storage(&mut tx).await?,
+            data.len() as i64,
+            max_storage,
+        )?;
         sqlx::query(
             "INSERT INTO records (tenant_id, collection, id, data, version, created_at, updated_at, created_by)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -423,9 +496,15 @@ impl TenantData for SqliteTenantData {
             .transpose()
     }
 
-    async fn list_records(&self, def: &CollectionDef, query: &RecordQuery) -> StoreResult<Vec<Record>> {
+    async fn list_records(
+        &self,
+        def: &CollectionDef,
+        query: &RecordQuery,
+    ) -> StoreResult<Vec<Record>> {
         let mut q = QueryBuilder::<Sqlite>::new("SELECT * FROM records WHERE tenant_id = ");
-        q.push_bind(self.tenant.clone()).push(" AND collection = ").push_bind(def.name.clone());
+        q.push_bind(self.tenant.clone())
+            .push(" AND collection = ")
+            .push_bind(def.name.clone());
         for f in &query.filters {
             let path = json_path(&f.field);
             q.push(" AND ");
@@ -448,7 +527,11 @@ impl TenantData for SqliteTenantData {
             }
         }
         let key = sort_sql(&query.sort);
-        let (cmp, dir) = if query.descending { ("<", "DESC") } else { (">", "ASC") };
+        let (cmp, dir) = if query.descending {
+            ("<", "DESC")
+        } else {
+            (">", "ASC")
+        };
         if let Some(after) = &query.after {
             q.push(format_args!(" AND ({key}, id) {cmp} ("));
             bind_key(&mut q, &after.key);
@@ -465,10 +548,23 @@ impl TenantData for SqliteTenantData {
             .collect()
     }
 
-    async fn update_record(&self, def: &CollectionDef, r: &Record, expected: i64, max_storage: Option<u64>) -> StoreResult<()> {
+    async fn update_record(
+        &self,
+        def: &CollectionDef,
+        r: &Record,
+        expected: i64,
+        max_storage: Option<u64>,
+    ) -> StoreResult<()> {
         let data = r.data.to_string();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
-        let (version, old_len) = self.stored(&mut tx, &def.name, r.id).await?.ok_or(StoreError::NotFound)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_error)?;
+        let (version, old_len) = self
+            .stored(&mut tx, &def.name, r.id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         if version != expected {
             return Err(StoreError::VersionMismatch);
         }
@@ -492,9 +588,21 @@ impl TenantData for SqliteTenantData {
         tx.commit().await.map_err(db_error)
     }
 
-    async fn delete_record(&self, def: &CollectionDef, id: RecordId, expected: Option<i64>) -> StoreResult<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
-        let (version, len) = self.stored(&mut tx, &def.name, id).await?.ok_or(StoreError::NotFound)?;
+    async fn delete_record(
+        &self,
+        def: &CollectionDef,
+        id: RecordId,
+        expected: Option<i64>,
+    ) -> StoreResult<()> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_error)?;
+        let (version, len) = self
+            .stored(&mut tx, &def.name, id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         if expected.is_some_and(|e| e != version) {
             return Err(StoreError::VersionMismatch);
         }
@@ -510,7 +618,11 @@ impl TenantData for SqliteTenantData {
         tx.commit().await.map_err(db_error)
     }
 
-    async fn group_counts(&self, collection: &str, field: &str) -> StoreResult<(u64, Vec<(Value, u64)>)> {
+    async fn group_counts(
+        &self,
+        collection: &str,
+        field: &str,
+    ) -> StoreResult<(u64, Vec<(Value, u64)>)> {
         let rows: Vec<(Option<String>, i64)> = sqlx::query_as(
             "SELECT CASE WHEN json_type(data, ?1) IS NULL THEN NULL
                          WHEN json_type(data, ?1) IN ('object', 'array') THEN json_extract(data, ?1)
@@ -527,7 +639,9 @@ impl TenantData for SqliteTenantData {
         let groups = rows
             .into_iter()
             .map(|(k, n)| {
-                let key = k.and_then(|k| serde_json::from_str(&k).ok()).unwrap_or(Value::Null);
+                let key = k
+                    .and_then(|k| serde_json::from_str(&k).ok())
+                    .unwrap_or(Value::Null);
                 (key, n.max(0) as u64)
             })
             .collect();
@@ -535,11 +649,12 @@ impl TenantData for SqliteTenantData {
     }
 
     async fn usage(&self) -> StoreResult<Usage> {
-        let row: Option<(i64, i64)> = sqlx::query_as("SELECT records, storage_bytes FROM usage WHERE tenant_id = ?")
-            .bind(&self.tenant)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error)?;
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT records, storage_bytes FROM usage WHERE tenant_id = ?")
+                .bind(&self.tenant)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_error)?;
         let (records, storage_bytes) = row.unwrap_or((0, 0));
         Ok(Usage {
             records: records.max(0) as u64,
