@@ -621,9 +621,13 @@ async fn config_overrides_effective_view_and_encryption() {
 
     // The secret is nowhere in the database files, WAL included (read while
     // the server runs, so the WAL has not been folded into the main file yet).
-    let scan = |dir: &std::path::Path| {
+    fn scan(dir: &std::path::Path, secret: &str) {
         for entry in std::fs::read_dir(dir).expect("dir") {
             let path = entry.expect("entry").path();
+            if path.is_dir() {
+                scan(&path, secret);
+                continue;
+            }
             let bytes = std::fs::read(&path).expect("read");
             assert!(
                 !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
@@ -631,9 +635,9 @@ async fn config_overrides_effective_view_and_encryption() {
                 path.display()
             );
         }
-    };
+    }
     assert!(app.dir.path().join("control.db-wal").exists());
-    scan(app.dir.path());
+    scan(app.dir.path(), secret);
     let dir = app.stop().await;
 
     // Everything survives a restart, and the secret still decrypts.
