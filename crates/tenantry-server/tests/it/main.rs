@@ -5,4 +5,5 @@ mod control_plane;
 mod data;
 mod edges;
 mod identity;
+mod oracle;
 mod support;
