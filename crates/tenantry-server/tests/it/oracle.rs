@@ -21,6 +21,9 @@ struct Tenant {
     model: BTreeMap<String, (String, Value)>,
 }
 
+/// How a request forges a tenant: its name, path and headers.
+type Forgery<'a> = (&'a str, String, Vec<(&'a str, &'a str)>);
+
 const COLLECTIONS: [&str; 2] = ["complaints", "wards"];
 
 fn secret_of(slug: &str) -> String {
@@ -175,7 +178,7 @@ async fn isolation_oracle_random_operations_and_attacks_on_both_tiers() {
             // Forged tenant indicators: refused, never served.
             5 => {
                 let o = &tenants[other];
-                let forged: [(&str, String, Vec<(&str, &str)>); 3] = [
+                let forged: [Forgery; 3] = [
                     (
                         "x-tenant-id",
                         format!("/api/v1/collections/{coll}/records"),
