@@ -109,6 +109,7 @@ pub async fn open_services_with_clock(
         )?,
         otp_key: Sha256::digest([b"otp:".as_slice(), jwt_secret.as_slice()].concat()).to_vec(),
         multi_tenant: settings.multi_tenant,
+        caches: Default::default(),
     });
     if !settings.multi_tenant {
         services.ensure_default_tenant().await?;

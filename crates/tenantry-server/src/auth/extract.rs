@@ -48,21 +48,31 @@ impl FromRequestParts<AppState> for Authenticated {
         let services = &state.services;
         let principal = services.tokens.verify(token.trim())?;
         // A valid signature is not enough: the user (and its tenant) must still exist.
-        let exists = match principal.tenant_id {
-            None => services
-                .store
-                .platform_user(principal.user_id)
-                .await?
-                .is_some(),
-            Some(tid) => match services.resolver.find(&tid.to_string()).await? {
-                None => false,
-                Some(tenant) => services
-                    .store
-                    .user(&tenant, principal.user_id)
-                    .await?
-                    .is_some_and(|u| u.active && u.role == principal.role),
-            },
-        };
+        let key = (principal.tenant_id, principal.user_id);
+        let role = services
+            .caches
+            .users
+            .try_get_with(key, async {
+                Ok::<_, Error>(match principal.tenant_id {
+                    None => services
+                        .store
+                        .platform_user(principal.user_id)
+                        .await?
+                        .map(|u| u.role),
+                    Some(tid) => match services.resolver.find(&tid.to_string()).await? {
+                        None => None,
+                        Some(tenant) => services
+                            .store
+                            .user(&tenant, principal.user_id)
+                            .await?
+                            .filter(|u| u.active)
+                            .map(|u| u.role),
+                    },
+                })
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("user lookup: {e}")))?;
+        let exists = role == Some(principal.role);
         if !exists {
             return Err(Error::Unauthorized);
         }

@@ -5,6 +5,24 @@ use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use std::sync::LazyLock;
+use tokio::sync::Semaphore;
+
+/// Each hash takes ~19 MiB and a core for tens of milliseconds. Running no
+/// more at once than there are cores bounds memory (unbounded blocking
+/// threads each kept their own allocator arena: gigabytes under a login
+/// burst) and keeps a flood of logins from starving other work.
+static HASHING: LazyLock<Semaphore> =
+    LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
+
+async fn run_limited<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    let _permit = HASHING
+        .acquire()
+        .await
+        .map_err(|e| Error::Internal(format!("hashing limiter closed: {e}")))?;
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Internal(format!("hashing task: {e}")))
+}
 
 /// A hash verified when the account does not exist, so that an unknown email
 /// costs the same time as a wrong password and timing reveals nothing.
@@ -30,15 +48,13 @@ fn verify_blocking(password: &str, hash: &str) -> bool {
 }
 
 pub async fn hash(password: String) -> Result<String> {
-    tokio::task::spawn_blocking(move || hash_blocking(&password))
-        .await
-        .map_err(|e| Error::Internal(format!("hashing task: {e}")))?
+    run_limited(move || hash_blocking(&password)).await?
 }
 
 /// Verifies `password` against `hash`, or against a dummy hash when there is
 /// no account; false in that case whatever the password.
 pub async fn verify(password: String, hash: Option<String>) -> Result<bool> {
-    tokio::task::spawn_blocking(move || match hash {
+    run_limited(move || match hash {
         Some(hash) => verify_blocking(&password, &hash),
         None => {
             verify_blocking(&password, &DUMMY_HASH);
@@ -46,7 +62,6 @@ pub async fn verify(password: String, hash: Option<String>) -> Result<bool> {
         }
     })
     .await
-    .map_err(|e| Error::Internal(format!("verifying task: {e}")))
 }
 
 #[cfg(test)]

@@ -213,6 +213,10 @@ impl Services {
             updated_at: now,
         };
         let created = data.put_collection(&def).await.map_err(write_error)?;
+        self.caches
+            .collections
+            .invalidate(&(acting.tenant.id, def.name.clone()))
+            .await;
         Ok((def, created))
     }
 
@@ -236,7 +240,14 @@ impl Services {
         if !valid_collection_name(name) {
             return Err(Error::NotFound("collection".into()));
         }
-        let def = match data.collection(name).await? {
+        let key = (acting.tenant.id, name.to_owned());
+        let cached = self
+            .caches
+            .collections
+            .try_get_with(key.clone(), data.collection(name))
+            .await
+            .map_err(|e: Arc<StoreError>| Error::from((*e).clone()))?;
+        let def = match cached {
             Some(def) => def,
             None if implicit => {
                 let now = self.clock.now();
@@ -250,6 +261,7 @@ impl Services {
                     updated_at: now,
                 };
                 data.put_collection(&def).await?;
+                self.caches.collections.invalidate(&key).await;
                 def
             }
             None => return Ok(None),

@@ -38,6 +38,34 @@ pub struct Services {
     /// Keys the OTP code hashes.
     pub otp_key: Vec<u8>,
     pub multi_tenant: bool,
+    pub caches: Caches,
+}
+
+/// Hot-path lookups every request would otherwise repeat. Each entry is
+/// invalidated where this process changes it; the short TTL bounds how long
+/// another instance's change (or the CLI's) can go unseen.
+pub struct Caches {
+    /// (tenant, user) → the role of an active user; `None`: gone or inactive.
+    pub users: moka::future::Cache<(Option<tenantry::TenantId>, UserId), Option<Role>>,
+    /// (tenant, collection) → its definition, if defined.
+    pub collections:
+        moka::future::Cache<(tenantry::TenantId, String), Option<tenantry::record::CollectionDef>>,
+}
+
+impl Default for Caches {
+    fn default() -> Self {
+        let ttl = std::time::Duration::from_secs(10);
+        Self {
+            users: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
+                .build(),
+            collections: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
+                .build(),
+        }
+    }
 }
 
 /// The operator at the machine's console: the CLI acts with full rights.

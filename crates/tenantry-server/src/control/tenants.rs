@@ -295,6 +295,8 @@ impl Services {
         let tenant = self.administered_tenant(actor, id_or_slug).await?;
         self.store.purge_tenant(&tenant).await?;
         self.resolver.invalidate();
+        self.caches.users.invalidate_all();
+        self.caches.collections.invalidate_all();
         self.data.purge(&tenant).await?;
         tracing::info!(tenant_id = %tenant.id, "tenant deleted and purged");
         Ok(())

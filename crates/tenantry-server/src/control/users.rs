@@ -294,6 +294,10 @@ impl Services {
         }
         user.updated_at = self.clock.now();
         self.store.update_user(&acting.tenant, &user).await?;
+        self.caches
+            .users
+            .invalidate(&(Some(acting.tenant.id), user.id))
+            .await;
         Ok(UserView::tenant_user(&acting.tenant, &user))
     }
 
@@ -303,6 +307,10 @@ impl Services {
             return Err(forbidden());
         }
         self.store.delete_user(&acting.tenant, user.id).await?;
+        self.caches
+            .users
+            .invalidate(&(Some(acting.tenant.id), user.id))
+            .await;
         Ok(())
     }
 }

@@ -21,6 +21,10 @@ use std::time::Duration;
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/tenant/sqlite");
 
+/// Opens a tenant database. Migrations run when it is created (and by the
+/// migration command), not on every lazy re-open: with thousands of dedicated
+/// tenants cycling through the open-database bound, that check would be paid
+/// on a large share of requests.
 async fn open_pool(path: &Path, create: bool, max_connections: u32) -> StoreResult<SqlitePool> {
     let options = SqliteConnectOptions::new()
         .filename(path)
@@ -28,7 +32,11 @@ async fn open_pool(path: &Path, create: bool, max_connections: u32) -> StoreResu
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(5));
+        .busy_timeout(Duration::from_secs(5))
+        // Thousands of small databases may be open: keep each one's page
+        // cache and prepared statements small.
+        .pragma("cache_size", "-512")
+        .statement_cache_capacity(24);
     let pool = SqlitePoolOptions::new()
         .max_connections(max_connections)
         .min_connections(0)
@@ -37,16 +45,22 @@ async fn open_pool(path: &Path, create: bool, max_connections: u32) -> StoreResu
         .connect_with(options)
         .await
         .map_err(db_error)?;
-    MIGRATIONS
-        .run(&pool)
-        .await
-        .map_err(|e| StoreError::Internal(format!("migrating tenant database: {e}")))?;
+    if create {
+        MIGRATIONS
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Internal(format!("migrating tenant database: {e}")))?;
+    }
     Ok(pool)
 }
 
 pub struct SqliteDataPlane {
     dir: PathBuf,
     shared: SqlitePool,
+    /// One connection for the shared database's writes: writers queue here
+    /// in order instead of in SQLite's busy handler, which sleeps and retries
+    /// (tens of milliseconds of tail latency under concurrent writes).
+    shared_writer: SqlitePool,
     dedicated: Cache<TenantId, SqlitePool>,
 }
 
@@ -58,6 +72,7 @@ impl SqliteDataPlane {
             .map_err(|e| StoreError::Internal(format!("creating {}: {e}", dir.display())))?;
         Ok(Self {
             shared: open_pool(&data_dir.join("shared.db"), true, 8).await?,
+            shared_writer: open_pool(&data_dir.join("shared.db"), false, 1).await?,
             dedicated: Cache::builder()
                 .max_capacity(max_open)
                 .time_to_idle(Duration::from_secs(300))
@@ -80,7 +95,7 @@ impl SqliteDataPlane {
                         path.display()
                     )));
                 }
-                open_pool(&path, false, 4).await
+                open_pool(&path, false, 1).await
             })
             .await
             .map_err(|e: Arc<StoreError>| (*e).clone())
@@ -97,19 +112,24 @@ impl SqliteDataPlane {
 impl DataPlane for SqliteDataPlane {
     async fn provision(&self, tenant: &Tenant) -> StoreResult<()> {
         if tenant.isolation == Isolation::Dedicated {
-            let pool = open_pool(&self.path(tenant.id), true, 4).await?;
+            let pool = open_pool(&self.path(tenant.id), true, 1).await?;
             self.dedicated.insert(tenant.id, pool).await;
         }
         Ok(())
     }
 
     async fn handle(&self, tenant: &Tenant) -> StoreResult<Arc<dyn TenantData>> {
-        let pool = match tenant.isolation {
-            Isolation::Shared => self.shared.clone(),
-            Isolation::Dedicated => self.dedicated_pool(tenant.id).await?,
+        // A dedicated database has a single connection: reads and writes share it.
+        let (pool, writer) = match tenant.isolation {
+            Isolation::Shared => (self.shared.clone(), self.shared_writer.clone()),
+            Isolation::Dedicated => {
+                let pool = self.dedicated_pool(tenant.id).await?;
+                (pool.clone(), pool)
+            }
         };
         Ok(Arc::new(SqliteTenantData {
             pool,
+            writer,
             tenant: tenant.id.to_string(),
         }))
     }
@@ -158,6 +178,7 @@ impl DataPlane for SqliteDataPlane {
 /// A handle bound to one tenant: every statement binds `self.tenant`.
 struct SqliteTenantData {
     pool: SqlitePool,
+    writer: SqlitePool,
     tenant: String,
 }
 
@@ -389,12 +410,12 @@ impl TenantData for SqliteTenantData {
                 sort_sql(&SortKey::Field(field.clone()))
             );
             sqlx::query(&sql)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(db_error)?;
         }
         let mut tx = self
-            .pool
+            .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db_error)?;
@@ -454,7 +475,7 @@ impl TenantData for SqliteTenantData {
     ) -> StoreResult<()> {
         let data = r.data.to_string();
         let mut tx = self
-            .pool
+            .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db_error)?;
@@ -557,7 +578,7 @@ impl TenantData for SqliteTenantData {
     ) -> StoreResult<()> {
         let data = r.data.to_string();
         let mut tx = self
-            .pool
+            .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db_error)?;
@@ -595,7 +616,7 @@ impl TenantData for SqliteTenantData {
         expected: Option<i64>,
     ) -> StoreResult<()> {
         let mut tx = self
-            .pool
+            .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db_error)?;

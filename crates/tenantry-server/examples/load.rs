@@ -1,0 +1,281 @@
+//! Load generator for `bench/load.sh`: seeds tenants through the API, then
+//! measures throughput and latency of a few endpoints at a fixed
+//! concurrency, each for the same duration, in one run.
+//!
+//! Usage: load <base-url> <admin-email> <admin-password> [tenants] [records-per-tenant] [seconds] [connections] [dedicated-every]
+//! (`dedicated-every` = 2: every second tenant is dedicated; 0: none)
+
+use rand::seq::SliceRandom;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+const PASSWORD: &str = "Bench-Passw0rd!42";
+
+struct Target {
+    token: String,
+    record_paths: Vec<String>,
+}
+
+async fn post(
+    client: &reqwest::Client,
+    url: String,
+    token: Option<&str>,
+    body: Value,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<Value> {
+    let mut req = client.post(url).json(&body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = req.send().await?;
+    let status = res.status();
+    let body: Value = res.json().await?;
+    anyhow::ensure!(status.is_success(), "{status}: {body}");
+    Ok(body)
+}
+
+async fn seed_tenant(
+    client: reqwest::Client,
+    base: String,
+    staff: String,
+    i: usize,
+    records: usize,
+    dedicated_every: usize,
+) -> anyhow::Result<Target> {
+    let slug = format!("bench-{i}");
+    let isolation = if dedicated_every > 0 && i % dedicated_every == dedicated_every - 1 {
+        "dedicated"
+    } else {
+        "shared"
+    };
+    post(
+        &client,
+        format!("{base}/api/v1/tenants"),
+        Some(&staff),
+        json!({"name": slug, "slug": slug, "plan": "custom", "isolation": isolation}),
+        &[],
+    )
+    .await?;
+    let email = format!("user@{slug}.example");
+    post(
+        &client,
+        format!("{base}/api/v1/users"),
+        Some(&staff),
+        json!({"email": email, "password": PASSWORD, "name": "Bench", "role": "admin"}),
+        &[("x-tenant-slug", &slug)],
+    )
+    .await?;
+    let login = post(
+        &client,
+        format!("{base}/api/v1/auth/login"),
+        None,
+        json!({"email": email, "password": PASSWORD, "tenant": slug}),
+        &[],
+    )
+    .await?;
+    let token = login["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let mut record_paths = Vec::with_capacity(records);
+    for n in 0..records {
+        let r = post(&client, format!("{base}/api/v1/collections/complaints/records"), Some(&token),
+            json!({"title": format!("Complaint {n}"), "status": if n % 3 == 0 { "resolved" } else { "open" }, "ward": n % 7}), &[]).await?;
+        record_paths.push(format!(
+            "/api/v1/collections/complaints/records/{}",
+            r["id"].as_str().unwrap_or_default()
+        ));
+    }
+    Ok(Target {
+        token,
+        record_paths,
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Healthz,
+    GetById,
+    List,
+    Create,
+}
+
+struct Outcome {
+    name: &'static str,
+    requests: usize,
+    errors: usize,
+    secs: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+async fn measure(
+    client: &reqwest::Client,
+    base: &str,
+    targets: &Arc<Vec<Target>>,
+    kind: Kind,
+    name: &'static str,
+    secs: u64,
+    conns: usize,
+) -> Outcome {
+    let latencies = Arc::new(Mutex::new(Vec::<u32>::new()));
+    let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..conns {
+        let (client, base, targets, latencies, errors) = (
+            client.clone(),
+            base.to_owned(),
+            targets.clone(),
+            latencies.clone(),
+            errors.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut local = Vec::new();
+            let mut rng = rand::rngs::StdRng::seed_from_u64(worker as u64);
+            while Instant::now() < deadline {
+                let t = targets.choose(&mut rng).expect("targets");
+                let req = match kind {
+                    Kind::Healthz => client.get(format!("{base}/healthz")),
+                    Kind::GetById => {
+                        let path = t.record_paths.choose(&mut rng).expect("records");
+                        client.get(format!("{base}{path}")).bearer_auth(&t.token)
+                    }
+                    Kind::List => client
+                        .get(format!(
+                            "{base}/api/v1/collections/complaints/records?limit=50"
+                        ))
+                        .bearer_auth(&t.token),
+                    Kind::Create => client
+                        .post(format!("{base}/api/v1/collections/complaints/records"))
+                        .bearer_auth(&t.token)
+                        .json(&json!({"title": "load", "status": "open", "ward": 1})),
+                };
+                let sent = Instant::now();
+                match req.send().await {
+                    Ok(res) if res.status().is_success() => {
+                        let _ = res.bytes().await;
+                        local.push(sent.elapsed().as_micros() as u32);
+                    }
+                    _ => {
+                        errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
+            latencies.lock().await.extend(local);
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let mut l = latencies.lock().await.clone();
+    l.sort_unstable();
+    let pct = |p: f64| {
+        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
+            .map_or(0.0, |v| *v as f64 / 1000.0)
+    };
+    Outcome {
+        name,
+        requests: l.len(),
+        errors: errors.load(std::sync::atomic::Ordering::Relaxed),
+        secs,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+    }
+}
+
+use rand::SeedableRng;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    anyhow::ensure!(
+        args.len() >= 4,
+        "usage: load <base-url> <admin-email> <admin-password> [tenants] [records] [seconds] [connections]"
+    );
+    let base = args[1].trim_end_matches('/').to_owned();
+    let arg = |i: usize, d: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
+    let (tenants, records, secs, conns, dedicated_every) = (
+        arg(4, 1000),
+        arg(5, 20),
+        arg(6, 10) as u64,
+        arg(7, 32),
+        arg(8, 2),
+    );
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(conns)
+        .build()?;
+    let login = post(
+        &client,
+        format!("{base}/api/v1/auth/login"),
+        None,
+        json!({"email": args[2], "password": args[3]}),
+        &[],
+    )
+    .await?;
+    let staff = login["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+
+    let started = Instant::now();
+    let bar = indicatif::ProgressBar::new(tenants as u64);
+    bar.set_style(indicatif::ProgressStyle::with_template(
+        "seeding {bar:40} {pos}/{len} tenants ({elapsed})",
+    )?);
+    let mut seeded = Vec::with_capacity(tenants);
+    let sem = Arc::new(tokio::sync::Semaphore::new(conns));
+    let mut handles = Vec::new();
+    for i in 0..tenants {
+        let permit = sem.clone().acquire_owned().await?;
+        let (client, base, staff, bar) = (client.clone(), base.clone(), staff.clone(), bar.clone());
+        handles.push(tokio::spawn(async move {
+            let r = seed_tenant(client, base, staff, i, records, dedicated_every).await;
+            bar.inc(1);
+            drop(permit);
+            r
+        }));
+    }
+    for h in handles {
+        seeded.push(h.await??);
+    }
+    bar.finish();
+    println!(
+        "seeded {tenants} tenants x {records} records in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let targets = Arc::new(seeded);
+    let mut results = Vec::new();
+    for (kind, name) in [
+        (Kind::Healthz, "healthz"),
+        (Kind::GetById, "get-by-id"),
+        (Kind::List, "list-50"),
+        (Kind::Create, "create"),
+    ] {
+        results.push(measure(&client, &base, &targets, kind, name, secs, conns).await);
+    }
+    let ceiling = results[0].requests as f64 / results[0].secs;
+    println!("\n| endpoint | req/s | % of /healthz | p50 ms | p99 ms | errors |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for r in &results {
+        let rps = r.requests as f64 / r.secs;
+        println!(
+            "| {} | {:.0} | {:.0}% | {:.2} | {:.2} | {} |",
+            r.name,
+            rps,
+            rps * 100.0 / ceiling,
+            r.p50_ms,
+            r.p99_ms,
+            r.errors
+        );
+    }
+    Ok(())
+}
