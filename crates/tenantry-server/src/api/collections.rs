@@ -201,18 +201,7 @@ async fn put_record(
     headers: HeaderMap,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, Error> {
-    let record = state
-        .services
-        .write_record(
-            &scope.acting(),
-            &name,
-            &id,
-            body,
-            false,
-            if_match(&headers)?,
-        )
-        .await?;
-    Ok(record_response(StatusCode::OK, &name, record))
+    write_record(&state, &scope, &name, &id, &headers, body, false).await
 }
 
 /// Applies a JSON merge patch (RFC 7396); honours `If-Match`.
@@ -226,11 +215,23 @@ async fn patch_record(
     headers: HeaderMap,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, Error> {
+    write_record(&state, &scope, &name, &id, &headers, body, true).await
+}
+
+async fn write_record(
+    state: &AppState,
+    scope: &TenantScope,
+    name: &str,
+    id: &str,
+    headers: &HeaderMap,
+    body: Value,
+    patch: bool,
+) -> Result<Response, Error> {
     let record = state
         .services
-        .write_record(&scope.acting(), &name, &id, body, true, if_match(&headers)?)
+        .write_record(&scope.acting(), name, id, body, patch, if_match(headers)?)
         .await?;
-    Ok(record_response(StatusCode::OK, &name, record))
+    Ok(record_response(StatusCode::OK, name, record))
 }
 
 /// Deletes a record; honours `If-Match`.

@@ -54,6 +54,28 @@ fn audit_from_row(row: &SqliteRow) -> StoreResult<AuditEntry> {
     })
 }
 
+impl SqliteControlStore {
+    /// One user of the tenant; `condition` is a fixed fragment of ours.
+    async fn user_where(
+        &self,
+        t: &Tenant,
+        condition: &'static str,
+        value: String,
+    ) -> StoreResult<Option<TenantUser>> {
+        sqlx::query(&format!(
+            "SELECT * FROM users WHERE tenant_id = ? AND {condition}"
+        ))
+        .bind(t.id.to_string())
+        .bind(value)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?
+        .as_ref()
+        .map(user_from_row)
+        .transpose()
+    }
+}
+
 #[async_trait]
 impl IdentityStore for SqliteControlStore {
     async fn insert_user(&self, t: &Tenant, u: &TenantUser) -> StoreResult<()> {
@@ -78,39 +100,16 @@ impl IdentityStore for SqliteControlStore {
     }
 
     async fn user(&self, t: &Tenant, id: UserId) -> StoreResult<Option<TenantUser>> {
-        sqlx::query("SELECT * FROM users WHERE tenant_id = ? AND id = ?")
-            .bind(t.id.to_string())
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error)?
-            .as_ref()
-            .map(user_from_row)
-            .transpose()
+        self.user_where(t, "id = ?", id.to_string()).await
     }
 
     async fn user_by_email(&self, t: &Tenant, email: &str) -> StoreResult<Option<TenantUser>> {
-        sqlx::query("SELECT * FROM users WHERE tenant_id = ? AND lower(email) = lower(?)")
-            .bind(t.id.to_string())
-            .bind(email)
-            .fetch_optional(&self.pool)
+        self.user_where(t, "lower(email) = lower(?)", email.to_owned())
             .await
-            .map_err(db_error)?
-            .as_ref()
-            .map(user_from_row)
-            .transpose()
     }
 
     async fn user_by_phone(&self, t: &Tenant, phone: &str) -> StoreResult<Option<TenantUser>> {
-        sqlx::query("SELECT * FROM users WHERE tenant_id = ? AND phone = ?")
-            .bind(t.id.to_string())
-            .bind(phone)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error)?
-            .as_ref()
-            .map(user_from_row)
-            .transpose()
+        self.user_where(t, "phone = ?", phone.to_owned()).await
     }
 
     async fn list_users(&self, t: &Tenant, page: &PageRequest) -> StoreResult<Vec<TenantUser>> {

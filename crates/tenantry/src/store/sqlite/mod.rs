@@ -53,6 +53,24 @@ impl SqliteControlStore {
         Ok(Self { pool })
     }
 
+    /// One live tenant by a unique column; `condition` is a fixed fragment of ours.
+    async fn live_tenant_where(
+        &self,
+        condition: &'static str,
+        value: String,
+    ) -> StoreResult<Option<Tenant>> {
+        sqlx::query(&format!(
+            "SELECT * FROM tenants WHERE {condition} AND status <> 'deleted'"
+        ))
+        .bind(value)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?
+        .as_ref()
+        .map(tenant_from_row)
+        .transpose()
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
@@ -357,36 +375,16 @@ impl ControlStore for SqliteControlStore {
     }
 
     async fn tenant_by_id(&self, id: TenantId) -> StoreResult<Option<Tenant>> {
-        sqlx::query("SELECT * FROM tenants WHERE id = ? AND status <> 'deleted'")
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error)?
-            .as_ref()
-            .map(tenant_from_row)
-            .transpose()
+        self.live_tenant_where("id = ?", id.to_string()).await
     }
 
     async fn tenant_by_slug(&self, slug: &str) -> StoreResult<Option<Tenant>> {
-        sqlx::query("SELECT * FROM tenants WHERE slug = ? AND status <> 'deleted'")
-            .bind(slug)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error)?
-            .as_ref()
-            .map(tenant_from_row)
-            .transpose()
+        self.live_tenant_where("slug = ?", slug.to_owned()).await
     }
 
     async fn tenant_by_domain(&self, domain: &str) -> StoreResult<Option<Tenant>> {
-        sqlx::query("SELECT * FROM tenants WHERE domain = ? AND status <> 'deleted'")
-            .bind(domain)
-            .fetch_optional(&self.pool)
+        self.live_tenant_where("domain = ?", domain.to_owned())
             .await
-            .map_err(db_error)?
-            .as_ref()
-            .map(tenant_from_row)
-            .transpose()
     }
 
     async fn list_tenants(&self, f: &TenantFilter, page: &PageRequest) -> StoreResult<Vec<Tenant>> {
