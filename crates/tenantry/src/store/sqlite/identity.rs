@@ -147,7 +147,11 @@ impl IdentityStore for SqliteControlStore {
     }
 
     async fn delete_user(&self, t: &Tenant, id: UserId) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_error)?;
         sqlx::query("DELETE FROM refresh_tokens WHERE tenant_id = ? AND user_id = ?")
             .bind(t.id.to_string())
             .bind(id.to_string())
@@ -286,52 +290,46 @@ impl IdentityStore for SqliteControlStore {
 
     async fn append_audit(&self, t: &Tenant, new: NewAuditEntry) -> StoreResult<AuditEntry> {
         // BEGIN IMMEDIATE takes the write lock before reading the chain head,
-        // so two appends cannot both link to the same predecessor.
-        let mut conn = self.pool.acquire().await.map_err(db_error)?;
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut *conn)
+        // so two appends cannot both link to the same predecessor. (A
+        // Transaction, not a bare BEGIN: if this future is dropped midway the
+        // transaction rolls back instead of riding the pooled connection.)
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db_error)?;
-        let result: StoreResult<AuditEntry> = async {
-            let head: Option<(i64, String)> = sqlx::query_as(
-                "SELECT seq, hash FROM audit_log WHERE tenant_id = ? ORDER BY seq DESC LIMIT 1",
-            )
-            .bind(t.id.to_string())
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db_error)?;
-            let (seq, prev) = match head {
-                Some((seq, hash)) => (seq + 1, Some(hash)),
-                None => (1, None),
-            };
-            let entry = AuditEntry::chain(t.id, new, prev, Utc::now());
-            sqlx::query(
-                "INSERT INTO audit_log (tenant_id, seq, id, actor, actor_scope, action, resource, at, request_id, prev_hash, hash)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(t.id.to_string())
-            .bind(seq)
-            .bind(entry.id.to_string())
-            .bind(&entry.actor)
-            .bind(&entry.actor_scope)
-            .bind(&entry.action)
-            .bind(&entry.resource)
-            .bind(entry.at)
-            .bind(&entry.request_id)
-            .bind(&entry.prev_hash)
-            .bind(&entry.hash)
-            .execute(&mut *conn)
-            .await
-            .map_err(db_error)?;
-            Ok(entry)
-        }
-        .await;
-        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-        sqlx::query(end)
-            .execute(&mut *conn)
-            .await
-            .map_err(db_error)?;
-        result
+        let head: Option<(i64, String)> = sqlx::query_as(
+            "SELECT seq, hash FROM audit_log WHERE tenant_id = ? ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(t.id.to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let (seq, prev) = match head {
+            Some((seq, hash)) => (seq + 1, Some(hash)),
+            None => (1, None),
+        };
+        let entry = AuditEntry::chain(t.id, new, prev, Utc::now());
+        sqlx::query(
+            "INSERT INTO audit_log (tenant_id, seq, id, actor, actor_scope, action, resource, at, request_id, prev_hash, hash)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(t.id.to_string())
+        .bind(seq)
+        .bind(entry.id.to_string())
+        .bind(&entry.actor)
+        .bind(&entry.actor_scope)
+        .bind(&entry.action)
+        .bind(&entry.resource)
+        .bind(entry.at)
+        .bind(&entry.request_id)
+        .bind(&entry.prev_hash)
+        .bind(&entry.hash)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(entry)
     }
 
     async fn list_audit(&self, t: &Tenant, page: &PageRequest) -> StoreResult<Vec<AuditEntry>> {

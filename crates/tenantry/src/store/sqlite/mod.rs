@@ -266,7 +266,11 @@ impl ControlStore for SqliteControlStore {
     }
 
     async fn upsert_plan(&self, plan: &Plan) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_error)?;
         let existed: Option<i64> = sqlx::query_scalar("SELECT 1 FROM plans WHERE code = ?")
             .bind(&plan.code)
             .fetch_optional(&mut *tx)
@@ -344,7 +348,11 @@ impl ControlStore for SqliteControlStore {
     }
 
     async fn insert_tenant(&self, t: &Tenant, wrapped_key: &[u8]) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_error)?;
         sqlx::query(
             "INSERT INTO tenants (id, slug, name, plan, status, isolation, organization_id, domain,
                                   metadata, branding, created_at, updated_at)
@@ -455,7 +463,11 @@ impl ControlStore for SqliteControlStore {
 
     async fn purge_tenant(&self, t: &Tenant) -> StoreResult<()> {
         let id = t.id.to_string();
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_error)?;
         for sql in [
             "DELETE FROM tenant_config WHERE tenant_id = ?",
             "DELETE FROM refresh_tokens WHERE tenant_id = ?",
