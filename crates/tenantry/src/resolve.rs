@@ -156,8 +156,12 @@ impl TenantResolver {
         }
 
         match principal {
-            Some(p) if p.tenant_id.is_some() => {
-                let tid = p.tenant_id.unwrap_or_default();
+            // A token bound to a tenant: indicators may only repeat it.
+            Some(Principal {
+                tenant_id: Some(tid),
+                ..
+            }) => {
+                let tid = *tid;
                 if named.as_ref().is_some_and(|t| t.id != tid) {
                     return Err(ResolveError::Mismatch);
                 }
