@@ -5,6 +5,7 @@ use crate::auth::TokenKeys;
 use crate::auth::guard::LoginGuard;
 use crate::auth::otp::OtpSender;
 use crate::control::Services;
+use crate::enforce::rate_limit::RateLimiter;
 use crate::keys::{self, Keyring};
 use crate::settings::Settings;
 use anyhow::Context;
@@ -95,7 +96,7 @@ pub async fn open_services_with_clock(
         data: Arc::new(data),
         keyring: Keyring::new(&master_key)?,
         tokens: TokenKeys::new(&jwt_secret),
-        clock,
+        clock: clock.clone(),
         login_guard: LoginGuard::new(
             settings.login_max_failures,
             settings.login_max_failures_per_address,
@@ -110,6 +111,9 @@ pub async fn open_services_with_clock(
         otp_key: Sha256::digest([b"otp:".as_slice(), jwt_secret.as_slice()].concat()).to_vec(),
         multi_tenant: settings.multi_tenant,
         caches: Default::default(),
+        rate_limiter: settings
+            .rate_limits
+            .then(|| RateLimiter::new(clock.clone())),
     });
     if !settings.multi_tenant {
         services.ensure_default_tenant().await?;

@@ -7,6 +7,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod control;
+pub mod enforce;
 pub mod error;
 pub mod keys;
 pub mod settings;

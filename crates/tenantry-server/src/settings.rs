@@ -38,6 +38,9 @@ pub struct Settings {
     pub login_max_failures_per_address: u32,
     /// The lockout window, in seconds.
     pub login_window_secs: u64,
+    /// Enforce the plans' per-tenant request rates (`false` only for test
+    /// suites that exercise other behaviour at full speed).
+    pub rate_limits: bool,
     /// Dedicated tenant databases kept open at once (least recently used closed first).
     pub max_open_tenant_databases: u64,
     /// How OTP codes are delivered: `log` or `webhook`.
@@ -63,6 +66,7 @@ impl Default for Settings {
             login_max_failures: 5,
             login_max_failures_per_address: 50,
             login_window_secs: 15 * 60,
+            rate_limits: true,
             max_open_tenant_databases: 256,
             otp_sender: "log".to_owned(),
             otp_webhook_url: None,

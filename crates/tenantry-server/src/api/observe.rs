@@ -1,6 +1,7 @@
 //! Per-request observation: request id, one JSON access-log line, metrics.
 
 use super::problem::InternalCause;
+use crate::enforce::rate_limit::RateSlot;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
@@ -11,6 +12,9 @@ use tracing::Instrument;
 
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static TENANT_ID: HeaderName = HeaderName::from_static("x-tenant-id");
+static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
 /// The request's id, for handlers that record it (audit).
 #[derive(Clone, Debug)]
@@ -44,6 +48,8 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let slot = TenantSlot::default();
     req.extensions_mut().insert(slot.clone());
+    let rate = RateSlot::default();
+    req.extensions_mut().insert(rate.clone());
 
     let span =
         tracing::info_span!("request", request_id = %request_id, tenant_id = tracing::field::Empty);
@@ -57,6 +63,16 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
         && let Ok(v) = HeaderValue::from_str(&tenant.to_string())
     {
         res.headers_mut().entry(TENANT_ID.clone()).or_insert(v);
+    }
+    if let Some(info) = rate.0.get() {
+        let headers = res.headers_mut();
+        for (name, value) in [
+            (&RATELIMIT_LIMIT, info.limit),
+            (&RATELIMIT_REMAINING, info.remaining),
+            (&RATELIMIT_RESET, info.reset_secs),
+        ] {
+            headers.insert(name.clone(), HeaderValue::from(value));
+        }
     }
     let status = res.status().as_u16();
     let latency = start.elapsed();

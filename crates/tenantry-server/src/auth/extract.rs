@@ -4,6 +4,7 @@
 use crate::api::observe::RequestId;
 use crate::app::AppState;
 use crate::control::users::Acting;
+use crate::enforce::rate_limit::RateSlot;
 use crate::error::Error;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -111,6 +112,22 @@ impl FromRequestParts<AppState> for TenantScope {
         let ResolvedTenant(resolution) = ResolvedTenant::from_request_parts(parts, state).await?;
         tracing::Span::current().record("tenant_id", resolution.tenant.id.to_string());
         let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
+        // The plan's rate limit, before the request does any work of its
+        // own. Platform staff are not counted, but see the headers.
+        let plan = state.services.plan(&resolution.tenant.plan).await?;
+        if let (Some(limiter), Some(per_second)) = (
+            &state.services.rate_limiter,
+            plan.limits.requests_per_second,
+        ) {
+            let staff = principal.role.is_platform();
+            let info = limiter.check(resolution.tenant.id, per_second, !staff);
+            if let Some(slot) = parts.extensions.get::<RateSlot>() {
+                let _ = slot.0.set(info);
+            }
+            if let Some(retry_after_secs) = info.retry_after {
+                return Err(Error::RateLimited { retry_after_secs });
+            }
+        }
         if resolution.cross_tenant {
             let action = format!("staff_access {}", parts.method);
             state

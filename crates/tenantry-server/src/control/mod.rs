@@ -39,6 +39,8 @@ pub struct Services {
     pub otp_key: Vec<u8>,
     pub multi_tenant: bool,
     pub caches: Caches,
+    /// `None` when rate limits are switched off.
+    pub rate_limiter: Option<crate::enforce::rate_limit::RateLimiter>,
 }
 
 /// Hot-path lookups every request would otherwise repeat. Each entry is
@@ -50,6 +52,8 @@ pub struct Caches {
     /// (tenant, collection) → its definition, if defined.
     pub collections:
         moka::future::Cache<(tenantry::TenantId, String), Option<tenantry::record::CollectionDef>>,
+    /// plan code → plan.
+    pub plans: moka::future::Cache<String, Option<tenantry::Plan>>,
 }
 
 impl Default for Caches {
@@ -62,6 +66,10 @@ impl Default for Caches {
                 .build(),
             collections: moka::future::Cache::builder()
                 .max_capacity(100_000)
+                .time_to_live(ttl)
+                .build(),
+            plans: moka::future::Cache::builder()
+                .max_capacity(1_000)
                 .time_to_live(ttl)
                 .build(),
         }

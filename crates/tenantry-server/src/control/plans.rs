@@ -80,6 +80,7 @@ impl Services {
             default_isolation: body.default_isolation.unwrap_or(Isolation::Shared),
         };
         let created = self.store.upsert_plan(&plan).await?;
+        self.caches.plans.invalidate(code).await;
         Ok((plan, created))
     }
 }

@@ -5,5 +5,6 @@ mod control_plane;
 mod data;
 mod edges;
 mod identity;
+mod limits;
 mod oracle;
 mod support;

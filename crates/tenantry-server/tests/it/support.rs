@@ -62,6 +62,8 @@ pub fn test_settings(dir: &Path) -> Settings {
         data_dir: dir.to_path_buf(),
         admin_email: Some(ADMIN_EMAIL.into()),
         admin_password: Some(ADMIN_PASSWORD.into()),
+        // The limits have their own tests; elsewhere requests run at full speed.
+        rate_limits: false,
         ..Settings::default()
     }
 }

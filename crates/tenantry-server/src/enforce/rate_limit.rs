@@ -1,0 +1,117 @@
+//! Per-tenant token buckets: `requests_per_second` of the tenant's plan, with
+//! a burst of two seconds' worth. Checked before a request does any database
+//! work; the verdict travels to the response as `RateLimit-*` headers.
+
+use chrono::{DateTime, Utc};
+use moka::sync::Cache;
+use std::sync::{Arc, Mutex, OnceLock};
+use tenantry::TenantId;
+use tenantry::clock::Clock;
+
+/// Seconds of refill a full bucket holds.
+pub const BURST_SECONDS: f64 = 2.0;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateInfo {
+    /// Bucket capacity (the burst).
+    pub limit: u64,
+    pub remaining: u64,
+    /// Seconds until the bucket is full again.
+    pub reset_secs: u64,
+    /// Set when the request was refused: seconds until one token is back.
+    pub retry_after: Option<u64>,
+}
+
+/// Where the verdict is left for the response headers (filled by the
+/// tenant extractor, read by the observation middleware).
+#[derive(Clone, Default)]
+pub struct RateSlot(pub Arc<OnceLock<RateInfo>>);
+
+struct Bucket {
+    tokens: f64,
+    at: DateTime<Utc>,
+}
+
+pub struct RateLimiter {
+    buckets: Cache<TenantId, Arc<Mutex<Bucket>>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl RateLimiter {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            // An idle tenant's bucket is full anyway: evicting it loses nothing.
+            buckets: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_idle(std::time::Duration::from_secs(60))
+                .build(),
+            clock,
+        }
+    }
+
+    /// Takes one token if `consume` (else only reports the state).
+    pub fn check(&self, tenant: TenantId, per_second: u64, consume: bool) -> RateInfo {
+        let rate = per_second.max(1) as f64;
+        let capacity = rate * BURST_SECONDS;
+        let now = self.clock.now();
+        let slot = self.buckets.get_with(tenant, || {
+            Arc::new(Mutex::new(Bucket {
+                tokens: capacity,
+                at: now,
+            }))
+        });
+        let mut b = slot.lock().unwrap_or_else(|p| p.into_inner());
+        let elapsed = (now - b.at).num_microseconds().unwrap_or(i64::MAX).max(0) as f64 / 1e6;
+        b.tokens = (b.tokens + elapsed * rate).min(capacity);
+        b.at = now;
+        let allowed = b.tokens >= 1.0;
+        if consume && allowed {
+            b.tokens -= 1.0;
+        }
+        let retry_after =
+            (consume && !allowed).then(|| ((1.0 - b.tokens) / rate).ceil().max(1.0) as u64);
+        RateInfo {
+            limit: capacity as u64,
+            remaining: b.tokens.floor().max(0.0) as u64,
+            reset_secs: ((capacity - b.tokens) / rate).ceil().max(0.0) as u64,
+            retry_after,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tenantry::clock::ManualClock;
+
+    #[test]
+    fn burst_of_two_seconds_then_refill_at_the_plan_rate() {
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let limiter = RateLimiter::new(clock.clone());
+        let t = TenantId::new();
+        for i in 0..20 {
+            let info = limiter.check(t, 10, true);
+            assert_eq!(info.retry_after, None, "request {i} of the burst");
+            assert_eq!(info.limit, 20);
+            assert_eq!(info.remaining, 19 - i);
+        }
+        let refused = limiter.check(t, 10, true);
+        assert_eq!(refused.retry_after, Some(1));
+        assert_eq!(refused.reset_secs, 2);
+        clock.advance(chrono::Duration::milliseconds(500));
+        for _ in 0..5 {
+            assert_eq!(
+                limiter.check(t, 10, true).retry_after,
+                None,
+                "5 tokens back after 0.5 s"
+            );
+        }
+        assert!(limiter.check(t, 10, true).retry_after.is_some());
+        // Other tenants have their own buckets.
+        assert_eq!(limiter.check(TenantId::new(), 10, true).retry_after, None);
+        // Looking without consuming takes nothing.
+        clock.advance(chrono::Duration::seconds(10));
+        assert_eq!(limiter.check(t, 10, false).remaining, 20);
+        assert_eq!(limiter.check(t, 10, false).remaining, 20);
+    }
+}

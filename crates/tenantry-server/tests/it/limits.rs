@@ -1,0 +1,84 @@
+//! Per-tenant rate limits from the plan: burst, headers, isolation between tenants.
+
+use crate::support::TestApp;
+use reqwest::Method;
+use serde_json::json;
+use std::sync::Arc;
+use tenantry::clock::ManualClock;
+
+#[tokio::test]
+async fn each_tenant_gets_its_plans_burst_then_429_with_headers() {
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let dir = tempfile::tempdir().expect("dir");
+    let mut settings = crate::support::test_settings(dir.path());
+    settings.rate_limits = true;
+    let built = tenantry_server::App::build_with_clock(settings, clock.clone())
+        .await
+        .expect("build");
+    let router = built.router();
+    let app = TestApp::serve(dir, built.state, router).await;
+    let staff = app.admin_token().await;
+    let slow = json!({"name": "Slow", "limits": {"max_users": 10, "max_storage_bytes": 1000000,
+                      "api_requests_per_day": null, "requests_per_second": 2}});
+    app.call(Method::PUT, "/api/v1/plans/slow", Some(&staff), Some(slow))
+        .await;
+    app.create_tenant(&staff, "noisy", "slow").await;
+    app.create_tenant(&staff, "quiet", "slow").await;
+    let (_, noisy) = app
+        .tenant_user(&staff, "noisy", "a@noisy.example", "admin")
+        .await;
+    let (_, quiet) = app
+        .tenant_user(&staff, "quiet", "a@quiet.example", "admin")
+        .await;
+
+    // Burst = 2 s worth = 4 requests.
+    for expected_remaining in (0..4).rev() {
+        let res = app.get("/api/v1/collections", Some(&noisy)).await;
+        assert_eq!(res.status, 200, "{}", res.text);
+        assert_eq!(res.headers["ratelimit-limit"], "4");
+        assert_eq!(
+            res.headers["ratelimit-remaining"],
+            expected_remaining.to_string().as_str()
+        );
+        assert!(res.headers.contains_key("ratelimit-reset"));
+    }
+    let refused = app.get("/api/v1/collections", Some(&noisy)).await;
+    refused.assert_problem(429, "rate_limited");
+    assert_eq!(refused.headers["retry-after"], "1");
+    assert_eq!(refused.headers["ratelimit-remaining"], "0");
+    // The other tenant is unaffected, and staff are not counted.
+    let res = app.get("/api/v1/collections", Some(&quiet)).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.headers["ratelimit-remaining"], "3");
+    let staff_view = app
+        .call_with(
+            Method::GET,
+            "/api/v1/collections",
+            Some(&staff),
+            &[("x-tenant-slug", "noisy")],
+            None,
+        )
+        .await;
+    assert_eq!(staff_view.status, 200);
+    assert_eq!(staff_view.headers["ratelimit-remaining"], "0");
+    // Refill: one second brings back two tokens.
+    clock.advance(chrono::Duration::seconds(1));
+    assert_eq!(
+        app.get("/api/v1/collections", Some(&noisy)).await.status,
+        200
+    );
+    assert_eq!(
+        app.get("/api/v1/collections", Some(&noisy)).await.status,
+        200
+    );
+    app.get("/api/v1/collections", Some(&noisy))
+        .await
+        .assert_problem(429, "rate_limited");
+    // Routes outside a tenant carry no rate-limit headers.
+    assert!(
+        !app.get("/healthz", None)
+            .await
+            .headers
+            .contains_key("ratelimit-limit")
+    );
+}
