@@ -5,6 +5,7 @@ use crate::auth::TokenKeys;
 use crate::auth::guard::LoginGuard;
 use crate::auth::otp::OtpSender;
 use crate::control::Services;
+use crate::enforce::daily_quota::DailyQuota;
 use crate::enforce::rate_limit::RateLimiter;
 use crate::keys::{self, Keyring};
 use crate::settings::Settings;
@@ -91,6 +92,7 @@ pub async fn open_services_with_clock(
         .await
         .context("opening tenant data stores")?;
     let services = Arc::new(Services {
+        daily_quota: DailyQuota::new(store.clone(), clock.clone()),
         store,
         resolver,
         data: Arc::new(data),
@@ -174,6 +176,20 @@ impl App {
         .await?;
         Ok(())
     }
+}
+
+/// Writes request counts every few seconds: counters survive a crash with at
+/// most that much loss, without a database write per request.
+pub fn spawn_count_flusher(services: Arc<Services>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            if let Err(e) = services.daily_quota.flush().await {
+                tracing::warn!(error = %e, "flushing request counts failed; will retry");
+            }
+        }
+    })
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -190,14 +190,31 @@ async fn change_plan(
     Ok(with_tenant(tenant.id, Json(tenant)))
 }
 
-/// Users, records and storage bytes beside the plan's limits.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct UsageQuery {
+    /// `<n>d`, 1 to 366 days ending today (UTC); default `30d`.
+    pub range: Option<String>,
+}
+
+/// Users, records, storage bytes and requests per day beside the plan's limits.
 #[utoipa::path(get, path = "/api/v1/tenants/{id}/usage", tag = "tenants",
-    params(("id" = String, Path, description = "tenant id or slug")),
+    params(("id" = String, Path, description = "tenant id or slug"), UsageQuery),
     responses((status = 200, body = crate::control::data::UsageReport), (status = 404, body = Problem)))]
 async fn usage(
     State(state): State<AppState>,
     Authenticated(actor): Authenticated,
     Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<UsageQuery>,
 ) -> Result<Response, Error> {
-    Ok(Json(state.services.usage(&actor, &id).await?).into_response())
+    let days = match q.range.as_deref() {
+        None => 30,
+        Some(r) => r
+            .strip_suffix('d')
+            .and_then(|n| n.parse::<u32>().ok())
+            .filter(|n| (1..=366).contains(n))
+            .ok_or_else(|| {
+                Error::invalid("range", "must be <n>d with n from 1 to 366, e.g. 30d")
+            })?,
+    };
+    Ok(Json(state.services.usage(&actor, &id, days).await?).into_response())
 }

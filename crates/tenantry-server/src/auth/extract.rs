@@ -128,6 +128,20 @@ impl FromRequestParts<AppState> for TenantScope {
                 return Err(Error::RateLimited { retry_after_secs });
             }
         }
+        if !principal.role.is_platform() {
+            let max = plan.limits.api_requests_per_day;
+            if state
+                .services
+                .daily_quota
+                .hit(&resolution.tenant, max)
+                .await?
+                .is_err()
+            {
+                return Err(Error::QuotaExceeded(
+                    "the plan's daily request quota is spent".into(),
+                ));
+            }
+        }
         if resolution.cross_tenant {
             let action = format!("staff_access {}", parts.method);
             state

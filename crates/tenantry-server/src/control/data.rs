@@ -79,7 +79,18 @@ pub struct UsageReport {
     pub users: u64,
     pub records: u64,
     pub storage_bytes: u64,
+    /// Counted tenant-scoped requests of the current UTC day.
+    pub requests_today: u64,
+    /// One entry per UTC day of the range, oldest first.
+    pub requests_by_day: Vec<DayCount>,
     pub limits: tenantry::Limits,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DayCount {
+    /// `YYYY-MM-DD`.
+    pub date: String,
+    pub requests: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -586,13 +597,40 @@ impl Services {
         Ok(rows)
     }
 
-    pub async fn usage(&self, actor: &Principal, id_or_slug: &str) -> Result<UsageReport> {
+    /// Usage over the last `days` UTC days (today included).
+    pub async fn usage(
+        &self,
+        actor: &Principal,
+        id_or_slug: &str,
+        days: u32,
+    ) -> Result<UsageReport> {
         let tenant = self.administered_tenant(actor, id_or_slug).await?;
         let usage = self.tenant_data(&tenant).await?.usage().await?;
+        let today = self.clock.now().date_naive();
+        let from = today - chrono::Duration::days(i64::from(days.max(1)) - 1);
+        let mut by_day: BTreeMap<chrono::NaiveDate, u64> = self
+            .store
+            .request_counts(&tenant, from, today)
+            .await?
+            .into_iter()
+            .collect();
+        for (day, pending) in self.daily_quota.pending(tenant.id) {
+            *by_day.entry(day).or_default() += pending;
+        }
+        let requests_by_day = from
+            .iter_days()
+            .take_while(|d| *d <= today)
+            .map(|d| DayCount {
+                date: d.to_string(),
+                requests: by_day.get(&d).copied().unwrap_or(0),
+            })
+            .collect();
         Ok(UsageReport {
             users: self.store.count_users(&tenant).await?,
             records: usage.records,
             storage_bytes: usage.storage_bytes,
+            requests_today: by_day.get(&today).copied().unwrap_or(0),
+            requests_by_day,
             limits: self.plan(&tenant.plan).await?.limits,
         })
     }

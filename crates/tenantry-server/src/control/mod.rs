@@ -39,6 +39,7 @@ pub struct Services {
     pub otp_key: Vec<u8>,
     pub multi_tenant: bool,
     pub caches: Caches,
+    pub daily_quota: crate::enforce::daily_quota::DailyQuota,
     /// `None` when rate limits are switched off.
     pub rate_limiter: Option<crate::enforce::rate_limit::RateLimiter>,
 }

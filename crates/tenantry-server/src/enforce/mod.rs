@@ -1,3 +1,4 @@
 //! Enforcement of plan limits on tenant-scoped requests.
 
+pub mod daily_quota;
 pub mod rate_limit;

@@ -82,3 +82,117 @@ async fn each_tenant_gets_its_plans_burst_then_429_with_headers() {
             .contains_key("ratelimit-limit")
     );
 }
+
+#[tokio::test]
+async fn daily_quota_is_spent_then_renewed_at_utc_midnight_and_survives_restarts() {
+    use chrono::TimeZone;
+    // 23:59:58 UTC: two seconds before the day turns.
+    let start = chrono::Utc
+        .with_ymd_and_hms(2026, 11, 25, 23, 59, 58)
+        .single()
+        .expect("time");
+    let clock = Arc::new(ManualClock::new(start));
+    let dir = tempfile::tempdir().expect("dir");
+    let settings = crate::support::test_settings(dir.path());
+    let built = tenantry_server::App::build_with_clock(settings, clock.clone())
+        .await
+        .expect("build");
+    let router = built.router();
+    let app = TestApp::serve(dir, built.state, router).await;
+    let staff = app.admin_token().await;
+    let daily = json!({"name": "Daily", "limits": {"max_users": 10, "max_storage_bytes": 1000000,
+                       "api_requests_per_day": 3, "requests_per_second": 1000}});
+    app.call(
+        Method::PUT,
+        "/api/v1/plans/daily",
+        Some(&staff),
+        Some(daily),
+    )
+    .await;
+    app.create_tenant(&staff, "counted", "daily").await;
+    let (_, user) = app
+        .tenant_user(&staff, "counted", "a@counted.example", "admin")
+        .await;
+
+    for _ in 0..3 {
+        assert_eq!(
+            app.get("/api/v1/collections", Some(&user)).await.status,
+            200
+        );
+    }
+    app.get("/api/v1/collections", Some(&user))
+        .await
+        .assert_problem(403, "quota_exceeded");
+    // Platform staff are not counted and not refused.
+    let staff_call = app
+        .call_with(
+            Method::GET,
+            "/api/v1/collections",
+            Some(&staff),
+            &[("x-tenant-slug", "counted")],
+            None,
+        )
+        .await;
+    assert_eq!(staff_call.status, 200);
+
+    let usage = app
+        .get("/api/v1/tenants/counted/usage?range=2d", Some(&staff))
+        .await;
+    assert_eq!(usage.status, 200, "{}", usage.text);
+    assert_eq!(usage.body["requests_today"], 3);
+    assert_eq!(
+        usage.body["requests_by_day"],
+        json!([{"date": "2026-11-24", "requests": 0}, {"date": "2026-11-25", "requests": 3}])
+    );
+    assert_eq!(usage.body["limits"]["api_requests_per_day"], 3);
+    app.get("/api/v1/tenants/counted/usage?range=0d", Some(&staff))
+        .await
+        .assert_problem(422, "validation_failed");
+
+    // Midnight UTC: a new day, a new quota.
+    clock.advance(chrono::Duration::seconds(3));
+    assert_eq!(
+        app.get("/api/v1/collections", Some(&user)).await.status,
+        200
+    );
+    assert_eq!(
+        app.get("/api/v1/collections", Some(&user)).await.status,
+        200
+    );
+
+    // A restart keeps the counts (flushed in a batch, not per request).
+    let dir = app.stop().await;
+    let settings = crate::support::test_settings(dir.path());
+    let built = tenantry_server::App::build_with_clock(settings, clock.clone())
+        .await
+        .expect("build");
+    let router = built.router();
+    let app = TestApp::serve(dir, built.state, router).await;
+    let staff = app.admin_token().await;
+    let login = app
+        .tenant_login(
+            "counted",
+            "a@counted.example",
+            crate::support::USER_PASSWORD,
+        )
+        .await;
+    let user = login.body["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    assert_eq!(
+        app.get("/api/v1/collections", Some(&user)).await.status,
+        200,
+        "third of the new day"
+    );
+    app.get("/api/v1/collections", Some(&user))
+        .await
+        .assert_problem(403, "quota_exceeded");
+    let usage = app
+        .get("/api/v1/tenants/counted/usage?range=2d", Some(&staff))
+        .await;
+    assert_eq!(
+        usage.body["requests_by_day"],
+        json!([{"date": "2026-11-25", "requests": 3}, {"date": "2026-11-26", "requests": 3}])
+    );
+}

@@ -67,7 +67,7 @@ async fn isolation_oracle_random_operations_and_attacks_on_both_tiers() {
             .post(
                 "/api/v1/tenants",
                 Some(&staff),
-                json!({"name": slug, "slug": slug, "isolation": tier}),
+                json!({"name": slug, "slug": slug, "plan": "enterprise", "isolation": tier}),
             )
             .await;
         assert_eq!(t.status, 201);

@@ -130,6 +130,13 @@ impl TestApp {
         if let Some(task) = task {
             let _ = task.await;
         }
+        // What `serve` does after its graceful shutdown.
+        app_state
+            .services
+            .daily_quota
+            .flush()
+            .await
+            .expect("flush request counts");
         drop(app_state);
         dir
     }

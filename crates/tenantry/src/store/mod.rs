@@ -137,6 +137,19 @@ pub trait ControlStore: Send + Sync + 'static {
     async fn purge_tenant(&self, tenant: &Tenant) -> StoreResult<()>;
 
     async fn tenant_wrapped_key(&self, tenant: &Tenant) -> StoreResult<Vec<u8>>;
+
+    /// Adds batched request counts: `(tenant, UTC day, requests)`.
+    async fn add_request_counts(
+        &self,
+        counts: &[(TenantId, chrono::NaiveDate, u64)],
+    ) -> StoreResult<()>;
+    /// The tenant's request counts for the days in `from..=to` that have any.
+    async fn request_counts(
+        &self,
+        tenant: &Tenant,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> StoreResult<Vec<(chrono::NaiveDate, u64)>>;
     async fn list_config(&self, tenant: &Tenant) -> StoreResult<Vec<ConfigEntry>>;
     async fn config(&self, tenant: &Tenant, key: &str) -> StoreResult<Option<ConfigEntry>>;
     async fn put_config(&self, tenant: &Tenant, entry: &ConfigEntry) -> StoreResult<()>;

@@ -470,6 +470,7 @@ impl ControlStore for SqliteControlStore {
             .map_err(db_error)?;
         for sql in [
             "DELETE FROM tenant_config WHERE tenant_id = ?",
+            "DELETE FROM request_counts WHERE tenant_id = ?",
             "DELETE FROM refresh_tokens WHERE tenant_id = ?",
             "DELETE FROM otp_codes WHERE tenant_id = ?",
             "DELETE FROM users WHERE tenant_id = ?",
@@ -489,6 +490,55 @@ impl ControlStore for SqliteControlStore {
             .await
             .map_err(db_error)?
             .ok_or_else(|| StoreError::Internal(format!("tenant {} has no data key", t.id)))
+    }
+
+    async fn add_request_counts(
+        &self,
+        counts: &[(TenantId, chrono::NaiveDate, u64)],
+    ) -> StoreResult<()> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_error)?;
+        for (tenant, day, n) in counts {
+            sqlx::query(
+                "INSERT INTO request_counts (tenant_id, day, requests) VALUES (?, ?, ?)
+                 ON CONFLICT (tenant_id, day) DO UPDATE SET requests = requests + excluded.requests",
+            )
+            .bind(tenant.to_string())
+            .bind(day.to_string())
+            .bind(i64::try_from(*n).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn request_counts(
+        &self,
+        t: &Tenant,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> StoreResult<Vec<(chrono::NaiveDate, u64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT day, requests FROM request_counts WHERE tenant_id = ? AND day >= ? AND day <= ? ORDER BY day",
+        )
+        .bind(t.id.to_string())
+        .bind(from.to_string())
+        .bind(to.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.into_iter()
+            .map(|(day, n)| {
+                let day = day.parse().map_err(|_| {
+                    StoreError::Internal(format!("bad day in request_counts: {day:?}"))
+                })?;
+                Ok((day, n.max(0) as u64))
+            })
+            .collect()
     }
 
     async fn list_config(&self, t: &Tenant) -> StoreResult<Vec<ConfigEntry>> {
