@@ -202,16 +202,23 @@ impl TenantResolver {
                 .and_then(|v| v.to_str().ok())
                 .map(str::trim)
         };
-        if let Some(id) = header("x-tenant-id") {
+        // Every copy of a repeated header counts: two values must agree too.
+        let all = |name: &str| -> Vec<String> {
+            headers
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().map(|s| s.trim().to_owned()).unwrap_or_default())
+                .collect()
+        };
+        for id in all("x-tenant-id") {
             // Not a UUID: it names no tenant that exists.
-            out.push((
-                id.parse()
-                    .map(Lookup::Id)
-                    .unwrap_or(Lookup::Slug(String::new())),
-                false,
-            ));
+            let lookup = id
+                .parse()
+                .map(Lookup::Id)
+                .unwrap_or(Lookup::Slug(String::new()));
+            out.push((lookup, false));
         }
-        if let Some(slug) = header("x-tenant-slug") {
+        for slug in all("x-tenant-slug") {
             out.push((Lookup::Slug(slug.to_ascii_lowercase()), false));
         }
         let forwarded = peer
@@ -226,7 +233,7 @@ impl TenantResolver {
         {
             out.push(found);
         }
-        if let Some(t) = query.and_then(tenant_query_param) {
+        for t in query.map(tenant_query_params).unwrap_or_default() {
             out.push((parse_ref(&t), false));
         }
         out
@@ -243,7 +250,8 @@ impl TenantResolver {
                 return None;
             }
             if let Some(sub) = host.strip_suffix(&base).and_then(|s| s.strip_suffix('.')) {
-                if sub == "www" || sub.contains('.') {
+                // The platform's own hosts (www, api, admin, app…) name no tenant.
+                if sub.contains('.') || crate::tenant::RESERVED_SLUGS.contains(&sub) {
                     return None;
                 }
                 return Some((Lookup::Slug(sub.to_owned()), false));
@@ -289,10 +297,11 @@ fn normalize_host(host: &str) -> String {
     without_port.trim_end_matches('.').to_ascii_lowercase()
 }
 
-fn tenant_query_param(query: &str) -> Option<String> {
+fn tenant_query_params(query: &str) -> Vec<String> {
     form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "tenant")
+        .filter(|(k, _)| k == "tenant")
         .map(|(_, v)| v.into_owned())
+        .collect()
 }
 
 impl ResolveError {
@@ -383,8 +392,9 @@ mod tests {
 
     #[test]
     fn tenant_query_parameter_is_found_and_decoded() {
-        assert_eq!(tenant_query_param("a=1&tenant=acme"), Some("acme".into()));
-        assert_eq!(tenant_query_param("tenant=ac%6De"), Some("acme".into()));
-        assert_eq!(tenant_query_param("tenants=x"), None);
+        assert_eq!(tenant_query_params("a=1&tenant=acme"), ["acme"]);
+        assert_eq!(tenant_query_params("tenant=ac%6De"), ["acme"]);
+        assert!(tenant_query_params("tenants=x").is_empty());
+        assert_eq!(tenant_query_params("tenant=a&tenant=b"), ["a", "b"]);
     }
 }

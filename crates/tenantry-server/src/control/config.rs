@@ -11,6 +11,9 @@ use tenantry::plan::merge_json;
 use tenantry::store::ConfigEntry;
 use tenantry::{Principal, Role, Tenant};
 
+/// Config keys that override the plan itself (feature flags).
+const STAFF_ONLY_KEYS: &[&str] = &["features"];
+
 /// What clients see in place of an encrypted value.
 pub const MASK: &str = "***";
 
@@ -190,6 +193,17 @@ impl Services {
         self.view(&tenant, entry, reveal).await
     }
 
+    /// Keys that change what the plan grants are for platform staff only: a
+    /// tenant admin must not switch on features its plan lacks.
+    fn check_staff_key(actor: &Principal, tenant: &Tenant, key: &str) -> Result<()> {
+        if STAFF_ONLY_KEYS.contains(&key) && !actor.may_administer(tenant.organization_id) {
+            return Err(Error::Forbidden(format!(
+                "`{key}` is set by platform staff"
+            )));
+        }
+        Ok(())
+    }
+
     pub async fn put_config(
         &self,
         actor: &Principal,
@@ -198,6 +212,7 @@ impl Services {
         body: PutConfig,
     ) -> Result<ConfigView> {
         let tenant = self.settings_tenant(actor, id_or_slug).await?;
+        Self::check_staff_key(actor, &tenant, key)?;
         if !valid_key(key) {
             return Err(Error::invalid(
                 "key",
@@ -234,6 +249,7 @@ impl Services {
         key: &str,
     ) -> Result<()> {
         let tenant = self.settings_tenant(actor, id_or_slug).await?;
+        Self::check_staff_key(actor, &tenant, key)?;
         if self.store.delete_config(&tenant, key).await? {
             Ok(())
         } else {

@@ -17,6 +17,9 @@ use tenantry::record::{
 use tenantry::store::{PageRequest, StoreError, TenantData, TenantFilter};
 use tenantry::{Principal, RecordId, Role, Tenant, TenantStatus};
 
+/// Indexes cost every write of the database (shared.db: every tenant's).
+const MAX_INDEXED: usize = 8;
+
 /// Body of `PUT /api/v1/collections/{name}`.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -184,6 +187,16 @@ impl Services {
             "name",
             "must match [a-z][a-z0-9_]{0,62}",
         );
+        v.check(
+            body.indexed.len() <= MAX_INDEXED,
+            "indexed",
+            "at most 8 indexed fields per collection",
+        );
+        v.check(
+            body.unique.len() <= MAX_INDEXED,
+            "unique",
+            "at most 8 unique fields per collection",
+        );
         for (list, field) in [(&body.unique, "unique"), (&body.indexed, "indexed")] {
             for f in list {
                 v.check(
@@ -271,9 +284,10 @@ impl Services {
                     created_at: now,
                     updated_at: now,
                 };
-                data.put_collection(&def).await?;
+                // Never an upsert: an admin's concurrent definition wins.
+                data.create_collection_if_absent(&def).await?;
                 self.caches.collections.invalidate(&key).await;
-                def
+                data.collection(name).await?.unwrap_or(def)
             }
             None => return Ok(None),
         };
@@ -472,7 +486,11 @@ impl Services {
                 Ok(()) => return Ok(next),
                 // Someone else wrote in between: with If-Match that is the
                 // client's precondition failing; without, read again.
-                Err(StoreError::VersionMismatch) if if_match.is_none() => continue,
+                Err(StoreError::VersionMismatch)
+                    if !matches!(if_match, Some(IfMatch::Version(_))) =>
+                {
+                    continue;
+                }
                 Err(e) => return Err(write_error(e)),
             }
         }

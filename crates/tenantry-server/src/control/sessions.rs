@@ -412,23 +412,31 @@ impl Services {
                 "OTP login is not enabled for this tenant".into(),
             ));
         }
+        // The attempt is spent before the code is compared.
         let record = self
             .store
-            .otp(&tenant, &req.phone)
+            .spend_otp_attempt(&tenant, &req.phone, OTP_MAX_ATTEMPTS)
             .await?
             .ok_or(Error::Unauthorized)?;
-        if record.expires_at <= self.clock.now() || record.attempts >= OTP_MAX_ATTEMPTS {
+        if record.expires_at <= self.clock.now() {
             self.store.delete_otp(&tenant, &req.phone).await?;
             return Err(Error::Unauthorized);
         }
         let expected = otp::hash_code(&self.otp_key, tenant.id, &req.phone, req.code.trim());
         if expected != record.code_hash {
-            if self.store.bump_otp_attempts(&tenant, &req.phone).await? >= OTP_MAX_ATTEMPTS {
+            if record.attempts >= OTP_MAX_ATTEMPTS {
                 self.store.delete_otp(&tenant, &req.phone).await?;
             }
             return Err(Error::Unauthorized);
         }
-        self.store.delete_otp(&tenant, &req.phone).await?;
+        // Only one request may use a correct code.
+        if !self
+            .store
+            .consume_otp(&tenant, &req.phone, &record.code_hash)
+            .await?
+        {
+            return Err(Error::Unauthorized);
+        }
         let user = match self.store.user_by_phone(&tenant, &req.phone).await? {
             Some(user) if user.active => user,
             Some(_) => return Err(Error::Unauthorized),

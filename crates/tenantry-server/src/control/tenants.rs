@@ -97,6 +97,7 @@ impl Services {
             .domain
             .as_deref()
             .and_then(|d| normalize_domain(&mut v, d));
+        self.check_domain_is_custom(&mut v, domain.as_deref());
         check_object(&mut v, "metadata", &input.metadata);
         check_object(&mut v, "branding", &input.branding);
         let plan_code = input.plan.unwrap_or_else(|| "basic".to_owned());
@@ -168,6 +169,22 @@ impl Services {
         Ok(tenant)
     }
 
+    /// A custom domain may not be the platform's base domain or under it:
+    /// that would let one tenant capture every request to those hosts.
+    fn check_domain_is_custom(&self, v: &mut Validator, domain: Option<&str>) {
+        let (Some(domain), Some(base)) = (domain, self.resolver.config().base_domain.as_deref())
+        else {
+            return;
+        };
+        let base = base.trim_end_matches('.').to_ascii_lowercase();
+        if domain == base || domain.ends_with(&format!(".{base}")) {
+            v.push(
+                "domain",
+                "must not be the platform's base domain or one of its subdomains",
+            );
+        }
+    }
+
     /// Single-tenant mode: the `default` tenant every request belongs to.
     pub async fn ensure_default_tenant(&self) -> Result<Tenant> {
         if let Some(t) = self.resolver.default_tenant().await? {
@@ -233,6 +250,7 @@ impl Services {
             .domain
             .as_ref()
             .map(|d| d.as_deref().and_then(|d| normalize_domain(&mut v, d)));
+        self.check_domain_is_custom(&mut v, domain.as_ref().and_then(|d| d.as_deref()));
         check_object(&mut v, "metadata", &patch.metadata);
         check_object(&mut v, "branding", &patch.branding);
         if let Some(plan) = &patch.plan
@@ -283,8 +301,13 @@ impl Services {
         status: TenantStatus,
     ) -> Result<Tenant> {
         let mut tenant = self.administered_tenant(actor, id_or_slug).await?;
+        self.store
+            .set_tenant_status(&tenant, status)
+            .await
+            .map_err(gone)?;
+        self.resolver.invalidate();
         tenant.status = status;
-        let tenant = self.save_tenant(tenant).await?;
+        tenant.updated_at = Utc::now();
         tracing::info!(tenant_id = %tenant.id, status = status.as_str(), "tenant status changed");
         Ok(tenant)
     }
@@ -304,9 +327,17 @@ impl Services {
 
     pub(super) async fn save_tenant(&self, mut tenant: Tenant) -> Result<Tenant> {
         tenant.updated_at = Utc::now();
-        self.store.update_tenant(&tenant).await?;
+        self.store.update_tenant(&tenant).await.map_err(gone)?;
         self.resolver.invalidate();
         Ok(tenant)
+    }
+}
+
+/// A tenant deleted while the request was in flight is unknown.
+fn gone(e: tenantry::store::StoreError) -> Error {
+    match e {
+        tenantry::store::StoreError::NotFound => Error::TenantNotFound,
+        other => other.into(),
     }
 }
 

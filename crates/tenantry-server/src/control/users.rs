@@ -178,12 +178,7 @@ impl Services {
         if let Some(pw) = &password {
             self.check_tenant_password(tenant, pw).await?;
         }
-        let plan = self.plan(&tenant.plan).await?;
-        if let Some(max) = plan.limits.max_users
-            && self.store.count_users(tenant).await? >= max
-        {
-            return Err(Error::QuotaExceeded(format!("the plan allows {max} users")));
-        }
+        let max_users = self.plan(&tenant.plan).await?.limits.max_users;
         let now = self.clock.now();
         let user = TenantUser {
             id: UserId::new(),
@@ -199,7 +194,16 @@ impl Services {
             created_at: now,
             updated_at: now,
         };
-        self.store.insert_user(tenant, &user).await?;
+        self.store
+            .insert_user(tenant, &user, max_users)
+            .await
+            .map_err(|e| match e {
+                tenantry::store::StoreError::QuotaExceeded => Error::QuotaExceeded(format!(
+                    "the plan allows {} users",
+                    max_users.unwrap_or(0)
+                )),
+                other => other.into(),
+            })?;
         Ok(UserView::tenant_user(tenant, &user))
     }
 

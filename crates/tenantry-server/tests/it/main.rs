@@ -4,6 +4,7 @@ mod binary;
 mod control_plane;
 mod data;
 mod edges;
+mod hardening;
 mod identity;
 mod limits;
 mod oracle;

@@ -38,6 +38,10 @@ pub trait TenantData: Send + Sync {
     /// `Conflict(field)` when existing records already break a new unique field.
     async fn put_collection(&self, def: &CollectionDef) -> StoreResult<bool>;
 
+    /// Defines a collection unless it already exists (implicit creation on a
+    /// first write must never overwrite an admin's definition).
+    async fn create_collection_if_absent(&self, def: &CollectionDef) -> StoreResult<()>;
+
     /// `Conflict(field)` on a unique violation, `QuotaExceeded` past `max_storage`.
     async fn insert_record(
         &self,

@@ -50,7 +50,15 @@ pub struct OtpRecord {
 
 #[async_trait]
 pub trait IdentityStore: Send + Sync + 'static {
-    async fn insert_user(&self, tenant: &Tenant, user: &TenantUser) -> StoreResult<()>;
+    /// Inserts a user unless the tenant already has `max_users` (checked in
+    /// the same transaction, so concurrent sign-ups cannot overshoot):
+    /// `QuotaExceeded` then, `Conflict("email"|"phone")` on a duplicate.
+    async fn insert_user(
+        &self,
+        tenant: &Tenant,
+        user: &TenantUser,
+        max_users: Option<u64>,
+    ) -> StoreResult<()>;
     async fn user(&self, tenant: &Tenant, id: UserId) -> StoreResult<Option<TenantUser>>;
     async fn user_by_email(&self, tenant: &Tenant, email: &str) -> StoreResult<Option<TenantUser>>;
     async fn user_by_phone(&self, tenant: &Tenant, phone: &str) -> StoreResult<Option<TenantUser>>;
@@ -70,8 +78,18 @@ pub trait IdentityStore: Send + Sync + 'static {
 
     async fn put_otp(&self, tenant: &Tenant, otp: &OtpRecord) -> StoreResult<()>;
     async fn otp(&self, tenant: &Tenant, phone: &str) -> StoreResult<Option<OtpRecord>>;
-    /// Counts one wrong attempt; returns the new count.
-    async fn bump_otp_attempts(&self, tenant: &Tenant, phone: &str) -> StoreResult<u32>;
+    /// Spends one attempt on the phone's code before it is compared (so
+    /// parallel guesses cannot outrun the limit): the record as it is after
+    /// the spend, or `None` when there is no code or its `max_attempts` are used.
+    async fn spend_otp_attempt(
+        &self,
+        tenant: &Tenant,
+        phone: &str,
+        max_attempts: u32,
+    ) -> StoreResult<Option<OtpRecord>>;
+    /// Deletes the code if it is still `code_hash`; true for the one caller that did.
+    async fn consume_otp(&self, tenant: &Tenant, phone: &str, code_hash: &str)
+    -> StoreResult<bool>;
     async fn delete_otp(&self, tenant: &Tenant, phone: &str) -> StoreResult<()>;
 
     /// Appends to the tenant's hash chain, in one transaction with reading its head.

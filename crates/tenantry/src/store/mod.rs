@@ -131,8 +131,11 @@ pub trait ControlStore: Send + Sync + 'static {
         filter: &TenantFilter,
         page: &PageRequest,
     ) -> StoreResult<Vec<Tenant>>;
-    /// Writes the mutable fields of a tenant (name, plan, status, domain, …).
+    /// Writes the mutable fields of a live tenant (name, slug, plan, domain,
+    /// metadata, branding) but not its status; `NotFound` if it was deleted.
     async fn update_tenant(&self, tenant: &Tenant) -> StoreResult<()>;
+    /// Changes the status of a live tenant; `NotFound` if it was deleted.
+    async fn set_tenant_status(&self, tenant: &Tenant, status: TenantStatus) -> StoreResult<()>;
     /// Marks the tenant deleted and removes everything it owns.
     async fn purge_tenant(&self, tenant: &Tenant) -> StoreResult<()>;
 

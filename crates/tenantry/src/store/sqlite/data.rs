@@ -467,6 +467,21 @@ impl TenantData for SqliteTenantData {
         Ok(existed.is_none())
     }
 
+    async fn create_collection_if_absent(&self, def: &CollectionDef) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO collections (tenant_id, name, schema, unique_fields, indexed_fields, required_feature, created_at, updated_at)
+             VALUES (?, ?, NULL, '[]', '[]', NULL, ?, ?) ON CONFLICT (tenant_id, name) DO NOTHING",
+        )
+        .bind(&self.tenant)
+        .bind(&def.name)
+        .bind(time_text(def.created_at))
+        .bind(time_text(def.updated_at))
+        .execute(&self.writer)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
     async fn insert_record(
         &self,
         def: &CollectionDef,

@@ -4,7 +4,7 @@ use super::{SqliteControlStore, db_error, opt_uuid_col, page_limit, uuid_col};
 use crate::audit::{AuditEntry, NewAuditEntry};
 use crate::ids::UserId;
 use crate::store::identity::{IdentityStore, OtpRecord, RefreshRecord, TenantUser};
-use crate::store::{PageRequest, StoreResult, decode};
+use crate::store::{PageRequest, StoreError, StoreResult, decode};
 use crate::{Role, Tenant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -78,7 +78,25 @@ impl SqliteControlStore {
 
 #[async_trait]
 impl IdentityStore for SqliteControlStore {
-    async fn insert_user(&self, t: &Tenant, u: &TenantUser) -> StoreResult<()> {
+    async fn insert_user(
+        &self,
+        t: &Tenant,
+        u: &TenantUser,
+        max_users: Option<u64>,
+    ) -> StoreResult<()> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_error)?;
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE tenant_id = ?")
+            .bind(t.id.to_string())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        if max_users.is_some_and(|max| count.max(0) as u64 >= max) {
+            return Err(StoreError::QuotaExceeded);
+        }
         sqlx::query(
             "INSERT INTO users (tenant_id, id, email, name, role, phone, password_hash, active, created_at, updated_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -93,10 +111,10 @@ impl IdentityStore for SqliteControlStore {
         .bind(u.active)
         .bind(u.created_at)
         .bind(u.updated_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        Ok(())
+        tx.commit().await.map_err(db_error)
     }
 
     async fn user(&self, t: &Tenant, id: UserId) -> StoreResult<Option<TenantUser>> {
@@ -266,16 +284,44 @@ impl IdentityStore for SqliteControlStore {
         .transpose()
     }
 
-    async fn bump_otp_attempts(&self, t: &Tenant, phone: &str) -> StoreResult<u32> {
-        let n: Option<i64> = sqlx::query_scalar(
-            "UPDATE otp_codes SET attempts = attempts + 1 WHERE tenant_id = ? AND phone = ? RETURNING attempts",
+    async fn spend_otp_attempt(
+        &self,
+        t: &Tenant,
+        phone: &str,
+        max_attempts: u32,
+    ) -> StoreResult<Option<OtpRecord>> {
+        let row: Option<(String, String, chrono::DateTime<Utc>, i64)> = sqlx::query_as(
+            "UPDATE otp_codes SET attempts = attempts + 1
+             WHERE tenant_id = ? AND phone = ? AND attempts < ?
+             RETURNING phone, code_hash, expires_at, attempts",
         )
         .bind(t.id.to_string())
         .bind(phone)
+        .bind(i64::from(max_attempts))
         .fetch_optional(&self.pool)
         .await
         .map_err(db_error)?;
-        Ok(n.map_or(u32::MAX, |n| u32::try_from(n).unwrap_or(u32::MAX)))
+        Ok(
+            row.map(|(phone, code_hash, expires_at, attempts)| OtpRecord {
+                phone,
+                code_hash,
+                expires_at,
+                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+            }),
+        )
+    }
+
+    async fn consume_otp(&self, t: &Tenant, phone: &str, code_hash: &str) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "DELETE FROM otp_codes WHERE tenant_id = ? AND phone = ? AND code_hash = ?",
+        )
+        .bind(t.id.to_string())
+        .bind(phone)
+        .bind(code_hash)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn delete_otp(&self, t: &Tenant, phone: &str) -> StoreResult<()> {

@@ -439,15 +439,16 @@ impl ControlStore for SqliteControlStore {
     }
 
     async fn update_tenant(&self, t: &Tenant) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE tenants SET slug = ?, name = ?, plan = ?, status = ?, isolation = ?, organization_id = ?,
+        // Status is not written here (see `set_tenant_status`), so a PATCH
+        // racing a suspension cannot undo it; a deleted tenant stays deleted.
+        let done = sqlx::query(
+            "UPDATE tenants SET slug = ?, name = ?, plan = ?, isolation = ?, organization_id = ?,
                     domain = ?, metadata = ?, branding = ?, updated_at = ?
-             WHERE id = ?",
+             WHERE id = ? AND status <> 'deleted'",
         )
         .bind(t.slug.as_str())
         .bind(&t.name)
         .bind(&t.plan)
-        .bind(t.status.as_str())
         .bind(t.isolation.as_str())
         .bind(t.organization_id.map(|o| o.to_string()))
         .bind(&t.domain)
@@ -458,6 +459,25 @@ impl ControlStore for SqliteControlStore {
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn set_tenant_status(&self, t: &Tenant, status: TenantStatus) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE tenants SET status = ?, updated_at = ? WHERE id = ? AND status <> 'deleted'",
+        )
+        .bind(status.as_str())
+        .bind(chrono::Utc::now())
+        .bind(t.id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
         Ok(())
     }
 

@@ -1,0 +1,255 @@
+//! Races and escalations found in review, each pinned by a test.
+
+use crate::support::{TestApp, USER_PASSWORD};
+use reqwest::Method;
+use serde_json::json;
+
+#[tokio::test]
+async fn tenant_admins_cannot_switch_on_features_their_plan_lacks() {
+    let app = TestApp::spawn().await;
+    let staff = app.admin_token().await;
+    app.create_tenant(&staff, "cheap", "basic").await;
+    let (_, admin) = app
+        .tenant_user(&staff, "cheap", "a@cheap.example", "admin")
+        .await;
+    let grant = json!({"value": {"custom_branding": true, "ai_verification": true}});
+    app.call(
+        Method::PUT,
+        "/api/v1/tenants/cheap/config/features",
+        Some(&admin),
+        Some(grant.clone()),
+    )
+    .await
+    .assert_problem(403, "forbidden");
+    // Other keys stay theirs to set.
+    let res = app
+        .call(
+            Method::PUT,
+            "/api/v1/tenants/cheap/config/session.timeout",
+            Some(&admin),
+            Some(json!({"value": 600})),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let features = app
+        .get("/api/v1/tenants/cheap/features", Some(&admin))
+        .await;
+    assert_eq!(features.body["custom_branding"], false);
+    // Platform staff may grant them.
+    assert_eq!(
+        app.call(
+            Method::PUT,
+            "/api/v1/tenants/cheap/config/features",
+            Some(&staff),
+            Some(grant)
+        )
+        .await
+        .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn repeated_indicators_must_agree_and_platform_hosts_name_no_tenant() {
+    let app = TestApp::spawn_with(tempfile::tempdir().expect("dir"), |s| {
+        s.base_domain = Some("tenants.test".into())
+    })
+    .await;
+    let staff = app.admin_token().await;
+    let a = app.create_tenant(&staff, "one", "basic").await;
+    app.create_tenant(&staff, "two", "basic").await;
+    let res = app
+        .call_with(
+            Method::GET,
+            "/api/v1/users",
+            Some(&staff),
+            &[("x-tenant-slug", "one"), ("x-tenant-slug", "two")],
+            None,
+        )
+        .await;
+    res.assert_problem(403, "tenant_mismatch");
+    app.get("/api/v1/users?tenant=one&tenant=two", Some(&staff))
+        .await
+        .assert_problem(403, "tenant_mismatch");
+    // api.<base> is the platform's host, not a tenant's.
+    let res = app
+        .call_with(
+            Method::GET,
+            "/api/v1/users",
+            Some(&staff),
+            &[
+                ("host", "api.tenants.test"),
+                ("x-tenant-id", a["id"].as_str().expect("id")),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    // Nor may a tenant claim the base domain, or a host under it, as its custom domain.
+    for domain in ["tenants.test", "api.tenants.test"] {
+        app.post(
+            "/api/v1/tenants",
+            Some(&staff),
+            json!({"name": "X", "slug": "grabber", "domain": domain}),
+        )
+        .await
+        .assert_problem(422, "validation_failed");
+    }
+}
+
+#[tokio::test]
+async fn a_stale_tenant_write_cannot_revive_or_unsuspend_it() {
+    let app = TestApp::spawn().await;
+    let staff = app.admin_token().await;
+    app.create_tenant(&staff, "racy", "basic").await;
+    let services = &app.app_state.services;
+    let stale = services
+        .find_tenant("racy")
+        .await
+        .expect("lookup")
+        .expect("tenant");
+    app.post("/api/v1/tenants/racy/suspend", Some(&staff), json!({}))
+        .await;
+    // A PATCH that read the tenant before the suspension writes its fields, not its status.
+    services.store.update_tenant(&stale).await.expect("update");
+    let now = app
+        .get(&format!("/api/v1/tenants/{}", stale.id), Some(&staff))
+        .await;
+    assert_eq!(now.body["status"], "suspended");
+    // After deletion nothing brings it back.
+    app.call(Method::DELETE, "/api/v1/tenants/racy", Some(&staff), None)
+        .await;
+    assert!(services.store.update_tenant(&stale).await.is_err());
+    assert!(
+        services
+            .store
+            .set_tenant_status(&stale, tenantry::TenantStatus::Active)
+            .await
+            .is_err()
+    );
+    app.get(&format!("/api/v1/tenants/{}", stale.id), Some(&staff))
+        .await
+        .assert_problem(404, "tenant_not_found");
+}
+
+#[tokio::test]
+async fn concurrent_sign_ups_cannot_overshoot_max_users() {
+    let app = TestApp::spawn().await;
+    let staff = app.admin_token().await;
+    let two = json!({"name": "Two", "limits": {"max_users": 2, "max_storage_bytes": 1000, "api_requests_per_day": null,
+                     "requests_per_second": 100}});
+    app.call(Method::PUT, "/api/v1/plans/two", Some(&staff), Some(two))
+        .await;
+    app.create_tenant(&staff, "crowded", "two").await;
+    let attempts = (0..6).map(|i| {
+        app.call_with(Method::POST, "/api/v1/users", Some(&staff), &[("x-tenant-slug", "crowded")],
+            Some(json!({"email": format!("u{i}@crowded.example"), "password": USER_PASSWORD, "name": "U"})))
+    });
+    let results = futures::future::join_all(attempts).await;
+    let created = results.iter().filter(|r| r.status == 201).count();
+    let refused = results
+        .iter()
+        .filter(|r| r.status == 403 && r.body["code"] == "quota_exceeded")
+        .count();
+    assert_eq!((created, refused), (2, 4));
+}
+
+#[tokio::test]
+async fn parallel_otp_guesses_cannot_outrun_the_attempt_limit() {
+    let app = TestApp::spawn().await;
+    let staff = app.admin_token().await;
+    app.create_tenant(&staff, "otp-race", "basic").await;
+    let phone = "+919811111111";
+    app.call_with(Method::POST, "/api/v1/users", Some(&staff), &[("x-tenant-slug", "otp-race")],
+        Some(json!({"email": "p@otp.example", "password": USER_PASSWORD, "name": "P", "phone": phone})))
+        .await;
+    app.call(
+        Method::PUT,
+        "/api/v1/tenants/otp-race/config/auth.otp",
+        Some(&staff),
+        Some(json!({"value": true})),
+    )
+    .await;
+    assert_eq!(
+        app.post(
+            "/api/v1/auth/otp/request",
+            None,
+            json!({"tenant": "otp-race", "phone": phone})
+        )
+        .await
+        .status,
+        202
+    );
+    // Learn the code the way the log sender would deliver it: from the store's
+    // hash we cannot, so guess every wrong code in parallel instead and check
+    // that at most five were even compared.
+    let guesses = (0..20).map(|i| {
+        app.post(
+            "/api/v1/auth/otp/verify",
+            None,
+            json!({"tenant": "otp-race", "phone": phone, "code": format!("{:06}", i)}),
+        )
+    });
+    let results = futures::future::join_all(guesses).await;
+    let accepted = results.iter().filter(|r| r.status == 200).count();
+    assert!(accepted <= 1);
+    let services = &app.app_state.services;
+    let tenant = services
+        .find_tenant("otp-race")
+        .await
+        .expect("lookup")
+        .expect("tenant");
+    // The code is spent or void: at most five attempts were ever counted.
+    if let Some(rec) = services.store.otp(&tenant, phone).await.expect("otp") {
+        assert!(rec.attempts <= 5, "attempts {}", rec.attempts);
+    }
+    assert!(
+        services
+            .store
+            .spend_otp_attempt(&tenant, phone, 5)
+            .await
+            .expect("spend")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn implicit_collection_creation_never_overwrites_a_definition() {
+    let app = TestApp::spawn().await;
+    let staff = app.admin_token().await;
+    app.create_tenant(&staff, "defs", "basic").await;
+    let (_, admin) = app
+        .tenant_user(&staff, "defs", "a@defs.example", "admin")
+        .await;
+    app.call(
+        Method::PUT,
+        "/api/v1/collections/tickets",
+        Some(&admin),
+        Some(json!({"unique": ["ref"]})),
+    )
+    .await;
+    let services = &app.app_state.services;
+    let tenant = services
+        .find_tenant("defs")
+        .await
+        .expect("lookup")
+        .expect("tenant");
+    let data = services.tenant_data(&tenant).await.expect("handle");
+    let mut blank = data
+        .collection("tickets")
+        .await
+        .expect("read")
+        .expect("defined");
+    blank.unique.clear();
+    data.create_collection_if_absent(&blank)
+        .await
+        .expect("create if absent");
+    assert_eq!(
+        data.collection("tickets")
+            .await
+            .expect("read")
+            .expect("defined")
+            .unique,
+        ["ref"]
+    );
+}
