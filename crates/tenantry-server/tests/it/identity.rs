@@ -711,12 +711,7 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
 async fn repeated_failures_lock_the_account_until_the_window_passes() {
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
     let dir = tempfile::tempdir().expect("dir");
-    let settings = crate::support::test_settings(dir.path());
-    let built = tenantry_server::App::build_with_clock(settings, clock.clone())
-        .await
-        .expect("build");
-    let router = built.router();
-    let app = TestApp::serve(dir, built.state, router).await;
+    let app = TestApp::spawn_with_clock(dir, clock.clone(), |_| {}).await;
     let staff = app.admin_token().await;
     app.create_tenant(&staff, "acme", "basic").await;
     app.tenant_user(&staff, "acme", "a@acme.example", "user")
@@ -794,14 +789,11 @@ async fn otp_login_via_webhook_with_expiry_and_attempt_limit() {
     let (url, seen) = webhook_receiver().await;
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
     let dir = tempfile::tempdir().expect("dir");
-    let mut settings = crate::support::test_settings(dir.path());
-    settings.otp_sender = "webhook".into();
-    settings.otp_webhook_url = Some(url);
-    let built = tenantry_server::App::build_with_clock(settings, clock.clone())
-        .await
-        .expect("build");
-    let router = built.router();
-    let app = TestApp::serve(dir, built.state, router).await;
+    let app = TestApp::spawn_with_clock(dir, clock.clone(), |s| {
+        s.otp_sender = "webhook".into();
+        s.otp_webhook_url = Some(url);
+    })
+    .await;
     let staff = app.admin_token().await;
     app.create_tenant(&staff, "acme", "basic").await;
     let phone = "+919800000001";

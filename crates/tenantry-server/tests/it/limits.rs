@@ -10,13 +10,10 @@ use tenantry::clock::ManualClock;
 async fn each_tenant_gets_its_plans_burst_then_429_with_headers() {
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
     let dir = tempfile::tempdir().expect("dir");
-    let mut settings = crate::support::test_settings(dir.path());
-    settings.rate_limits = true;
-    let built = tenantry_server::App::build_with_clock(settings, clock.clone())
-        .await
-        .expect("build");
-    let router = built.router();
-    let app = TestApp::serve(dir, built.state, router).await;
+    let app = TestApp::spawn_with_clock(dir, clock.clone(), |s| {
+        s.rate_limits = true;
+    })
+    .await;
     let staff = app.admin_token().await;
     let slow = json!({"name": "Slow", "limits": {"max_users": 10, "max_storage_bytes": 1000000,
                       "api_requests_per_day": null, "requests_per_second": 2}});
@@ -93,12 +90,7 @@ async fn daily_quota_is_spent_then_renewed_at_utc_midnight_and_survives_restarts
         .expect("time");
     let clock = Arc::new(ManualClock::new(start));
     let dir = tempfile::tempdir().expect("dir");
-    let settings = crate::support::test_settings(dir.path());
-    let built = tenantry_server::App::build_with_clock(settings, clock.clone())
-        .await
-        .expect("build");
-    let router = built.router();
-    let app = TestApp::serve(dir, built.state, router).await;
+    let app = TestApp::spawn_with_clock(dir, clock.clone(), |_| {}).await;
     let staff = app.admin_token().await;
     let daily = json!({"name": "Daily", "limits": {"max_users": 10, "max_storage_bytes": 1000000,
                        "api_requests_per_day": 3, "requests_per_second": 1000}});
@@ -162,12 +154,7 @@ async fn daily_quota_is_spent_then_renewed_at_utc_midnight_and_survives_restarts
 
     // A restart keeps the counts (flushed in a batch, not per request).
     let dir = app.stop().await;
-    let settings = crate::support::test_settings(dir.path());
-    let built = tenantry_server::App::build_with_clock(settings, clock.clone())
-        .await
-        .expect("build");
-    let router = built.router();
-    let app = TestApp::serve(dir, built.state, router).await;
+    let app = TestApp::spawn_with_clock(dir, clock.clone(), |_| {}).await;
     let staff = app.admin_token().await;
     let login = app
         .tenant_login(

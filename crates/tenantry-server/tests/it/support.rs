@@ -3,6 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::path::Path;
+use std::sync::Arc;
 use tempfile::TempDir;
 use tenantry_server::{App, Settings};
 use tokio::sync::oneshot;
@@ -76,9 +77,20 @@ impl TestApp {
 
     /// Starts the app on `dir` (fresh or reused), after `tweak` edits its settings.
     pub async fn spawn_with(dir: TempDir, tweak: impl FnOnce(&mut Settings)) -> Self {
+        Self::spawn_with_clock(dir, Arc::new(tenantry::clock::SystemClock), tweak).await
+    }
+
+    /// Like `spawn_with`, on a clock the test controls.
+    pub async fn spawn_with_clock(
+        dir: TempDir,
+        clock: Arc<dyn tenantry::clock::Clock>,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Self {
         let mut settings = test_settings(dir.path());
         tweak(&mut settings);
-        let app = App::build(settings).await.expect("app builds");
+        let app = App::build_with_clock(settings, clock)
+            .await
+            .expect("app builds");
         let app_state = app.state.clone();
         Self::serve(dir, app_state, app.router()).await
     }
