@@ -5,6 +5,7 @@ use crate::auth::TokenKeys;
 use crate::auth::guard::LoginGuard;
 use crate::auth::otp::OtpSender;
 use crate::control::Services;
+use crate::enforce::concurrency::TenantGate;
 use crate::enforce::daily_quota::DailyQuota;
 use crate::enforce::rate_limit::RateLimiter;
 use crate::keys::{self, Keyring};
@@ -92,6 +93,10 @@ pub async fn open_services_with_clock(
         .context("opening tenant data stores")?;
     let services = Arc::new(Services {
         daily_quota: DailyQuota::new(store.clone(), clock.clone()),
+        tenant_gate: TenantGate::new(
+            settings.max_concurrent_per_tenant,
+            std::time::Duration::from_millis(settings.tenant_queue_wait_ms),
+        ),
         store,
         resolver,
         data: Arc::new(data),

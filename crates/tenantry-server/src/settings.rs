@@ -41,6 +41,10 @@ pub struct Settings {
     /// Enforce the plans' per-tenant request rates (`false` only for test
     /// suites that exercise other behaviour at full speed).
     pub rate_limits: bool,
+    /// Requests one tenant may have in flight; more queue, then get 429.
+    pub max_concurrent_per_tenant: usize,
+    /// How long a request over that cap queues before the 429, in milliseconds.
+    pub tenant_queue_wait_ms: u64,
     /// Dedicated tenant databases kept open at once (least recently used closed first).
     pub max_open_tenant_databases: u64,
     /// How OTP codes are delivered: `log` or `webhook`.
@@ -67,6 +71,8 @@ impl Default for Settings {
             login_max_failures_per_address: 50,
             login_window_secs: 15 * 60,
             rate_limits: true,
+            max_concurrent_per_tenant: 16,
+            tenant_queue_wait_ms: 1000,
             max_open_tenant_databases: 256,
             otp_sender: "log".to_owned(),
             otp_webhook_url: None,

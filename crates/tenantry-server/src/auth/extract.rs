@@ -9,8 +9,10 @@ use crate::error::Error;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use std::sync::Arc;
 use tenantry::resolve::ResolvedTenant;
 use tenantry::{Principal, Tenant};
+use tokio::sync::OwnedSemaphorePermit;
 
 /// The caller proven by the request's bearer token.
 #[derive(Clone, Debug)]
@@ -90,6 +92,8 @@ pub struct TenantScope {
     pub principal: Principal,
     pub tenant: Tenant,
     pub request_id: Option<String>,
+    /// The tenant's in-flight slot, released when the handler drops the scope.
+    _slot: Arc<OwnedSemaphorePermit>,
 }
 
 impl TenantScope {
@@ -128,6 +132,14 @@ impl FromRequestParts<AppState> for TenantScope {
                 return Err(Error::RateLimited { retry_after_secs });
             }
         }
+        let slot = state
+            .services
+            .tenant_gate
+            .enter(resolution.tenant.id)
+            .await
+            .ok_or(Error::RateLimited {
+                retry_after_secs: 1,
+            })?;
         if !principal.role.is_platform() {
             let max = plan.limits.api_requests_per_day;
             if state
@@ -159,6 +171,7 @@ impl FromRequestParts<AppState> for TenantScope {
             principal,
             tenant: resolution.tenant,
             request_id,
+            _slot: Arc::new(slot),
         })
     }
 }

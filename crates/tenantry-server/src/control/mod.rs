@@ -40,6 +40,7 @@ pub struct Services {
     pub multi_tenant: bool,
     pub caches: Caches,
     pub daily_quota: crate::enforce::daily_quota::DailyQuota,
+    pub tenant_gate: crate::enforce::concurrency::TenantGate,
     /// `None` when rate limits are switched off.
     pub rate_limiter: Option<crate::enforce::rate_limit::RateLimiter>,
 }

@@ -1,4 +1,5 @@
 //! Enforcement of plan limits on tenant-scoped requests.
 
+pub mod concurrency;
 pub mod daily_quota;
 pub mod rate_limit;

@@ -183,3 +183,41 @@ async fn daily_quota_is_spent_then_renewed_at_utc_midnight_and_survives_restarts
         json!([{"date": "2026-11-25", "requests": 3}, {"date": "2026-11-26", "requests": 3}])
     );
 }
+
+#[tokio::test]
+async fn a_tenant_at_its_concurrency_cap_waits_then_gets_429_while_others_proceed() {
+    let app = TestApp::spawn_with(tempfile::tempdir().expect("dir"), |s| {
+        s.max_concurrent_per_tenant = 1;
+        s.tenant_queue_wait_ms = 50;
+    })
+    .await;
+    let staff = app.admin_token().await;
+    app.create_tenant(&staff, "busy", "basic").await;
+    app.create_tenant(&staff, "calm", "basic").await;
+    let (_, busy) = app
+        .tenant_user(&staff, "busy", "a@busy.example", "admin")
+        .await;
+    let (_, calm) = app
+        .tenant_user(&staff, "calm", "a@calm.example", "admin")
+        .await;
+    let services = &app.app_state.services;
+    let tenant = services
+        .find_tenant("busy")
+        .await
+        .expect("lookup")
+        .expect("tenant");
+    // A slow request of `busy` holds its only slot.
+    let held = services.tenant_gate.enter(tenant.id).await.expect("slot");
+    let res = app.get("/api/v1/collections", Some(&busy)).await;
+    res.assert_problem(429, "rate_limited");
+    assert_eq!(res.headers["retry-after"], "1");
+    assert_eq!(
+        app.get("/api/v1/collections", Some(&calm)).await.status,
+        200
+    );
+    drop(held);
+    assert_eq!(
+        app.get("/api/v1/collections", Some(&busy)).await.status,
+        200
+    );
+}
