@@ -3,6 +3,9 @@
 //! concurrency, each for the same duration, in one run.
 //!
 //! Usage: load <base-url> <admin-email> <admin-password> [tenants] [records-per-tenant] [seconds] [connections] [dedicated-every]
+//!        load <base-url> <admin-email> <admin-password> noisy [seconds]
+//! (`noisy`: two tenants on a 50 req/s plan; the quiet one's latency is
+//! measured alone, then while the other floods at 10x its limit.)
 //! (`dedicated-every` = 2: every second tenant is dedicated; 0: none)
 
 use rand::seq::SliceRandom;
@@ -193,6 +196,175 @@ async fn measure(
 
 use rand::SeedableRng;
 
+/// p50/p99 (ms) of GET-by-id for `quiet` at a steady 4 connections, while
+/// `flood` (if any) hammers its own tenant from 28 more.
+async fn quiet_latency(
+    client: &reqwest::Client,
+    base: &str,
+    quiet: &Target,
+    flood: Option<&Target>,
+    secs: u64,
+) -> (f64, f64, usize, usize) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut flooders = Vec::new();
+    let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    if let Some(f) = flood {
+        for _ in 0..28 {
+            let (client, base, token, path, refused) = (
+                client.clone(),
+                base.to_owned(),
+                f.token.clone(),
+                f.record_paths[0].clone(),
+                refused.clone(),
+            );
+            flooders.push(tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    if let Ok(res) = client
+                        .get(format!("{base}{path}"))
+                        .bearer_auth(&token)
+                        .send()
+                        .await
+                    {
+                        if res.status() == 429 {
+                            refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        let _ = res.bytes().await;
+                    }
+                }
+            }));
+        }
+    }
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let (client, base, token, paths) = (
+            client.clone(),
+            base.to_owned(),
+            quiet.token.clone(),
+            quiet.record_paths.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(w);
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let path = paths.choose(&mut rng).expect("paths");
+                let sent = Instant::now();
+                if let Ok(res) = client
+                    .get(format!("{base}{path}"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                {
+                    let ok = res.status().is_success();
+                    let _ = res.bytes().await;
+                    if ok {
+                        lat.push(sent.elapsed().as_micros() as u32);
+                    }
+                }
+                // The quiet tenant stays well inside its limit (~4 x 10 req/s).
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for w in workers {
+        lat.extend(w.await.unwrap_or_default());
+    }
+    for f in flooders {
+        let _ = f.await;
+    }
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .map_or(0.0, |v| *v as f64 / 1000.0)
+    };
+    (
+        pct(0.5),
+        pct(0.99),
+        lat.len(),
+        refused.load(std::sync::atomic::Ordering::Relaxed),
+    )
+}
+
+async fn noisy(client: &reqwest::Client, base: &str, staff: &str, secs: u64) -> anyhow::Result<()> {
+    let plan = json!({"name": "Bench 50", "limits": {"max_users": 10, "max_storage_bytes": 1_000_000_000u64,
+                      "api_requests_per_day": null, "requests_per_second": 50}});
+    let res = client
+        .put(format!("{base}/api/v1/plans/bench-50"))
+        .bearer_auth(staff)
+        .json(&plan)
+        .send()
+        .await?;
+    anyhow::ensure!(res.status().is_success(), "plan: {}", res.status());
+    let mut targets = Vec::new();
+    for slug in ["noisy-bench", "quiet-bench"] {
+        post(
+            client,
+            format!("{base}/api/v1/tenants"),
+            Some(staff),
+            json!({"name": slug, "slug": slug, "plan": "bench-50"}),
+            &[],
+        )
+        .await?;
+        let email = format!("user@{slug}.example");
+        post(
+            client,
+            format!("{base}/api/v1/users"),
+            Some(staff),
+            json!({"email": email, "password": PASSWORD, "name": "Bench", "role": "admin"}),
+            &[("x-tenant-slug", slug)],
+        )
+        .await?;
+        let login = post(
+            client,
+            format!("{base}/api/v1/auth/login"),
+            None,
+            json!({"email": email, "password": PASSWORD, "tenant": slug}),
+            &[],
+        )
+        .await?;
+        let token = login["access_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let mut record_paths = Vec::new();
+        for n in 0..20 {
+            let r = post(
+                client,
+                format!("{base}/api/v1/collections/complaints/records"),
+                Some(&token),
+                json!({"n": n}),
+                &[],
+            )
+            .await?;
+            record_paths.push(format!(
+                "/api/v1/collections/complaints/records/{}",
+                r["id"].as_str().unwrap_or_default()
+            ));
+        }
+        targets.push(Target {
+            token,
+            record_paths,
+        });
+        // Let the bucket refill after seeding.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let (alone50, alone99, n1, _) = quiet_latency(client, base, &targets[1], None, secs).await;
+    let (flood50, flood99, n2, refused) =
+        quiet_latency(client, base, &targets[1], Some(&targets[0]), secs).await;
+    println!("| quiet tenant GET-by-id | p50 ms | p99 ms | requests |");
+    println!("| --- | ---: | ---: | ---: |");
+    println!("| alone | {alone50:.2} | {alone99:.2} | {n1} |");
+    println!(
+        "| neighbour flooding (28 connections, limit 50/s) | {flood50:.2} | {flood99:.2} | {n2} |"
+    );
+    println!(
+        "\nflood requests refused with 429: {refused}; quiet p99 ratio flooded/alone: {:.2}",
+        flood99 / alone99.max(0.001)
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -224,6 +396,10 @@ async fn main() -> anyhow::Result<()> {
         .as_str()
         .unwrap_or_default()
         .to_owned();
+    if args.get(4).map(String::as_str) == Some("noisy") {
+        let secs = args.get(5).and_then(|s| s.parse().ok()).unwrap_or(10);
+        return noisy(&client, &base, &staff, secs).await;
+    }
 
     let started = Instant::now();
     let bar = indicatif::ProgressBar::new(tenants as u64);
