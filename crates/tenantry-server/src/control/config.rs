@@ -86,10 +86,27 @@ pub fn validate_config_value(key: &str, value: &Value) -> std::result::Result<()
 impl Services {
     /// A tenant whose settings `actor` may manage: platform staff over it, or
     /// the tenant's own admins.
-    async fn settings_tenant(&self, actor: &Principal, id_or_slug: &str) -> Result<Tenant> {
+    /// `action` names the access in the tenant's audit chain when platform
+    /// staff make it: reading or changing a tenant's settings is access to
+    /// its data.
+    async fn settings_tenant(
+        &self,
+        actor: &Principal,
+        id_or_slug: &str,
+        action: &str,
+    ) -> Result<Tenant> {
         let tenant = self.visible_tenant(actor, id_or_slug).await?;
         let own_admin = actor.role == Role::Admin && actor.tenant_id == Some(tenant.id);
         if actor.may_administer(tenant.organization_id) || own_admin {
+            if actor.role.is_platform() {
+                let resource = format!(
+                    "tenant:{}/{}",
+                    tenant.id,
+                    action.split('.').next().unwrap_or(action)
+                );
+                self.audit(&tenant, actor, &format!("staff_{action}"), &resource, None)
+                    .await?;
+            }
             Ok(tenant)
         } else {
             Err(Error::Forbidden(
@@ -151,7 +168,19 @@ impl Services {
         reveal: bool,
     ) -> Result<BTreeMap<String, Value>> {
         Self::check_reveal(actor, reveal)?;
-        let tenant = self.settings_tenant(actor, id_or_slug).await?;
+        let tenant = self
+            .settings_tenant(actor, id_or_slug, "config.read")
+            .await?;
+        self.config_map(&tenant, effective, reveal).await
+    }
+
+    /// The configuration as a map, with no access check (callers check).
+    async fn config_map(
+        &self,
+        tenant: &Tenant,
+        effective: bool,
+        reveal: bool,
+    ) -> Result<BTreeMap<String, Value>> {
         let mut out = if effective {
             self.plan(&tenant.plan).await?.config_defaults
         } else {
@@ -171,9 +200,7 @@ impl Services {
 
     /// Effective configuration for the server's own use (always decrypted).
     pub async fn effective_config(&self, tenant: &Tenant) -> Result<BTreeMap<String, Value>> {
-        let operator = super::console_operator();
-        self.list_config(&operator, &tenant.id.to_string(), true, true)
-            .await
+        self.config_map(tenant, true, true).await
     }
 
     pub async fn get_config(
@@ -184,7 +211,9 @@ impl Services {
         reveal: bool,
     ) -> Result<ConfigView> {
         Self::check_reveal(actor, reveal)?;
-        let tenant = self.settings_tenant(actor, id_or_slug).await?;
+        let tenant = self
+            .settings_tenant(actor, id_or_slug, "config.read")
+            .await?;
         let entry = self
             .store
             .config(&tenant, key)
@@ -211,7 +240,9 @@ impl Services {
         key: &str,
         body: PutConfig,
     ) -> Result<ConfigView> {
-        let tenant = self.settings_tenant(actor, id_or_slug).await?;
+        let tenant = self
+            .settings_tenant(actor, id_or_slug, "config.write")
+            .await?;
         Self::check_staff_key(actor, &tenant, key)?;
         if !valid_key(key) {
             return Err(Error::invalid(
@@ -248,7 +279,9 @@ impl Services {
         id_or_slug: &str,
         key: &str,
     ) -> Result<()> {
-        let tenant = self.settings_tenant(actor, id_or_slug).await?;
+        let tenant = self
+            .settings_tenant(actor, id_or_slug, "config.delete")
+            .await?;
         Self::check_staff_key(actor, &tenant, key)?;
         if self.store.delete_config(&tenant, key).await? {
             Ok(())
@@ -314,7 +347,9 @@ impl Services {
         id_or_slug: &str,
         branding: Value,
     ) -> Result<Value> {
-        let mut tenant = self.settings_tenant(actor, id_or_slug).await?;
+        let mut tenant = self
+            .settings_tenant(actor, id_or_slug, "branding.write")
+            .await?;
         if !branding.is_object() {
             return Err(Error::invalid("body", "branding must be a JSON object"));
         }

@@ -253,3 +253,59 @@ async fn implicit_collection_creation_never_overwrites_a_definition() {
         ["ref"]
     );
 }
+
+#[tokio::test]
+async fn staff_reading_or_changing_tenant_settings_is_audited() {
+    let app = TestApp::spawn().await;
+    let staff = app.admin_token().await;
+    app.create_tenant(&staff, "watched", "premium").await;
+    let (_, admin) = app
+        .tenant_user(&staff, "watched", "a@watched.example", "admin")
+        .await;
+    app.get("/api/v1/tenants/watched/config", Some(&staff))
+        .await;
+    app.call(
+        Method::PUT,
+        "/api/v1/tenants/watched/config/session.timeout",
+        Some(&staff),
+        Some(json!({"value": 60})),
+    )
+    .await;
+    app.call(
+        Method::PUT,
+        "/api/v1/tenants/watched/branding",
+        Some(&staff),
+        Some(json!({"color": "#123456"})),
+    )
+    .await;
+    // The tenant's own admin is not staff: not audited as staff access.
+    app.get("/api/v1/tenants/watched/config", Some(&admin))
+        .await;
+    let services = &app.app_state.services;
+    let tenant = services
+        .find_tenant("watched")
+        .await
+        .expect("lookup")
+        .expect("tenant");
+    let page = tenantry::store::PageRequest {
+        after: None,
+        limit: 100,
+    };
+    let actions: Vec<String> = services
+        .store
+        .list_audit(&tenant, &page)
+        .await
+        .expect("audit")
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "staff_access POST",
+            "staff_config.read",
+            "staff_config.write",
+            "staff_branding.write"
+        ]
+    );
+}
