@@ -186,8 +186,8 @@ impl Services {
         } else {
             BTreeMap::new()
         };
-        for entry in self.store.list_config(&tenant).await? {
-            let value = self.shown_value(&tenant, &entry, reveal).await?;
+        for entry in self.store.list_config(tenant).await? {
+            let value = self.shown_value(tenant, &entry, reveal).await?;
             match out.get_mut(&entry.key) {
                 Some(base) if !entry.encrypted => merge_json(base, &value),
                 _ => {
