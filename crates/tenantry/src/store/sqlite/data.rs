@@ -2,7 +2,7 @@
 //! `tenants/<id>.db`, both with the same schema. Dedicated databases open
 //! lazily and are closed when idle or evicted (bounded, least recently used).
 
-use super::db_error;
+use super::{begin_write, db_error};
 use crate::ids::{RecordId, TenantId};
 use crate::record::{CollectionDef, FilterOp, Operand, Record, RecordQuery, SortKey, json_path};
 use crate::store::data::{DataPlane, TenantData, Usage};
@@ -137,11 +137,7 @@ impl DataPlane for SqliteDataPlane {
     async fn purge(&self, tenant: &Tenant) -> StoreResult<()> {
         match tenant.isolation {
             Isolation::Shared => {
-                let mut tx = self
-                    .shared
-                    .begin_with("BEGIN IMMEDIATE")
-                    .await
-                    .map_err(db_error)?;
+                let mut tx = begin_write(&self.shared).await?;
                 for table in ["record_uniques", "records", "collections", "usage"] {
                     sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = ?"))
                         .bind(tenant.id.to_string())
@@ -414,11 +410,7 @@ impl TenantData for SqliteTenantData {
                 .await
                 .map_err(db_error)?;
         }
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_error)?;
+        let mut tx = begin_write(&self.writer).await?;
         let existed: Option<i64> =
             sqlx::query_scalar("SELECT 1 FROM collections WHERE tenant_id = ? AND name = ?")
                 .bind(&self.tenant)
@@ -489,11 +481,7 @@ impl TenantData for SqliteTenantData {
         max_storage: Option<u64>,
     ) -> StoreResult<()> {
         let data = r.data.to_string();
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_error)?;
+        let mut tx = begin_write(&self.writer).await?;
         check_quota(
             self.current_storage(&mut tx).await?,
             data.len() as i64,
@@ -592,11 +580,7 @@ impl TenantData for SqliteTenantData {
         max_storage: Option<u64>,
     ) -> StoreResult<()> {
         let data = r.data.to_string();
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_error)?;
+        let mut tx = begin_write(&self.writer).await?;
         let (version, old_len) = self
             .stored(&mut tx, &def.name, r.id)
             .await?
@@ -630,11 +614,7 @@ impl TenantData for SqliteTenantData {
         id: RecordId,
         expected: Option<i64>,
     ) -> StoreResult<()> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_error)?;
+        let mut tx = begin_write(&self.writer).await?;
         let (version, len) = self
             .stored(&mut tx, &def.name, id)
             .await?

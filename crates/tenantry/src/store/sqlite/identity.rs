@@ -1,6 +1,6 @@
 //! SQLite implementation of the identity store.
 
-use super::{SqliteControlStore, db_error, opt_uuid_col, page_limit, uuid_col};
+use super::{SqliteControlStore, begin_write, db_error, opt_uuid_col, page_limit, uuid_col};
 use crate::audit::{AuditEntry, NewAuditEntry};
 use crate::ids::UserId;
 use crate::store::identity::{IdentityStore, OtpRecord, RefreshRecord, TenantUser};
@@ -84,11 +84,7 @@ impl IdentityStore for SqliteControlStore {
         u: &TenantUser,
         max_users: Option<u64>,
     ) -> StoreResult<()> {
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_error)?;
+        let mut tx = begin_write(&self.pool).await?;
         let count: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE tenant_id = ?")
             .bind(t.id.to_string())
             .fetch_one(&mut *tx)
@@ -165,11 +161,7 @@ impl IdentityStore for SqliteControlStore {
     }
 
     async fn delete_user(&self, t: &Tenant, id: UserId) -> StoreResult<bool> {
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_error)?;
+        let mut tx = begin_write(&self.pool).await?;
         sqlx::query("DELETE FROM refresh_tokens WHERE tenant_id = ? AND user_id = ?")
             .bind(t.id.to_string())
             .bind(id.to_string())
@@ -335,15 +327,9 @@ impl IdentityStore for SqliteControlStore {
     }
 
     async fn append_audit(&self, t: &Tenant, new: NewAuditEntry) -> StoreResult<AuditEntry> {
-        // BEGIN IMMEDIATE takes the write lock before reading the chain head,
-        // so two appends cannot both link to the same predecessor. (A
-        // Transaction, not a bare BEGIN: if this future is dropped midway the
-        // transaction rolls back instead of riding the pooled connection.)
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_error)?;
+        // The write lock is held before the chain head is read, so two
+        // appends cannot both link to the same predecessor.
+        let mut tx = begin_write(&self.pool).await?;
         let head: Option<(i64, String)> = sqlx::query_as(
             "SELECT seq, hash FROM audit_log WHERE tenant_id = ? ORDER BY seq DESC LIMIT 1",
         )

@@ -76,6 +76,17 @@ impl SqliteControlStore {
     }
 }
 
+/// Starts a write transaction. `BEGIN IMMEDIATE` takes the write lock up
+/// front, so a transaction that reads before it writes cannot fail on the
+/// read-to-write upgrade; the `Transaction` rolls back if it is dropped
+/// unfinished (a cancelled request never leaves a pooled connection inside
+/// an open transaction).
+pub(super) async fn begin_write(
+    pool: &SqlitePool,
+) -> StoreResult<sqlx::Transaction<'static, Sqlite>> {
+    pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)
+}
+
 /// Maps sqlx errors once: uniqueness → `Conflict(field)`, pool/IO → `Unavailable`.
 pub(super) fn db_error(e: sqlx::Error) -> StoreError {
     match &e {
@@ -266,11 +277,7 @@ impl ControlStore for SqliteControlStore {
     }
 
     async fn upsert_plan(&self, plan: &Plan) -> StoreResult<bool> {
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_error)?;
+        let mut tx = begin_write(&self.pool).await?;
         let existed: Option<i64> = sqlx::query_scalar("SELECT 1 FROM plans WHERE code = ?")
             .bind(&plan.code)
             .fetch_optional(&mut *tx)
@@ -348,11 +355,7 @@ impl ControlStore for SqliteControlStore {
     }
 
     async fn insert_tenant(&self, t: &Tenant, wrapped_key: &[u8]) -> StoreResult<()> {
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_error)?;
+        let mut tx = begin_write(&self.pool).await?;
         sqlx::query(
             "INSERT INTO tenants (id, slug, name, plan, status, isolation, organization_id, domain,
                                   metadata, branding, created_at, updated_at)
@@ -483,11 +486,7 @@ impl ControlStore for SqliteControlStore {
 
     async fn purge_tenant(&self, t: &Tenant) -> StoreResult<()> {
         let id = t.id.to_string();
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_error)?;
+        let mut tx = begin_write(&self.pool).await?;
         for sql in [
             "DELETE FROM tenant_config WHERE tenant_id = ?",
             "DELETE FROM request_counts WHERE tenant_id = ?",
@@ -516,11 +515,7 @@ impl ControlStore for SqliteControlStore {
         &self,
         counts: &[(TenantId, chrono::NaiveDate, u64)],
     ) -> StoreResult<()> {
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_error)?;
+        let mut tx = begin_write(&self.pool).await?;
         for (tenant, day, n) in counts {
             sqlx::query(
                 "INSERT INTO request_counts (tenant_id, day, requests) VALUES (?, ?, ?)
