@@ -42,25 +42,21 @@ async fn post(
     Ok(body)
 }
 
+/// Creates a tenant through the API, an admin user, its token and `records` records.
 async fn seed_tenant(
     client: reqwest::Client,
     base: String,
     staff: String,
-    i: usize,
+    slug: String,
+    plan: &'static str,
+    isolation: &'static str,
     records: usize,
-    dedicated_every: usize,
 ) -> anyhow::Result<Target> {
-    let slug = format!("bench-{i}");
-    let isolation = if dedicated_every > 0 && i % dedicated_every == dedicated_every - 1 {
-        "dedicated"
-    } else {
-        "shared"
-    };
     post(
         &client,
         format!("{base}/api/v1/tenants"),
         Some(&staff),
-        json!({"name": slug, "slug": slug, "plan": "custom", "isolation": isolation}),
+        json!({"name": slug, "slug": slug, "plan": plan, "isolation": isolation}),
         &[],
     )
     .await?;
@@ -298,54 +294,17 @@ async fn noisy(client: &reqwest::Client, base: &str, staff: &str, secs: u64) -> 
     anyhow::ensure!(res.status().is_success(), "plan: {}", res.status());
     let mut targets = Vec::new();
     for slug in ["noisy-bench", "quiet-bench"] {
-        post(
-            client,
-            format!("{base}/api/v1/tenants"),
-            Some(staff),
-            json!({"name": slug, "slug": slug, "plan": "bench-50"}),
-            &[],
+        let target = seed_tenant(
+            client.clone(),
+            base.to_owned(),
+            staff.to_owned(),
+            slug.to_owned(),
+            "bench-50",
+            "shared",
+            20,
         )
         .await?;
-        let email = format!("user@{slug}.example");
-        post(
-            client,
-            format!("{base}/api/v1/users"),
-            Some(staff),
-            json!({"email": email, "password": PASSWORD, "name": "Bench", "role": "admin"}),
-            &[("x-tenant-slug", slug)],
-        )
-        .await?;
-        let login = post(
-            client,
-            format!("{base}/api/v1/auth/login"),
-            None,
-            json!({"email": email, "password": PASSWORD, "tenant": slug}),
-            &[],
-        )
-        .await?;
-        let token = login["access_token"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let mut record_paths = Vec::new();
-        for n in 0..20 {
-            let r = post(
-                client,
-                format!("{base}/api/v1/collections/complaints/records"),
-                Some(&token),
-                json!({"n": n}),
-                &[],
-            )
-            .await?;
-            record_paths.push(format!(
-                "/api/v1/collections/complaints/records/{}",
-                r["id"].as_str().unwrap_or_default()
-            ));
-        }
-        targets.push(Target {
-            token,
-            record_paths,
-        });
+        targets.push(target);
         // Let the bucket refill after seeding.
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -413,7 +372,21 @@ async fn main() -> anyhow::Result<()> {
         let permit = sem.clone().acquire_owned().await?;
         let (client, base, staff, bar) = (client.clone(), base.clone(), staff.clone(), bar.clone());
         handles.push(tokio::spawn(async move {
-            let r = seed_tenant(client, base, staff, i, records, dedicated_every).await;
+            let isolation = if dedicated_every > 0 && i % dedicated_every == dedicated_every - 1 {
+                "dedicated"
+            } else {
+                "shared"
+            };
+            let r = seed_tenant(
+                client,
+                base,
+                staff,
+                format!("bench-{i}"),
+                "custom",
+                isolation,
+                records,
+            )
+            .await;
             bar.inc(1);
             drop(permit);
             r
