@@ -4,6 +4,7 @@
 
 pub mod data;
 pub mod identity;
+pub mod postgres;
 pub mod sqlite;
 
 pub use data::{DataPlane, TenantData, Usage};

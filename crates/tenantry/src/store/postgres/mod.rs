@@ -1,0 +1,356 @@
+//! PostgreSQL: the control store and the shared tier in one database, the
+//! dedicated tier in one database per tenant (cloned from a migrated
+//! template). The database enforces isolation a second time: every table
+//! holding tenant rows has row-level security, enabled and forced, and the
+//! server queries through a runtime role that owns nothing and can neither
+//! bypass RLS nor change the schema. Schema work (migrations, grants, index
+//! DDL, creating and dropping tenant databases) runs on a small pool of the
+//! configured (owner) role.
+
+mod control;
+mod data;
+mod identity;
+
+pub use control::PgControlStore;
+
+use super::{StoreError, StoreResult};
+use crate::ids::TenantId;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Postgres, Transaction};
+use std::str::FromStr;
+use std::time::Duration;
+
+static CONTROL_MIGRATIONS: sqlx::migrate::Migrator =
+    sqlx::migrate!("./migrations/control/postgres");
+static TENANT_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/tenant/postgres");
+
+/// The schema of tenant data, in the main database and in every dedicated one.
+pub const DATA_SCHEMA: &str = "tenant_data";
+
+/// How to reach one PostgreSQL server.
+#[derive(Clone, Debug)]
+pub struct PgSettings {
+    /// Owner (migration) role and main database; created if missing.
+    pub url: String,
+    /// The role requests run as; created with LOGIN, NOSUPERUSER, NOBYPASSRLS if missing.
+    pub runtime_role: String,
+    /// Its password, where the server's authentication needs one.
+    pub runtime_password: Option<String>,
+    /// Connections of the runtime pool of the main database.
+    pub max_connections: u32,
+    /// How long a request waits for a connection before it fails with `Unavailable`.
+    pub acquire_timeout: Duration,
+}
+
+/// One database as Tenantry uses it: an owner pool for schema work and a
+/// runtime pool for everything else.
+#[derive(Clone)]
+pub struct PgDatabase {
+    pub(crate) name: String,
+    pub(crate) admin: PgPool,
+    pub(crate) runtime: PgPool,
+    pub(crate) admin_options: PgConnectOptions,
+    pub(crate) runtime_options: PgConnectOptions,
+    pub(crate) settings: PgSettings,
+}
+
+impl PgDatabase {
+    /// Connects, creating the database and the runtime role if missing, and
+    /// brings the control and tenant-data schemas up to date.
+    pub async fn open(settings: &PgSettings) -> StoreResult<Self> {
+        let admin_options = PgConnectOptions::from_str(&settings.url)
+            .map_err(|e| StoreError::Internal(format!("bad PostgreSQL URL: {e}")))?
+            .application_name("tenantry-admin")
+            .disable_statement_logging();
+        let name = admin_options
+            .get_database()
+            .unwrap_or("tenantry")
+            .to_owned();
+        check_identifier(&name)?;
+        check_identifier(&settings.runtime_role)?;
+        ensure_database(&admin_options, &name, None).await?;
+        let admin_options = admin_options.database(&name);
+        let mut conn = admin_options.connect().await.map_err(pg_error)?;
+        migrate_control(&mut conn).await?;
+        migrate_tenant_schema(&mut conn).await?;
+        ensure_runtime_role(&mut conn, settings).await?;
+        grant_runtime(&mut conn, &settings.runtime_role, true).await?;
+        conn.close().await.map_err(pg_error)?;
+
+        let admin = PgPoolOptions::new()
+            .max_connections(2)
+            .min_connections(0)
+            .acquire_timeout(settings.acquire_timeout)
+            .idle_timeout(Duration::from_secs(60))
+            .connect_lazy_with(admin_options.clone());
+        let runtime_options = runtime_options(&admin_options, settings, &name);
+        let runtime = runtime_pool(runtime_options.clone(), settings.max_connections, settings);
+        Ok(Self {
+            name,
+            admin,
+            runtime,
+            admin_options,
+            runtime_options,
+            settings: settings.clone(),
+        })
+    }
+
+    pub async fn close(&self) {
+        self.runtime.close().await;
+        self.admin.close().await;
+    }
+}
+
+/// The runtime role's options for database `db`.
+pub(crate) fn runtime_options(
+    admin: &PgConnectOptions,
+    settings: &PgSettings,
+    db: &str,
+) -> PgConnectOptions {
+    let options = admin
+        .clone()
+        .username(&settings.runtime_role)
+        .database(db)
+        .application_name("tenantry");
+    match &settings.runtime_password {
+        Some(password) => options.password(password),
+        None => options,
+    }
+}
+
+/// A lazily connecting pool of the runtime role. Connections are checked
+/// before use, so after a database restart the dead ones are replaced
+/// instead of failing a request each.
+pub(crate) fn runtime_pool(options: PgConnectOptions, max: u32, settings: &PgSettings) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(max.max(1))
+        .min_connections(0)
+        .acquire_timeout(settings.acquire_timeout)
+        .idle_timeout(Duration::from_secs(60))
+        .connect_lazy_with(options)
+}
+
+/// Starts a transaction bound to one tenant: `set_config(…, true)` is
+/// `SET LOCAL`, so the setting ends with the transaction and a pooled
+/// connection never carries one tenant's context into another's request
+/// (commit, rollback, or a dropped transaction alike).
+pub(crate) async fn tenant_tx(
+    pool: &PgPool,
+    tenant: TenantId,
+) -> StoreResult<Transaction<'static, Postgres>> {
+    let mut tx = pool.begin().await.map_err(pg_error)?;
+    set_tenant(&mut tx, tenant).await?;
+    Ok(tx)
+}
+
+/// Switches the tenant of the current transaction (for control-plane work
+/// that touches several tenants in one transaction, one after the other).
+pub(crate) async fn set_tenant(conn: &mut PgConnection, tenant: TenantId) -> StoreResult<()> {
+    sqlx::query("SELECT set_config('tenantry.tenant_id', $1, true)")
+        .bind(tenant.0.to_string())
+        .execute(conn)
+        .await
+        .map_err(pg_error)?;
+    Ok(())
+}
+
+/// Identifiers we splice into DDL (database and role names) are restricted
+/// to lower-case letters, digits and underscores.
+pub(crate) fn check_identifier(name: &str) -> StoreResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Internal(format!(
+            "PostgreSQL name {name:?} must be lower-case letters, digits and underscores"
+        )))
+    }
+}
+
+/// Creates database `name` (from `template` if given) unless it exists.
+pub(crate) async fn ensure_database(
+    admin: &PgConnectOptions,
+    name: &str,
+    template: Option<&str>,
+) -> StoreResult<()> {
+    check_identifier(name)?;
+    let mut conn = admin
+        .clone()
+        .database("postgres")
+        .connect()
+        .await
+        .map_err(pg_error)?;
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_optional(&mut conn)
+        .await
+        .map_err(pg_error)?;
+    if exists.is_none() {
+        let sql = match template {
+            Some(t) => {
+                check_identifier(t)?;
+                format!("CREATE DATABASE {name} TEMPLATE {t}")
+            }
+            None => format!("CREATE DATABASE {name}"),
+        };
+        match sqlx::query(&sql).execute(&mut conn).await {
+            Ok(_) => {}
+            // Someone else created it meanwhile.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(pg_error(e)),
+        }
+    }
+    conn.close().await.map_err(pg_error)
+}
+
+/// Drops database `name` if it exists, disconnecting whoever is still on it.
+pub(crate) async fn drop_database(admin: &PgConnectOptions, name: &str) -> StoreResult<()> {
+    check_identifier(name)?;
+    let mut conn = admin
+        .clone()
+        .database("postgres")
+        .connect()
+        .await
+        .map_err(pg_error)?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await
+        .map_err(pg_error)?;
+    conn.close().await.map_err(pg_error)
+}
+
+pub(crate) async fn migrate_control(conn: &mut PgConnection) -> StoreResult<()> {
+    CONTROL_MIGRATIONS
+        .run(&mut *conn)
+        .await
+        .map_err(|e| StoreError::Internal(format!("migrating the control schema: {e}")))
+}
+
+/// Migrates schema `tenant_data` of the connected database. The migrator
+/// runs with that schema first on the search path, so its bookkeeping table
+/// is the schema's own and never mixes with the control schema's.
+pub(crate) async fn migrate_tenant_schema(conn: &mut PgConnection) -> StoreResult<()> {
+    sqlx::query(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {DATA_SCHEMA}; SET search_path TO {DATA_SCHEMA}"
+    ))
+    .execute(&mut *conn)
+    .await
+    .map_err(pg_error)?;
+    let migrated = TENANT_MIGRATIONS
+        .run(&mut *conn)
+        .await
+        .map_err(|e| StoreError::Internal(format!("migrating the tenant data schema: {e}")));
+    sqlx::query("RESET search_path")
+        .execute(&mut *conn)
+        .await
+        .map_err(pg_error)?;
+    migrated
+}
+
+/// Creates the runtime role if missing, and refuses one that could bypass
+/// row-level security.
+async fn ensure_runtime_role(conn: &mut PgConnection, settings: &PgSettings) -> StoreResult<()> {
+    let role = &settings.runtime_role;
+    let existing: Option<(bool, bool)> =
+        sqlx::query_as("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1")
+            .bind(role)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(pg_error)?;
+    match existing {
+        Some((false, false)) => {}
+        Some(_) => {
+            return Err(StoreError::Internal(format!(
+                "runtime role {role} is a superuser or has BYPASSRLS; row-level security would not apply to it"
+            )));
+        }
+        None => {
+            let create =
+                format!("CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE");
+            match sqlx::query(&create).execute(&mut *conn).await {
+                Ok(_) => {}
+                // Created concurrently (another server or test): fine.
+                Err(sqlx::Error::Database(e))
+                    if matches!(e.code().as_deref(), Some("42710") | Some("23505")) => {}
+                Err(e) => return Err(pg_error(e)),
+            }
+        }
+    }
+    if let Some(password) = &settings.runtime_password {
+        let sql: String = sqlx::query_scalar("SELECT format('ALTER ROLE %I PASSWORD %L', $1, $2)")
+            .bind(role)
+            .bind(password)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(pg_error)?;
+        sqlx::query(&sql)
+            .execute(&mut *conn)
+            .await
+            .map_err(pg_error)?;
+    }
+    Ok(())
+}
+
+/// The runtime role may read and write rows, nothing more; the audit log is
+/// append-only even for it. `control` says whether this database holds the
+/// control schema too (the main database) or tenant data alone.
+pub(crate) async fn grant_runtime(
+    conn: &mut PgConnection,
+    role: &str,
+    control: bool,
+) -> StoreResult<()> {
+    let mut sql = format!(
+        "GRANT USAGE ON SCHEMA {DATA_SCHEMA} TO {role};
+         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {DATA_SCHEMA} TO {role};
+         REVOKE ALL ON {DATA_SCHEMA}._sqlx_migrations FROM {role};"
+    );
+    if control {
+        sql.push_str(&format!(
+            "GRANT USAGE ON SCHEMA public TO {role};
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};
+             REVOKE UPDATE, DELETE ON public.audit_log FROM {role};
+             REVOKE ALL ON public._sqlx_migrations FROM {role};"
+        ));
+    }
+    sqlx::raw_sql(&sql)
+        .execute(&mut *conn)
+        .await
+        .map_err(pg_error)?;
+    Ok(())
+}
+
+/// Maps sqlx errors once: uniqueness → `Conflict(field)`, a database that
+/// cannot be reached, is shutting down or is out of connections →
+/// `Unavailable`.
+pub(crate) fn pg_error(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            // Unique indexes are named `<table>_<field>`; primary keys `<table>_pkey`.
+            let field = match db.constraint().and_then(|c| c.rsplit('_').next()) {
+                Some("pkey") | None => "id",
+                Some(field) => field,
+            };
+            StoreError::Conflict(field.to_owned())
+        }
+        sqlx::Error::Database(db)
+            if db.code().is_some_and(|c| {
+                // 08: connection exception; 57P: operator intervention
+                // (shutdown, crash, cannot connect now); 53300: too many connections.
+                c.starts_with("08") || c.starts_with("57P") || c == "53300"
+            }) =>
+        {
+            StoreError::Unavailable(e.to_string())
+        }
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::Io(_)
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_) => StoreError::Unavailable(e.to_string()),
+        _ => StoreError::Internal(e.to_string()),
+    }
+}
