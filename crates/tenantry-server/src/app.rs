@@ -9,7 +9,7 @@ use crate::enforce::concurrency::TenantGate;
 use crate::enforce::daily_quota::DailyQuota;
 use crate::enforce::rate_limit::RateLimiter;
 use crate::keys::{self, Keyring};
-use crate::settings::Settings;
+use crate::settings::{Database, Settings};
 use anyhow::Context;
 use axum::extract::FromRef;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -20,8 +20,10 @@ use std::sync::{Arc, OnceLock};
 use tenantry::Plan;
 use tenantry::clock::{Clock, SystemClock};
 use tenantry::resolve::{ResolverConfig, TenantResolver};
+use tenantry::store::postgres::{PgControlStore, PgDataPlane, PgDatabase, PgSettings};
 use tenantry::store::sqlite::{SqliteControlStore, SqliteDataPlane};
-use tenantry::store::{ControlStore, Store};
+use tenantry::store::DataPlane;
+use tenantry::store::Store;
 use tokio::net::TcpListener;
 
 #[derive(Clone)]
@@ -74,12 +76,8 @@ pub async fn open_services_with_clock(
         .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
     let jwt_secret = keys::load_or_create(&settings.data_dir, keys::JWT_SECRET_FILE, 64)?;
     let master_key = keys::load_or_create(&settings.data_dir, keys::MASTER_KEY_FILE, 32)?;
-    let db_path = settings.control_db_path()?;
-    let store = SqliteControlStore::open(&db_path)
-        .await
-        .with_context(|| format!("opening control store {}", db_path.display()))?;
+    let (store, data) = open_stores(settings).await?;
     store.seed_plans(&Plan::builtin()).await?;
-    let store: Arc<dyn Store> = Arc::new(store);
     let resolver = Arc::new(TenantResolver::new(
         store.clone(),
         ResolverConfig {
@@ -88,9 +86,6 @@ pub async fn open_services_with_clock(
             multi_tenant: settings.multi_tenant,
         },
     ));
-    let data = SqliteDataPlane::open(&settings.data_dir, settings.max_open_tenant_databases)
-        .await
-        .context("opening tenant data stores")?;
     let services = Arc::new(Services {
         daily_quota: DailyQuota::new(store.clone(), clock.clone()),
         tenant_gate: TenantGate::new(
@@ -99,7 +94,7 @@ pub async fn open_services_with_clock(
         ),
         store,
         resolver,
-        data: Arc::new(data),
+        data,
         keyring: Keyring::new(&master_key)?,
         tokens: TokenKeys::new(&jwt_secret),
         clock: clock.clone(),
@@ -125,6 +120,38 @@ pub async fn open_services_with_clock(
         services.ensure_default_tenant().await?;
     }
     Ok(services)
+}
+
+/// The control store and the data plane on the configured engine.
+async fn open_stores(settings: &Settings) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn DataPlane>)> {
+    match settings.database()? {
+        Database::Sqlite(path) => {
+            let store = SqliteControlStore::open(&path)
+                .await
+                .with_context(|| format!("opening control store {}", path.display()))?;
+            let data = SqliteDataPlane::open(&settings.data_dir, settings.max_open_tenant_databases)
+                .await
+                .context("opening tenant data stores")?;
+            Ok((Arc::new(store), Arc::new(data)))
+        }
+        Database::Postgres(url) => {
+            let db = PgDatabase::open(&PgSettings {
+                url,
+                runtime_role: settings.database_runtime_role.clone(),
+                runtime_password: settings.database_runtime_password.clone(),
+                max_connections: settings.database_max_connections,
+                acquire_timeout: std::time::Duration::from_millis(
+                    settings.database_acquire_timeout_ms,
+                ),
+            })
+            .await
+            .context("opening PostgreSQL")?;
+            let data = PgDataPlane::open(&db, settings.dedicated_max_connections)
+                .await
+                .context("opening the dedicated tier on PostgreSQL")?;
+            Ok((Arc::new(PgControlStore::new(db)), Arc::new(data)))
+        }
+    }
 }
 
 /// A ready-to-serve application.

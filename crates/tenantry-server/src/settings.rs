@@ -14,8 +14,21 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Where SQLite files and key files live.
     pub data_dir: PathBuf,
-    /// Control store URL: `sqlite://…` (default: `control.db` in the data dir).
+    /// Where the control store and the shared tier live: `sqlite://<file>`
+    /// (default: `control.db` in the data dir) or `postgres://…` (the owner
+    /// role, which runs migrations; requests run as `database_runtime_role`).
     pub database_url: Option<String>,
+    /// PostgreSQL: the role requests run as (no superuser, no BYPASSRLS, owns nothing).
+    pub database_runtime_role: String,
+    /// PostgreSQL: that role's password, where authentication needs one.
+    #[serde(skip_serializing)]
+    pub database_runtime_password: Option<String>,
+    /// PostgreSQL: connections of the main database's runtime pool.
+    pub database_max_connections: u32,
+    /// PostgreSQL: cap on connections held by dedicated tenants' pools together.
+    pub dedicated_max_connections: u32,
+    /// PostgreSQL: how long a request waits for a connection before 503, in milliseconds.
+    pub database_acquire_timeout_ms: u64,
     /// The platform super-admin created at first start.
     pub admin_email: Option<String>,
     #[serde(skip_serializing)]
@@ -59,6 +72,11 @@ impl Default for Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./data"),
             database_url: None,
+            database_runtime_role: "tenantry_app".to_owned(),
+            database_runtime_password: None,
+            database_max_connections: 16,
+            dedicated_max_connections: 64,
+            database_acquire_timeout_ms: 3000,
             admin_email: None,
             admin_password: None,
             base_domain: None,
@@ -103,21 +121,33 @@ impl Settings {
         Ok(Self::figment(config_file, overrides).extract()?)
     }
 
-    /// The SQLite file of the control store.
-    pub fn control_db_path(&self) -> anyhow::Result<PathBuf> {
-        match self.database_url.as_deref() {
-            None => Ok(self.data_dir.join("control.db")),
-            Some(url) => match url
-                .strip_prefix("sqlite://")
-                .or_else(|| url.strip_prefix("sqlite:"))
-            {
-                Some(path) => Ok(PathBuf::from(path)),
-                None => anyhow::bail!(
-                    "TENANTRY_DATABASE_URL must be a sqlite:// URL in this version; PostgreSQL support is not built yet"
-                ),
-            },
+    /// Which engine holds the control store and the shared tier.
+    pub fn database(&self) -> anyhow::Result<Database> {
+        let Some(url) = self.database_url.as_deref() else {
+            return Ok(Database::Sqlite(self.data_dir.join("control.db")));
+        };
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Database::Postgres(url.to_owned()));
+        }
+        match url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            Some(path) => Ok(Database::Sqlite(PathBuf::from(path))),
+            None => anyhow::bail!(
+                "TENANTRY_DATABASE_URL must start with sqlite:// or postgres://, got {url:?}"
+            ),
         }
     }
+}
+
+/// The engine of the control store and the shared tier.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Database {
+    /// The control store's SQLite file (tenant data lives beside it in the data dir).
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL of the owner role.
+    Postgres(String),
 }
 
 #[cfg(test)]

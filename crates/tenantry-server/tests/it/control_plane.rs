@@ -1,6 +1,6 @@
 //! The control plane through HTTP: tenants, plans, organizations, config.
 
-use crate::support::{ADMIN_PASSWORD, TestApp};
+use crate::support::{ADMIN_PASSWORD, Backend, TestApp};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tenantry::{OrgId, Role};
@@ -636,8 +636,25 @@ async fn config_overrides_effective_view_and_encryption() {
             );
         }
     }
-    assert!(app.dir.path().join("control.db-wal").exists());
-    scan(app.dir.path(), secret);
+    match crate::BACKEND {
+        Backend::Sqlite => {
+            assert!(app.dir.path().join("control.db-wal").exists());
+            scan(app.dir.path(), secret);
+        }
+        Backend::Postgres => {
+            scan(app.dir.path(), secret);
+            let mut db = app.pg_owner().await;
+            let stored: Vec<String> = sqlx::query_scalar("SELECT value::text FROM tenant_config")
+                .fetch_all(&mut db)
+                .await
+                .expect("config rows");
+            assert!(!stored.is_empty());
+            assert!(
+                stored.iter().all(|v| !v.contains(secret)),
+                "plaintext secret in tenant_config"
+            );
+        }
+    }
     let dir = app.stop().await;
 
     // Everything survives a restart, and the secret still decrypts.

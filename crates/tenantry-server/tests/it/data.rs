@@ -771,16 +771,12 @@ async fn stats_group_by_and_cross_tenant_comparison() {
 }
 
 #[tokio::test]
-async fn dedicated_files_exist_from_creation_and_vanish_on_purge() {
+async fn dedicated_storage_exists_from_creation_and_vanishes_on_purge() {
     let app = TestApp::spawn().await;
     let staff = app.admin_token().await;
     let (t, token) = tenant(&app, &staff, "ded", "enterprise", "dedicated").await;
-    let file = app
-        .dir
-        .path()
-        .join("tenants")
-        .join(format!("{}.db", t["id"].as_str().expect("id")));
-    assert!(file.exists(), "created before the 201");
+    let id = t["id"].as_str().expect("id");
+    assert!(app.dedicated_storage_exists(id).await, "created before the 201");
     post_record(&app, &token, "x", json!({"a": 1})).await;
     let (s, shared_token) = tenant(&app, &staff, "shr", "basic", "shared").await;
     post_record(
@@ -796,7 +792,10 @@ async fn dedicated_files_exist_from_creation_and_vanish_on_purge() {
             .status,
         204
     );
-    assert!(!file.exists(), "purged with the tenant");
+    assert!(
+        !app.dedicated_storage_exists(id).await,
+        "purged with the tenant"
+    );
     assert_eq!(
         app.call(Method::DELETE, "/api/v1/tenants/shr", Some(&staff), None)
             .await

@@ -8,4 +8,7 @@ mod hardening;
 mod identity;
 mod limits;
 mod oracle;
+mod pg;
 mod support;
+
+const BACKEND: support::Backend = support::Backend::Sqlite;

@@ -1,4 +1,7 @@
 //! Spawning the real application for tests, and a small JSON client.
+//!
+//! Shared by both test binaries (SQLite and PostgreSQL); each uses part of it.
+#![allow(dead_code)]
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -13,6 +16,13 @@ pub const ADMIN_EMAIL: &str = "admin@test.example";
 pub const ADMIN_PASSWORD: &str = "Admin-Passw0rd!";
 /// Meets every built-in plan's password policy.
 pub const USER_PASSWORD: &str = "User-Passw0rd!42";
+
+/// The engine a test binary runs the suite against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
 
 pub struct TestApp {
     pub base: String,
@@ -87,6 +97,9 @@ impl TestApp {
         tweak: impl FnOnce(&mut Settings),
     ) -> Self {
         let mut settings = test_settings(dir.path());
+        if crate::BACKEND == Backend::Postgres {
+            settings.database_url = Some(crate::pg::database_url_for(dir.path()).await);
+        }
         tweak(&mut settings);
         let app = App::build_with_clock(settings, clock)
             .await
@@ -151,6 +164,44 @@ impl TestApp {
             .expect("flush request counts");
         drop(app_state);
         dir
+    }
+
+    /// A connection to this app's PostgreSQL database as the owner role
+    /// (which row-level security does not restrict: it is a superuser here).
+    pub async fn pg_owner(&self) -> sqlx::PgConnection {
+        use sqlx::Connection;
+        let url = self
+            .app_state
+            .settings
+            .database_url
+            .clone()
+            .expect("a PostgreSQL app");
+        sqlx::PgConnection::connect(&url)
+            .await
+            .expect("owner connection")
+    }
+
+    /// Whether the dedicated tenant's own database (file or PostgreSQL database) exists.
+    pub async fn dedicated_storage_exists(&self, tenant_id: &str) -> bool {
+        match crate::BACKEND {
+            Backend::Sqlite => self
+                .dir
+                .path()
+                .join("tenants")
+                .join(format!("{tenant_id}.db"))
+                .exists(),
+            Backend::Postgres => {
+                let hex = tenant_id.replace('-', "");
+                let found: Option<i32> = sqlx::query_scalar(
+                    "SELECT 1 FROM pg_database WHERE datname LIKE '%\\_' || $1",
+                )
+                .bind(hex)
+                .fetch_optional(&mut self.pg_owner().await)
+                .await
+                .expect("pg_database");
+                found.is_some()
+            }
+        }
     }
 
     pub async fn call(

@@ -1,6 +1,19 @@
 //! The control store on PostgreSQL.
 
-use super::PgDatabase;
+use super::{PgDatabase, pg_error, set_tenant, tenant_tx};
+use crate::Role;
+use crate::ids::{OrgId, TenantId, UserId};
+use crate::plan::Plan;
+use crate::store::{
+    ConfigEntry, ControlStore, Organization, PageRequest, PlatformUser, StoreError, StoreResult,
+    TenantFilter, decode, isolation,
+};
+use crate::tenant::{Slug, Tenant, TenantStatus};
+use async_trait::async_trait;
+use sqlx::postgres::PgRow;
+use sqlx::types::Json;
+use sqlx::{Postgres, QueryBuilder, Row};
+use uuid::Uuid;
 
 /// The PostgreSQL control store: platform users, plans, organizations,
 /// tenants, their config and identity, in the main database.
@@ -16,5 +29,527 @@ impl PgControlStore {
 
     pub fn database(&self) -> &PgDatabase {
         &self.db
+    }
+
+    /// One live tenant by a unique column; `condition` is a fixed fragment of ours.
+    async fn live_tenant_where<T>(
+        &self,
+        condition: &'static str,
+        value: T,
+    ) -> StoreResult<Option<Tenant>>
+    where
+        T: for<'q> sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + Send,
+    {
+        sqlx::query(&format!(
+            "SELECT * FROM tenants WHERE {condition} AND status <> 'deleted'"
+        ))
+        .bind(value)
+        .fetch_optional(&self.db.runtime)
+        .await
+        .map_err(pg_error)?
+        .as_ref()
+        .map(tenant_from_row)
+        .transpose()
+    }
+}
+
+/// One column of a row, decoding failures mapped like any other store error.
+pub(super) fn col<'r, T>(row: &'r PgRow, name: &str) -> StoreResult<T>
+where
+    T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
+{
+    row.try_get(name).map_err(pg_error)
+}
+
+/// A `bigint` count as `u64` (negative values cannot happen; clamp anyway).
+pub(super) fn count(n: i64) -> u64 {
+    n.max(0) as u64
+}
+
+pub(super) fn page_limit(page: &PageRequest) -> i64 {
+    i64::from(page.limit.max(1))
+}
+
+fn tenant_from_row(row: &PgRow) -> StoreResult<Tenant> {
+    let slug: String = col(row, "slug")?;
+    let status: String = col(row, "status")?;
+    let iso: String = col(row, "isolation")?;
+    Ok(Tenant {
+        id: TenantId(col(row, "id")?),
+        slug: Slug::parse_allowing_reserved(&slug)
+            .map_err(|e| StoreError::Internal(format!("bad slug in store: {e}")))?,
+        name: col(row, "name")?,
+        plan: col(row, "plan")?,
+        status: decode(&status, TenantStatus::parse, "status")?,
+        isolation: isolation(&iso)?,
+        organization_id: col::<Option<Uuid>>(row, "organization_id")?.map(OrgId),
+        domain: col(row, "domain")?,
+        metadata: col(row, "metadata")?,
+        branding: col(row, "branding")?,
+        created_at: col(row, "created_at")?,
+        updated_at: col(row, "updated_at")?,
+    })
+}
+
+fn platform_user_from_row(row: &PgRow) -> StoreResult<PlatformUser> {
+    let role: String = col(row, "role")?;
+    Ok(PlatformUser {
+        id: UserId(col(row, "id")?),
+        email: col(row, "email")?,
+        name: col(row, "name")?,
+        password_hash: col(row, "password_hash")?,
+        role: decode(&role, Role::parse, "role")?,
+        organization_id: col::<Option<Uuid>>(row, "organization_id")?.map(OrgId),
+        created_at: col(row, "created_at")?,
+    })
+}
+
+fn org_from_row(row: &PgRow) -> StoreResult<Organization> {
+    Ok(Organization {
+        id: OrgId(col(row, "id")?),
+        name: col(row, "name")?,
+        description: col(row, "description")?,
+        created_at: col(row, "created_at")?,
+    })
+}
+
+fn plan_from_row(row: &PgRow) -> StoreResult<Plan> {
+    serde_json::from_value(col(row, "body")?)
+        .map_err(|e| StoreError::Internal(format!("bad plan in store: {e}")))
+}
+
+fn config_from_row(row: &PgRow) -> StoreResult<ConfigEntry> {
+    Ok(ConfigEntry {
+        key: col(row, "key")?,
+        value: col(row, "value")?,
+        encrypted: col(row, "encrypted")?,
+        updated_at: col(row, "updated_at")?,
+    })
+}
+
+#[async_trait]
+impl ControlStore for PgControlStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.db.runtime)
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
+    async fn insert_platform_user(&self, u: &PlatformUser) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO platform_users (id, email, name, password_hash, role, organization_id, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(u.id.0)
+        .bind(&u.email)
+        .bind(&u.name)
+        .bind(&u.password_hash)
+        .bind(u.role.as_str())
+        .bind(u.organization_id.map(|o| o.0))
+        .bind(u.created_at)
+        .execute(&self.db.runtime)
+        .await
+        .map_err(|e| match pg_error(e) {
+            StoreError::Conflict(_) => StoreError::Conflict("email".into()),
+            other => other,
+        })?;
+        Ok(())
+    }
+
+    async fn platform_user_by_email(&self, email: &str) -> StoreResult<Option<PlatformUser>> {
+        sqlx::query("SELECT * FROM platform_users WHERE lower(email) = lower($1)")
+            .bind(email)
+            .fetch_optional(&self.db.runtime)
+            .await
+            .map_err(pg_error)?
+            .as_ref()
+            .map(platform_user_from_row)
+            .transpose()
+    }
+
+    async fn platform_user(&self, id: UserId) -> StoreResult<Option<PlatformUser>> {
+        sqlx::query("SELECT * FROM platform_users WHERE id = $1")
+            .bind(id.0)
+            .fetch_optional(&self.db.runtime)
+            .await
+            .map_err(pg_error)?
+            .as_ref()
+            .map(platform_user_from_row)
+            .transpose()
+    }
+
+    async fn count_super_admins(&self) -> StoreResult<u64> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM platform_users WHERE role = 'super_admin'")
+                .fetch_one(&self.db.runtime)
+                .await
+                .map_err(pg_error)?;
+        Ok(count(n))
+    }
+
+    async fn list_plans(&self) -> StoreResult<Vec<Plan>> {
+        sqlx::query("SELECT body FROM plans ORDER BY code")
+            .fetch_all(&self.db.runtime)
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(plan_from_row)
+            .collect()
+    }
+
+    async fn plan(&self, code: &str) -> StoreResult<Option<Plan>> {
+        sqlx::query("SELECT body FROM plans WHERE code = $1")
+            .bind(code)
+            .fetch_optional(&self.db.runtime)
+            .await
+            .map_err(pg_error)?
+            .as_ref()
+            .map(plan_from_row)
+            .transpose()
+    }
+
+    async fn upsert_plan(&self, plan: &Plan) -> StoreResult<bool> {
+        // One statement: `xmax = 0` holds for a freshly inserted row only, so
+        // "was it new" is answered atomically with the write.
+        let inserted: bool = sqlx::query_scalar(
+            "INSERT INTO plans (code, body) VALUES ($1, $2)
+             ON CONFLICT (code) DO UPDATE SET body = excluded.body
+             RETURNING (xmax = 0)",
+        )
+        .bind(&plan.code)
+        .bind(Json(plan))
+        .fetch_one(&self.db.runtime)
+        .await
+        .map_err(pg_error)?;
+        Ok(inserted)
+    }
+
+    async fn seed_plans(&self, plans: &[Plan]) -> StoreResult<()> {
+        for plan in plans {
+            sqlx::query(
+                "INSERT INTO plans (code, body) VALUES ($1, $2) ON CONFLICT (code) DO NOTHING",
+            )
+            .bind(&plan.code)
+            .bind(Json(plan))
+            .execute(&self.db.runtime)
+            .await
+            .map_err(pg_error)?;
+        }
+        Ok(())
+    }
+
+    async fn insert_org(&self, org: &Organization) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO organizations (id, name, description, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(org.id.0)
+        .bind(&org.name)
+        .bind(&org.description)
+        .bind(org.created_at)
+        .execute(&self.db.runtime)
+        .await
+        .map_err(pg_error)?;
+        Ok(())
+    }
+
+    async fn org(&self, id: OrgId) -> StoreResult<Option<Organization>> {
+        sqlx::query("SELECT * FROM organizations WHERE id = $1")
+            .bind(id.0)
+            .fetch_optional(&self.db.runtime)
+            .await
+            .map_err(pg_error)?
+            .as_ref()
+            .map(org_from_row)
+            .transpose()
+    }
+
+    async fn list_orgs(
+        &self,
+        only: Option<OrgId>,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<Organization>> {
+        let mut q = QueryBuilder::<Postgres>::new("SELECT * FROM organizations WHERE 1 = 1");
+        if let Some(only) = only {
+            q.push(" AND id = ").push_bind(only.0);
+        }
+        if let Some(after) = page.after {
+            q.push(" AND id > ").push_bind(after);
+        }
+        q.push(" ORDER BY id LIMIT ").push_bind(page_limit(page));
+        q.build()
+            .fetch_all(&self.db.runtime)
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(org_from_row)
+            .collect()
+    }
+
+    async fn insert_tenant(&self, t: &Tenant, wrapped_key: &[u8]) -> StoreResult<()> {
+        // The tenant's context is set for the key row (tenant_keys has RLS).
+        let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
+        sqlx::query(
+            "INSERT INTO tenants (id, slug, name, plan, status, isolation, organization_id, domain,
+                                  metadata, branding, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(t.id.0)
+        .bind(t.slug.as_str())
+        .bind(&t.name)
+        .bind(&t.plan)
+        .bind(t.status.as_str())
+        .bind(t.isolation.as_str())
+        .bind(t.organization_id.map(|o| o.0))
+        .bind(&t.domain)
+        .bind(&t.metadata)
+        .bind(&t.branding)
+        .bind(t.created_at)
+        .bind(t.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        sqlx::query("INSERT INTO tenant_keys (tenant_id, wrapped_key) VALUES ($1, $2)")
+            .bind(t.id.0)
+            .bind(wrapped_key)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    async fn tenant_by_id(&self, id: TenantId) -> StoreResult<Option<Tenant>> {
+        self.live_tenant_where("id = $1", id.0).await
+    }
+
+    async fn tenant_by_slug(&self, slug: &str) -> StoreResult<Option<Tenant>> {
+        self.live_tenant_where("slug = $1", slug.to_owned()).await
+    }
+
+    async fn tenant_by_domain(&self, domain: &str) -> StoreResult<Option<Tenant>> {
+        self.live_tenant_where("domain = $1", domain.to_owned())
+            .await
+    }
+
+    async fn list_tenants(&self, f: &TenantFilter, page: &PageRequest) -> StoreResult<Vec<Tenant>> {
+        let mut q = QueryBuilder::<Postgres>::new("SELECT * FROM tenants WHERE 1 = 1");
+        match f.status {
+            Some(status) => {
+                q.push(" AND status = ").push_bind(status.as_str());
+            }
+            None => {
+                q.push(" AND status <> 'deleted'");
+            }
+        }
+        if let Some(plan) = &f.plan {
+            q.push(" AND plan = ").push_bind(plan.clone());
+        }
+        if let Some(org) = f.organization_id {
+            q.push(" AND organization_id = ").push_bind(org.0);
+        }
+        if let Some(text) = &f.q {
+            // LIKE wildcards in the search text are escaped: `q` is a substring, not a pattern.
+            let escaped = text
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            let pattern = format!("%{escaped}%");
+            q.push(" AND (name ILIKE ")
+                .push_bind(pattern.clone())
+                .push(" ESCAPE '\\' OR slug ILIKE ")
+                .push_bind(pattern)
+                .push(" ESCAPE '\\')");
+        }
+        if let Some(after) = page.after {
+            q.push(" AND id > ").push_bind(after);
+        }
+        q.push(" ORDER BY id LIMIT ").push_bind(page_limit(page));
+        q.build()
+            .fetch_all(&self.db.runtime)
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(tenant_from_row)
+            .collect()
+    }
+
+    async fn update_tenant(&self, t: &Tenant) -> StoreResult<()> {
+        // Status is not written here (see `set_tenant_status`), so a PATCH
+        // racing a suspension cannot undo it; a deleted tenant stays deleted.
+        let done = sqlx::query(
+            "UPDATE tenants SET slug = $1, name = $2, plan = $3, isolation = $4, organization_id = $5,
+                    domain = $6, metadata = $7, branding = $8, updated_at = $9
+             WHERE id = $10 AND status <> 'deleted'",
+        )
+        .bind(t.slug.as_str())
+        .bind(&t.name)
+        .bind(&t.plan)
+        .bind(t.isolation.as_str())
+        .bind(t.organization_id.map(|o| o.0))
+        .bind(&t.domain)
+        .bind(&t.metadata)
+        .bind(&t.branding)
+        .bind(t.updated_at)
+        .bind(t.id.0)
+        .execute(&self.db.runtime)
+        .await
+        .map_err(pg_error)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn set_tenant_status(&self, t: &Tenant, status: TenantStatus) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE tenants SET status = $1, updated_at = $2 WHERE id = $3 AND status <> 'deleted'",
+        )
+        .bind(status.as_str())
+        .bind(chrono::Utc::now())
+        .bind(t.id.0)
+        .execute(&self.db.runtime)
+        .await
+        .map_err(pg_error)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn purge_tenant(&self, t: &Tenant) -> StoreResult<()> {
+        // One transaction in the tenant's context: the RLS'd tables only
+        // show (and let us delete) this tenant's rows. audit_log stays: the
+        // runtime role cannot delete from it, and the chain outlives the tenant.
+        let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
+        for sql in [
+            "DELETE FROM tenant_config WHERE tenant_id = $1",
+            "DELETE FROM request_counts WHERE tenant_id = $1",
+            "DELETE FROM refresh_tokens WHERE tenant_id = $1",
+            "DELETE FROM otp_codes WHERE tenant_id = $1",
+            "DELETE FROM users WHERE tenant_id = $1",
+            "DELETE FROM tenant_keys WHERE tenant_id = $1",
+            "UPDATE tenants SET status = 'deleted', domain = NULL, metadata = '{}', branding = '{}',
+                    updated_at = now() WHERE id = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(t.id.0)
+                .execute(&mut *tx)
+                .await
+                .map_err(pg_error)?;
+        }
+        tx.commit().await.map_err(pg_error)
+    }
+
+    async fn tenant_wrapped_key(&self, t: &Tenant) -> StoreResult<Vec<u8>> {
+        let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
+        let key: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT wrapped_key FROM tenant_keys WHERE tenant_id = $1")
+                .bind(t.id.0)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        key.ok_or_else(|| StoreError::Internal(format!("tenant {} has no data key", t.id)))
+    }
+
+    async fn add_request_counts(
+        &self,
+        counts: &[(TenantId, chrono::NaiveDate, u64)],
+    ) -> StoreResult<()> {
+        // One transaction for the batch; the tenant context is switched
+        // before each row so RLS's WITH CHECK accepts it.
+        let mut tx = self.db.runtime.begin().await.map_err(pg_error)?;
+        for (tenant, day, n) in counts {
+            set_tenant(&mut tx, *tenant).await?;
+            sqlx::query(
+                "INSERT INTO request_counts (tenant_id, day, requests) VALUES ($1, $2, $3)
+                 ON CONFLICT (tenant_id, day) DO UPDATE
+                 SET requests = request_counts.requests + excluded.requests",
+            )
+            .bind(tenant.0)
+            .bind(*day)
+            .bind(i64::try_from(*n).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        }
+        tx.commit().await.map_err(pg_error)
+    }
+
+    async fn request_counts(
+        &self,
+        t: &Tenant,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> StoreResult<Vec<(chrono::NaiveDate, u64)>> {
+        let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
+        let rows: Vec<(chrono::NaiveDate, i64)> = sqlx::query_as(
+            "SELECT day, requests FROM request_counts
+             WHERE tenant_id = $1 AND day >= $2 AND day <= $3 ORDER BY day",
+        )
+        .bind(t.id.0)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(rows.into_iter().map(|(day, n)| (day, count(n))).collect())
+    }
+
+    async fn list_config(&self, t: &Tenant) -> StoreResult<Vec<ConfigEntry>> {
+        let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
+        let rows = sqlx::query("SELECT * FROM tenant_config WHERE tenant_id = $1 ORDER BY key")
+            .bind(t.id.0)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        rows.iter().map(config_from_row).collect()
+    }
+
+    async fn config(&self, t: &Tenant, key: &str) -> StoreResult<Option<ConfigEntry>> {
+        let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
+        let row = sqlx::query("SELECT * FROM tenant_config WHERE tenant_id = $1 AND key = $2")
+            .bind(t.id.0)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        row.as_ref().map(config_from_row).transpose()
+    }
+
+    async fn put_config(&self, t: &Tenant, e: &ConfigEntry) -> StoreResult<()> {
+        let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
+        sqlx::query(
+            "INSERT INTO tenant_config (tenant_id, key, value, encrypted, updated_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (tenant_id, key) DO UPDATE
+             SET value = excluded.value, encrypted = excluded.encrypted, updated_at = excluded.updated_at",
+        )
+        .bind(t.id.0)
+        .bind(&e.key)
+        .bind(&e.value)
+        .bind(e.encrypted)
+        .bind(e.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    async fn delete_config(&self, t: &Tenant, key: &str) -> StoreResult<bool> {
+        let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
+        let done = sqlx::query("DELETE FROM tenant_config WHERE tenant_id = $1 AND key = $2")
+            .bind(t.id.0)
+            .bind(key)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(done.rows_affected() > 0)
     }
 }

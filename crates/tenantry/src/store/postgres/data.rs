@@ -1,1 +1,1150 @@
-//! The data plane on PostgreSQL.
+//! The data plane on PostgreSQL: the shared tier in schema `tenant_data` of
+//! the main database, the dedicated tier in one database per tenant, created
+//! from a migrated template database. Every statement runs in a
+//! [`tenant_tx`], so row-level security applies on top of the `tenant_id`
+//! every query names.
+//!
+//! Dedicated tenants get a small runtime pool each, kept in a registry that
+//! evicts idle pools and bounds the connections all of them may hold
+//! together: each pool holds semaphore permits for all the connections it
+//! may open, released only once its last user is gone and the pool closed.
+
+use super::{
+    DATA_SCHEMA, PgDatabase, check_identifier, drop_database, ensure_database, grant_runtime,
+    migrate_tenant_schema, pg_error, runtime_options, runtime_pool, tenant_tx,
+};
+use crate::ids::{RecordId, TenantId};
+use crate::record::{CollectionDef, FilterOp, Operand, Record, RecordQuery, SortKey};
+use crate::store::data::{DataPlane, TenantData, Usage};
+use crate::store::{StoreError, StoreResult, time_text};
+use crate::{Isolation, Tenant};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::postgres::PgRow;
+use sqlx::types::Json;
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
+use uuid::Uuid;
+
+/// Connections of one dedicated tenant's pool (fewer if the cap is smaller).
+const DEDICATED_POOL_CONNECTIONS: u32 = 2;
+/// A dedicated pool unused this long is evicted.
+const IDLE_TTL: Duration = Duration::from_secs(60);
+/// How often idle pools are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// `{main}_tpl`, the main name cut so the whole fits PostgreSQL's 63 bytes.
+fn template_name(main: &str) -> String {
+    format!("{}_tpl", &main[..main.len().min(63 - 4)])
+}
+
+/// `{main}_{tenant hex}`, the main name cut so the whole fits 63 bytes.
+fn tenant_db_name(main: &str, tenant: TenantId) -> String {
+    let hex = tenant.0.simple().to_string();
+    let keep = main.len().min(63 - 1 - hex.len());
+    format!("{}_{hex}", &main[..keep])
+}
+
+pub struct PgDataPlane {
+    db: PgDatabase,
+    template: String,
+    registry: Arc<Registry>,
+}
+
+impl PgDataPlane {
+    /// Creates (or brings up to date) the template database of the dedicated
+    /// tier, and bounds the connections of all dedicated pools together to
+    /// `max_connections`.
+    pub async fn open(db: &PgDatabase, max_connections: u32) -> StoreResult<Self> {
+        Self::open_with_pool_size(db, max_connections, DEDICATED_POOL_CONNECTIONS).await
+    }
+
+    /// As [`open`](Self::open), with `per_tenant` connections per dedicated pool.
+    pub async fn open_with_pool_size(
+        db: &PgDatabase,
+        max_connections: u32,
+        per_tenant: u32,
+    ) -> StoreResult<Self> {
+        let template = template_name(&db.name);
+        check_identifier(&template)?;
+        ensure_database(&db.admin_options, &template, None).await?;
+        let mut conn = db
+            .admin_options
+            .clone()
+            .database(&template)
+            .connect()
+            .await
+            .map_err(pg_error)?;
+        let migrated = async {
+            migrate_tenant_schema(&mut conn).await?;
+            grant_runtime(&mut conn, &db.settings.runtime_role, false).await
+        }
+        .await;
+        // Nobody may stay connected to a template: CREATE DATABASE … TEMPLATE would fail.
+        let closed = conn.close().await.map_err(pg_error);
+        migrated?;
+        closed?;
+
+        let cap = max_connections.max(1);
+        let registry = Arc::new(Registry {
+            slots: Mutex::new(HashMap::new()),
+            permits: Arc::new(Semaphore::new(cap as usize)),
+            cap,
+            per_pool: per_tenant.clamp(1, cap),
+            open: Arc::new(AtomicU64::new(0)),
+            epoch: Instant::now(),
+            acquire_timeout: db.settings.acquire_timeout,
+        });
+        let weak = Arc::downgrade(&registry);
+        tokio::spawn(sweep_idle(weak));
+        Ok(Self {
+            db: db.clone(),
+            template,
+            registry,
+        })
+    }
+
+    fn db_name(&self, tenant: TenantId) -> String {
+        tenant_db_name(&self.db.name, tenant)
+    }
+
+    /// How many dedicated pools are open now (evicted ones count until closed).
+    pub async fn open_dedicated_pools(&self) -> u64 {
+        self.registry.open.load(Ordering::SeqCst)
+    }
+
+    async fn dedicated_entry(&self, tenant: TenantId) -> StoreResult<Arc<PoolEntry>> {
+        let name = self.db_name(tenant);
+        check_identifier(&name)?;
+        let options = runtime_options(&self.db.admin_options, &self.db.settings, &name);
+        let settings = self.db.settings.clone();
+        self.registry
+            .get(tenant, move |n| runtime_pool(options, n, &settings))
+            .await
+    }
+}
+
+/// The dedicated pools, by tenant.
+struct Registry {
+    slots: Mutex<HashMap<TenantId, Arc<Slot>>>,
+    /// One permit per connection any pool entry may hold.
+    permits: Arc<Semaphore>,
+    cap: u32,
+    per_pool: u32,
+    /// Pool entries not yet closed.
+    open: Arc<AtomicU64>,
+    epoch: Instant,
+    acquire_timeout: Duration,
+}
+
+struct Slot {
+    entry: OnceCell<Arc<PoolEntry>>,
+    /// Milliseconds since the registry's epoch.
+    last_used: AtomicU64,
+}
+
+/// A tenant's pool and the permits for its connections. Handles hold the
+/// entry, never the bare pool, so the permits come back only once the last
+/// handle is gone and the pool's connections are closed.
+struct PoolEntry {
+    pool: PgPool,
+    permit: Option<OwnedSemaphorePermit>,
+    open: Arc<AtomicU64>,
+}
+
+impl Drop for PoolEntry {
+    fn drop(&mut self) {
+        let pool = self.pool.clone();
+        let permit = self.permit.take();
+        let open = self.open.clone();
+        let close = async move {
+            pool.close().await;
+            drop(permit);
+            open.fetch_sub(1, Ordering::SeqCst);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(close);
+            }
+            // No runtime left: dropping the pool drops its connections.
+            Err(_) => {
+                self.open.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+impl Registry {
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    async fn get(
+        &self,
+        tenant: TenantId,
+        make_pool: impl FnOnce(u32) -> PgPool,
+    ) -> StoreResult<Arc<PoolEntry>> {
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            let slot = slots
+                .entry(tenant)
+                .or_insert_with(|| {
+                    Arc::new(Slot {
+                        entry: OnceCell::new(),
+                        last_used: AtomicU64::new(0),
+                    })
+                })
+                .clone();
+            slot.last_used.store(self.now(), Ordering::Relaxed);
+            slot
+        };
+        slot.entry
+            .get_or_try_init(|| async {
+                let permit = self.permits(tenant).await?;
+                self.open.fetch_add(1, Ordering::SeqCst);
+                Ok(Arc::new(PoolEntry {
+                    pool: make_pool(self.per_pool),
+                    permit: Some(permit),
+                    open: self.open.clone(),
+                }))
+            })
+            .await
+            .cloned()
+    }
+
+    /// Permits for a new pool: when short, evicts the least recently used
+    /// pools and waits (bounded) for them to be closed.
+    async fn permits(&self, tenant: TenantId) -> StoreResult<OwnedSemaphorePermit> {
+        if let Ok(permit) = self.permits.clone().try_acquire_many_owned(self.per_pool) {
+            return Ok(permit);
+        }
+        self.evict_for(tenant);
+        match tokio::time::timeout(
+            self.acquire_timeout,
+            self.permits.clone().acquire_many_owned(self.per_pool),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) | Err(_) => Err(StoreError::Unavailable(
+                "every connection for dedicated tenant databases is in use".into(),
+            )),
+        }
+    }
+
+    /// Forgets pools, least recently used first, until those left leave
+    /// room for one more. Pools still in use close when their users are done.
+    fn evict_for(&self, tenant: TenantId) {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held: Vec<(u64, TenantId)> = slots
+            .iter()
+            .filter(|(t, s)| **t != tenant && s.entry.initialized())
+            .map(|(t, s)| (s.last_used.load(Ordering::Relaxed), *t))
+            .collect();
+        held.sort_unstable();
+        let max_held = (self.cap / self.per_pool).saturating_sub(1) as usize;
+        let excess = held.len().saturating_sub(max_held);
+        for (_, t) in held.into_iter().take(excess) {
+            slots.remove(&t);
+        }
+    }
+
+    fn sweep(&self) {
+        let now = self.now();
+        let ttl = IDLE_TTL.as_millis() as u64;
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.retain(|_, s| now.saturating_sub(s.last_used.load(Ordering::Relaxed)) < ttl);
+    }
+
+    fn remove(&self, tenant: TenantId) -> Option<Arc<Slot>> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.remove(&tenant)
+    }
+}
+
+async fn sweep_idle(registry: Weak<Registry>) {
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        match registry.upgrade() {
+            Some(registry) => registry.sweep(),
+            None => return,
+        }
+    }
+}
+
+#[async_trait]
+impl DataPlane for PgDataPlane {
+    async fn provision(&self, tenant: &Tenant) -> StoreResult<()> {
+        if tenant.isolation != Isolation::Dedicated {
+            return Ok(());
+        }
+        let name = self.db_name(tenant.id);
+        let mut attempt = 0;
+        loop {
+            match ensure_database(&self.db.admin_options, &name, Some(&self.template)).await {
+                Ok(()) => break,
+                // Someone is connected to the template (an autovacuum worker,
+                // another server migrating it): it goes away soon.
+                Err(StoreError::Internal(msg))
+                    if attempt < 10 && msg.contains("being accessed by other users") =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // Usable: the runtime role gets through to the new database.
+        let entry = self.dedicated_entry(tenant.id).await?;
+        let mut tx = tenant_tx(&entry.pool, tenant.id).await?;
+        sqlx::query(&format!("SELECT 1 FROM {DATA_SCHEMA}.usage LIMIT 1"))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    async fn handle(&self, tenant: &Tenant) -> StoreResult<Arc<dyn TenantData>> {
+        let backend = match tenant.isolation {
+            Isolation::Shared => Backend::Shared {
+                pool: self.db.runtime.clone(),
+                admin: self.db.admin.clone(),
+            },
+            Isolation::Dedicated => Backend::Dedicated {
+                entry: self.dedicated_entry(tenant.id).await?,
+                admin: self
+                    .db
+                    .admin_options
+                    .clone()
+                    .database(&self.db_name(tenant.id)),
+            },
+        };
+        Ok(Arc::new(PgTenantData {
+            backend,
+            tenant: tenant.id,
+        }))
+    }
+
+    async fn purge(&self, tenant: &Tenant) -> StoreResult<()> {
+        match tenant.isolation {
+            Isolation::Shared => {
+                let mut tx = tenant_tx(&self.db.runtime, tenant.id).await?;
+                for table in ["record_uniques", "records", "collections", "usage"] {
+                    sqlx::query(&format!(
+                        "DELETE FROM {DATA_SCHEMA}.{table} WHERE tenant_id = $1"
+                    ))
+                    .bind(tenant.id.0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(pg_error)?;
+                }
+                tx.commit().await.map_err(pg_error)
+            }
+            Isolation::Dedicated => {
+                if let Some(entry) = self
+                    .registry
+                    .remove(tenant.id)
+                    .and_then(|slot| slot.entry.get().cloned())
+                {
+                    entry.pool.close().await;
+                }
+                drop_database(&self.db.admin_options, &self.db_name(tenant.id)).await
+            }
+        }
+    }
+}
+
+enum Backend {
+    /// The main database: runtime pool for rows, owner pool for index DDL.
+    Shared { pool: PgPool, admin: PgPool },
+    /// The tenant's database: its registry entry, and how to reach it as owner.
+    Dedicated {
+        entry: Arc<PoolEntry>,
+        admin: sqlx::postgres::PgConnectOptions,
+    },
+}
+
+/// A handle bound to one tenant: every statement runs in its `tenant_tx`
+/// and binds its id.
+struct PgTenantData {
+    backend: Backend,
+    tenant: TenantId,
+}
+
+fn strings(v: Value) -> Vec<String> {
+    serde_json::from_value(v).unwrap_or_default()
+}
+
+fn collection_from_row(row: &PgRow) -> StoreResult<CollectionDef> {
+    let schema: Option<Json<Value>> = row.try_get("schema").map_err(pg_error)?;
+    let unique: Json<Value> = row.try_get("unique_fields").map_err(pg_error)?;
+    let indexed: Json<Value> = row.try_get("indexed_fields").map_err(pg_error)?;
+    Ok(CollectionDef {
+        name: row.try_get("name").map_err(pg_error)?,
+        schema: schema.map(|s| s.0),
+        unique: strings(unique.0),
+        indexed: strings(indexed.0),
+        required_feature: row.try_get("required_feature").map_err(pg_error)?,
+        created_at: row.try_get("created_at").map_err(pg_error)?,
+        updated_at: row.try_get("updated_at").map_err(pg_error)?,
+    })
+}
+
+fn record_from_row(row: &PgRow) -> StoreResult<Record> {
+    let id: Uuid = row.try_get("id").map_err(pg_error)?;
+    let data: Json<Value> = row.try_get("data").map_err(pg_error)?;
+    let created_by: Option<Uuid> = row.try_get("created_by").map_err(pg_error)?;
+    Ok(Record {
+        id: RecordId(id),
+        data: data.0,
+        version: row.try_get("version").map_err(pg_error)?,
+        created_at: row.try_get("created_at").map_err(pg_error)?,
+        updated_at: row.try_get("updated_at").map_err(pg_error)?,
+        created_by: created_by.map(crate::ids::UserId),
+    })
+}
+
+const RECORD_COLUMNS: &str = "id, data, version, created_at, updated_at, created_by";
+const COLLECTION_COLUMNS: &str =
+    "name, schema, unique_fields, indexed_fields, required_feature, created_at, updated_at";
+
+/// `{a,b}`: the text[] path of a validated dotted field.
+fn pg_path(field: &str) -> String {
+    format!("{{{}}}", field.replace('.', ","))
+}
+
+fn path_parts(field: &str) -> Vec<String> {
+    field.split('.').map(str::to_owned).collect()
+}
+
+/// The sort expressions of an indexed field, mirroring SQLite's
+/// `coalesce(json_extract(data, path), '')`: numbers (booleans as 0 and 1)
+/// first, numerically; then text in byte order, where a missing field or
+/// JSON null is '' and objects and arrays are their JSON text. As a tuple
+/// (rank, number, text) with no NULLs, so row comparisons are total. The
+/// path is spliced: the index and the query must use the same expression.
+/// Field names come from the collection's stored (validated) definition.
+fn field_sort_exprs(field: &str) -> [String; 3] {
+    let p = pg_path(field);
+    let v = format!("(data #> '{p}')");
+    let t = format!("jsonb_typeof({v})");
+    [
+        format!("(CASE WHEN {t} IN ('number', 'boolean') THEN 0 ELSE 1 END)"),
+        format!(
+            "(CASE {t} WHEN 'number' THEN (data #>> '{p}')::float8 \
+             WHEN 'boolean' THEN (CASE WHEN {v} = 'true'::jsonb THEN 1 ELSE 0 END)::float8 \
+             ELSE 0::float8 END)"
+        ),
+        format!(
+            "((CASE {t} WHEN 'string' THEN data #>> '{p}' \
+             WHEN 'object' THEN {v}::text WHEN 'array' THEN {v}::text \
+             ELSE '' END) COLLATE \"C\")"
+        ),
+    ]
+}
+
+/// `records_f_<field>`; names beyond PostgreSQL's 63 bytes keep a hash of the whole.
+fn index_name(field: &str) -> String {
+    let name = format!("records_f_{}", field.replace('.', "__"));
+    if name.len() <= 63 {
+        return name;
+    }
+    // FNV-1a: stable across builds and platforms.
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{}_{hash:016x}", &name[..63 - 17])
+}
+
+/// PostgreSQL text cannot hold NUL, and stored JSON strings never contain
+/// one: a comparison with such an operand is decided by the part before it.
+enum TextOperand {
+    Plain(String),
+    /// The part before the first NUL.
+    Cut(String),
+}
+
+fn text_operand(s: &str) -> TextOperand {
+    match s.find('\0') {
+        None => TextOperand::Plain(s.to_owned()),
+        Some(i) => TextOperand::Cut(s[..i].to_owned()),
+    }
+}
+
+/// A typed comparison: false (never NULL) for a missing field or another type.
+fn push_compare(q: &mut QueryBuilder<'_, Postgres>, field: &str, cmp: &str, op: &Operand) {
+    match op {
+        Operand::Number(n) => {
+            q.push("(CASE WHEN jsonb_typeof(data #> ")
+                .push_bind(path_parts(field))
+                .push("::text[]) = 'number' THEN (data #>> ")
+                .push_bind(path_parts(field))
+                .push(format_args!("::text[])::float8 {cmp} "))
+                .push_bind(*n)
+                .push("::float8 ELSE false END)");
+        }
+        Operand::Text(s) => {
+            // With s = p + "\0…" and a stored t without NUL: t = s never;
+            // t >= s iff t > p; t <= s iff t <= p.
+            let (cmp, operand) = match text_operand(s) {
+                TextOperand::Plain(s) => (cmp, s),
+                TextOperand::Cut(p) => match cmp {
+                    "=" => {
+                        q.push("false");
+                        return;
+                    }
+                    ">=" => (">", p),
+                    _ => ("<=", p),
+                },
+            };
+            q.push("(CASE WHEN jsonb_typeof(data #> ")
+                .push_bind(path_parts(field))
+                .push("::text[]) = 'string' THEN (data #>> ")
+                .push_bind(path_parts(field))
+                .push(format_args!("::text[]) COLLATE \"C\" {cmp} "))
+                .push_bind(operand)
+                .push("::text ELSE false END)");
+        }
+    }
+}
+
+/// Index DDL is the owner's; runs only when the index is missing, and a
+/// concurrent creation of the same index counts as success.
+async fn create_index(conn: &mut PgConnection, field: &str) -> StoreResult<()> {
+    let [rank, num, text] = field_sort_exprs(field);
+    let sql = format!(
+        "CREATE INDEX IF NOT EXISTS {} ON {DATA_SCHEMA}.records \
+         (tenant_id, collection, {rank}, {num}, {text}, id)",
+        index_name(field)
+    );
+    match sqlx::query(&sql).execute(&mut *conn).await {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e))
+            if matches!(e.code().as_deref(), Some("42P07") | Some("23505")) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(pg_error(e)),
+    }
+}
+
+impl PgTenantData {
+    fn pool(&self) -> &PgPool {
+        match &self.backend {
+            Backend::Shared { pool, .. } => pool,
+            Backend::Dedicated { entry, .. } => &entry.pool,
+        }
+    }
+
+    async fn tx(&self) -> StoreResult<sqlx::Transaction<'static, Postgres>> {
+        tenant_tx(self.pool(), self.tenant).await
+    }
+
+    /// Locks the tenant's usage row (creating it) and returns its storage:
+    /// every write takes it first, so a tenant's writes are serialised as on
+    /// SQLite — quota checks, version checks and unique claims see each
+    /// other, and locks are always taken in the same order.
+    async fn lock_usage(&self, conn: &mut PgConnection) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar(&format!(
+            "INSERT INTO {DATA_SCHEMA}.usage AS u (tenant_id) VALUES ($1)
+             ON CONFLICT (tenant_id) DO UPDATE SET records = u.records
+             RETURNING u.storage_bytes"
+        ))
+        .bind(self.tenant.0)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(pg_error)?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn add_usage(
+        &self,
+        conn: &mut PgConnection,
+        records: i64,
+        bytes: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(&format!(
+            "INSERT INTO {DATA_SCHEMA}.usage AS u (tenant_id, records, storage_bytes) VALUES ($1, $2, $3)
+             ON CONFLICT (tenant_id) DO UPDATE
+             SET records = u.records + excluded.records, storage_bytes = u.storage_bytes + excluded.storage_bytes"
+        ))
+        .bind(self.tenant.0)
+        .bind(records)
+        .bind(bytes)
+        .execute(&mut *conn)
+        .await
+        .map_err(pg_error)?;
+        Ok(())
+    }
+
+    /// Claims the record's unique values; a taken one is `Conflict(field)`.
+    async fn claim_uniques(
+        &self,
+        conn: &mut PgConnection,
+        def: &CollectionDef,
+        record: &Record,
+    ) -> StoreResult<()> {
+        for field in &def.unique {
+            let Some(value) =
+                crate::record::field_value(&record.data, field).filter(|v| !v.is_null())
+            else {
+                continue;
+            };
+            sqlx::query(&format!(
+                "INSERT INTO {DATA_SCHEMA}.record_uniques (tenant_id, collection, field, value, record_id)
+                 VALUES ($1, $2, $3, $4, $5)"
+            ))
+            .bind(self.tenant.0)
+            .bind(&def.name)
+            .bind(field)
+            .bind(value.to_string())
+            .bind(record.id.0)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| match pg_error(e) {
+                StoreError::Conflict(_) => StoreError::Conflict(field.clone()),
+                other => other,
+            })?;
+        }
+        Ok(())
+    }
+
+    async fn release_uniques(
+        &self,
+        conn: &mut PgConnection,
+        collection: &str,
+        id: RecordId,
+    ) -> StoreResult<()> {
+        sqlx::query(&format!(
+            "DELETE FROM {DATA_SCHEMA}.record_uniques
+             WHERE tenant_id = $1 AND collection = $2 AND record_id = $3"
+        ))
+        .bind(self.tenant.0)
+        .bind(collection)
+        .bind(id.0)
+        .execute(&mut *conn)
+        .await
+        .map_err(pg_error)?;
+        Ok(())
+    }
+
+    /// Version and size of a stored record, locked for the transaction.
+    async fn stored(
+        &self,
+        conn: &mut PgConnection,
+        collection: &str,
+        id: RecordId,
+    ) -> StoreResult<Option<(i64, i64)>> {
+        sqlx::query_as(&format!(
+            "SELECT version, size FROM {DATA_SCHEMA}.records
+             WHERE tenant_id = $1 AND collection = $2 AND id = $3 FOR UPDATE"
+        ))
+        .bind(self.tenant.0)
+        .bind(collection)
+        .bind(id.0)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(pg_error)
+    }
+
+    /// Creates the indexes of `def` that are missing, as the owner.
+    async fn ensure_indexes(&self, def: &CollectionDef) -> StoreResult<()> {
+        if def.indexed.is_empty() {
+            return Ok(());
+        }
+        // Which exist: the catalog is readable by the runtime role.
+        let names: Vec<String> = def
+            .indexed
+            .iter()
+            .map(|f| format!("{DATA_SCHEMA}.{}", index_name(f)))
+            .collect();
+        let mut tx = self.tx().await?;
+        let exists: Vec<bool> =
+            sqlx::query_scalar("SELECT to_regclass(n) IS NOT NULL FROM unnest($1::text[]) WITH ORDINALITY AS t(n, i) ORDER BY i")
+                .bind(&names)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        let missing: Vec<&String> = def
+            .indexed
+            .iter()
+            .zip(exists.iter().copied().chain(std::iter::repeat(false)))
+            .filter(|(_, e)| !e)
+            .map(|(f, _)| f)
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        match &self.backend {
+            Backend::Shared { admin, .. } => {
+                let mut conn = admin.acquire().await.map_err(pg_error)?;
+                for field in missing {
+                    create_index(&mut *conn, field).await?;
+                }
+                Ok(())
+            }
+            Backend::Dedicated { admin, .. } => {
+                let mut conn = admin.connect().await.map_err(pg_error)?;
+                let mut result = Ok(());
+                for field in missing {
+                    result = create_index(&mut conn, field).await;
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                let closed = conn.close().await.map_err(pg_error);
+                result.and(closed)
+            }
+        }
+    }
+}
+
+fn check_quota(current: u64, delta: i64, max: Option<u64>) -> StoreResult<()> {
+    match max {
+        Some(max) if delta > 0 && current.saturating_add(delta as u64) > max => {
+            Err(StoreError::QuotaExceeded)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Pushes `AND (<sort key>, id) <cmp> (<cursor>)` for a timestamp column.
+/// Cursors carry `time_text`; anything else compares as SQLite would compare
+/// it with the stored text (numbers sort before all text).
+fn push_time_cursor(
+    q: &mut QueryBuilder<'_, Postgres>,
+    column: &str,
+    cmp: &str,
+    key: &Value,
+    id: Uuid,
+) {
+    let text = match key {
+        Value::Number(_) => {
+            q.push(if cmp == ">" {
+                " AND true"
+            } else {
+                " AND false"
+            });
+            return;
+        }
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let time = DateTime::parse_from_rfc3339(&text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+        .filter(|t| time_text(*t) == text);
+    if let Some(time) = time {
+        q.push(format_args!(" AND ({column}, id) {cmp} ("))
+            .push_bind(time)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
+        return;
+    }
+    let expr = format!(
+        "(to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') COLLATE \"C\")"
+    );
+    let (text, id) = match text_operand(&text) {
+        TextOperand::Plain(s) => (s, id),
+        // Stored text never equals it: compare with the part before NUL, after every id.
+        TextOperand::Cut(p) => (p, Uuid::max()),
+    };
+    q.push(format_args!(" AND ({expr}, id) {cmp} ("))
+        .push_bind(text)
+        .push("::text, ")
+        .push_bind(id)
+        .push(")");
+}
+
+/// Pushes `AND (<rank, number, text>, id) <cmp> (<cursor>)` for a field sort.
+fn push_field_cursor(
+    q: &mut QueryBuilder<'_, Postgres>,
+    field: &str,
+    cmp: &str,
+    key: &Value,
+    id: Uuid,
+) {
+    let [rank, num, text] = field_sort_exprs(field);
+    let (k_rank, k_num, k_text, id) = match key {
+        Value::Number(n) => (0i32, n.as_f64().unwrap_or(0.0), String::new(), id),
+        other => {
+            let s = match other {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            match text_operand(&s) {
+                TextOperand::Plain(s) => (1, 0.0, s, id),
+                TextOperand::Cut(p) => (1, 0.0, p, Uuid::max()),
+            }
+        }
+    };
+    q.push(format_args!(" AND ({rank}, {num}, {text}, id) {cmp} ("))
+        .push_bind(k_rank)
+        .push(", ")
+        .push_bind(k_num)
+        .push("::float8, ")
+        .push_bind(k_text)
+        .push("::text, ")
+        .push_bind(id)
+        .push(")");
+}
+
+#[async_trait]
+impl TenantData for PgTenantData {
+    async fn collections(&self) -> StoreResult<Vec<CollectionDef>> {
+        let mut tx = self.tx().await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {COLLECTION_COLUMNS} FROM {DATA_SCHEMA}.collections
+             WHERE tenant_id = $1 ORDER BY name COLLATE \"C\""
+        ))
+        .bind(self.tenant.0)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        rows.iter().map(collection_from_row).collect()
+    }
+
+    async fn collection(&self, name: &str) -> StoreResult<Option<CollectionDef>> {
+        if name.contains('\0') {
+            return Ok(None);
+        }
+        let mut tx = self.tx().await?;
+        let row = sqlx::query(&format!(
+            "SELECT {COLLECTION_COLUMNS} FROM {DATA_SCHEMA}.collections
+             WHERE tenant_id = $1 AND name = $2"
+        ))
+        .bind(self.tenant.0)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        row.as_ref().map(collection_from_row).transpose()
+    }
+
+    async fn put_collection(&self, def: &CollectionDef) -> StoreResult<bool> {
+        // Index DDL first, on the owner role (IF NOT EXISTS makes it idempotent).
+        self.ensure_indexes(def).await?;
+        let mut tx = self.tx().await?;
+        self.lock_usage(&mut tx).await?;
+        let existed: Option<i32> = sqlx::query_scalar(&format!(
+            "SELECT 1 FROM {DATA_SCHEMA}.collections WHERE tenant_id = $1 AND name = $2"
+        ))
+        .bind(self.tenant.0)
+        .bind(&def.name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        // Rebuild the unique claims for the (possibly new) unique fields.
+        sqlx::query(&format!(
+            "DELETE FROM {DATA_SCHEMA}.record_uniques WHERE tenant_id = $1 AND collection = $2"
+        ))
+        .bind(self.tenant.0)
+        .bind(&def.name)
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        if !def.unique.is_empty() {
+            let rows = sqlx::query(&format!(
+                "SELECT {RECORD_COLUMNS} FROM {DATA_SCHEMA}.records
+                 WHERE tenant_id = $1 AND collection = $2"
+            ))
+            .bind(self.tenant.0)
+            .bind(&def.name)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+            for row in &rows {
+                self.claim_uniques(&mut tx, def, &record_from_row(row)?)
+                    .await?;
+            }
+        }
+        sqlx::query(&format!(
+            "INSERT INTO {DATA_SCHEMA}.collections (tenant_id, name, schema, unique_fields, indexed_fields,
+                required_feature, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (tenant_id, name) DO UPDATE SET schema = excluded.schema,
+                unique_fields = excluded.unique_fields, indexed_fields = excluded.indexed_fields,
+                required_feature = excluded.required_feature, updated_at = excluded.updated_at"
+        ))
+        .bind(self.tenant.0)
+        .bind(&def.name)
+        .bind(def.schema.as_ref().map(Json))
+        .bind(Json(&def.unique))
+        .bind(Json(&def.indexed))
+        .bind(&def.required_feature)
+        .bind(def.created_at)
+        .bind(def.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(existed.is_none())
+    }
+
+    async fn create_collection_if_absent(&self, def: &CollectionDef) -> StoreResult<()> {
+        let mut tx = self.tx().await?;
+        sqlx::query(&format!(
+            "INSERT INTO {DATA_SCHEMA}.collections (tenant_id, name, schema, unique_fields, indexed_fields,
+                required_feature, created_at, updated_at)
+             VALUES ($1, $2, NULL, '[]', '[]', NULL, $3, $4) ON CONFLICT (tenant_id, name) DO NOTHING"
+        ))
+        .bind(self.tenant.0)
+        .bind(&def.name)
+        .bind(def.created_at)
+        .bind(def.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    async fn insert_record(
+        &self,
+        def: &CollectionDef,
+        r: &Record,
+        max_storage: Option<u64>,
+    ) -> StoreResult<()> {
+        // The quota's unit: the bytes of the data as the API serialised it.
+        let size = r.data.to_string().len() as i64;
+        let mut tx = self.tx().await?;
+        check_quota(self.lock_usage(&mut tx).await?, size, max_storage)?;
+        sqlx::query(&format!(
+            "INSERT INTO {DATA_SCHEMA}.records (tenant_id, collection, id, data, size, version,
+                created_at, updated_at, created_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        ))
+        .bind(self.tenant.0)
+        .bind(&def.name)
+        .bind(r.id.0)
+        .bind(Json(&r.data))
+        .bind(size)
+        .bind(r.version)
+        .bind(r.created_at)
+        .bind(r.updated_at)
+        .bind(r.created_by.map(|u| u.0))
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        self.claim_uniques(&mut tx, def, r).await?;
+        self.add_usage(&mut tx, 1, size).await?;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    async fn record(&self, collection: &str, id: RecordId) -> StoreResult<Option<Record>> {
+        if collection.contains('\0') {
+            return Ok(None);
+        }
+        let mut tx = self.tx().await?;
+        let row = sqlx::query(&format!(
+            "SELECT {RECORD_COLUMNS} FROM {DATA_SCHEMA}.records
+             WHERE tenant_id = $1 AND collection = $2 AND id = $3"
+        ))
+        .bind(self.tenant.0)
+        .bind(collection)
+        .bind(id.0)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        row.as_ref().map(record_from_row).transpose()
+    }
+
+    async fn list_records(
+        &self,
+        def: &CollectionDef,
+        query: &RecordQuery,
+    ) -> StoreResult<Vec<Record>> {
+        let mut q = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {RECORD_COLUMNS} FROM {DATA_SCHEMA}.records WHERE tenant_id = "
+        ));
+        q.push_bind(self.tenant.0)
+            .push(" AND collection = ")
+            .push_bind(def.name.clone());
+        for f in &query.filters {
+            let Some(first) = f.operands.first() else {
+                continue;
+            };
+            q.push(" AND ");
+            match f.op {
+                FilterOp::Eq => push_compare(&mut q, &f.field, "=", first),
+                FilterOp::Ne => {
+                    q.push("NOT ");
+                    push_compare(&mut q, &f.field, "=", first);
+                }
+                FilterOp::Gte => push_compare(&mut q, &f.field, ">=", first),
+                FilterOp::Lte => push_compare(&mut q, &f.field, "<=", first),
+                FilterOp::In => {
+                    q.push("(false");
+                    for op in &f.operands {
+                        q.push(" OR ");
+                        push_compare(&mut q, &f.field, "=", op);
+                    }
+                    q.push(")");
+                }
+            }
+        }
+        let (cmp, dir) = if query.descending {
+            ("<", "DESC")
+        } else {
+            (">", "ASC")
+        };
+        let order: Vec<String> = match &query.sort {
+            SortKey::CreatedAt => vec!["created_at".into()],
+            SortKey::UpdatedAt => vec!["updated_at".into()],
+            SortKey::Field(f) => field_sort_exprs(f).into(),
+        };
+        if let Some(after) = &query.after {
+            match &query.sort {
+                SortKey::CreatedAt => {
+                    push_time_cursor(&mut q, "created_at", cmp, &after.key, after.id.0)
+                }
+                SortKey::UpdatedAt => {
+                    push_time_cursor(&mut q, "updated_at", cmp, &after.key, after.id.0)
+                }
+                SortKey::Field(f) => push_field_cursor(&mut q, f, cmp, &after.key, after.id.0),
+            }
+        }
+        q.push(" ORDER BY ");
+        for expr in &order {
+            q.push(format_args!("{expr} {dir}, "));
+        }
+        q.push(format_args!("id {dir} LIMIT "));
+        q.push_bind(i64::from(query.limit.max(1)));
+        let mut tx = self.tx().await?;
+        let rows = q.build().fetch_all(&mut *tx).await.map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    async fn update_record(
+        &self,
+        def: &CollectionDef,
+        r: &Record,
+        expected: i64,
+        max_storage: Option<u64>,
+    ) -> StoreResult<()> {
+        let size = r.data.to_string().len() as i64;
+        let mut tx = self.tx().await?;
+        let current = self.lock_usage(&mut tx).await?;
+        let (version, old_size) = self
+            .stored(&mut tx, &def.name, r.id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        if version != expected {
+            return Err(StoreError::VersionMismatch);
+        }
+        let delta = size - old_size;
+        check_quota(current, delta, max_storage)?;
+        sqlx::query(&format!(
+            "UPDATE {DATA_SCHEMA}.records SET data = $1, size = $2, version = $3, updated_at = $4
+             WHERE tenant_id = $5 AND collection = $6 AND id = $7"
+        ))
+        .bind(Json(&r.data))
+        .bind(size)
+        .bind(r.version)
+        .bind(r.updated_at)
+        .bind(self.tenant.0)
+        .bind(&def.name)
+        .bind(r.id.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        self.release_uniques(&mut tx, &def.name, r.id).await?;
+        self.claim_uniques(&mut tx, def, r).await?;
+        self.add_usage(&mut tx, 0, delta).await?;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    async fn delete_record(
+        &self,
+        def: &CollectionDef,
+        id: RecordId,
+        expected: Option<i64>,
+    ) -> StoreResult<()> {
+        let mut tx = self.tx().await?;
+        self.lock_usage(&mut tx).await?;
+        let (version, size) = self
+            .stored(&mut tx, &def.name, id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        if expected.is_some_and(|e| e != version) {
+            return Err(StoreError::VersionMismatch);
+        }
+        sqlx::query(&format!(
+            "DELETE FROM {DATA_SCHEMA}.records WHERE tenant_id = $1 AND collection = $2 AND id = $3"
+        ))
+        .bind(self.tenant.0)
+        .bind(&def.name)
+        .bind(id.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        self.release_uniques(&mut tx, &def.name, id).await?;
+        self.add_usage(&mut tx, -1, -size).await?;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    async fn group_counts(
+        &self,
+        collection: &str,
+        field: &str,
+    ) -> StoreResult<(u64, Vec<(Value, u64)>)> {
+        if collection.contains('\0') {
+            return Ok((0, Vec::new()));
+        }
+        // Keys as SQLite's json_extract gives them: a missing field is NULL,
+        // booleans are 0 and 1, everything else its JSON text (numbers keep
+        // their stored spelling, so 1 and 1.0 are two groups there too).
+        let mut tx = self.tx().await?;
+        let rows: Vec<(Option<String>, i64)> = sqlx::query_as(&format!(
+            "SELECT CASE jsonb_typeof(data #> $1::text[])
+                        WHEN 'boolean' THEN CASE WHEN data #> $1::text[] = 'true'::jsonb THEN '1' ELSE '0' END
+                        ELSE (data #> $1::text[])::text END AS k, count(*)
+             FROM {DATA_SCHEMA}.records WHERE tenant_id = $2 AND collection = $3 GROUP BY k"
+        ))
+        .bind(path_parts(field))
+        .bind(self.tenant.0)
+        .bind(collection)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        let total = rows.iter().map(|(_, n)| (*n).max(0) as u64).sum();
+        let groups = rows
+            .into_iter()
+            .map(|(k, n)| {
+                let key = k
+                    .and_then(|k| serde_json::from_str(&k).ok())
+                    .unwrap_or(Value::Null);
+                (key, n.max(0) as u64)
+            })
+            .collect();
+        Ok((total, groups))
+    }
+
+    async fn usage(&self) -> StoreResult<Usage> {
+        let mut tx = self.tx().await?;
+        let row: Option<(i64, i64)> = sqlx::query_as(&format!(
+            "SELECT records, storage_bytes FROM {DATA_SCHEMA}.usage WHERE tenant_id = $1"
+        ))
+        .bind(self.tenant.0)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        let (records, storage_bytes) = row.unwrap_or((0, 0));
+        Ok(Usage {
+            records: records.max(0) as u64,
+            storage_bytes: storage_bytes.max(0) as u64,
+        })
+    }
+}

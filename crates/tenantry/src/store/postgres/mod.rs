@@ -12,6 +12,7 @@ mod data;
 mod identity;
 
 pub use control::PgControlStore;
+pub use data::PgDataPlane;
 
 use super::{StoreError, StoreResult};
 use crate::ids::TenantId;
@@ -235,7 +236,8 @@ pub(crate) async fn migrate_control(conn: &mut PgConnection) -> StoreResult<()> 
 /// runs with that schema first on the search path, so its bookkeeping table
 /// is the schema's own and never mixes with the control schema's.
 pub(crate) async fn migrate_tenant_schema(conn: &mut PgConnection) -> StoreResult<()> {
-    sqlx::query(&format!(
+    // Two statements: the simple protocol (a prepared statement holds one).
+    sqlx::raw_sql(&format!(
         "CREATE SCHEMA IF NOT EXISTS {DATA_SCHEMA}; SET search_path TO {DATA_SCHEMA}"
     ))
     .execute(&mut *conn)

@@ -1,0 +1,24 @@
+//! The behavioural suite again, on PostgreSQL: the same source files as the
+//! SQLite run (`tests/it`), compiled with `BACKEND = Postgres`, so the two
+//! engines cannot drift apart. Plus what only PostgreSQL has: row-level
+//! security and the runtime role.
+
+#[path = "../it/control_plane.rs"]
+mod control_plane;
+#[path = "../it/data.rs"]
+mod data;
+#[path = "../it/hardening.rs"]
+mod hardening;
+#[path = "../it/identity.rs"]
+mod identity;
+#[path = "../it/limits.rs"]
+mod limits;
+#[path = "../it/oracle.rs"]
+mod oracle;
+#[path = "../it/pg.rs"]
+mod pg;
+mod rls;
+#[path = "../it/support.rs"]
+mod support;
+
+const BACKEND: support::Backend = support::Backend::Postgres;
