@@ -17,6 +17,7 @@ mod limits;
 mod oracle;
 #[path = "../it/pg.rs"]
 mod pg;
+mod resilience;
 mod rls;
 #[path = "../it/support.rs"]
 mod support;
