@@ -18,6 +18,7 @@ mod oracle;
 #[path = "../it/pg.rs"]
 mod pg;
 mod resilience;
+mod registry;
 mod rls;
 #[path = "../it/support.rs"]
 mod support;
