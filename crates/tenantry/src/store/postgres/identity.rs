@@ -9,8 +9,8 @@ use crate::store::{PageRequest, StoreError, StoreResult, decode};
 use crate::{Role, Tenant};
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
-use sqlx::Postgres;
 use sqlx::postgres::PgRow;
+use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
 /// Advisory-lock namespaces (first key of the two-key form), so the
@@ -168,16 +168,15 @@ impl IdentityStore for PgControlStore {
 
     async fn list_users(&self, t: &Tenant, page: &PageRequest) -> StoreResult<Vec<TenantUser>> {
         let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
-        let rows = sqlx::query(
-            "SELECT * FROM users WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id > $2)
-             ORDER BY id LIMIT $3",
-        )
-        .bind(t.id.0)
-        .bind(page.after)
-        .bind(page_limit(page))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(pg_error)?;
+        // The cursor condition is added only when there is one, so the
+        // plan stays a range scan of the primary key.
+        let mut q = QueryBuilder::<Postgres>::new("SELECT * FROM users WHERE tenant_id = ");
+        q.push_bind(t.id.0);
+        if let Some(after) = page.after {
+            q.push(" AND id > ").push_bind(after);
+        }
+        q.push(" ORDER BY id LIMIT ").push_bind(page_limit(page));
+        let rows = q.build().fetch_all(&mut *tx).await.map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)?;
         rows.iter().map(user_from_row).collect()
     }
@@ -418,16 +417,13 @@ impl IdentityStore for PgControlStore {
 
     async fn list_audit(&self, t: &Tenant, page: &PageRequest) -> StoreResult<Vec<AuditEntry>> {
         let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
-        let rows = sqlx::query(
-            "SELECT * FROM audit_log WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id > $2)
-             ORDER BY seq LIMIT $3",
-        )
-        .bind(t.id.0)
-        .bind(page.after)
-        .bind(page_limit(page))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(pg_error)?;
+        let mut q = QueryBuilder::<Postgres>::new("SELECT * FROM audit_log WHERE tenant_id = ");
+        q.push_bind(t.id.0);
+        if let Some(after) = page.after {
+            q.push(" AND id > ").push_bind(after);
+        }
+        q.push(" ORDER BY seq LIMIT ").push_bind(page_limit(page));
+        let rows = q.build().fetch_all(&mut *tx).await.map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)?;
         rows.iter().map(audit_from_row).collect()
     }
