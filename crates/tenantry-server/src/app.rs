@@ -20,10 +20,11 @@ use std::sync::{Arc, OnceLock};
 use tenantry::Plan;
 use tenantry::clock::{Clock, SystemClock};
 use tenantry::resolve::{ResolverConfig, TenantResolver};
+use tenantry::store::Store;
+use tenantry::store::migrate::MigratePolicy;
 use tenantry::store::postgres::{PgControlStore, PgDataPlane, PgDatabase, PgSettings};
 use tenantry::store::sqlite::{SqliteControlStore, SqliteDataPlane};
-use tenantry::store::DataPlane;
-use tenantry::store::Store;
+use tenantry::store::{DataPlane, StoreError};
 use tokio::net::TcpListener;
 
 #[derive(Clone)]
@@ -78,6 +79,7 @@ pub async fn open_services_with_clock(
     let master_key = keys::load_or_create(&settings.data_dir, keys::MASTER_KEY_FILE, 32)?;
     let (store, data) = open_stores(settings).await?;
     store.seed_plans(&Plan::builtin()).await?;
+    migrate_dedicated(settings, &store, &data).await?;
     let resolver = Arc::new(TenantResolver::new(
         store.clone(),
         ResolverConfig {
@@ -122,35 +124,96 @@ pub async fn open_services_with_clock(
     Ok(services)
 }
 
+/// Dedicated tenants' databases must be at the binary's schema before
+/// requests reach them: migrated here when allowed, a refusal otherwise.
+async fn migrate_dedicated(
+    settings: &Settings,
+    store: &Arc<dyn Store>,
+    data: &Arc<dyn DataPlane>,
+) -> anyhow::Result<()> {
+    if settings.migrate {
+        let migrated = crate::migrate::dedicated_tenants(
+            store.clone(),
+            data.clone(),
+            settings.migrate_parallelism,
+        )
+        .await?
+        .into_result()?;
+        if migrated > 0 {
+            tracing::info!(migrated, "dedicated tenant databases migrated");
+        }
+        return Ok(());
+    }
+    let behind = crate::migrate::behind(store.as_ref(), data.as_ref()).await?;
+    if !behind.is_empty() {
+        anyhow::bail!(
+            "{} dedicated tenant database(s) are behind this binary's schema (first: {}); run `tenantry migrate`, or start with `tenantry serve --migrate`",
+            behind.len(),
+            behind[0].slug
+        );
+    }
+    Ok(())
+}
+
+/// The control store and the data plane on the configured engine; a schema
+/// that is behind is migrated only when the settings allow it.
+fn migrate_policy(settings: &Settings) -> MigratePolicy {
+    if settings.migrate {
+        MigratePolicy::Apply
+    } else {
+        MigratePolicy::InitializeOnly
+    }
+}
+
 /// The control store and the data plane on the configured engine.
 async fn open_stores(settings: &Settings) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn DataPlane>)> {
     match settings.database()? {
         Database::Sqlite(path) => {
-            let store = SqliteControlStore::open(&path)
+            let store = SqliteControlStore::open(&path, migrate_policy(settings))
                 .await
+                .map_err(pending_hint)
                 .with_context(|| format!("opening control store {}", path.display()))?;
-            let data = SqliteDataPlane::open(&settings.data_dir, settings.max_open_tenant_databases)
-                .await
-                .context("opening tenant data stores")?;
+            let data = SqliteDataPlane::open(
+                &settings.data_dir,
+                settings.max_open_tenant_databases,
+                migrate_policy(settings),
+            )
+            .await
+            .map_err(pending_hint)
+            .context("opening tenant data stores")?;
             Ok((Arc::new(store), Arc::new(data)))
         }
         Database::Postgres(url) => {
-            let db = PgDatabase::open(&PgSettings {
-                url,
-                runtime_role: settings.database_runtime_role.clone(),
-                runtime_password: settings.database_runtime_password.clone(),
-                max_connections: settings.database_max_connections,
-                acquire_timeout: std::time::Duration::from_millis(
-                    settings.database_acquire_timeout_ms,
-                ),
-            })
+            let db = PgDatabase::open(
+                &PgSettings {
+                    url,
+                    runtime_role: settings.database_runtime_role.clone(),
+                    runtime_password: settings.database_runtime_password.clone(),
+                    max_connections: settings.database_max_connections,
+                    acquire_timeout: std::time::Duration::from_millis(
+                        settings.database_acquire_timeout_ms,
+                    ),
+                },
+                migrate_policy(settings),
+            )
             .await
+            .map_err(pending_hint)
             .context("opening PostgreSQL")?;
             let data = PgDataPlane::open(&db, settings.dedicated_max_connections)
                 .await
                 .context("opening the dedicated tier on PostgreSQL")?;
             Ok((Arc::new(PgControlStore::new(db)), Arc::new(data)))
         }
+    }
+}
+
+/// A schema that is behind gets the command that fixes it.
+fn pending_hint(e: StoreError) -> anyhow::Error {
+    match e {
+        StoreError::Pending(what) => anyhow::anyhow!(
+            "the database schema is behind this binary ({what}); run `tenantry migrate`, or start with `tenantry serve --migrate`"
+        ),
+        other => other.into(),
     }
 }
 

@@ -36,6 +36,17 @@ pub enum Command {
         /// Address to listen on (overrides TENANTRY_LISTEN).
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Apply pending migrations first (as `tenantry migrate` does).
+        #[arg(long)]
+        migrate: bool,
+    },
+    /// Bring the control store, the shared tier and every dedicated tenant
+    /// database to this binary's schema (resumable; failures are reported
+    /// per tenant without stopping the others).
+    Migrate {
+        /// Tenant databases migrated at once.
+        #[arg(long, default_value_t = 8)]
+        parallel: usize,
     },
     /// Manage tenants.
     #[command(subcommand)]
@@ -119,10 +130,24 @@ impl Cli {
 
     pub async fn run(self) -> anyhow::Result<()> {
         match &self.command {
-            Command::Serve { listen } => {
-                let settings = self.settings(*listen)?;
+            Command::Serve { listen, migrate } => {
+                let mut settings = self.settings(*listen)?;
+                settings.migrate |= *migrate;
                 init_logging(&settings.log);
                 serve(settings).await
+            }
+            Command::Migrate { parallel } => {
+                let mut settings = self.settings(None)?;
+                settings.migrate = true;
+                settings.migrate_parallelism = *parallel;
+                init_logging(&settings.log);
+                let started = std::time::Instant::now();
+                open_services(&settings).await?;
+                println!(
+                    "schema up to date: control store, shared tier and every dedicated tenant ({:.1}s)",
+                    started.elapsed().as_secs_f64()
+                );
+                Ok(())
             }
             Command::Tenant(cmd) => {
                 let services = open_services(&self.settings(None)?).await?;

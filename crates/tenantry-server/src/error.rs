@@ -77,7 +77,7 @@ impl From<StoreError> for Error {
             StoreError::NotFound => Error::NotFound("resource".into()),
             StoreError::VersionMismatch => Error::PreconditionFailed,
             StoreError::QuotaExceeded => Error::QuotaExceeded("quota exhausted".into()),
-            StoreError::Internal(msg) => Error::Internal(msg),
+            StoreError::Internal(msg) | StoreError::Pending(msg) => Error::Internal(msg),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod control;
 pub mod enforce;
 pub mod error;
 pub mod keys;
+pub mod migrate;
 pub mod settings;
 
 pub use app::{App, AppState};

@@ -29,6 +29,12 @@ pub struct Settings {
     pub dedicated_max_connections: u32,
     /// PostgreSQL: how long a request waits for a connection before 503, in milliseconds.
     pub database_acquire_timeout_ms: u64,
+    /// Apply pending schema migrations at start (control store, shared tier
+    /// and every dedicated tenant); otherwise a schema that is behind stops
+    /// the start with a message to run `tenantry migrate`.
+    pub migrate: bool,
+    /// Dedicated tenant databases migrated at once.
+    pub migrate_parallelism: usize,
     /// The platform super-admin created at first start.
     pub admin_email: Option<String>,
     #[serde(skip_serializing)]
@@ -77,6 +83,8 @@ impl Default for Settings {
             database_max_connections: 16,
             dedicated_max_connections: 64,
             database_acquire_timeout_ms: 3000,
+            migrate: false,
+            migrate_parallelism: 8,
             admin_email: None,
             admin_password: None,
             base_domain: None,

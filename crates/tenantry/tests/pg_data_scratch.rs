@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 use std::sync::Arc;
 use std::time::Duration;
+use tenantry::Tenant;
 use tenantry::ids::{RecordId, TenantId};
 use tenantry::record::{
     CollectionDef, Filter, FilterOp, Operand, Record, RecordCursor, RecordQuery, SortKey,
@@ -13,7 +14,6 @@ use tenantry::record::{
 use tenantry::store::postgres::{PgDataPlane, PgDatabase, PgSettings};
 use tenantry::store::{DataPlane, StoreError, TenantData};
 use tenantry::tenant::{Isolation, Slug, TenantStatus};
-use tenantry::Tenant;
 
 fn tenant(iso: Isolation) -> Tenant {
     let id = TenantId::new();
@@ -116,7 +116,10 @@ async fn exercise(plane: &PgDataPlane, iso: Isolation) {
     data.create_collection_if_absent(&def("things", &[], &[]))
         .await
         .unwrap();
-    assert_eq!(data.collection("things").await.unwrap().unwrap().unique, vec!["code"]);
+    assert_eq!(
+        data.collection("things").await.unwrap().unwrap().unique,
+        vec!["code"]
+    );
     data.create_collection_if_absent(&def("implicit", &[], &[]))
         .await
         .unwrap();
@@ -321,7 +324,9 @@ async fn exercise(plane: &PgDataPlane, iso: Isolation) {
     assert_eq!(u.records, all.len() as u64);
     assert_eq!(
         u.storage_bytes,
-        all.iter().map(|r| r.data.to_string().len() as u64).sum::<u64>()
+        all.iter()
+            .map(|r| r.data.to_string().len() as u64)
+            .sum::<u64>()
     );
 
     // quota
@@ -359,7 +364,10 @@ async fn exercise(plane: &PgDataPlane, iso: Isolation) {
         Err(StoreError::Conflict(f)) => assert_eq!(f, "s"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(data.collection("things").await.unwrap().unwrap().unique, vec!["code"]);
+    assert_eq!(
+        data.collection("things").await.unwrap().unwrap().unique,
+        vec!["code"]
+    );
 
     // group counts
     let (total, groups) = data.group_counts("things", "n").await.unwrap();

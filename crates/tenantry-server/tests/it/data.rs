@@ -776,7 +776,10 @@ async fn dedicated_storage_exists_from_creation_and_vanishes_on_purge() {
     let staff = app.admin_token().await;
     let (t, token) = tenant(&app, &staff, "ded", "enterprise", "dedicated").await;
     let id = t["id"].as_str().expect("id");
-    assert!(app.dedicated_storage_exists(id).await, "created before the 201");
+    assert!(
+        app.dedicated_storage_exists(id).await,
+        "created before the 201"
+    );
     post_record(&app, &token, "x", json!({"a": 1})).await;
     let (s, shared_token) = tenant(&app, &staff, "shr", "basic", "shared").await;
     post_record(

@@ -7,6 +7,7 @@ mod edges;
 mod hardening;
 mod identity;
 mod limits;
+mod migrate;
 mod oracle;
 mod pg;
 mod support;

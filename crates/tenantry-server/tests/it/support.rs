@@ -79,6 +79,67 @@ pub fn test_settings(dir: &Path) -> Settings {
     }
 }
 
+/// The settings of the app on `dir`, on this binary's engine.
+pub async fn settings_for(dir: &Path) -> Settings {
+    let mut settings = test_settings(dir);
+    if crate::BACKEND == Backend::Postgres {
+        settings.database_url = Some(crate::pg::database_url_for(dir).await);
+    }
+    settings
+}
+
+/// Moves a dedicated tenant's own database out of the server's reach
+/// (`away = true`) or back, as an operator's mistake or a lost volume would.
+pub async fn move_dedicated_storage(settings: &Settings, tenant_id: &str, away: bool) {
+    let (from, to) = if away { ("", ".away") } else { (".away", "") };
+    match crate::BACKEND {
+        Backend::Sqlite => {
+            let base = settings.data_dir.join("tenants").join(tenant_id);
+            for suffix in [".db", ".db-wal", ".db-shm"] {
+                let src = format!("{}{suffix}{from}", base.display());
+                if Path::new(&src).exists() {
+                    std::fs::rename(&src, format!("{}{suffix}{to}", base.display()))
+                        .expect("rename");
+                }
+            }
+        }
+        Backend::Postgres => {
+            use sqlx::Connection;
+            let mut conn =
+                sqlx::PgConnection::connect(&format!("{}/postgres", crate::pg::server_url().await))
+                    .await
+                    .expect("connect");
+            let pattern = format!(
+                "%\\_{}{}",
+                tenant_id.replace('-', ""),
+                from.replace('.', "\\_")
+            );
+            let name: String =
+                sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE datname LIKE $1")
+                    .bind(pattern)
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect("tenant database");
+            let renamed = format!(
+                "{}{}",
+                name.strip_suffix(&from.replace('.', "_")).unwrap_or(&name),
+                to.replace('.', "_")
+            );
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            )
+            .bind(&name)
+            .execute(&mut conn)
+            .await
+            .expect("terminate");
+            sqlx::query(&format!("ALTER DATABASE {name} RENAME TO {renamed}"))
+                .execute(&mut conn)
+                .await
+                .expect("rename");
+        }
+    }
+}
+
 impl TestApp {
     pub async fn spawn() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -96,10 +157,7 @@ impl TestApp {
         clock: Arc<dyn tenantry::clock::Clock>,
         tweak: impl FnOnce(&mut Settings),
     ) -> Self {
-        let mut settings = test_settings(dir.path());
-        if crate::BACKEND == Backend::Postgres {
-            settings.database_url = Some(crate::pg::database_url_for(dir.path()).await);
-        }
+        let mut settings = settings_for(dir.path()).await;
         tweak(&mut settings);
         let app = App::build_with_clock(settings, clock)
             .await
@@ -192,13 +250,12 @@ impl TestApp {
                 .exists(),
             Backend::Postgres => {
                 let hex = tenant_id.replace('-', "");
-                let found: Option<i32> = sqlx::query_scalar(
-                    "SELECT 1 FROM pg_database WHERE datname LIKE '%\\_' || $1",
-                )
-                .bind(hex)
-                .fetch_optional(&mut self.pg_owner().await)
-                .await
-                .expect("pg_database");
+                let found: Option<i32> =
+                    sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname LIKE '%\\_' || $1")
+                        .bind(hex)
+                        .fetch_optional(&mut self.pg_owner().await)
+                        .await
+                        .expect("pg_database");
                 found.is_some()
             }
         }

@@ -13,12 +13,14 @@ mod hardening;
 mod identity;
 #[path = "../it/limits.rs"]
 mod limits;
+#[path = "../it/migrate.rs"]
+mod migrate;
 #[path = "../it/oracle.rs"]
 mod oracle;
 #[path = "../it/pg.rs"]
 mod pg;
-mod resilience;
 mod registry;
+mod resilience;
 mod rls;
 #[path = "../it/support.rs"]
 mod support;

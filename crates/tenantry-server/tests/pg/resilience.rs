@@ -59,7 +59,11 @@ async fn requests_fail_fast_while_postgres_restarts_and_recover_after() {
     for task in tasks {
         let (took, res) = task.await.expect("request task");
         res.assert_problem(503, "unavailable");
-        assert!(res.headers.get("retry-after").is_some(), "{:?}", res.headers);
+        assert!(
+            res.headers.get("retry-after").is_some(),
+            "{:?}",
+            res.headers
+        );
         assert!(
             !res.text.contains("connection") && !res.text.contains("sqlx"),
             "5xx bodies carry no internals: {}",

@@ -137,7 +137,10 @@ async fn every_tenant_table_forces_row_level_security_in_every_database() {
             .any(|(t, _, _)| t == "tenant_data.records")
     );
     for (table, enabled, forced) in main_tables.iter().chain(&dedicated_tables) {
-        if NOT_TENANT_DATA.iter().any(|t| table.ends_with(&format!(".{t}"))) {
+        if NOT_TENANT_DATA
+            .iter()
+            .any(|t| table.ends_with(&format!(".{t}")))
+        {
             continue;
         }
         assert!(
@@ -160,7 +163,12 @@ async fn no_tenant_set_sees_nothing_and_one_tenant_cannot_touch_another() {
     assert_eq!(total, 2, "the owner (superuser here) sees both rows");
 
     let mut conn = connect(&app, Some(RUNTIME_ROLE), None).await;
-    for table in ["tenant_data.records", "users", "tenant_keys", "tenant_data.usage"] {
+    for table in [
+        "tenant_data.records",
+        "users",
+        "tenant_keys",
+        "tenant_data.usage",
+    ] {
         let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
             .fetch_one(&mut conn)
             .await
@@ -304,7 +312,11 @@ async fn pooled_connections_never_leak_a_tenant_under_concurrency() {
         let tenants = tenants.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..250 {
-                let (me, other) = if (worker + i) % 2 == 0 { (0, 1) } else { (1, 0) };
+                let (me, other) = if (worker + i) % 2 == 0 {
+                    (0, 1)
+                } else {
+                    (1, 0)
+                };
                 let token = &tenants[me].1;
                 if i % 5 == 0 {
                     // A duplicate of the unique owner: the transaction fails after its insert.

@@ -4,6 +4,7 @@
 
 pub mod data;
 pub mod identity;
+pub mod migrate;
 pub mod postgres;
 pub mod sqlite;
 
@@ -37,6 +38,9 @@ pub enum StoreError {
     /// The write would take the tenant past its storage quota.
     #[error("storage quota exceeded")]
     QuotaExceeded,
+    /// The schema is behind the binary: `tenantry migrate` brings it up to date.
+    #[error("migrations pending: {0}")]
+    Pending(String),
     /// Stored data that cannot be decoded, or any other unexpected failure.
     #[error("storage failure: {0}")]
     Internal(String),
@@ -141,6 +145,12 @@ pub trait ControlStore: Send + Sync + 'static {
     async fn purge_tenant(&self, tenant: &Tenant) -> StoreResult<()>;
 
     async fn tenant_wrapped_key(&self, tenant: &Tenant) -> StoreResult<Vec<u8>>;
+
+    /// Live dedicated tenants whose own database is behind `version`.
+    async fn dedicated_behind(&self, version: i64) -> StoreResult<Vec<Tenant>>;
+    /// Records the tenant-data schema version of a dedicated tenant's database
+    /// (a new dedicated tenant starts at the version its database was created with).
+    async fn set_schema_version(&self, tenant: &Tenant, version: i64) -> StoreResult<()>;
 
     /// Adds batched request counts: `(tenant, UTC day, requests)`.
     async fn add_request_counts(

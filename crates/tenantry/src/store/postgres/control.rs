@@ -1,6 +1,6 @@
 //! The control store on PostgreSQL.
 
-use super::{PgDatabase, pg_error, set_tenant, tenant_tx};
+use super::{PgDatabase, pg_error, set_tenant, tenant_schema_version, tenant_tx};
 use crate::Role;
 use crate::ids::{OrgId, TenantId, UserId};
 use crate::plan::Plan;
@@ -292,8 +292,8 @@ impl ControlStore for PgControlStore {
         let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
         sqlx::query(
             "INSERT INTO tenants (id, slug, name, plan, status, isolation, organization_id, domain,
-                                  metadata, branding, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                                  metadata, branding, created_at, updated_at, schema_version)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(t.id.0)
         .bind(t.slug.as_str())
@@ -307,6 +307,7 @@ impl ControlStore for PgControlStore {
         .bind(&t.branding)
         .bind(t.created_at)
         .bind(t.updated_at)
+        .bind(tenant_schema_version())
         .execute(&mut *tx)
         .await
         .map_err(pg_error)?;
@@ -452,6 +453,30 @@ impl ControlStore for PgControlStore {
                 .map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)?;
         key.ok_or_else(|| StoreError::Internal(format!("tenant {} has no data key", t.id)))
+    }
+
+    async fn dedicated_behind(&self, version: i64) -> StoreResult<Vec<Tenant>> {
+        sqlx::query(
+            "SELECT * FROM tenants WHERE isolation = 'dedicated' AND status <> 'deleted'
+             AND schema_version < $1 ORDER BY id",
+        )
+        .bind(version)
+        .fetch_all(&self.db.runtime)
+        .await
+        .map_err(pg_error)?
+        .iter()
+        .map(tenant_from_row)
+        .collect()
+    }
+
+    async fn set_schema_version(&self, t: &Tenant, version: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE tenants SET schema_version = $1 WHERE id = $2")
+            .bind(version)
+            .bind(t.id.0)
+            .execute(&self.db.runtime)
+            .await
+            .map_err(pg_error)?;
+        Ok(())
     }
 
     async fn add_request_counts(

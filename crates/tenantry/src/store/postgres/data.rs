@@ -11,11 +11,13 @@
 
 use super::{
     DATA_SCHEMA, PgDatabase, check_identifier, drop_database, ensure_database, grant_runtime,
-    migrate_tenant_schema, pg_error, runtime_options, runtime_pool, tenant_tx,
+    migrate_tenant_schema, pg_error, runtime_options, runtime_pool, tenant_schema_version,
+    tenant_tx,
 };
 use crate::ids::{RecordId, TenantId};
 use crate::record::{CollectionDef, FilterOp, Operand, Record, RecordQuery, SortKey};
 use crate::store::data::{DataPlane, TenantData, Usage};
+use crate::store::migrate::MigratePolicy;
 use crate::store::{StoreError, StoreResult, time_text};
 use crate::{Isolation, Tenant};
 use async_trait::async_trait;
@@ -81,7 +83,8 @@ impl PgDataPlane {
             .await
             .map_err(pg_error)?;
         let migrated = async {
-            migrate_tenant_schema(&mut conn).await?;
+            // The template is ours alone: always brought up to date.
+            migrate_tenant_schema(&mut conn, MigratePolicy::Apply, "the template database").await?;
             grant_runtime(&mut conn, &db.settings.runtime_role, false).await
         }
         .await;
@@ -307,6 +310,33 @@ impl DataPlane for PgDataPlane {
             .await
             .map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)
+    }
+
+    fn schema_version(&self) -> i64 {
+        tenant_schema_version()
+    }
+
+    async fn migrate_tenant(&self, tenant: &Tenant) -> StoreResult<()> {
+        if tenant.isolation != Isolation::Dedicated {
+            return Ok(());
+        }
+        let name = self.db_name(tenant.id);
+        check_identifier(&name)?;
+        let mut conn = self
+            .db
+            .admin_options
+            .clone()
+            .database(&name)
+            .connect()
+            .await
+            .map_err(pg_error)?;
+        let what = format!("tenant {}'s database", tenant.slug);
+        let mut migrated = migrate_tenant_schema(&mut conn, MigratePolicy::Apply, &what).await;
+        if migrated.is_ok() {
+            migrated = grant_runtime(&mut conn, &self.db.settings.runtime_role, false).await;
+        }
+        let closed = conn.close().await.map_err(pg_error);
+        migrated.and(closed)
     }
 
     async fn handle(&self, tenant: &Tenant) -> StoreResult<Arc<dyn TenantData>> {

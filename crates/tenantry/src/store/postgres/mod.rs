@@ -14,6 +14,7 @@ mod identity;
 pub use control::PgControlStore;
 pub use data::PgDataPlane;
 
+use super::migrate::{MigratePolicy, latest_version, must_run};
 use super::{StoreError, StoreResult};
 use crate::ids::TenantId;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -58,7 +59,8 @@ pub struct PgDatabase {
 impl PgDatabase {
     /// Connects, creating the database and the runtime role if missing, and
     /// brings the control and tenant-data schemas up to date.
-    pub async fn open(settings: &PgSettings) -> StoreResult<Self> {
+    /// `policy` says whether a schema that is behind may be migrated.
+    pub async fn open(settings: &PgSettings, policy: MigratePolicy) -> StoreResult<Self> {
         let admin_options = PgConnectOptions::from_str(&settings.url)
             .map_err(|e| StoreError::Internal(format!("bad PostgreSQL URL: {e}")))?
             .application_name("tenantry-admin")
@@ -72,8 +74,8 @@ impl PgDatabase {
         ensure_database(&admin_options, &name, None).await?;
         let admin_options = admin_options.database(&name);
         let mut conn = admin_options.connect().await.map_err(pg_error)?;
-        migrate_control(&mut conn).await?;
-        migrate_tenant_schema(&mut conn).await?;
+        migrate_control(&mut conn, policy).await?;
+        migrate_tenant_schema(&mut conn, policy, "the shared tenant schema").await?;
         ensure_runtime_role(&mut conn, settings).await?;
         grant_runtime(&mut conn, &settings.runtime_role, true).await?;
         conn.close().await.map_err(pg_error)?;
@@ -225,33 +227,61 @@ pub(crate) async fn drop_database(admin: &PgConnectOptions, name: &str) -> Store
     conn.close().await.map_err(pg_error)
 }
 
-pub(crate) async fn migrate_control(conn: &mut PgConnection) -> StoreResult<()> {
-    CONTROL_MIGRATIONS
-        .run(&mut *conn)
-        .await
-        .map_err(|e| StoreError::Internal(format!("migrating the control schema: {e}")))
+/// The tenant-data schema version of a migrated database.
+pub(crate) fn tenant_schema_version() -> i64 {
+    latest_version(&TENANT_MIGRATIONS)
+}
+
+pub(crate) async fn migrate_control(
+    conn: &mut PgConnection,
+    policy: MigratePolicy,
+) -> StoreResult<()> {
+    if must_run(
+        &CONTROL_MIGRATIONS,
+        &mut *conn,
+        policy,
+        "the control schema",
+    )
+    .await?
+    {
+        CONTROL_MIGRATIONS
+            .run_direct(&mut *conn)
+            .await
+            .map_err(|e| StoreError::Internal(format!("migrating the control schema: {e}")))?;
+    }
+    Ok(())
 }
 
 /// Migrates schema `tenant_data` of the connected database. The migrator
 /// runs with that schema first on the search path, so its bookkeeping table
 /// is the schema's own and never mixes with the control schema's.
-pub(crate) async fn migrate_tenant_schema(conn: &mut PgConnection) -> StoreResult<()> {
-    // Two statements: the simple protocol (a prepared statement holds one).
-    sqlx::raw_sql(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {DATA_SCHEMA}; SET search_path TO {DATA_SCHEMA}"
-    ))
-    .execute(&mut *conn)
-    .await
-    .map_err(pg_error)?;
-    let migrated = TENANT_MIGRATIONS
-        .run(&mut *conn)
-        .await
-        .map_err(|e| StoreError::Internal(format!("migrating the tenant data schema: {e}")));
+pub(crate) async fn migrate_tenant_schema(
+    conn: &mut PgConnection,
+    policy: MigratePolicy,
+    what: &str,
+) -> StoreResult<()> {
+    for sql in [
+        "CREATE SCHEMA IF NOT EXISTS tenant_data",
+        "SET search_path TO tenant_data",
+    ] {
+        sqlx::query(sql)
+            .execute(&mut *conn)
+            .await
+            .map_err(pg_error)?;
+    }
+    let mut migrated = must_run(&TENANT_MIGRATIONS, &mut *conn, policy, what).await;
+    if let Ok(true) = migrated {
+        migrated = TENANT_MIGRATIONS
+            .run_direct(&mut *conn)
+            .await
+            .map(|()| true)
+            .map_err(|e| StoreError::Internal(format!("migrating {what}: {e}")));
+    }
     sqlx::query("RESET search_path")
         .execute(&mut *conn)
         .await
         .map_err(pg_error)?;
-    migrated
+    migrated.map(drop)
 }
 
 /// Creates the runtime role if missing, and refuses one that could bypass
@@ -306,23 +336,29 @@ pub(crate) async fn grant_runtime(
     role: &str,
     control: bool,
 ) -> StoreResult<()> {
-    let mut sql = format!(
-        "GRANT USAGE ON SCHEMA {DATA_SCHEMA} TO {role};
-         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {DATA_SCHEMA} TO {role};
-         REVOKE ALL ON {DATA_SCHEMA}._sqlx_migrations FROM {role};"
-    );
+    let mut statements = vec![
+        format!("GRANT USAGE ON SCHEMA {DATA_SCHEMA} TO {role}"),
+        format!(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {DATA_SCHEMA} TO {role}"
+        ),
+        format!("REVOKE ALL ON {DATA_SCHEMA}._sqlx_migrations FROM {role}"),
+    ];
     if control {
-        sql.push_str(&format!(
-            "GRANT USAGE ON SCHEMA public TO {role};
-             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};
-             REVOKE UPDATE, DELETE ON public.audit_log FROM {role};
-             REVOKE ALL ON public._sqlx_migrations FROM {role};"
-        ));
+        statements.extend([
+            format!("GRANT USAGE ON SCHEMA public TO {role}"),
+            format!(
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"
+            ),
+            format!("REVOKE UPDATE, DELETE ON public.audit_log FROM {role}"),
+            format!("REVOKE ALL ON public._sqlx_migrations FROM {role}"),
+        ]);
     }
-    sqlx::raw_sql(&sql)
-        .execute(&mut *conn)
-        .await
-        .map_err(pg_error)?;
+    for sql in statements {
+        sqlx::query(&sql)
+            .execute(&mut *conn)
+            .await
+            .map_err(pg_error)?;
+    }
     Ok(())
 }
 

@@ -6,6 +6,7 @@ use super::{begin_write, db_error};
 use crate::ids::{RecordId, TenantId};
 use crate::record::{CollectionDef, FilterOp, Operand, Record, RecordQuery, SortKey, json_path};
 use crate::store::data::{DataPlane, TenantData, Usage};
+use crate::store::migrate::{MigratePolicy, latest_version, must_run};
 use crate::store::{StoreError, StoreResult, parse_time, time_text};
 use crate::{Isolation, Tenant};
 use async_trait::async_trait;
@@ -20,6 +21,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/tenant/sqlite");
+
+/// The tenant-data schema version of a migrated database.
+pub(crate) fn tenant_schema_version() -> i64 {
+    latest_version(&MIGRATIONS)
+}
 
 /// Opens a tenant database. Migrations run when it is created (and by the
 /// migration command), not on every lazy re-open: with thousands of dedicated
@@ -37,21 +43,26 @@ async fn open_pool(path: &Path, create: bool, max_connections: u32) -> StoreResu
         // cache and prepared statements small.
         .pragma("cache_size", "-512")
         .statement_cache_capacity(24);
-    let pool = SqlitePoolOptions::new()
+    SqlitePoolOptions::new()
         .max_connections(max_connections)
         .min_connections(0)
         .idle_timeout(Duration::from_secs(60))
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(options)
         .await
-        .map_err(db_error)?;
-    if create {
+        .map_err(db_error)
+}
+
+/// Brings a tenant database's schema up to date, as far as `policy` allows.
+async fn migrate(pool: &SqlitePool, policy: MigratePolicy, what: &str) -> StoreResult<()> {
+    let mut conn = pool.acquire().await.map_err(db_error)?;
+    if must_run(&MIGRATIONS, &mut *conn, policy, what).await? {
         MIGRATIONS
-            .run(&pool)
+            .run_direct(&mut *conn)
             .await
-            .map_err(|e| StoreError::Internal(format!("migrating tenant database: {e}")))?;
+            .map_err(|e| StoreError::Internal(format!("migrating {what}: {e}")))?;
     }
-    Ok(pool)
+    Ok(())
 }
 
 pub struct SqliteDataPlane {
@@ -65,13 +76,16 @@ pub struct SqliteDataPlane {
 }
 
 impl SqliteDataPlane {
-    /// `max_open` bounds how many dedicated databases are open at once.
-    pub async fn open(data_dir: &Path, max_open: u64) -> StoreResult<Self> {
+    /// `max_open` bounds how many dedicated databases are open at once;
+    /// `policy` says whether the shared database may be migrated.
+    pub async fn open(data_dir: &Path, max_open: u64, policy: MigratePolicy) -> StoreResult<Self> {
         let dir = data_dir.join("tenants");
         std::fs::create_dir_all(&dir)
             .map_err(|e| StoreError::Internal(format!("creating {}: {e}", dir.display())))?;
+        let shared = open_pool(&data_dir.join("shared.db"), true, 8).await?;
+        migrate(&shared, policy, "the shared tenant database").await?;
         Ok(Self {
-            shared: open_pool(&data_dir.join("shared.db"), true, 8).await?,
+            shared,
             shared_writer: open_pool(&data_dir.join("shared.db"), false, 1).await?,
             dedicated: Cache::builder()
                 .max_capacity(max_open)
@@ -113,7 +127,25 @@ impl DataPlane for SqliteDataPlane {
     async fn provision(&self, tenant: &Tenant) -> StoreResult<()> {
         if tenant.isolation == Isolation::Dedicated {
             let pool = open_pool(&self.path(tenant.id), true, 1).await?;
+            migrate(&pool, MigratePolicy::Apply, "a new tenant database").await?;
             self.dedicated.insert(tenant.id, pool).await;
+        }
+        Ok(())
+    }
+
+    fn schema_version(&self) -> i64 {
+        tenant_schema_version()
+    }
+
+    async fn migrate_tenant(&self, tenant: &Tenant) -> StoreResult<()> {
+        if tenant.isolation == Isolation::Dedicated {
+            let what = format!("tenant {}'s database", tenant.slug);
+            migrate(
+                &self.dedicated_pool(tenant.id).await?,
+                MigratePolicy::Apply,
+                &what,
+            )
+            .await?;
         }
         Ok(())
     }

@@ -5,6 +5,7 @@ mod identity;
 
 pub use data::SqliteDataPlane;
 
+use super::migrate::{MigratePolicy, must_run};
 use super::{
     ConfigEntry, ControlStore, Organization, PageRequest, PlatformUser, StoreError, StoreResult,
     TenantFilter, decode, isolation,
@@ -31,8 +32,9 @@ pub struct SqliteControlStore {
 }
 
 impl SqliteControlStore {
-    /// Opens (creating if needed) the database file and brings its schema up to date.
-    pub async fn open(path: &Path) -> StoreResult<Self> {
+    /// Opens (creating if needed) the database file; `policy` says whether
+    /// a schema that is behind may be migrated.
+    pub async fn open(path: &Path, policy: MigratePolicy) -> StoreResult<Self> {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -46,10 +48,14 @@ impl SqliteControlStore {
             .connect_with(options)
             .await
             .map_err(db_error)?;
-        MIGRATIONS
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Internal(format!("migrating control store: {e}")))?;
+        let mut conn = pool.acquire().await.map_err(db_error)?;
+        if must_run(&MIGRATIONS, &mut *conn, policy, "the control store").await? {
+            MIGRATIONS
+                .run_direct(&mut *conn)
+                .await
+                .map_err(|e| StoreError::Internal(format!("migrating control store: {e}")))?;
+        }
+        drop(conn);
         Ok(Self { pool })
     }
 
@@ -358,8 +364,8 @@ impl ControlStore for SqliteControlStore {
         let mut tx = begin_write(&self.pool).await?;
         sqlx::query(
             "INSERT INTO tenants (id, slug, name, plan, status, isolation, organization_id, domain,
-                                  metadata, branding, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                  metadata, branding, created_at, updated_at, schema_version)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(t.id.to_string())
         .bind(t.slug.as_str())
@@ -373,6 +379,7 @@ impl ControlStore for SqliteControlStore {
         .bind(to_json(&t.branding)?)
         .bind(t.created_at)
         .bind(t.updated_at)
+        .bind(data::tenant_schema_version())
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
@@ -509,6 +516,30 @@ impl ControlStore for SqliteControlStore {
             .await
             .map_err(db_error)?
             .ok_or_else(|| StoreError::Internal(format!("tenant {} has no data key", t.id)))
+    }
+
+    async fn dedicated_behind(&self, version: i64) -> StoreResult<Vec<Tenant>> {
+        sqlx::query(
+            "SELECT * FROM tenants WHERE isolation = 'dedicated' AND status <> 'deleted'
+             AND schema_version < ? ORDER BY id",
+        )
+        .bind(version)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?
+        .iter()
+        .map(tenant_from_row)
+        .collect()
+    }
+
+    async fn set_schema_version(&self, t: &Tenant, version: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE tenants SET schema_version = ? WHERE id = ?")
+            .bind(version)
+            .bind(t.id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
     }
 
     async fn add_request_counts(
