@@ -4,6 +4,9 @@
 //!
 //! Usage: load <base-url> <admin-email> <admin-password> [tenants] [records-per-tenant] [seconds] [connections] [dedicated-every]
 //!        load <base-url> <admin-email> <admin-password> noisy [seconds]
+//!        load <base-url> <admin-email> <admin-password> provision <tenants> <shared|dedicated> <label>
+//! (`provision`: creates tenants one after another and reports the latency
+//! of `POST /api/v1/tenants`, which answers only once the tenant is usable.)
 //! (`noisy`: two tenants on a 50 req/s plan; the quiet one's latency is
 //! measured alone, then while the other floods at 10x its limit.)
 //! (`dedicated-every` = 2: every second tenant is dedicated; 0: none)
@@ -282,6 +285,41 @@ async fn quiet_latency(
     )
 }
 
+/// Provisioning latency: `n` tenants created one at a time.
+async fn provision(
+    client: &reqwest::Client,
+    base: &str,
+    staff: &str,
+    n: usize,
+    isolation: &str,
+    label: &str,
+) -> anyhow::Result<()> {
+    let mut lat = Vec::with_capacity(n);
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    for i in 0..n {
+        let slug = format!("p{}-{isolation}-{i}", &run[run.len() - 6..]);
+        let sent = Instant::now();
+        post(
+            client,
+            format!("{base}/api/v1/tenants"),
+            Some(staff),
+            json!({"name": slug, "slug": slug, "plan": "enterprise", "isolation": isolation}),
+            &[],
+        )
+        .await?;
+        lat.push(sent.elapsed().as_secs_f64() * 1000.0);
+    }
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    println!(
+        "| {label} | {n} | {:.1} | {:.1} | {:.1} |",
+        pct(0.5),
+        pct(0.99),
+        lat[lat.len() - 1]
+    );
+    Ok(())
+}
+
 async fn noisy(client: &reqwest::Client, base: &str, staff: &str, secs: u64) -> anyhow::Result<()> {
     let plan = json!({"name": "Bench 50", "limits": {"max_users": 10, "max_storage_bytes": 1_000_000_000u64,
                       "api_requests_per_day": null, "requests_per_second": 50}});
@@ -355,6 +393,12 @@ async fn main() -> anyhow::Result<()> {
         .as_str()
         .unwrap_or_default()
         .to_owned();
+    if args.get(4).map(String::as_str) == Some("provision") {
+        let n = args.get(5).and_then(|s| s.parse().ok()).unwrap_or(200);
+        let isolation = args.get(6).map_or("shared", String::as_str);
+        let label = args.get(7).map_or(isolation, String::as_str);
+        return provision(&client, &base, &staff, n.max(1), isolation, label).await;
+    }
     if args.get(4).map(String::as_str) == Some("noisy") {
         let secs = args.get(5).and_then(|s| s.parse().ok()).unwrap_or(10);
         return noisy(&client, &base, &staff, secs).await;
