@@ -10,6 +10,7 @@ pub mod audit;
 pub mod clock;
 pub mod context;
 pub mod ids;
+pub mod placement;
 pub mod plan;
 pub mod record;
 pub mod resolve;

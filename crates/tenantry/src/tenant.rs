@@ -138,6 +138,10 @@ pub struct Tenant {
     pub branding: serde_json::Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The database server holding the tenant's data, where several are
+    /// configured (`[[placement.servers]]`); shown to super-admins only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement: Option<String>,
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tenantry::store::TenantFilter;
-use tenantry::{Tenant, TenantStatus};
+use tenantry::{Principal, Role, Tenant, TenantStatus};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -55,7 +55,7 @@ async fn create_tenant(
     ApiJson(body): ApiJson<NewTenant>,
 ) -> Result<Response, Error> {
     let tenant = state.services.create_tenant(&actor, body).await?;
-    Ok(with_tenant(tenant.id, (StatusCode::CREATED, Json(tenant))))
+    Ok(with_tenant(tenant.id, (StatusCode::CREATED, Json(shown_to(&actor, tenant)))))
 }
 
 /// Lists tenants (an org admin sees its organization's only).
@@ -96,6 +96,7 @@ async fn list_tenants(
         .services
         .list_tenants(&actor, filter, &page.request()?)
         .await?;
+    let rows = rows.into_iter().map(|t| shown_to(&actor, t)).collect();
     Ok(Json(Page::from_rows(rows, &page, |t| t.id.0)))
 }
 
@@ -109,7 +110,7 @@ async fn get_tenant(
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
     let tenant = state.services.administered_tenant(&actor, &id).await?;
-    Ok(with_tenant(tenant.id, Json(tenant)))
+    Ok(with_tenant(tenant.id, Json(shown_to(&actor, tenant))))
 }
 
 /// Changes name, slug, domain, metadata, branding or plan.
@@ -123,7 +124,7 @@ async fn patch_tenant(
     ApiJson(patch): ApiJson<TenantPatch>,
 ) -> Result<Response, Error> {
     let tenant = state.services.update_tenant(&actor, &id, patch).await?;
-    Ok(with_tenant(tenant.id, Json(tenant)))
+    Ok(with_tenant(tenant.id, Json(shown_to(&actor, tenant))))
 }
 
 /// Deletes the tenant and purges its data; its slug may be reused.
@@ -146,7 +147,7 @@ async fn set_status(
     status: TenantStatus,
 ) -> Result<Response, Error> {
     let tenant = state.services.set_tenant_status(actor, id, status).await?;
-    Ok(with_tenant(tenant.id, Json(tenant)))
+    Ok(with_tenant(tenant.id, Json(shown_to(&actor, tenant))))
 }
 
 /// Suspends the tenant: its data plane answers 403 `tenant_suspended`.
@@ -187,7 +188,7 @@ async fn change_plan(
         .services
         .set_tenant_plan(&actor, &id, body.plan)
         .await?;
-    Ok(with_tenant(tenant.id, Json(tenant)))
+    Ok(with_tenant(tenant.id, Json(shown_to(&actor, tenant))))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -217,4 +218,13 @@ async fn usage(
             })?,
     };
     Ok(Json(state.services.usage(&actor, &id, days).await?).into_response())
+}
+
+/// Where a tenant's data lives is an operator's concern: super-admins see
+/// the placement, organization admins do not.
+fn shown_to(actor: &Principal, mut tenant: Tenant) -> Tenant {
+    if actor.role != Role::SuperAdmin {
+        tenant.placement = None;
+    }
+    tenant
 }

@@ -155,6 +155,7 @@ impl Services {
             branding,
             created_at: now,
             updated_at: now,
+            placement: self.placement().await?,
         };
         // The tenant's storage exists before the tenant does: once the 201
         // is sent, its data plane answers.
@@ -167,6 +168,16 @@ impl Services {
         self.resolver.invalidate();
         tracing::info!(tenant_id = %tenant.id, slug = %tenant.slug, plan = %tenant.plan, "tenant created");
         Ok(tenant)
+    }
+
+    /// The least-loaded database server for a new tenant, where several are configured.
+    async fn placement(&self) -> Result<Option<String>> {
+        let servers = self.data.placement_servers();
+        if servers.is_empty() {
+            return Ok(None);
+        }
+        let counts = self.store.placement_counts().await?;
+        Ok(tenantry::placement::least_loaded(servers, &counts).map(|s| s.name.clone()))
     }
 
     /// A custom domain may not be the platform's base domain or under it:
@@ -207,7 +218,9 @@ impl Services {
             branding: Value::Object(Default::default()),
             created_at: now,
             updated_at: now,
+            placement: self.placement().await?,
         };
+        self.data.provision(&tenant).await?;
         self.store
             .insert_tenant(&tenant, &self.keyring.new_wrapped_data_key(tenant.id))
             .await?;

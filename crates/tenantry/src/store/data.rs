@@ -27,6 +27,10 @@ pub trait DataPlane: Send + Sync + 'static {
     async fn handle(&self, tenant: &Tenant) -> StoreResult<Arc<dyn TenantData>>;
     /// Removes everything the tenant stored (a dedicated database file too).
     async fn purge(&self, tenant: &Tenant) -> StoreResult<()>;
+    /// The servers new tenants are placed across (none: one database holds all).
+    fn placement_servers(&self) -> &[crate::placement::Server] {
+        &[]
+    }
     /// The tenant-data schema version a database has once migrated.
     fn schema_version(&self) -> i64;
     /// Brings a dedicated tenant's own database to `schema_version()`.

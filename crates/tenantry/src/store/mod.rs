@@ -146,6 +146,9 @@ pub trait ControlStore: Send + Sync + 'static {
 
     async fn tenant_wrapped_key(&self, tenant: &Tenant) -> StoreResult<Vec<u8>>;
 
+    /// Live tenants per placement server (`None`: the main database).
+    async fn placement_counts(&self) -> StoreResult<Vec<(Option<String>, u64)>>;
+
     /// Live dedicated tenants whose own database is behind `version`.
     async fn dedicated_behind(&self, version: i64) -> StoreResult<Vec<Tenant>>;
     /// Records the tenant-data schema version of a dedicated tenant's database

@@ -88,6 +88,7 @@ fn tenant_from_row(row: &PgRow) -> StoreResult<Tenant> {
         branding: col(row, "branding")?,
         created_at: col(row, "created_at")?,
         updated_at: col(row, "updated_at")?,
+        placement: col(row, "placement")?,
     })
 }
 
@@ -292,8 +293,8 @@ impl ControlStore for PgControlStore {
         let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
         sqlx::query(
             "INSERT INTO tenants (id, slug, name, plan, status, isolation, organization_id, domain,
-                                  metadata, branding, created_at, updated_at, schema_version)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                                  metadata, branding, created_at, updated_at, schema_version, placement)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(t.id.0)
         .bind(t.slug.as_str())
@@ -308,6 +309,7 @@ impl ControlStore for PgControlStore {
         .bind(t.created_at)
         .bind(t.updated_at)
         .bind(tenant_schema_version())
+        .bind(&t.placement)
         .execute(&mut *tx)
         .await
         .map_err(pg_error)?;
@@ -453,6 +455,16 @@ impl ControlStore for PgControlStore {
                 .map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)?;
         key.ok_or_else(|| StoreError::Internal(format!("tenant {} has no data key", t.id)))
+    }
+
+    async fn placement_counts(&self) -> StoreResult<Vec<(Option<String>, u64)>> {
+        let rows: Vec<(Option<String>, i64)> = sqlx::query_as(
+            "SELECT placement, count(*) FROM tenants WHERE status <> 'deleted' GROUP BY placement",
+        )
+        .fetch_all(&self.db.runtime)
+        .await
+        .map_err(pg_error)?;
+        Ok(rows.into_iter().map(|(p, n)| (p, n.max(0) as u64)).collect())
     }
 
     async fn dedicated_behind(&self, version: i64) -> StoreResult<Vec<Tenant>> {

@@ -221,22 +221,34 @@ impl Registry {
     }
 
     /// Permits for a new pool: when short, evicts the least recently used
-    /// pools and waits (bounded) for them to be closed.
+    /// pools and waits (bounded) for them to be closed. Eviction is redone
+    /// while waiting: pools opened meanwhile by others stay in the registry
+    /// after their requests are done, holding permits until evicted.
     async fn permits(&self, tenant: TenantId) -> StoreResult<OwnedSemaphorePermit> {
-        if let Ok(permit) = self.permits.clone().try_acquire_many_owned(self.per_pool) {
-            return Ok(permit);
-        }
-        self.evict_for(tenant);
-        match tokio::time::timeout(
-            self.acquire_timeout,
-            self.permits.clone().acquire_many_owned(self.per_pool),
-        )
-        .await
-        {
-            Ok(Ok(permit)) => Ok(permit),
-            Ok(Err(_)) | Err(_) => Err(StoreError::Unavailable(
-                "every connection for dedicated tenant databases is in use".into(),
-            )),
+        let deadline = tokio::time::Instant::now() + self.acquire_timeout;
+        loop {
+            if let Ok(permit) = self.permits.clone().try_acquire_many_owned(self.per_pool) {
+                return Ok(permit);
+            }
+            self.evict_for(tenant);
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(StoreError::Unavailable(
+                    "every connection for dedicated tenant databases is in use".into(),
+                ));
+            }
+            let wait = (deadline - now).min(Duration::from_millis(50));
+            match tokio::time::timeout(wait, self.permits.clone().acquire_many_owned(self.per_pool))
+                .await
+            {
+                Ok(Ok(permit)) => return Ok(permit),
+                Ok(Err(_)) => {
+                    return Err(StoreError::Unavailable(
+                        "the dedicated tier is closed".into(),
+                    ));
+                }
+                Err(_) => {}
+            }
         }
     }
 
@@ -347,11 +359,12 @@ impl DataPlane for PgDataPlane {
             },
             Isolation::Dedicated => Backend::Dedicated {
                 entry: self.dedicated_entry(tenant.id).await?,
-                admin: self
-                    .db
-                    .admin_options
-                    .clone()
-                    .database(&self.db_name(tenant.id)),
+                admin: Box::new(
+                    self.db
+                        .admin_options
+                        .clone()
+                        .database(&self.db_name(tenant.id)),
+                ),
             },
         };
         Ok(Arc::new(PgTenantData {
@@ -395,7 +408,7 @@ enum Backend {
     /// The tenant's database: its registry entry, and how to reach it as owner.
     Dedicated {
         entry: Arc<PoolEntry>,
-        admin: sqlx::postgres::PgConnectOptions,
+        admin: Box<sqlx::postgres::PgConnectOptions>,
     },
 }
 
@@ -456,9 +469,12 @@ fn path_parts(field: &str) -> Vec<String> {
 /// `coalesce(json_extract(data, path), '')`: numbers (booleans as 0 and 1)
 /// first, numerically; then text in byte order, where a missing field or
 /// JSON null is '' and objects and arrays are their JSON text. As a tuple
-/// (rank, number, text) with no NULLs, so row comparisons are total. The
-/// path is spliced: the index and the query must use the same expression.
-/// Field names come from the collection's stored (validated) definition.
+/// (rank, number, text) with no NULLs, so row comparisons are total and
+/// match the index column for column. The text is cut to its first
+/// [`SORT_TEXT_CHARS`] characters: a whole long value would break B-tree's
+/// entry size limit. The path is spliced: the index and the query must use
+/// the same expressions. Field names come from the collection's stored
+/// (validated) definition.
 fn field_sort_exprs(field: &str) -> [String; 3] {
     let p = pg_path(field);
     let v = format!("(data #> '{p}')");
@@ -471,16 +487,32 @@ fn field_sort_exprs(field: &str) -> [String; 3] {
              ELSE 0::float8 END)"
         ),
         format!(
-            "((CASE {t} WHEN 'string' THEN data #>> '{p}' \
+            "(left(CASE {t} WHEN 'string' THEN data #>> '{p}' \
              WHEN 'object' THEN {v}::text WHEN 'array' THEN {v}::text \
-             ELSE '' END) COLLATE \"C\")"
+             ELSE '' END, {SORT_TEXT_CHARS}) COLLATE \"C\")"
         ),
     ]
 }
 
-/// `records_f_<field>`; names beyond PostgreSQL's 63 bytes keep a hash of the whole.
+/// Characters of a text sort key: at most 4 bytes each, well under B-tree's
+/// limit of about 2700 bytes per entry. Texts equal this far sort by id.
+const SORT_TEXT_CHARS: u32 = 512;
+
+/// The claimed form of a unique value: its JSON text, or for a long one (a
+/// B-tree entry holds about 2700 bytes) a digest of it, which no JSON text
+/// can spell.
+fn unique_key(value: &Value) -> String {
+    use sha2::{Digest, Sha256};
+    let text = value.to_string();
+    if text.len() <= 1024 {
+        return text;
+    }
+    format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes())))
+}
+
+/// `records_k_<field>`; names beyond PostgreSQL's 63 bytes keep a hash of the whole.
 fn index_name(field: &str) -> String {
-    let name = format!("records_f_{}", field.replace('.', "__"));
+    let name = format!("records_k_{}", field.replace('.', "__"));
     if name.len() <= 63 {
         return name;
     }
@@ -632,7 +664,7 @@ impl PgTenantData {
             .bind(self.tenant.0)
             .bind(&def.name)
             .bind(field)
-            .bind(value.to_string())
+            .bind(unique_key(value))
             .bind(record.id.0)
             .execute(&mut *conn)
             .await
@@ -682,6 +714,40 @@ impl PgTenantData {
         .map_err(pg_error)
     }
 
+    /// The stored sort tuple of the cursor's record, if it still sorts by
+    /// the cursor's key.
+    async fn stored_sort_tuple(
+        &self,
+        conn: &mut PgConnection,
+        def: &CollectionDef,
+        field: &str,
+        sort: &SortKey,
+        after: &crate::record::RecordCursor,
+    ) -> StoreResult<Option<SortTuple>> {
+        let [rank, num, text] = field_sort_exprs(field);
+        let row = sqlx::query(&format!(
+            "SELECT {RECORD_COLUMNS}, {rank} AS k_rank, {num} AS k_num, {text} AS k_text
+             FROM {DATA_SCHEMA}.records WHERE tenant_id = $1 AND collection = $2 AND id = $3"
+        ))
+        .bind(self.tenant.0)
+        .bind(&def.name)
+        .bind(after.id.0)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(pg_error)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        if crate::record::sort_value(&record_from_row(&row)?, sort) != after.key {
+            return Ok(None);
+        }
+        Ok(Some((
+            row.try_get("k_rank").map_err(pg_error)?,
+            row.try_get("k_num").map_err(pg_error)?,
+            row.try_get("k_text").map_err(pg_error)?,
+        )))
+    }
+
     /// Creates the indexes of `def` that are missing, as the owner.
     async fn ensure_indexes(&self, def: &CollectionDef) -> StoreResult<()> {
         if def.indexed.is_empty() {
@@ -715,7 +781,7 @@ impl PgTenantData {
             Backend::Shared { admin, .. } => {
                 let mut conn = admin.acquire().await.map_err(pg_error)?;
                 for field in missing {
-                    create_index(&mut *conn, field).await?;
+                    create_index(&mut conn, field).await?;
                 }
                 Ok(())
             }
@@ -793,18 +859,24 @@ fn push_time_cursor(
         .push(")");
 }
 
+/// The sort tuple of a field sort: (rank, number, text).
+type SortTuple = (i32, f64, String);
+
 /// Pushes `AND (<rank, number, text>, id) <cmp> (<cursor>)` for a field sort.
+/// `stored` is the cursor record's own tuple, when it still has the key.
 fn push_field_cursor(
     q: &mut QueryBuilder<'_, Postgres>,
     field: &str,
     cmp: &str,
     key: &Value,
     id: Uuid,
+    stored: Option<SortTuple>,
 ) {
     let [rank, num, text] = field_sort_exprs(field);
-    let (k_rank, k_num, k_text, id) = match key {
-        Value::Number(n) => (0i32, n.as_f64().unwrap_or(0.0), String::new(), id),
-        other => {
+    let (k_rank, k_num, k_text, id) = match (key, stored) {
+        (_, Some((rank, num, text))) => (rank, num, text, id),
+        (Value::Number(n), None) => (0i32, n.as_f64().unwrap_or(0.0), String::new(), id),
+        (other, None) => {
             let s = match other {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
@@ -819,9 +891,9 @@ fn push_field_cursor(
         .push_bind(k_rank)
         .push(", ")
         .push_bind(k_num)
-        .push("::float8, ")
+        .push("::float8, left(")
         .push_bind(k_text)
-        .push("::text, ")
+        .push(format_args!("::text, {SORT_TEXT_CHARS}), "))
         .push_bind(id)
         .push(")");
 }
@@ -1032,6 +1104,22 @@ impl TenantData for PgTenantData {
             SortKey::UpdatedAt => vec!["updated_at".into()],
             SortKey::Field(f) => field_sort_exprs(f).into(),
         };
+        let mut tx = self.tx().await?;
+        // Objects and arrays sort by their JSON text, which jsonb spells
+        // unlike serde_json (the cursor's spelling): when the cursor's
+        // record still has the cursor's key, page from its stored tuple.
+        let stored = match (&query.sort, &query.after) {
+            (SortKey::Field(f), Some(after))
+                if after
+                    .key
+                    .as_str()
+                    .is_some_and(|k| k.starts_with(['{', '['])) =>
+            {
+                self.stored_sort_tuple(&mut tx, def, f, &query.sort, after)
+                    .await?
+            }
+            _ => None,
+        };
         if let Some(after) = &query.after {
             match &query.sort {
                 SortKey::CreatedAt => {
@@ -1040,7 +1128,9 @@ impl TenantData for PgTenantData {
                 SortKey::UpdatedAt => {
                     push_time_cursor(&mut q, "updated_at", cmp, &after.key, after.id.0)
                 }
-                SortKey::Field(f) => push_field_cursor(&mut q, f, cmp, &after.key, after.id.0),
+                SortKey::Field(f) => {
+                    push_field_cursor(&mut q, f, cmp, &after.key, after.id.0, stored)
+                }
             }
         }
         q.push(" ORDER BY ");
@@ -1049,7 +1139,6 @@ impl TenantData for PgTenantData {
         }
         q.push(format_args!("id {dir} LIMIT "));
         q.push_bind(i64::from(query.limit.max(1)));
-        let mut tx = self.tx().await?;
         let rows = q.build().fetch_all(&mut *tx).await.map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)?;
         rows.iter().map(record_from_row).collect()

@@ -152,6 +152,7 @@ fn tenant_from_row(row: &SqliteRow) -> StoreResult<Tenant> {
         branding: json_col(row, "branding")?,
         created_at: row.try_get("created_at").map_err(db_error)?,
         updated_at: row.try_get("updated_at").map_err(db_error)?,
+        placement: row.try_get("placement").map_err(db_error)?,
     })
 }
 
@@ -364,8 +365,8 @@ impl ControlStore for SqliteControlStore {
         let mut tx = begin_write(&self.pool).await?;
         sqlx::query(
             "INSERT INTO tenants (id, slug, name, plan, status, isolation, organization_id, domain,
-                                  metadata, branding, created_at, updated_at, schema_version)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                  metadata, branding, created_at, updated_at, schema_version, placement)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(t.id.to_string())
         .bind(t.slug.as_str())
@@ -380,6 +381,7 @@ impl ControlStore for SqliteControlStore {
         .bind(t.created_at)
         .bind(t.updated_at)
         .bind(data::tenant_schema_version())
+        .bind(&t.placement)
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
@@ -516,6 +518,16 @@ impl ControlStore for SqliteControlStore {
             .await
             .map_err(db_error)?
             .ok_or_else(|| StoreError::Internal(format!("tenant {} has no data key", t.id)))
+    }
+
+    async fn placement_counts(&self) -> StoreResult<Vec<(Option<String>, u64)>> {
+        let rows: Vec<(Option<String>, i64)> = sqlx::query_as(
+            "SELECT placement, count(*) FROM tenants WHERE status <> 'deleted' GROUP BY placement",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(rows.into_iter().map(|(p, n)| (p, n.max(0) as u64)).collect())
     }
 
     async fn dedicated_behind(&self, version: i64) -> StoreResult<Vec<Tenant>> {

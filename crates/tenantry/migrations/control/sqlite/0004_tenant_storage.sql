@@ -1,0 +1,9 @@
+-- Where each tenant's data lives and at which schema version.
+-- schema_version: the tenant-data schema of a dedicated tenant's own
+-- database, so `tenantry migrate` knows which ones are behind and resumes
+-- where it stopped (shared-tier tenants live in one database migrated as a
+-- whole). placement: the PostgreSQL server holding the tenant's data (NULL:
+-- the main database; always NULL on SQLite).
+ALTER TABLE tenants ADD COLUMN schema_version INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tenants ADD COLUMN placement TEXT;
+CREATE INDEX tenants_schema_version ON tenants (isolation, schema_version) WHERE status <> 'deleted';
