@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use tenantry::Plan;
 use tenantry::clock::{Clock, SystemClock};
+use tenantry::placement::Server;
 use tenantry::resolve::{ResolverConfig, TenantResolver};
 use tenantry::store::Store;
 use tenantry::store::migrate::MigratePolicy;
@@ -169,6 +170,10 @@ fn migrate_policy(settings: &Settings) -> MigratePolicy {
 async fn open_stores(settings: &Settings) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn DataPlane>)> {
     match settings.database()? {
         Database::Sqlite(path) => {
+            anyhow::ensure!(
+                settings.placement.servers.is_empty(),
+                "[[placement.servers]] places tenants across PostgreSQL servers: set TENANTRY_DATABASE_URL=postgres://… too"
+            );
             let store = SqliteControlStore::open(&path, migrate_policy(settings))
                 .await
                 .map_err(pending_hint)
@@ -184,22 +189,34 @@ async fn open_stores(settings: &Settings) -> anyhow::Result<(Arc<dyn Store>, Arc
             Ok((Arc::new(store), Arc::new(data)))
         }
         Database::Postgres(url) => {
-            let db = PgDatabase::open(
-                &PgSettings {
-                    url,
-                    runtime_role: settings.database_runtime_role.clone(),
-                    runtime_password: settings.database_runtime_password.clone(),
-                    max_connections: settings.database_max_connections,
-                    acquire_timeout: std::time::Duration::from_millis(
-                        settings.database_acquire_timeout_ms,
-                    ),
-                },
-                migrate_policy(settings),
-            )
-            .await
-            .map_err(pending_hint)
-            .context("opening PostgreSQL")?;
-            let data = PgDataPlane::open(&db, settings.dedicated_max_connections)
+            let server = |url: String| PgSettings {
+                url,
+                runtime_role: settings.database_runtime_role.clone(),
+                runtime_password: settings.database_runtime_password.clone(),
+                max_connections: settings.database_max_connections,
+                acquire_timeout: std::time::Duration::from_millis(
+                    settings.database_acquire_timeout_ms,
+                ),
+            };
+            let policy = migrate_policy(settings);
+            let db = PgDatabase::open(&server(url), policy)
+                .await
+                .map_err(pending_hint)
+                .context("opening PostgreSQL")?;
+            let mut placed = Vec::new();
+            for s in &settings.placement.servers {
+                anyhow::ensure!(
+                    s.weight > 0.0 && !placed.iter().any(|(p, _): &(Server, _)| p.name == s.name),
+                    "[[placement.servers]]: names must be unique and weights positive ({:?})",
+                    s.name
+                );
+                let opened = PgDatabase::open_placement(&server(s.url.clone()), policy)
+                    .await
+                    .map_err(pending_hint)
+                    .with_context(|| format!("opening placement server {:?}", s.name))?;
+                placed.push((s.clone(), opened));
+            }
+            let data = PgDataPlane::open(&db, placed, settings.dedicated_max_connections)
                 .await
                 .context("opening the dedicated tier on PostgreSQL")?;
             Ok((Arc::new(PgControlStore::new(db)), Arc::new(data)))

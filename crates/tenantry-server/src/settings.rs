@@ -29,6 +29,9 @@ pub struct Settings {
     pub dedicated_max_connections: u32,
     /// PostgreSQL: how long a request waits for a connection before 503, in milliseconds.
     pub database_acquire_timeout_ms: u64,
+    /// PostgreSQL servers tenants are placed across (`[[placement.servers]]`
+    /// with `name`, `url`, `weight`); empty: everything in the main database.
+    pub placement: Placement,
     /// Apply pending schema migrations at start (control store, shared tier
     /// and every dedicated tenant); otherwise a schema that is behind stops
     /// the start with a message to run `tenantry migrate`.
@@ -83,6 +86,7 @@ impl Default for Settings {
             database_max_connections: 16,
             dedicated_max_connections: 64,
             database_acquire_timeout_ms: 3000,
+            placement: Placement::default(),
             migrate: false,
             migrate_parallelism: 8,
             admin_email: None,
@@ -104,6 +108,13 @@ impl Default for Settings {
             otp_webhook_url: None,
         }
     }
+}
+
+/// Where tenants' data may live beyond the main database.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Placement {
+    pub servers: Vec<tenantry::placement::Server>,
 }
 
 /// Flags given on the command line; each overrides file and environment.

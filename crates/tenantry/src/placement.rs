@@ -20,7 +20,10 @@ fn one() -> f64 {
 
 /// The least-loaded server: the fewest live tenants per unit of weight
 /// (ties go to the first listed). `counts` are live tenants per placement.
-pub fn least_loaded<'a>(servers: &'a [Server], counts: &[(Option<String>, u64)]) -> Option<&'a Server> {
+pub fn least_loaded<'a>(
+    servers: &'a [Server],
+    counts: &[(Option<String>, u64)],
+) -> Option<&'a Server> {
     let load = |s: &Server| {
         let n = counts
             .iter()
@@ -57,8 +60,14 @@ mod tests {
         let servers = [server("a", 1.0), server("b", 1.0), server("c", 2.0)];
         let mut counts: Vec<(Option<String>, u64)> = Vec::new();
         for _ in 0..8 {
-            let chosen = least_loaded(&servers, &counts).expect("a server").name.clone();
-            match counts.iter_mut().find(|(n, _)| n.as_deref() == Some(chosen.as_str())) {
+            let chosen = least_loaded(&servers, &counts)
+                .expect("a server")
+                .name
+                .clone();
+            match counts
+                .iter_mut()
+                .find(|(n, _)| n.as_deref() == Some(chosen.as_str()))
+            {
                 Some((_, n)) => *n += 1,
                 None => counts.push((Some(chosen), 1)),
             }
@@ -75,8 +84,15 @@ mod tests {
     #[test]
     fn tenants_elsewhere_do_not_count_and_no_servers_means_no_placement() {
         let servers = [server("a", 1.0), server("b", 1.0)];
-        let counts = vec![(None, 50), (Some("a".to_owned()), 3), (Some("b".to_owned()), 1)];
-        assert_eq!(least_loaded(&servers, &counts).map(|s| s.name.as_str()), Some("b"));
+        let counts = vec![
+            (None, 50),
+            (Some("a".to_owned()), 3),
+            (Some("b".to_owned()), 1),
+        ];
+        assert_eq!(
+            least_loaded(&servers, &counts).map(|s| s.name.as_str()),
+            Some("b")
+        );
         assert_eq!(least_loaded(&[], &counts), None);
     }
 }

@@ -74,7 +74,10 @@ async fn org_tenants(
     let rows = state
         .services
         .org_tenants(&actor, &id, &page.request()?)
-        .await?;
+        .await?
+        .into_iter()
+        .map(|t| super::tenants::shown_to(&actor, t))
+        .collect();
     Ok(Json(Page::from_rows(rows, &page, |t| t.id.0)))
 }
 

@@ -55,7 +55,10 @@ async fn create_tenant(
     ApiJson(body): ApiJson<NewTenant>,
 ) -> Result<Response, Error> {
     let tenant = state.services.create_tenant(&actor, body).await?;
-    Ok(with_tenant(tenant.id, (StatusCode::CREATED, Json(shown_to(&actor, tenant)))))
+    Ok(with_tenant(
+        tenant.id,
+        (StatusCode::CREATED, Json(shown_to(&actor, tenant))),
+    ))
 }
 
 /// Lists tenants (an org admin sees its organization's only).
@@ -222,7 +225,7 @@ async fn usage(
 
 /// Where a tenant's data lives is an operator's concern: super-admins see
 /// the placement, organization admins do not.
-fn shown_to(actor: &Principal, mut tenant: Tenant) -> Tenant {
+pub(super) fn shown_to(actor: &Principal, mut tenant: Tenant) -> Tenant {
     if actor.role != Role::SuperAdmin {
         tenant.placement = None;
     }

@@ -19,6 +19,7 @@ mod migrate;
 mod oracle;
 #[path = "../it/pg.rs"]
 mod pg;
+mod placement;
 mod registry;
 mod resilience;
 mod rls;

@@ -464,7 +464,10 @@ impl ControlStore for PgControlStore {
         .fetch_all(&self.db.runtime)
         .await
         .map_err(pg_error)?;
-        Ok(rows.into_iter().map(|(p, n)| (p, n.max(0) as u64)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|(p, n)| (p, n.max(0) as u64))
+            .collect())
     }
 
     async fn dedicated_behind(&self, version: i64) -> StoreResult<Vec<Tenant>> {

@@ -15,6 +15,7 @@ use super::{
     tenant_tx,
 };
 use crate::ids::{RecordId, TenantId};
+use crate::placement::Server;
 use crate::record::{CollectionDef, FilterOp, Operand, Record, RecordQuery, SortKey};
 use crate::store::data::{DataPlane, TenantData, Usage};
 use crate::store::migrate::MigratePolicy;
@@ -52,26 +53,98 @@ fn tenant_db_name(main: &str, tenant: TenantId) -> String {
     format!("{}_{hex}", &main[..keep])
 }
 
+/// The data plane across every configured server: the main database, and
+/// the servers of `[[placement.servers]]` that tenants are placed on.
 pub struct PgDataPlane {
+    main: PgServer,
+    placed: HashMap<String, PgServer>,
+    placement: Vec<Server>,
+}
+
+impl PgDataPlane {
+    /// Creates (or brings up to date) the template database of the dedicated
+    /// tier on each server, and bounds the connections of all dedicated pools
+    /// of a server together to `max_connections`. `placed` are the placement
+    /// servers, already opened, in their configured order.
+    pub async fn open(
+        main: &PgDatabase,
+        placed: Vec<(Server, PgDatabase)>,
+        max_connections: u32,
+    ) -> StoreResult<Self> {
+        let mut servers = HashMap::new();
+        let mut placement = Vec::new();
+        for (server, db) in placed {
+            let opened = PgServer::open(&db, max_connections, DEDICATED_POOL_CONNECTIONS).await?;
+            servers.insert(server.name.clone(), opened);
+            placement.push(server);
+        }
+        Ok(Self {
+            main: PgServer::open(main, max_connections, DEDICATED_POOL_CONNECTIONS).await?,
+            placed: servers,
+            placement,
+        })
+    }
+
+    /// The server holding the tenant's data.
+    fn server(&self, tenant: &Tenant) -> StoreResult<&PgServer> {
+        match &tenant.placement {
+            None => Ok(&self.main),
+            Some(name) => self.placed.get(name).ok_or_else(|| {
+                StoreError::Internal(format!(
+                    "tenant {} is placed on server {name:?}, which is not in [[placement.servers]]",
+                    tenant.id
+                ))
+            }),
+        }
+    }
+
+    /// How many dedicated pools are open now, on every server (evicted ones
+    /// count until closed).
+    pub async fn open_dedicated_pools(&self) -> u64 {
+        std::iter::once(&self.main)
+            .chain(self.placed.values())
+            .map(|s| s.registry.open.load(Ordering::SeqCst))
+            .sum()
+    }
+}
+
+#[async_trait]
+impl DataPlane for PgDataPlane {
+    async fn provision(&self, tenant: &Tenant) -> StoreResult<()> {
+        self.server(tenant)?.provision(tenant).await
+    }
+
+    async fn handle(&self, tenant: &Tenant) -> StoreResult<Arc<dyn TenantData>> {
+        self.server(tenant)?.handle(tenant).await
+    }
+
+    async fn purge(&self, tenant: &Tenant) -> StoreResult<()> {
+        self.server(tenant)?.purge(tenant).await
+    }
+
+    fn placement_servers(&self) -> &[Server] {
+        &self.placement
+    }
+
+    fn schema_version(&self) -> i64 {
+        tenant_schema_version()
+    }
+
+    async fn migrate_tenant(&self, tenant: &Tenant) -> StoreResult<()> {
+        self.server(tenant)?.migrate_tenant(tenant).await
+    }
+}
+
+/// One server's share: its database (shared tier), the template of its
+/// dedicated tenants' databases, and the registry of their pools.
+struct PgServer {
     db: PgDatabase,
     template: String,
     registry: Arc<Registry>,
 }
 
-impl PgDataPlane {
-    /// Creates (or brings up to date) the template database of the dedicated
-    /// tier, and bounds the connections of all dedicated pools together to
-    /// `max_connections`.
-    pub async fn open(db: &PgDatabase, max_connections: u32) -> StoreResult<Self> {
-        Self::open_with_pool_size(db, max_connections, DEDICATED_POOL_CONNECTIONS).await
-    }
-
-    /// As [`open`](Self::open), with `per_tenant` connections per dedicated pool.
-    pub async fn open_with_pool_size(
-        db: &PgDatabase,
-        max_connections: u32,
-        per_tenant: u32,
-    ) -> StoreResult<Self> {
+impl PgServer {
+    async fn open(db: &PgDatabase, max_connections: u32, per_tenant: u32) -> StoreResult<Self> {
         let template = template_name(&db.name);
         check_identifier(&template)?;
         ensure_database(&db.admin_options, &template, None).await?;
@@ -114,11 +187,6 @@ impl PgDataPlane {
 
     fn db_name(&self, tenant: TenantId) -> String {
         tenant_db_name(&self.db.name, tenant)
-    }
-
-    /// How many dedicated pools are open now (evicted ones count until closed).
-    pub async fn open_dedicated_pools(&self) -> u64 {
-        self.registry.open.load(Ordering::SeqCst)
     }
 
     async fn dedicated_entry(&self, tenant: TenantId) -> StoreResult<Arc<PoolEntry>> {
@@ -292,8 +360,8 @@ async fn sweep_idle(registry: Weak<Registry>) {
     }
 }
 
-#[async_trait]
-impl DataPlane for PgDataPlane {
+/// The data plane's operations on this server.
+impl PgServer {
     async fn provision(&self, tenant: &Tenant) -> StoreResult<()> {
         if tenant.isolation != Isolation::Dedicated {
             return Ok(());
@@ -322,10 +390,6 @@ impl DataPlane for PgDataPlane {
             .await
             .map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)
-    }
-
-    fn schema_version(&self) -> i64 {
-        tenant_schema_version()
     }
 
     async fn migrate_tenant(&self, tenant: &Tenant) -> StoreResult<()> {

@@ -52,7 +52,6 @@ pub struct PgDatabase {
     pub(crate) admin: PgPool,
     pub(crate) runtime: PgPool,
     pub(crate) admin_options: PgConnectOptions,
-    pub(crate) runtime_options: PgConnectOptions,
     pub(crate) settings: PgSettings,
 }
 
@@ -61,6 +60,19 @@ impl PgDatabase {
     /// brings the control and tenant-data schemas up to date.
     /// `policy` says whether a schema that is behind may be migrated.
     pub async fn open(settings: &PgSettings, policy: MigratePolicy) -> StoreResult<Self> {
+        Self::open_with(settings, policy, true).await
+    }
+
+    /// A placement server's database: the shared tier's schema only, no control schema.
+    pub async fn open_placement(settings: &PgSettings, policy: MigratePolicy) -> StoreResult<Self> {
+        Self::open_with(settings, policy, false).await
+    }
+
+    async fn open_with(
+        settings: &PgSettings,
+        policy: MigratePolicy,
+        control: bool,
+    ) -> StoreResult<Self> {
         let admin_options = PgConnectOptions::from_str(&settings.url)
             .map_err(|e| StoreError::Internal(format!("bad PostgreSQL URL: {e}")))?
             .application_name("tenantry-admin")
@@ -74,10 +86,13 @@ impl PgDatabase {
         ensure_database(&admin_options, &name, None).await?;
         let admin_options = admin_options.database(&name);
         let mut conn = admin_options.connect().await.map_err(pg_error)?;
-        migrate_control(&mut conn, policy).await?;
-        migrate_tenant_schema(&mut conn, policy, "the shared tenant schema").await?;
+        if control {
+            migrate_control(&mut conn, policy).await?;
+        }
+        let what = format!("the shared tenant schema of {name}");
+        migrate_tenant_schema(&mut conn, policy, &what).await?;
         ensure_runtime_role(&mut conn, settings).await?;
-        grant_runtime(&mut conn, &settings.runtime_role, true).await?;
+        grant_runtime(&mut conn, &settings.runtime_role, control).await?;
         conn.close().await.map_err(pg_error)?;
 
         let admin = PgPoolOptions::new()
@@ -87,13 +102,12 @@ impl PgDatabase {
             .idle_timeout(Duration::from_secs(60))
             .connect_lazy_with(admin_options.clone());
         let runtime_options = runtime_options(&admin_options, settings, &name);
-        let runtime = runtime_pool(runtime_options.clone(), settings.max_connections, settings);
+        let runtime = runtime_pool(runtime_options, settings.max_connections, settings);
         Ok(Self {
             name,
             admin,
             runtime,
             admin_options,
-            runtime_options,
             settings: settings.clone(),
         })
     }

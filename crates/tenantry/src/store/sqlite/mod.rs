@@ -527,7 +527,10 @@ impl ControlStore for SqliteControlStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
-        Ok(rows.into_iter().map(|(p, n)| (p, n.max(0) as u64)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|(p, n)| (p, n.max(0) as u64))
+            .collect())
     }
 
     async fn dedicated_behind(&self, version: i64) -> StoreResult<Vec<Tenant>> {
