@@ -150,7 +150,7 @@ async fn set_status(
     status: TenantStatus,
 ) -> Result<Response, Error> {
     let tenant = state.services.set_tenant_status(actor, id, status).await?;
-    Ok(with_tenant(tenant.id, Json(shown_to(&actor, tenant))))
+    Ok(with_tenant(tenant.id, Json(shown_to(actor, tenant))))
 }
 
 /// Suspends the tenant: its data plane answers 403 `tenant_suspended`.
