@@ -61,6 +61,12 @@ fn if_match(headers: &HeaderMap) -> Result<Option<IfMatch>, Error> {
 /// Parses `filter[f]=v`, `filter[f][op]=v`, `sort`, `limit`, `cursor`.
 fn list_params(query: Option<&str>) -> Result<ListParams, Error> {
     let mut params = ListParams::default();
+    if query.is_some_and(super::extract::has_nul) {
+        return Err(Error::invalid(
+            "query",
+            "must not contain NUL (%00) characters",
+        ));
+    }
     for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         if let Some(rest) = key.strip_prefix("filter[") {
             let (field, tail) = rest.split_once(']').ok_or_else(|| {

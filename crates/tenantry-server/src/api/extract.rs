@@ -35,11 +35,44 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     // First as untyped JSON: anything failing here is not JSON at all.
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| Error::InvalidJson(e.to_string()))?;
+    if let Some(path) = nul_at(&value, "") {
+        return Err(Error::invalid(
+            if path.is_empty() { "body" } else { &path },
+            "text must not contain NUL (\\u0000) characters",
+        ));
+    }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." { "body".to_owned() } else { path };
         Error::Validation(vec![FieldError::new(field, e.into_inner().to_string())])
     })
+}
+
+/// Where a NUL character hides in a JSON value (a string or a key), if
+/// anywhere. PostgreSQL stores neither in text nor in jsonb, so both engines
+/// refuse it at the edge alike rather than one of them failing deep inside.
+fn nul_at(value: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.contains('\0') => Some(path.to_owned()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nul_at(v, &format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let here = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            if k.contains('\0') {
+                Some(here)
+            } else {
+                nul_at(v, &here)
+            }
+        }),
+        _ => None,
+    }
 }
 
 /// Query parameters; a malformed one is a 422 rather than axum's plain text.
@@ -49,11 +82,22 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if parts.uri.query().is_some_and(has_nul) {
+            return Err(Error::invalid(
+                "query",
+                "must not contain NUL (%00) characters",
+            ));
+        }
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(q)| ApiQuery(q))
             .map_err(|e| Error::invalid("query", e.body_text()))
     }
+}
+
+/// Whether a raw query string decodes to text with a NUL in it.
+pub fn has_nul(query: &str) -> bool {
+    form_urlencoded::parse(query.as_bytes()).any(|(k, v)| k.contains('\0') || v.contains('\0'))
 }
 
 pub const DEFAULT_LIMIT: u32 = 50;

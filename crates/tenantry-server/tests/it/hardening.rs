@@ -309,3 +309,59 @@ async fn staff_reading_or_changing_tenant_settings_is_audited() {
         ]
     );
 }
+
+/// PostgreSQL stores no NUL in text or jsonb; both engines refuse it at the
+/// edge with a 422 naming the field instead of one of them failing with 500.
+#[tokio::test]
+async fn nul_characters_are_refused_with_the_field_named() {
+    let app = TestApp::spawn().await;
+    let staff = app.admin_token().await;
+    let t = app
+        .post(
+            "/api/v1/tenants",
+            Some(&staff),
+            json!({"name": "bad\u{0}name", "slug": "nul-t"}),
+        )
+        .await;
+    t.assert_problem(422, "validation_failed");
+    assert!(t.text.contains("name"), "{}", t.text);
+    app.create_tenant(&staff, "nul-t", "basic").await;
+    let (_, token) = app
+        .tenant_user(&staff, "nul-t", "a@nul.example", "admin")
+        .await;
+    let r = app
+        .post(
+            "/api/v1/collections/notes/records",
+            Some(&token),
+            json!({"deep": {"list": ["ok", "no\u{0}pe"]}}),
+        )
+        .await;
+    r.assert_problem(422, "validation_failed");
+    assert!(r.text.contains("deep.list[1]"), "{}", r.text);
+    let key = app
+        .post(
+            "/api/v1/collections/notes/records",
+            Some(&token),
+            json!({"k\u{0}ey": 1}),
+        )
+        .await;
+    key.assert_problem(422, "validation_failed");
+    app.get(
+        "/api/v1/collections/notes/records?filter[a]=x%00y",
+        Some(&token),
+    )
+    .await
+    .assert_problem(422, "validation_failed");
+    app.get("/api/v1/tenants?q=a%00", Some(&staff))
+        .await
+        .assert_problem(422, "validation_failed");
+    // Text that merely spells the escape is fine.
+    let ok = app
+        .post(
+            "/api/v1/collections/notes/records",
+            Some(&token),
+            json!({"text": "\\u0000"}),
+        )
+        .await;
+    assert_eq!(ok.status, 201, "{}", ok.text);
+}
