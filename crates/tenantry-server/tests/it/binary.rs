@@ -161,3 +161,67 @@ fn cli_manages_tenants_and_plans_through_the_services() {
     assert!(!ok);
     assert!(err.contains("not found"), "{err}");
 }
+
+/// `tenantry migrate` from the command line: dedicated tenants behind the
+/// binary's schema stop every command that opens the stores; `migrate`
+/// brings them up and says so.
+#[test]
+fn migrate_command_brings_tenants_that_are_behind_up_to_date() {
+    let dir = tempfile::tempdir().expect("dir");
+    for slug in ["cli-m1", "cli-m2"] {
+        let out = tenantry(dir.path())
+            .args(["tenant", "create", "--name", slug, "--slug", slug])
+            .args(["--plan", "enterprise", "--isolation", "dedicated"])
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // As if an older binary had created their databases.
+    let control = dir.path().join("data").join("control.db");
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            use sqlx::Connection;
+            let mut conn =
+                sqlx::SqliteConnection::connect(&format!("sqlite://{}", control.display()))
+                    .await
+                    .expect("control.db");
+            sqlx::query("UPDATE tenants SET schema_version = 0 WHERE slug LIKE 'cli-m%'")
+                .execute(&mut conn)
+                .await
+                .expect("update");
+        });
+    let list = |dir: &std::path::Path| {
+        tenantry(dir)
+            .args(["tenant", "list"])
+            .output()
+            .expect("run")
+    };
+    let refused = list(dir.path());
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("2 dedicated tenant database(s) are behind"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("tenantry migrate"), "{stderr}");
+
+    let migrated = tenantry(dir.path()).arg("migrate").output().expect("run");
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    assert!(String::from_utf8_lossy(&migrated.stdout).contains("schema up to date"));
+    let listed = list(dir.path());
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("cli-m2"));
+}

@@ -500,8 +500,12 @@ impl ControlStore for PgControlStore {
     ) -> StoreResult<()> {
         // One transaction for the batch; the tenant context is switched
         // before each row so RLS's WITH CHECK accepts it.
+        // Rows in one order everywhere: two instances flushing at once
+        // then queue on the same row instead of deadlocking.
+        let mut counts = counts.to_vec();
+        counts.sort_unstable_by_key(|(tenant, day, _)| (tenant.0, *day));
         let mut tx = self.db.runtime.begin().await.map_err(pg_error)?;
-        for (tenant, day, n) in counts {
+        for (tenant, day, n) in &counts {
             set_tenant(&mut tx, *tenant).await?;
             sqlx::query(
                 "INSERT INTO request_counts (tenant_id, day, requests) VALUES ($1, $2, $3)

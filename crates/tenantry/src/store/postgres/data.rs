@@ -35,7 +35,7 @@ use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 /// Connections of one dedicated tenant's pool (fewer if the cap is smaller).
-const DEDICATED_POOL_CONNECTIONS: u32 = 2;
+const DEDICATED_POOL_CONNECTIONS: u32 = 1;
 /// A dedicated pool unused this long is evicted.
 const IDLE_TTL: Duration = Duration::from_secs(60);
 /// How often idle pools are looked for.
@@ -274,9 +274,12 @@ impl Registry {
             slot.last_used.store(self.now(), Ordering::Relaxed);
             slot
         };
+        // One deadline for this caller, however many failed initialisations
+        // of the same slot queue ahead of it.
+        let deadline = tokio::time::Instant::now() + self.acquire_timeout;
         slot.entry
             .get_or_try_init(|| async {
-                let permit = self.permits(tenant).await?;
+                let permit = self.permits(tenant, deadline).await?;
                 self.open.fetch_add(1, Ordering::SeqCst);
                 Ok(Arc::new(PoolEntry {
                     pool: make_pool(self.per_pool),
@@ -292,8 +295,11 @@ impl Registry {
     /// pools and waits (bounded) for them to be closed. Eviction is redone
     /// while waiting: pools opened meanwhile by others stay in the registry
     /// after their requests are done, holding permits until evicted.
-    async fn permits(&self, tenant: TenantId) -> StoreResult<OwnedSemaphorePermit> {
-        let deadline = tokio::time::Instant::now() + self.acquire_timeout;
+    async fn permits(
+        &self,
+        tenant: TenantId,
+        deadline: tokio::time::Instant,
+    ) -> StoreResult<OwnedSemaphorePermit> {
         loop {
             if let Ok(permit) = self.permits.clone().try_acquire_many_owned(self.per_pool) {
                 return Ok(permit);
@@ -367,21 +373,7 @@ impl PgServer {
             return Ok(());
         }
         let name = self.db_name(tenant.id);
-        let mut attempt = 0;
-        loop {
-            match ensure_database(&self.db.admin_options, &name, Some(&self.template)).await {
-                Ok(()) => break,
-                // Someone is connected to the template (an autovacuum worker,
-                // another server migrating it): it goes away soon.
-                Err(StoreError::Internal(msg))
-                    if attempt < 10 && msg.contains("being accessed by other users") =>
-                {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        ensure_database(&self.db.admin_options, &name, Some(&self.template)).await?;
         // Usable: the runtime role gets through to the new database.
         let entry = self.dedicated_entry(tenant.id).await?;
         let mut tx = tenant_tx(&entry.pool, tenant.id).await?;
@@ -441,7 +433,9 @@ impl PgServer {
         match tenant.isolation {
             Isolation::Shared => {
                 let mut tx = tenant_tx(&self.db.runtime, tenant.id).await?;
-                for table in ["record_uniques", "records", "collections", "usage"] {
+                // Writers lock the usage row first; so does the purge, so an
+                // in-flight write and the purge queue instead of deadlocking.
+                for table in ["usage", "record_uniques", "records", "collections"] {
                     sqlx::query(&format!(
                         "DELETE FROM {DATA_SCHEMA}.{table} WHERE tenant_id = $1"
                     ))
@@ -640,13 +634,31 @@ fn push_compare(q: &mut QueryBuilder<'_, Postgres>, field: &str, cmp: &str, op: 
 }
 
 /// Index DDL is the owner's; runs only when the index is missing, and a
-/// concurrent creation of the same index counts as success.
+/// concurrent creation of the same index counts as success. `CONCURRENTLY`:
+/// on the shared tier the table holds every tenant's records, and a plain
+/// build would block all of their writes until it finished. A build that
+/// failed midway leaves an invalid index behind; it is dropped and rebuilt.
 async fn create_index(conn: &mut PgConnection, field: &str) -> StoreResult<()> {
     let [rank, num, text] = field_sort_exprs(field);
+    let name = index_name(field);
+    let invalid: Option<bool> = sqlx::query_scalar(
+        "SELECT NOT i.indisvalid FROM pg_index i
+         WHERE i.indexrelid = to_regclass($1)",
+    )
+    .bind(format!("{DATA_SCHEMA}.{name}"))
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(pg_error)?;
+    if invalid == Some(true) {
+        let drop = format!("DROP INDEX CONCURRENTLY IF EXISTS {DATA_SCHEMA}.{name}");
+        sqlx::query(&drop)
+            .execute(&mut *conn)
+            .await
+            .map_err(pg_error)?;
+    }
     let sql = format!(
-        "CREATE INDEX IF NOT EXISTS {} ON {DATA_SCHEMA}.records \
-         (tenant_id, collection, {rank}, {num}, {text}, id)",
-        index_name(field)
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {DATA_SCHEMA}.records \
+         (tenant_id, collection, {rank}, {num}, {text}, id)"
     );
     match sqlx::query(&sql).execute(&mut *conn).await {
         Ok(_) => Ok(()),

@@ -420,7 +420,12 @@ impl IdentityStore for PgControlStore {
         let mut q = QueryBuilder::<Postgres>::new("SELECT * FROM audit_log WHERE tenant_id = ");
         q.push_bind(t.id.0);
         if let Some(after) = page.after {
-            q.push(" AND id > ").push_bind(after);
+            // The chain's order is seq; ids come from several instances' clocks.
+            q.push(" AND seq > (SELECT seq FROM audit_log WHERE tenant_id = ")
+                .push_bind(t.id.0)
+                .push(" AND id = ")
+                .push_bind(after)
+                .push(")");
         }
         q.push(" ORDER BY seq LIMIT ").push_bind(page_limit(page));
         let rows = q.build().fetch_all(&mut *tx).await.map_err(pg_error)?;

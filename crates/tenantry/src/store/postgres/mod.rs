@@ -135,15 +135,26 @@ pub(crate) fn runtime_options(
     }
 }
 
-/// A lazily connecting pool of the runtime role. Connections are checked
-/// before use, so after a database restart the dead ones are replaced
-/// instead of failing a request each.
+/// A lazily connecting pool of the runtime role. sqlx pings every
+/// connection as it is released, so a busy connection is known good; only
+/// one idle for a while (a database restart may have cut it since) is
+/// pinged again before use. Pinging on every acquire would add a round trip
+/// to each request.
 pub(crate) fn runtime_pool(options: PgConnectOptions, max: u32, settings: &PgSettings) -> PgPool {
     PgPoolOptions::new()
         .max_connections(max.max(1))
         .min_connections(0)
         .acquire_timeout(settings.acquire_timeout)
         .idle_timeout(Duration::from_secs(60))
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > Duration::from_secs(2) {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_lazy_with(options)
 }
 
@@ -155,9 +166,14 @@ pub(crate) async fn tenant_tx(
     pool: &PgPool,
     tenant: TenantId,
 ) -> StoreResult<Transaction<'static, Postgres>> {
-    let mut tx = pool.begin().await.map_err(pg_error)?;
-    set_tenant(&mut tx, tenant).await?;
-    Ok(tx)
+    // One round trip for both. The id is a UUID we format ourselves (hex
+    // and hyphens), never text from a request, so splicing it is safe.
+    pool.begin_with(format!(
+        "BEGIN; SELECT set_config('tenantry.tenant_id', '{}', true)",
+        tenant.0
+    ))
+    .await
+    .map_err(pg_error)
 }
 
 /// Switches the tenant of the current transaction (for control-plane work
@@ -215,11 +231,27 @@ pub(crate) async fn ensure_database(
             }
             None => format!("CREATE DATABASE {name}"),
         };
-        match sqlx::query(&sql).execute(&mut conn).await {
-            Ok(_) => {}
-            // Someone else created it meanwhile.
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
-            Err(e) => return Err(pg_error(e)),
+        // A clone waits while someone (autovacuum, another server's
+        // migration) is connected to the template: they leave soon.
+        let mut attempt = 0;
+        loop {
+            match sqlx::query(&sql).execute(&mut conn).await {
+                Ok(_) => break,
+                // Someone else created it meanwhile (42P04, or 23505 when both
+                // reached the catalog at once).
+                Err(sqlx::Error::Database(e))
+                    if matches!(e.code().as_deref(), Some("42P04") | Some("23505")) =>
+                {
+                    break;
+                }
+                Err(sqlx::Error::Database(e))
+                    if e.code().as_deref() == Some("55006") && attempt < 10 =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                }
+                Err(e) => return Err(pg_error(e)),
+            }
         }
     }
     conn.close().await.map_err(pg_error)
@@ -308,6 +340,19 @@ async fn ensure_runtime_role(conn: &mut PgConnection, settings: &PgSettings) -> 
             .fetch_optional(&mut *conn)
             .await
             .map_err(pg_error)?;
+    let owner_member: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)
+                AND ($1 = current_user OR pg_has_role($1, current_user, 'MEMBER'))",
+    )
+    .bind(role)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(pg_error)?;
+    if owner_member {
+        return Err(StoreError::Internal(format!(
+            "runtime role {role} is (or is a member of) the owner role of the database URL; it could switch row-level security off"
+        )));
+    }
     match existing {
         Some((false, false)) => {}
         Some(_) => {
@@ -392,8 +437,14 @@ pub(crate) fn pg_error(e: sqlx::Error) -> StoreError {
         sqlx::Error::Database(db)
             if db.code().is_some_and(|c| {
                 // 08: connection exception; 57P: operator intervention
-                // (shutdown, crash, cannot connect now); 53300: too many connections.
-                c.starts_with("08") || c.starts_with("57P") || c == "53300"
+                // (shutdown, crash, cannot connect now); 53: out of resources
+                // (connections, memory, disk); 40001/40P01: serialization
+                // failure or deadlock; 55P03: lock not available; 57014:
+                // statement cancelled or timed out. All worth a retry.
+                c.starts_with("08")
+                    || c.starts_with("57P")
+                    || c.starts_with("53")
+                    || matches!(c.as_ref(), "40001" | "40P01" | "55P03" | "57014")
             }) =>
         {
             StoreError::Unavailable(e.to_string())

@@ -365,16 +365,23 @@ impl IdentityStore for SqliteControlStore {
     }
 
     async fn list_audit(&self, t: &Tenant, page: &PageRequest) -> StoreResult<Vec<AuditEntry>> {
-        let after = page.after.map(|a| a.to_string()).unwrap_or_default();
-        sqlx::query("SELECT * FROM audit_log WHERE tenant_id = ? AND id > ? ORDER BY seq LIMIT ?")
-            .bind(t.id.to_string())
-            .bind(after)
-            .bind(page_limit(page))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?
-            .iter()
-            .map(audit_from_row)
-            .collect()
+        // The chain's order is seq (from 1): a page starts after the cursor
+        // entry's seq; a cursor naming no entry of this tenant yields nothing.
+        let after = page.after.map(|a| a.to_string());
+        sqlx::query(
+            "SELECT * FROM audit_log WHERE tenant_id = ?1
+               AND seq > CASE WHEN ?2 IS NULL THEN 0
+                         ELSE (SELECT seq FROM audit_log WHERE tenant_id = ?1 AND id = ?2) END
+             ORDER BY seq LIMIT ?3",
+        )
+        .bind(t.id.to_string())
+        .bind(after)
+        .bind(page_limit(page))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?
+        .iter()
+        .map(audit_from_row)
+        .collect()
     }
 }
