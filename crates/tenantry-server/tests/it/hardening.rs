@@ -365,3 +365,50 @@ async fn nul_characters_are_refused_with_the_field_named() {
         .await;
     assert_eq!(ok.status, 201, "{}", ok.text);
 }
+
+/// Two instances on one store: a unique field added through one binds the
+/// other's very next write, although its collection cache predates it.
+#[tokio::test]
+async fn a_unique_field_added_on_one_instance_binds_the_others_writes() {
+    let a = TestApp::spawn().await;
+    let staff = a.admin_token().await;
+    a.create_tenant(&staff, "two-inst", "basic").await;
+    let (_, token) = a
+        .tenant_user(&staff, "two-inst", "a@two.example", "admin")
+        .await;
+    let same = a.app_state.settings.clone();
+    let b = TestApp::spawn_with(tempfile::tempdir().expect("dir"), move |s| {
+        s.data_dir = same.data_dir.clone();
+        s.database_url = same.database_url.clone();
+    })
+    .await;
+    let first = b
+        .post(
+            "/api/v1/collections/notes/records",
+            Some(&token),
+            json!({"k": 1}),
+        )
+        .await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    // B now holds the definition without a unique field.
+    let listed = b
+        .get("/api/v1/collections/notes/records", Some(&token))
+        .await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    let defined = a
+        .call(
+            Method::PUT,
+            "/api/v1/collections/notes",
+            Some(&token),
+            Some(json!({"unique": ["k"]})),
+        )
+        .await;
+    assert!(defined.status.is_success(), "{}", defined.text);
+    b.post(
+        "/api/v1/collections/notes/records",
+        Some(&token),
+        json!({"k": 1}),
+    )
+    .await
+    .assert_problem(409, "conflict");
+}

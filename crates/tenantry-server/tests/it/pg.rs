@@ -41,7 +41,18 @@ pub async fn server_url() -> &'static str {
                     url
                 }
             };
-            drop_stale_databases(&url).await;
+            // Dropping a database takes a checkpoint: after a full run there
+            // are dozens. A thread of its own clears them while tests run
+            // (what a short process leaves, the next one finishes).
+            let stale = url.clone();
+            std::thread::spawn(move || {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    rt.block_on(drop_stale_databases(&stale));
+                }
+            });
             url
         })
         .await

@@ -720,14 +720,34 @@ impl PgTenantData {
         Ok(())
     }
 
-    /// Claims the record's unique values; a taken one is `Conflict(field)`.
+    /// The unique fields as stored now. Writes claim these rather than those
+    /// of the caller's definition, which may come from a cache that has not
+    /// yet seen another instance add a unique field.
+    async fn stored_unique(
+        &self,
+        conn: &mut PgConnection,
+        collection: &str,
+    ) -> StoreResult<Vec<String>> {
+        let fields: Option<Json<Vec<String>>> = sqlx::query_scalar(&format!(
+            "SELECT unique_fields FROM {DATA_SCHEMA}.collections WHERE tenant_id = $1 AND name = $2"
+        ))
+        .bind(self.tenant.0)
+        .bind(collection)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(pg_error)?;
+        Ok(fields.map(|Json(f)| f).unwrap_or_default())
+    }
+
+    /// Claims the record's values of `fields`; a taken one is `Conflict(field)`.
     async fn claim_uniques(
         &self,
         conn: &mut PgConnection,
-        def: &CollectionDef,
+        collection: &str,
+        fields: &[String],
         record: &Record,
     ) -> StoreResult<()> {
-        for field in &def.unique {
+        for field in fields {
             let Some(value) =
                 crate::record::field_value(&record.data, field).filter(|v| !v.is_null())
             else {
@@ -738,7 +758,7 @@ impl PgTenantData {
                  VALUES ($1, $2, $3, $4, $5)"
             ))
             .bind(self.tenant.0)
-            .bind(&def.name)
+            .bind(collection)
             .bind(field)
             .bind(unique_key(value))
             .bind(record.id.0)
@@ -1041,7 +1061,7 @@ impl TenantData for PgTenantData {
             .await
             .map_err(pg_error)?;
             for row in &rows {
-                self.claim_uniques(&mut tx, def, &record_from_row(row)?)
+                self.claim_uniques(&mut tx, &def.name, &def.unique, &record_from_row(row)?)
                     .await?;
             }
         }
@@ -1112,7 +1132,8 @@ impl TenantData for PgTenantData {
         .execute(&mut *tx)
         .await
         .map_err(pg_error)?;
-        self.claim_uniques(&mut tx, def, r).await?;
+        let unique = self.stored_unique(&mut tx, &def.name).await?;
+        self.claim_uniques(&mut tx, &def.name, &unique, r).await?;
         self.add_usage(&mut tx, 1, size).await?;
         tx.commit().await.map_err(pg_error)
     }
@@ -1254,7 +1275,8 @@ impl TenantData for PgTenantData {
         .await
         .map_err(pg_error)?;
         self.release_uniques(&mut tx, &def.name, r.id).await?;
-        self.claim_uniques(&mut tx, def, r).await?;
+        let unique = self.stored_unique(&mut tx, &def.name).await?;
+        self.claim_uniques(&mut tx, &def.name, &unique, r).await?;
         self.add_usage(&mut tx, 0, delta).await?;
         tx.commit().await.map_err(pg_error)
     }

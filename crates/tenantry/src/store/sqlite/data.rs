@@ -330,14 +330,36 @@ impl SqliteTenantData {
         Ok(())
     }
 
-    /// Claims the record's unique values; a taken one is `Conflict(field)`.
+    /// The unique fields as stored now. Writes claim these rather than those
+    /// of the caller's definition, which may come from a cache that has not
+    /// yet seen another instance add a unique field.
+    async fn stored_unique(
+        &self,
+        conn: &mut SqliteConnection,
+        collection: &str,
+    ) -> StoreResult<Vec<String>> {
+        let text: Option<String> = sqlx::query_scalar(
+            "SELECT unique_fields FROM collections WHERE tenant_id = ? AND name = ?",
+        )
+        .bind(&self.tenant)
+        .bind(collection)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_error)?;
+        Ok(text
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default())
+    }
+
+    /// Claims the record's values of `fields`; a taken one is `Conflict(field)`.
     async fn claim_uniques(
         &self,
         conn: &mut SqliteConnection,
-        def: &CollectionDef,
+        collection: &str,
+        fields: &[String],
         record: &Record,
     ) -> StoreResult<()> {
-        for field in &def.unique {
+        for field in fields {
             let Some(value) =
                 crate::record::field_value(&record.data, field).filter(|v| !v.is_null())
             else {
@@ -347,7 +369,7 @@ impl SqliteTenantData {
                 "INSERT INTO record_uniques (tenant_id, collection, field, value, record_id) VALUES (?, ?, ?, ?, ?)",
             )
             .bind(&self.tenant)
-            .bind(&def.name)
+            .bind(collection)
             .bind(field)
             .bind(value.to_string())
             .bind(record.id.to_string())
@@ -465,7 +487,7 @@ impl TenantData for SqliteTenantData {
                 .await
                 .map_err(db_error)?;
             for row in &rows {
-                self.claim_uniques(&mut tx, def, &record_from_row(row)?)
+                self.claim_uniques(&mut tx, &def.name, &def.unique, &record_from_row(row)?)
                     .await?;
             }
         }
@@ -534,7 +556,8 @@ impl TenantData for SqliteTenantData {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        self.claim_uniques(&mut tx, def, r).await?;
+        let unique = self.stored_unique(&mut tx, &def.name).await?;
+        self.claim_uniques(&mut tx, &def.name, &unique, r).await?;
         self.add_usage(&mut tx, 1, data.len() as i64).await?;
         tx.commit().await.map_err(db_error)
     }
@@ -635,7 +658,8 @@ impl TenantData for SqliteTenantData {
         .await
         .map_err(db_error)?;
         self.release_uniques(&mut tx, &def.name, r.id).await?;
-        self.claim_uniques(&mut tx, def, r).await?;
+        let unique = self.stored_unique(&mut tx, &def.name).await?;
+        self.claim_uniques(&mut tx, &def.name, &unique, r).await?;
         self.add_usage(&mut tx, 0, delta).await?;
         tx.commit().await.map_err(db_error)
     }
