@@ -156,8 +156,8 @@ async fn migrate_dedicated(
     Ok(())
 }
 
-/// The control store and the data plane on the configured engine; a schema
-/// that is behind is migrated only when the settings allow it.
+/// How far opening a store may change its schema: a fresh database is
+/// always set up; one that is behind is migrated only when told to.
 fn migrate_policy(settings: &Settings) -> MigratePolicy {
     if settings.migrate {
         MigratePolicy::Apply
