@@ -135,6 +135,28 @@ impl DataPlane for PgDataPlane {
     }
 }
 
+/// Connects to database `name` of `db`'s server as the owner, brings its
+/// tenant-data schema up to date and grants the runtime role. The connection
+/// is closed whatever happened: nobody may stay connected to a template, or
+/// `CREATE DATABASE … TEMPLATE` fails.
+async fn migrate_tenant_database(db: &PgDatabase, name: &str, what: &str) -> StoreResult<()> {
+    let mut conn = db
+        .admin_options
+        .clone()
+        .database(name)
+        .connect()
+        .await
+        .map_err(pg_error)?;
+    // Sequential, without an inner async block: sqlx's futures are not
+    // `Send` for every borrow lifetime, which `#[async_trait]` demands.
+    let mut migrated = migrate_tenant_schema(&mut conn, MigratePolicy::Apply, what).await;
+    if migrated.is_ok() {
+        migrated = grant_runtime(&mut conn, &db.settings.runtime_role, false).await;
+    }
+    let closed = conn.close().await.map_err(pg_error);
+    migrated.and(closed)
+}
+
 /// One server's share: its database (shared tier), the template of its
 /// dedicated tenants' databases, and the registry of their pools.
 struct PgServer {
@@ -148,23 +170,8 @@ impl PgServer {
         let template = template_name(&db.name);
         check_identifier(&template)?;
         ensure_database(&db.admin_options, &template, None).await?;
-        let mut conn = db
-            .admin_options
-            .clone()
-            .database(&template)
-            .connect()
-            .await
-            .map_err(pg_error)?;
-        let migrated = async {
-            // The template is ours alone: always brought up to date.
-            migrate_tenant_schema(&mut conn, MigratePolicy::Apply, "the template database").await?;
-            grant_runtime(&mut conn, &db.settings.runtime_role, false).await
-        }
-        .await;
-        // Nobody may stay connected to a template: CREATE DATABASE … TEMPLATE would fail.
-        let closed = conn.close().await.map_err(pg_error);
-        migrated?;
-        closed?;
+        // The template is ours alone: always brought up to date.
+        migrate_tenant_database(db, &template, "the template database").await?;
 
         let cap = max_connections.max(1);
         let registry = Arc::new(Registry {
@@ -390,21 +397,8 @@ impl PgServer {
         }
         let name = self.db_name(tenant.id);
         check_identifier(&name)?;
-        let mut conn = self
-            .db
-            .admin_options
-            .clone()
-            .database(&name)
-            .connect()
-            .await
-            .map_err(pg_error)?;
         let what = format!("tenant {}'s database", tenant.slug);
-        let mut migrated = migrate_tenant_schema(&mut conn, MigratePolicy::Apply, &what).await;
-        if migrated.is_ok() {
-            migrated = grant_runtime(&mut conn, &self.db.settings.runtime_role, false).await;
-        }
-        let closed = conn.close().await.map_err(pg_error);
-        migrated.and(closed)
+        migrate_tenant_database(&self.db, &name, &what).await
     }
 
     async fn handle(&self, tenant: &Tenant) -> StoreResult<Arc<dyn TenantData>> {
