@@ -191,6 +191,38 @@ pub fn parse_time(s: &str) -> StoreResult<DateTime<Utc>> {
         .map_err(|e| StoreError::Internal(format!("bad timestamp {s:?}: {e}")))
 }
 
+/// `QuotaExceeded` when growing by `delta` bytes takes `current` past `max`
+/// (shrinking is always allowed).
+pub(crate) fn check_quota(current: u64, delta: i64, max: Option<u64>) -> StoreResult<()> {
+    match max {
+        Some(max) if delta > 0 && current.saturating_add(delta as u64) > max => {
+            Err(StoreError::QuotaExceeded)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A page's row limit as SQL binds it (at least one row).
+pub(crate) fn page_limit(page: &PageRequest) -> i64 {
+    i64::from(page.limit.max(1))
+}
+
+/// A stored JSON list of names (unique or indexed fields).
+pub(crate) fn strings(v: serde_json::Value) -> Vec<String> {
+    serde_json::from_value(v).unwrap_or_default()
+}
+
+/// `%text%` for `LIKE … ESCAPE '\'`, lower-cased, with the search text's own
+/// wildcards escaped: the tenant search `q` is a substring, not a pattern.
+pub(crate) fn substring_pattern(text: &str) -> String {
+    let escaped = text
+        .to_lowercase()
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
 /// Parses a stored enum column, turning garbage into an internal error.
 pub(crate) fn decode<T>(
     value: &str,

@@ -6,7 +6,7 @@ use crate::ids::{OrgId, TenantId, UserId};
 use crate::plan::Plan;
 use crate::store::{
     ConfigEntry, ControlStore, Organization, PageRequest, PlatformUser, StoreError, StoreResult,
-    TenantFilter, decode, isolation,
+    TenantFilter, decode, isolation, page_limit, substring_pattern,
 };
 use crate::tenant::{Slug, Tenant, TenantStatus};
 use async_trait::async_trait;
@@ -64,10 +64,6 @@ where
 /// A `bigint` count as `u64` (negative values cannot happen; clamp anyway).
 pub(super) fn count(n: i64) -> u64 {
     n.max(0) as u64
-}
-
-pub(super) fn page_limit(page: &PageRequest) -> i64 {
-    i64::from(page.limit.max(1))
 }
 
 fn tenant_from_row(row: &PgRow) -> StoreResult<Tenant> {
@@ -352,13 +348,7 @@ impl ControlStore for PgControlStore {
             q.push(" AND organization_id = ").push_bind(org.0);
         }
         if let Some(text) = &f.q {
-            // LIKE wildcards in the search text are escaped: `q` is a substring, not a pattern.
-            let escaped = text
-                .to_lowercase()
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
-            let pattern = format!("%{escaped}%");
+            let pattern = substring_pattern(text);
             q.push(" AND (name ILIKE ")
                 .push_bind(pattern.clone())
                 .push(" ESCAPE '\\' OR slug ILIKE ")

@@ -19,7 +19,7 @@ use crate::placement::Server;
 use crate::record::{CollectionDef, FilterOp, Operand, Record, RecordQuery, SortKey};
 use crate::store::data::{DataPlane, TenantData, Usage};
 use crate::store::migrate::MigratePolicy;
-use crate::store::{StoreError, StoreResult, time_text};
+use crate::store::{StoreError, StoreResult, check_quota, strings, time_text};
 use crate::{Isolation, Tenant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -471,10 +471,6 @@ struct PgTenantData {
     tenant: TenantId,
 }
 
-fn strings(v: Value) -> Vec<String> {
-    serde_json::from_value(v).unwrap_or_default()
-}
-
 fn collection_from_row(row: &PgRow) -> StoreResult<CollectionDef> {
     let schema: Option<Json<Value>> = row.try_get("schema").map_err(pg_error)?;
     let unique: Json<Value> = row.try_get("unique_fields").map_err(pg_error)?;
@@ -888,15 +884,6 @@ impl PgTenantData {
                 result.and(closed)
             }
         }
-    }
-}
-
-fn check_quota(current: u64, delta: i64, max: Option<u64>) -> StoreResult<()> {
-    match max {
-        Some(max) if delta > 0 && current.saturating_add(delta as u64) > max => {
-            Err(StoreError::QuotaExceeded)
-        }
-        _ => Ok(()),
     }
 }
 

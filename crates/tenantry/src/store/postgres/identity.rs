@@ -1,10 +1,11 @@
 //! PostgreSQL implementation of the identity store.
 
-use super::control::{col, count, page_limit};
+use super::control::{col, count};
 use super::{PgControlStore, pg_error, tenant_tx};
 use crate::audit::{AuditEntry, NewAuditEntry};
 use crate::ids::{TenantId, UserId};
 use crate::store::identity::{IdentityStore, OtpRecord, RefreshRecord, TenantUser};
+use crate::store::page_limit;
 use crate::store::{PageRequest, StoreError, StoreResult, decode};
 use crate::{Role, Tenant};
 use async_trait::async_trait;

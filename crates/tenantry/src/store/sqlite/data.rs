@@ -7,7 +7,7 @@ use crate::ids::{RecordId, TenantId};
 use crate::record::{CollectionDef, FilterOp, Operand, Record, RecordQuery, SortKey, json_path};
 use crate::store::data::{DataPlane, TenantData, Usage};
 use crate::store::migrate::{MigratePolicy, latest_version, must_run};
-use crate::store::{StoreError, StoreResult, parse_time, time_text};
+use crate::store::{StoreError, StoreResult, check_quota, parse_time, strings, time_text};
 use crate::{Isolation, Tenant};
 use async_trait::async_trait;
 use moka::future::Cache;
@@ -215,10 +215,6 @@ fn json_text(row: &SqliteRow, col: &str) -> StoreResult<Value> {
     serde_json::from_str(&text).map_err(|e| StoreError::Internal(format!("bad json in {col}: {e}")))
 }
 
-fn strings(v: Value) -> Vec<String> {
-    serde_json::from_value(v).unwrap_or_default()
-}
-
 fn collection_from_row(row: &SqliteRow) -> StoreResult<CollectionDef> {
     let schema: Option<String> = row.try_get("schema").map_err(db_error)?;
     Ok(CollectionDef {
@@ -414,15 +410,6 @@ impl SqliteTenantData {
             .fetch_optional(&mut *conn)
             .await
             .map_err(db_error)
-    }
-}
-
-fn check_quota(current: u64, delta: i64, max: Option<u64>) -> StoreResult<()> {
-    match max {
-        Some(max) if delta > 0 && current.saturating_add(delta as u64) > max => {
-            Err(StoreError::QuotaExceeded)
-        }
-        _ => Ok(()),
     }
 }
 

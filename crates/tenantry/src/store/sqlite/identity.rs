@@ -1,9 +1,10 @@
 //! SQLite implementation of the identity store.
 
-use super::{SqliteControlStore, begin_write, db_error, opt_uuid_col, page_limit, uuid_col};
+use super::{SqliteControlStore, begin_write, db_error, opt_uuid_col, uuid_col};
 use crate::audit::{AuditEntry, NewAuditEntry};
 use crate::ids::UserId;
 use crate::store::identity::{IdentityStore, OtpRecord, RefreshRecord, TenantUser};
+use crate::store::page_limit;
 use crate::store::{PageRequest, StoreError, StoreResult, decode};
 use crate::{Role, Tenant};
 use async_trait::async_trait;

@@ -8,7 +8,7 @@ pub use data::SqliteDataPlane;
 use super::migrate::{MigratePolicy, must_run};
 use super::{
     ConfigEntry, ControlStore, Organization, PageRequest, PlatformUser, StoreError, StoreResult,
-    TenantFilter, decode, isolation,
+    TenantFilter, decode, isolation, page_limit, substring_pattern,
 };
 use crate::Role;
 use crate::ids::{OrgId, TenantId, UserId};
@@ -194,10 +194,6 @@ fn config_from_row(row: &SqliteRow) -> StoreResult<ConfigEntry> {
 
 fn to_json(v: &impl serde::Serialize) -> StoreResult<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Internal(e.to_string()))
-}
-
-pub(super) fn page_limit(page: &PageRequest) -> i64 {
-    i64::from(page.limit.max(1))
 }
 
 #[async_trait]
@@ -424,13 +420,7 @@ impl ControlStore for SqliteControlStore {
             q.push(" AND organization_id = ").push_bind(org.to_string());
         }
         if let Some(text) = &f.q {
-            // LIKE wildcards in the search text are escaped: `q` is a substring, not a pattern.
-            let escaped = text
-                .to_lowercase()
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
-            let pattern = format!("%{escaped}%");
+            let pattern = substring_pattern(text);
             q.push(" AND (lower(name) LIKE ")
                 .push_bind(pattern.clone())
                 .push(" ESCAPE '\\' OR slug LIKE ")
