@@ -25,6 +25,21 @@ async fn connect(app: &TestApp, role: Option<&str>, database: Option<&str>) -> P
     options.connect().await.expect("connect")
 }
 
+/// A transaction of the runtime role with `tenantry.tenant_id` set to
+/// `tenant`, as the server begins each unit of work ("" = set but empty).
+async fn begin_as<'c>(
+    conn: &'c mut PgConnection,
+    tenant: &str,
+) -> sqlx::Transaction<'c, sqlx::Postgres> {
+    let mut tx = conn.begin().await.expect("begin");
+    sqlx::query("SELECT set_config('tenantry.tenant_id', $1, true)")
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await
+        .expect("set tenant");
+    tx
+}
+
 /// Two shared tenants with a user and a record each; returns their ids and tokens.
 async fn two_tenants(app: &TestApp) -> Vec<(String, String)> {
     let staff = app.admin_token().await;
@@ -176,11 +191,7 @@ async fn no_tenant_set_sees_nothing_and_one_tenant_cannot_touch_another() {
         assert_eq!(n, 0, "{table} without a tenant set");
     }
     // An empty setting fails closed too.
-    let mut tx = conn.begin().await.expect("begin");
-    sqlx::query("SELECT set_config('tenantry.tenant_id', '', true)")
-        .execute(&mut *tx)
-        .await
-        .expect("set");
+    let mut tx = begin_as(&mut conn, "").await;
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_data.records")
         .fetch_one(&mut *tx)
         .await
@@ -189,12 +200,7 @@ async fn no_tenant_set_sees_nothing_and_one_tenant_cannot_touch_another() {
     tx.rollback().await.expect("rollback");
 
     // Tenant A set, SQL naming B's rows explicitly.
-    let mut tx = conn.begin().await.expect("begin");
-    sqlx::query("SELECT set_config('tenantry.tenant_id', $1, true)")
-        .bind(a)
-        .execute(&mut *tx)
-        .await
-        .expect("set");
+    let mut tx = begin_as(&mut conn, a).await;
     let b_uuid: uuid::Uuid = b.parse().expect("uuid");
     let own: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_data.records")
         .fetch_one(&mut *tx)
@@ -208,24 +214,18 @@ async fn no_tenant_set_sees_nothing_and_one_tenant_cannot_touch_another() {
             .await
             .expect("read");
     assert_eq!(read, 0, "read B's rows");
-    let updated = sqlx::query("UPDATE tenant_data.records SET version = 99 WHERE tenant_id = $1")
-        .bind(b_uuid)
-        .execute(&mut *tx)
-        .await
-        .expect("update");
-    assert_eq!(updated.rows_affected(), 0, "updated B's rows");
-    let updated = sqlx::query("UPDATE users SET name = 'pwned' WHERE tenant_id = $1")
-        .bind(b_uuid)
-        .execute(&mut *tx)
-        .await
-        .expect("update");
-    assert_eq!(updated.rows_affected(), 0, "updated B's users");
-    let deleted = sqlx::query("DELETE FROM tenant_data.records WHERE tenant_id = $1")
-        .bind(b_uuid)
-        .execute(&mut *tx)
-        .await
-        .expect("delete");
-    assert_eq!(deleted.rows_affected(), 0, "deleted B's rows");
+    for sql in [
+        "UPDATE tenant_data.records SET version = 99 WHERE tenant_id = $1",
+        "UPDATE users SET name = 'pwned' WHERE tenant_id = $1",
+        "DELETE FROM tenant_data.records WHERE tenant_id = $1",
+    ] {
+        let touched = sqlx::query(sql)
+            .bind(b_uuid)
+            .execute(&mut *tx)
+            .await
+            .expect(sql);
+        assert_eq!(touched.rows_affected(), 0, "{sql} touched B's rows");
+    }
     // Moving A's row over to B is refused by WITH CHECK.
     let moved = sqlx::query("UPDATE tenant_data.records SET tenant_id = $1")
         .bind(b_uuid)
@@ -233,12 +233,7 @@ async fn no_tenant_set_sees_nothing_and_one_tenant_cannot_touch_another() {
         .await;
     assert!(moved.is_err(), "moved a row into B");
     tx.rollback().await.expect("rollback");
-    let mut tx = conn.begin().await.expect("begin");
-    sqlx::query("SELECT set_config('tenantry.tenant_id', $1, true)")
-        .bind(a)
-        .execute(&mut *tx)
-        .await
-        .expect("set");
+    let mut tx = begin_as(&mut conn, a).await;
     let inserted = sqlx::query(
         "INSERT INTO tenant_data.records (tenant_id, collection, id, data, size, version, created_at, updated_at)
          VALUES ($1, 'notes', gen_random_uuid(), '{}', 2, 1, now(), now())",
@@ -267,12 +262,7 @@ async fn a_failed_transaction_leaves_no_tenant_behind_on_its_connection() {
     let app = TestApp::spawn().await;
     let tenants = two_tenants(&app).await;
     let mut conn = connect(&app, Some(RUNTIME_ROLE), None).await;
-    let mut tx = conn.begin().await.expect("begin");
-    sqlx::query("SELECT set_config('tenantry.tenant_id', $1, true)")
-        .bind(&tenants[0].0)
-        .execute(&mut *tx)
-        .await
-        .expect("set");
+    let mut tx = begin_as(&mut conn, &tenants[0].0).await;
     let failed = sqlx::query("SELECT 1 / 0").execute(&mut *tx).await;
     assert!(failed.is_err());
     drop(tx); // rolled back, as a cancelled request's transaction is
