@@ -180,7 +180,14 @@ impl Cli {
             }) => {
                 let services = open_services(&self.settings(None)?).await?;
                 let user = services
-                    .create_platform_user(email, password.clone(), name, Role::SuperAdmin, None)
+                    .create_platform_user(
+                        &crate::control::console_operator(),
+                        email,
+                        password.clone(),
+                        name,
+                        Role::SuperAdmin,
+                        None,
+                    )
                     .await
                     .map_err(describe)?;
                 println!("created super-admin {} ({})", user.email, user.id);

@@ -2,14 +2,53 @@
 //! fields and the previous entry's hash, so editing or removing any entry
 //! breaks every link after it.
 
+//!
+//! A tenant's log is two chains, each kept beside the changes it records so
+//! an entry commits in the same transaction as its change: `control` (in the
+//! control store: the tenant itself, its users, logins, config, staff access)
+//! and `data` (beside the tenant's records: shared tables or its own
+//! database). Events that concern no tenant form the `platform` chain.
+
 use crate::ids::TenantId;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use std::future::Future;
 use uuid::Uuid;
 
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+/// Runs `f` with `id` as the request id that audit entries created inside it carry.
+pub async fn with_request_id<F: Future>(id: String, f: F) -> F::Output {
+    REQUEST_ID.scope(id, f).await
+}
+
+/// The id of the request being served, if any (the CLI has none).
+pub fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// Which hash chain an entry belongs to; where it is stored, not hashed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditChain {
+    Platform,
+    Control,
+    Data,
+}
+
+/// Listing filters (all optional, combined with AND).
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+}
+
 /// What the caller supplies; id, time and hashes are filled in on append.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct NewAuditEntry {
     /// The acting user's id.
     pub actor: String,
@@ -23,7 +62,8 @@ pub struct NewAuditEntry {
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: Uuid,
-    pub tenant_id: TenantId,
+    /// `None` on the platform chain.
+    pub tenant_id: Option<TenantId>,
     pub actor: String,
     pub actor_scope: String,
     pub action: String,
@@ -32,27 +72,48 @@ pub struct AuditEntry {
     pub request_id: Option<String>,
     pub prev_hash: Option<String>,
     pub hash: String,
+    pub chain: AuditChain,
+}
+
+impl NewAuditEntry {
+    /// An entry for the request being served (its id is picked up here).
+    pub fn new(
+        actor: impl Into<String>,
+        actor_scope: impl Into<String>,
+        action: impl Into<String>,
+        resource: impl Into<String>,
+    ) -> Self {
+        Self {
+            actor: actor.into(),
+            actor_scope: actor_scope.into(),
+            action: action.into(),
+            resource: resource.into(),
+            request_id: current_request_id(),
+        }
+    }
 }
 
 impl AuditEntry {
     /// Builds the next entry of a chain whose head hash is `prev_hash`.
     pub fn chain(
-        tenant_id: TenantId,
-        new: NewAuditEntry,
+        chain: AuditChain,
+        tenant_id: Option<TenantId>,
+        new: &NewAuditEntry,
         prev_hash: Option<String>,
         at: DateTime<Utc>,
     ) -> Self {
         let mut entry = AuditEntry {
             id: Uuid::now_v7(),
             tenant_id,
-            actor: new.actor,
-            actor_scope: new.actor_scope,
-            action: new.action,
-            resource: new.resource,
+            actor: new.actor.clone(),
+            actor_scope: new.actor_scope.clone(),
+            action: new.action.clone(),
+            resource: new.resource.clone(),
             at,
-            request_id: new.request_id,
+            request_id: new.request_id.clone(),
             prev_hash,
             hash: String::new(),
+            chain,
         };
         entry.hash = entry.compute_hash();
         entry
@@ -63,7 +124,7 @@ impl AuditEntry {
     pub fn compute_hash(&self) -> String {
         let canonical = serde_json::json!([
             self.id.to_string(),
-            self.tenant_id.to_string(),
+            self.tenant_id.map(|t| t.to_string()),
             self.actor,
             self.actor_scope,
             self.action,
@@ -76,16 +137,33 @@ impl AuditEntry {
     }
 }
 
+/// Walks one chain in order, entry by entry (so a long chain is checked
+/// page by page, never held whole): remembers the first entry whose hash or
+/// link is wrong.
+#[derive(Debug, Default)]
+pub struct ChainCheck {
+    prev: Option<String>,
+    pub entries: u64,
+    pub first_broken: Option<Uuid>,
+}
+
+impl ChainCheck {
+    pub fn feed(&mut self, e: &AuditEntry) {
+        self.entries += 1;
+        if self.first_broken.is_none()
+            && (e.prev_hash != self.prev || e.compute_hash() != e.hash)
+        {
+            self.first_broken = Some(e.id);
+        }
+        self.prev = Some(e.hash.clone());
+    }
+}
+
 /// The first entry whose hash or link is wrong, if any.
 pub fn first_broken(entries: &[AuditEntry]) -> Option<Uuid> {
-    let mut prev: Option<&str> = None;
-    for e in entries {
-        if e.prev_hash.as_deref() != prev || e.compute_hash() != e.hash {
-            return Some(e.id);
-        }
-        prev = Some(&e.hash);
-    }
-    None
+    let mut check = ChainCheck::default();
+    entries.iter().for_each(|e| check.feed(e));
+    check.first_broken
 }
 
 #[cfg(test)]
@@ -105,9 +183,13 @@ mod tests {
     #[test]
     fn edits_break_the_chain_at_the_edited_entry() {
         let t = TenantId::new();
-        let a = AuditEntry::chain(t, entry("a"), None, Utc::now());
-        let b = AuditEntry::chain(t, entry("b"), Some(a.hash.clone()), Utc::now());
-        let c = AuditEntry::chain(t, entry("c"), Some(b.hash.clone()), Utc::now());
+        let link = |new: NewAuditEntry, prev: Option<&AuditEntry>| {
+            let prev = prev.map(|p| p.hash.clone());
+            AuditEntry::chain(AuditChain::Control, Some(t), &new, prev, Utc::now())
+        };
+        let a = link(entry("a"), None);
+        let b = link(entry("b"), Some(&a));
+        let c = link(entry("c"), Some(&b));
         let mut chain = vec![a, b, c];
         assert_eq!(first_broken(&chain), None);
         chain[1].action = "edited".into();

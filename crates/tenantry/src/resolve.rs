@@ -41,6 +41,14 @@ pub enum ResolveError {
     NotFound,
     #[error("the request names different tenants")]
     Mismatch,
+    /// A tenant user's token used against another (existing) tenant: a
+    /// mismatch, carrying the target so the attempt can be audited there.
+    #[error("the token belongs to another tenant")]
+    CrossTenant(Box<Tenant>),
+    /// An org admin naming a tenant outside its organization: answered as
+    /// not found, carrying the target so the attempt can be audited there.
+    #[error("tenant not found")]
+    OutsideOrganization(Box<Tenant>),
     #[error("tenant suspended")]
     Suspended,
     /// The token's own tenant no longer exists: the token is void.
@@ -162,8 +170,8 @@ impl TenantResolver {
                 ..
             }) => {
                 let tid = *tid;
-                if named.as_ref().is_some_and(|t| t.id != tid) {
-                    return Err(ResolveError::Mismatch);
+                if let Some(other) = named.as_ref().filter(|t| t.id != tid) {
+                    return Err(ResolveError::CrossTenant(Box::new(other.clone())));
                 }
                 let tenant = match named {
                     Some(t) => t,
@@ -179,7 +187,7 @@ impl TenantResolver {
                 let allowed = p.role == Role::SuperAdmin
                     || (p.org_id.is_some() && tenant.organization_id == p.org_id);
                 if !allowed {
-                    return Err(ResolveError::NotFound);
+                    return Err(ResolveError::OutsideOrganization(Box::new(tenant)));
                 }
                 finish(tenant, true)
             }
@@ -310,8 +318,12 @@ impl ResolveError {
         use http::StatusCode as S;
         match self {
             ResolveError::Required => (S::BAD_REQUEST, "tenant_required"),
-            ResolveError::NotFound => (S::NOT_FOUND, "tenant_not_found"),
-            ResolveError::Mismatch => (S::FORBIDDEN, "tenant_mismatch"),
+            ResolveError::NotFound | ResolveError::OutsideOrganization(_) => {
+                (S::NOT_FOUND, "tenant_not_found")
+            }
+            ResolveError::Mismatch | ResolveError::CrossTenant(_) => {
+                (S::FORBIDDEN, "tenant_mismatch")
+            }
             ResolveError::Suspended => (S::FORBIDDEN, "tenant_suspended"),
             ResolveError::TokenTenantGone => (S::UNAUTHORIZED, "unauthorized"),
             ResolveError::Store(StoreError::Unavailable(_)) => {

@@ -53,7 +53,9 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
 
     let span =
         tracing::info_span!("request", request_id = %request_id, tenant_id = tracing::field::Empty);
-    let mut res = next.run(req).instrument(span.clone()).await;
+    // Audit entries made while serving the request carry its id.
+    let run = tenantry::audit::with_request_id(request_id.clone(), next.run(req));
+    let mut res = run.instrument(span.clone()).await;
 
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut().insert(REQUEST_ID.clone(), v);

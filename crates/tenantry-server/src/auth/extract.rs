@@ -10,7 +10,7 @@ use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use std::sync::Arc;
-use tenantry::resolve::ResolvedTenant;
+use tenantry::resolve::{ResolveError, ResolvedTenant};
 use tenantry::{Principal, Tenant};
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -113,7 +113,23 @@ impl FromRequestParts<AppState> for TenantScope {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let Authenticated(principal) = Authenticated::from_request_parts(parts, state).await?;
-        let ResolvedTenant(resolution) = ResolvedTenant::from_request_parts(parts, state).await?;
+        let resolution = match ResolvedTenant::from_request_parts(parts, state).await {
+            Ok(ResolvedTenant(resolution)) => resolution,
+            Err(e) => {
+                // Refused; an attempt on another tenant is recorded in the
+                // chain of the tenant it aimed at.
+                if let ResolveError::CrossTenant(target) | ResolveError::OutsideOrganization(target) =
+                    &e
+                {
+                    let action = format!("cross_tenant_denied {}", parts.method);
+                    state
+                        .services
+                        .audit(Some(target), &principal, &action, parts.uri.path())
+                        .await?;
+                }
+                return Err(e.into());
+            }
+        };
         tracing::Span::current().record("tenant_id", resolution.tenant.id.to_string());
         let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
         // The plan's rate limit, before the request does any work of its
@@ -158,13 +174,7 @@ impl FromRequestParts<AppState> for TenantScope {
             let action = format!("staff_access {}", parts.method);
             state
                 .services
-                .audit(
-                    &resolution.tenant,
-                    &principal,
-                    &action,
-                    parts.uri.path(),
-                    request_id.clone(),
-                )
+                .audit(Some(&resolution.tenant), &principal, &action, parts.uri.path())
                 .await?;
         }
         Ok(TenantScope {

@@ -1,6 +1,6 @@
 //! Platform users: the first super-admin, further admins, and their login.
 
-use super::Services;
+use super::{Services, audit_entry};
 use crate::auth::password;
 use crate::error::{Result, Validator};
 use chrono::Utc;
@@ -28,6 +28,7 @@ impl Services {
     /// Creates a platform user. `role` is `SuperAdmin` or `OrgAdmin` (with its organization).
     pub async fn create_platform_user(
         &self,
+        actor: &tenantry::Principal,
         email: &str,
         password: String,
         name: &str,
@@ -56,7 +57,12 @@ impl Services {
             organization_id,
             created_at: Utc::now(),
         };
-        self.store.insert_platform_user(&user).await?;
+        let what = match organization_id {
+            Some(org) => format!("platform_users/{}?organization={org}", user.id),
+            None => format!("platform_users/{}", user.id),
+        };
+        let audit = audit_entry(actor, "platform_user.create", what);
+        self.store.insert_platform_user(&user, &audit).await?;
         Ok(user)
     }
 
@@ -79,6 +85,7 @@ impl Services {
             ),
         };
         self.create_platform_user(
+            &super::console_operator(),
             &email,
             password.clone(),
             "Platform admin",
@@ -113,6 +120,7 @@ impl Services {
         let org = self.org(actor, org).await?;
         let user = self
             .create_platform_user(
+                actor,
                 &input.email,
                 input.password,
                 &input.name,

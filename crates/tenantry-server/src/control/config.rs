@@ -1,7 +1,7 @@
 //! Per-tenant configuration (plain or encrypted), effective configuration
 //! over the plan's defaults, feature flags and branding.
 
-use super::Services;
+use super::{Services, audit_entry};
 use crate::error::{Error, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -87,8 +87,8 @@ impl Services {
     /// A tenant whose settings `actor` may manage: platform staff over it, or
     /// the tenant's own admins.
     /// `action` names the access in the tenant's audit chain when platform
-    /// staff make it: reading or changing a tenant's settings is access to
-    /// its data.
+    /// staff read: reading a tenant's settings is access to its data (a
+    /// change is audited with the change itself).
     async fn settings_tenant(
         &self,
         actor: &Principal,
@@ -98,13 +98,13 @@ impl Services {
         let tenant = self.visible_tenant(actor, id_or_slug).await?;
         let own_admin = actor.role == Role::Admin && actor.tenant_id == Some(tenant.id);
         if actor.may_administer(tenant.organization_id) || own_admin {
-            if actor.role.is_platform() {
+            if actor.role.is_platform() && action.ends_with(".read") {
                 let resource = format!(
                     "tenant:{}/{}",
                     tenant.id,
                     action.split('.').next().unwrap_or(action)
                 );
-                self.audit(&tenant, actor, &format!("staff_{action}"), &resource, None)
+                self.audit(Some(&tenant), actor, &format!("staff_{action}"), &resource)
                     .await?;
             }
             Ok(tenant)
@@ -269,7 +269,8 @@ impl Services {
             encrypted: body.encrypted,
             updated_at: Utc::now(),
         };
-        self.store.put_config(&tenant, &entry).await?;
+        let audit = audit_entry(actor, "config.put", config_resource(&tenant, key));
+        self.store.put_config(&tenant, &entry, &audit).await?;
         self.view(&tenant, entry, false).await
     }
 
@@ -283,7 +284,8 @@ impl Services {
             .settings_tenant(actor, id_or_slug, "config.delete")
             .await?;
         Self::check_staff_key(actor, &tenant, key)?;
-        if self.store.delete_config(&tenant, key).await? {
+        let audit = audit_entry(actor, "config.delete", config_resource(&tenant, key));
+        if self.store.delete_config(&tenant, key, &audit).await? {
             Ok(())
         } else {
             Err(Error::NotFound("config key".into()))
@@ -355,7 +357,10 @@ impl Services {
         }
         self.require_feature(&tenant, "custom_branding").await?;
         tenant.branding = branding;
-        Ok(self.save_tenant(tenant).await?.branding)
+        Ok(self
+            .save_tenant(actor, "tenant.branding", tenant)
+            .await?
+            .branding)
     }
 }
 
@@ -387,4 +392,9 @@ mod tests {
         );
         assert!(validate_config_value("anything.else", &json!([1, 2])).is_ok());
     }
+}
+
+/// How audit entries name a config key.
+fn config_resource(t: &Tenant, key: &str) -> String {
+    format!("tenants/{}/config/{key}", t.id)
 }

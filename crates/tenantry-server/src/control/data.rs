@@ -1,7 +1,7 @@
 //! The data plane's service: collections, records, statistics, usage and
 //! cross-tenant analytics. Every call works on the `Acting` tenant only.
 
-use super::Services;
+use super::{Services, audit_entry};
 use super::users::Acting;
 use crate::error::{Error, FieldError, Result, Validator};
 use base64::Engine;
@@ -14,6 +14,7 @@ use tenantry::record::{
     CollectionDef, Filter, FilterOp, Operand, Record, RecordCursor, RecordQuery, SortKey,
     merge_patch, sort_value, valid_collection_name, valid_field,
 };
+use tenantry::audit::NewAuditEntry;
 use tenantry::store::{PageRequest, StoreError, TenantData, TenantFilter};
 use tenantry::{Principal, RecordId, Role, Tenant, TenantStatus};
 
@@ -236,7 +237,15 @@ impl Services {
             created_at: existing.as_ref().map_or(now, |e| e.created_at),
             updated_at: now,
         };
-        let created = data.put_collection(&def).await.map_err(write_error)?;
+        let audit = audit_entry(
+            &acting.principal,
+            "collection.put",
+            format!("collections/{name}"),
+        );
+        let created = data
+            .put_collection(&def, &audit)
+            .await
+            .map_err(write_error)?;
         self.caches
             .collections
             .invalidate(&(acting.tenant.id, def.name.clone()))
@@ -326,7 +335,8 @@ impl Services {
             created_by: Some(acting.principal.user_id),
         };
         let max = self.max_storage(&acting.tenant).await?;
-        data.insert_record(&def, &record, max)
+        let audit = record_audit(acting, "record.create", &def, record.id);
+        data.insert_record(&def, &record, max, &audit)
             .await
             .map_err(write_error)?;
         Ok(record)
@@ -482,7 +492,12 @@ impl Services {
             schema_errors(&def, &next.data)?;
             next.version = current.version + 1;
             next.updated_at = self.clock.now();
-            match data.update_record(&def, &next, current.version, max).await {
+            let action = if patch { "record.patch" } else { "record.put" };
+            let audit = record_audit(acting, action, &def, next.id);
+            match data
+                .update_record(&def, &next, current.version, max, &audit)
+                .await
+            {
                 Ok(()) => return Ok(next),
                 // Someone else wrote in between: with If-Match that is the
                 // client's precondition failing; without, read again.
@@ -516,7 +531,8 @@ impl Services {
             Some(IfMatch::Version(v)) => Some(v),
             _ => None,
         };
-        data.delete_record(&def, id, expected)
+        let audit = record_audit(acting, "record.delete", &def, id);
+        data.delete_record(&def, id, expected, &audit)
             .await
             .map_err(write_error)
     }
@@ -652,4 +668,13 @@ impl Services {
             limits: self.plan(&tenant.plan).await?.limits,
         })
     }
+}
+
+/// The audit entry of a record change.
+fn record_audit(acting: &Acting, action: &str, def: &CollectionDef, id: RecordId) -> NewAuditEntry {
+    audit_entry(
+        &acting.principal,
+        action,
+        format!("collections/{}/records/{id}", def.name),
+    )
 }

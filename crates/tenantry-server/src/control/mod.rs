@@ -121,25 +121,26 @@ impl Services {
         Ok(self.resolver.find(id_or_slug).await?)
     }
 
-    /// Records an access or change in the tenant's audit chain.
+    /// Records an event that changes nothing else (an access, a login) in
+    /// the tenant's control chain; `None`: the platform chain. Changes are
+    /// recorded by the store, in the transaction that makes them.
     pub async fn audit(
         &self,
-        tenant: &Tenant,
+        tenant: Option<&Tenant>,
         actor: &Principal,
         action: &str,
         resource: &str,
-        request_id: Option<String>,
     ) -> Result<()> {
-        let entry = NewAuditEntry {
-            actor: actor.user_id.to_string(),
-            actor_scope: actor_scope(actor),
-            action: action.to_owned(),
-            resource: resource.to_owned(),
-            request_id,
-        };
-        self.store.append_audit(tenant, entry).await?;
+        let entry = audit_entry(actor, action, resource);
+        self.store.append_audit(tenant, &entry).await?;
         Ok(())
     }
+}
+
+/// The audit entry for `actor` doing `action` to `resource`, in the request
+/// being served (its id is picked up from the request's task).
+pub fn audit_entry(actor: &Principal, action: &str, resource: impl Into<String>) -> NewAuditEntry {
+    NewAuditEntry::new(actor.user_id.to_string(), actor_scope(actor), action, resource)
 }
 
 /// Where an actor's rights come from, as the audit log names it.
@@ -157,8 +158,8 @@ impl From<tenantry::resolve::ResolveError> for Error {
         use tenantry::resolve::ResolveError as R;
         match e {
             R::Required => Error::TenantRequired,
-            R::NotFound => Error::TenantNotFound,
-            R::Mismatch => Error::TenantMismatch,
+            R::NotFound | R::OutsideOrganization(_) => Error::TenantNotFound,
+            R::Mismatch | R::CrossTenant(_) => Error::TenantMismatch,
             R::Suspended => Error::TenantSuspended,
             R::TokenTenantGone => Error::Unauthorized,
             R::Store(s) => s.into(),

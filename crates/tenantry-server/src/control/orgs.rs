@@ -1,6 +1,6 @@
 //! Organizations: enterprises that group several tenants.
 
-use super::Services;
+use super::{Services, audit_entry};
 use crate::error::{Error, Result, Validator};
 use chrono::Utc;
 use serde::Deserialize;
@@ -37,7 +37,8 @@ impl Services {
             description: input.description,
             created_at: Utc::now(),
         };
-        self.store.insert_org(&org).await?;
+        let audit = audit_entry(actor, "organization.create", format!("organizations/{}", org.id));
+        self.store.insert_org(&org, &audit).await?;
         Ok(org)
     }
 

@@ -1,6 +1,6 @@
 //! The plan catalogue: built-in plans, edited or extended by super-admins.
 
-use super::Services;
+use super::{Services, audit_entry};
 use super::config::validate_config_value;
 use crate::error::{Error, Result, Validator};
 use serde::Deserialize;
@@ -79,7 +79,8 @@ impl Services {
             config_defaults: body.config_defaults,
             default_isolation: body.default_isolation.unwrap_or(Isolation::Shared),
         };
-        let created = self.store.upsert_plan(&plan).await?;
+        let audit = audit_entry(actor, "plan.put", format!("plans/{code}"));
+        let created = self.store.upsert_plan(&plan, &audit).await?;
         self.caches.plans.invalidate(code).await;
         Ok((plan, created))
     }

@@ -11,6 +11,7 @@ use chrono::Duration;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tenantry::audit::NewAuditEntry;
 use tenantry::store::{OtpRecord, RefreshRecord, TenantUser};
 use tenantry::{Principal, Role, Tenant, TenantStatus};
 use uuid::Uuid;
@@ -136,6 +137,28 @@ impl Services {
         })
     }
 
+    /// Records a login attempt in the tenant's chain (`None`: the platform
+    /// chain). `user`: the account's id when it exists; a failure against an
+    /// unknown account is recorded under the name that was tried.
+    async fn audit_login(
+        &self,
+        tenant: Option<&Tenant>,
+        user: Option<String>,
+        tried: &str,
+        ok: bool,
+        method: &str,
+    ) -> Result<()> {
+        let scope = tenant.map_or("platform".to_owned(), |t| format!("tenant:{}", t.id));
+        let (actor, scope) = match user {
+            Some(id) => (id, scope),
+            None => (tried.chars().take(200).collect(), "anonymous".to_owned()),
+        };
+        let action = if ok { "login.success" } else { "login.failure" };
+        let entry = NewAuditEntry::new(actor, scope, action, format!("sessions/{method}"));
+        self.store.append_audit(tenant, &entry).await?;
+        Ok(())
+    }
+
     fn tenant_principal(tenant: &Tenant, user: &TenantUser) -> Principal {
         Principal {
             user_id: user.id,
@@ -182,6 +205,9 @@ impl Services {
             if platform.is_some() || tenant.is_none() {
                 let hash = platform.as_ref().map(|u| u.password_hash.clone());
                 let ok = password::verify(req.password, hash).await?;
+                let actor = platform.as_ref().map(|u| u.id.to_string());
+                self.audit_login(None, actor, req.email.trim(), ok, "password")
+                    .await?;
                 return match platform.filter(|_| ok) {
                     Some(user) => {
                         self.login_guard.succeeded(&account);
@@ -211,6 +237,9 @@ impl Services {
             .filter(|u| u.active);
         let hash = user.as_ref().and_then(|u| u.password_hash.clone());
         let ok = password::verify(req.password, hash).await?;
+        let actor = user.as_ref().map(|u| u.id.to_string());
+        self.audit_login(Some(&tenant), actor, req.email.trim(), ok, "password")
+            .await?;
         match user.filter(|_| ok) {
             Some(user) => {
                 self.login_guard.succeeded(&account);
@@ -338,6 +367,7 @@ impl Services {
         }
         let view = self
             .insert_tenant_user(
+                None,
                 &tenant,
                 req.email,
                 Some(req.password),
@@ -424,6 +454,8 @@ impl Services {
         }
         let expected = otp::hash_code(&self.otp_key, tenant.id, &req.phone, req.code.trim());
         if expected != record.code_hash {
+            self.audit_login(Some(&tenant), None, &req.phone, false, "otp")
+                .await?;
             if record.attempts >= OTP_MAX_ATTEMPTS {
                 self.store.delete_otp(&tenant, &req.phone).await?;
             }
@@ -444,6 +476,7 @@ impl Services {
                 let name = format!("User {}", req.phone);
                 let view = self
                     .insert_tenant_user(
+                        None,
                         &tenant,
                         String::new(),
                         None,
@@ -458,6 +491,8 @@ impl Services {
                     .ok_or(Error::Unauthorized)?
             }
         };
+        self.audit_login(Some(&tenant), Some(user.id.to_string()), &req.phone, true, "otp")
+            .await?;
         self.tenant_session(tenant, &user, None).await
     }
 }

@@ -1,6 +1,6 @@
 //! Tenant lifecycle: create, list, change, suspend, activate, delete.
 
-use super::Services;
+use super::{Services, audit_entry};
 use crate::error::{Error, Result, Validator};
 use chrono::Utc;
 use serde::{Deserialize, Deserializer};
@@ -161,7 +161,8 @@ impl Services {
         // is sent, its data plane answers.
         self.data.provision(&tenant).await?;
         let wrapped = self.keyring.new_wrapped_data_key(tenant.id);
-        if let Err(e) = self.store.insert_tenant(&tenant, &wrapped).await {
+        let audit = audit_entry(actor, "tenant.create", tenant_resource(&tenant));
+        if let Err(e) = self.store.insert_tenant(&tenant, &wrapped, &audit).await {
             self.data.purge(&tenant).await?;
             return Err(e.into());
         }
@@ -221,8 +222,9 @@ impl Services {
             placement: self.placement().await?,
         };
         self.data.provision(&tenant).await?;
+        let audit = audit_entry(&super::console_operator(), "tenant.create", tenant_resource(&tenant));
         self.store
-            .insert_tenant(&tenant, &self.keyring.new_wrapped_data_key(tenant.id))
+            .insert_tenant(&tenant, &self.keyring.new_wrapped_data_key(tenant.id), &audit)
             .await?;
         self.resolver.invalidate();
         Ok(tenant)
@@ -291,7 +293,7 @@ impl Services {
             self.require_feature(&tenant, "custom_branding").await?;
             tenant.branding = branding;
         }
-        self.save_tenant(tenant).await
+        self.save_tenant(actor, "tenant.update", tenant).await
     }
 
     pub async fn set_tenant_plan(
@@ -314,8 +316,13 @@ impl Services {
         status: TenantStatus,
     ) -> Result<Tenant> {
         let mut tenant = self.administered_tenant(actor, id_or_slug).await?;
+        let action = match status {
+            TenantStatus::Suspended => "tenant.suspend",
+            _ => "tenant.activate",
+        };
+        let audit = audit_entry(actor, action, tenant_resource(&tenant));
         self.store
-            .set_tenant_status(&tenant, status)
+            .set_tenant_status(&tenant, status, &audit)
             .await
             .map_err(gone)?;
         self.resolver.invalidate();
@@ -329,7 +336,8 @@ impl Services {
     /// domain become free again.
     pub async fn delete_tenant(&self, actor: &Principal, id_or_slug: &str) -> Result<()> {
         let tenant = self.administered_tenant(actor, id_or_slug).await?;
-        self.store.purge_tenant(&tenant).await?;
+        let audit = audit_entry(actor, "tenant.delete", tenant_resource(&tenant));
+        self.store.purge_tenant(&tenant, &audit).await?;
         self.resolver.invalidate();
         self.caches.users.invalidate_all();
         self.caches.collections.invalidate_all();
@@ -338,12 +346,27 @@ impl Services {
         Ok(())
     }
 
-    pub(super) async fn save_tenant(&self, mut tenant: Tenant) -> Result<Tenant> {
+    /// Writes a changed tenant, recording `action` by `actor` with it.
+    pub(super) async fn save_tenant(
+        &self,
+        actor: &Principal,
+        action: &str,
+        mut tenant: Tenant,
+    ) -> Result<Tenant> {
         tenant.updated_at = Utc::now();
-        self.store.update_tenant(&tenant).await.map_err(gone)?;
+        let audit = audit_entry(actor, action, tenant_resource(&tenant));
+        self.store
+            .update_tenant(&tenant, &audit)
+            .await
+            .map_err(gone)?;
         self.resolver.invalidate();
         Ok(tenant)
     }
+}
+
+/// How audit entries name a tenant.
+fn tenant_resource(t: &Tenant) -> String {
+    format!("tenants/{}", t.id)
 }
 
 /// A tenant deleted while the request was in flight is unknown.

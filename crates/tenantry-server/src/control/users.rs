@@ -1,10 +1,11 @@
 //! Tenant users: who may manage whom, quotas, password policy.
 
-use super::Services;
+use super::{Services, audit_entry};
 use crate::auth::password;
 use crate::error::{Error, Result, Validator};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
+use tenantry::audit::NewAuditEntry;
 use tenantry::store::{PageRequest, PlatformUser, TenantUser};
 use tenantry::{OrgId, Principal, Role, Tenant, TenantId, UserId};
 
@@ -118,6 +119,11 @@ pub fn valid_phone(phone: &str) -> bool {
     })
 }
 
+/// How audit entries name a tenant user.
+fn user_resource(t: &Tenant, id: UserId) -> String {
+    format!("tenants/{}/users/{id}", t.id)
+}
+
 fn forbidden() -> Error {
     Error::Forbidden("your role may not manage this user".into())
 }
@@ -130,6 +136,7 @@ impl Services {
             return Err(forbidden());
         }
         self.insert_tenant_user(
+            Some(&acting.principal),
             &acting.tenant,
             input.email,
             Some(input.password),
@@ -140,9 +147,12 @@ impl Services {
         .await
     }
 
-    /// The one path that adds users to a tenant (management, registration, OTP sign-up).
+    /// The one path that adds users to a tenant (management, registration,
+    /// OTP sign-up). `actor`: who adds the user; `None` when users sign up
+    /// themselves (the new user is then the actor of its audit entry).
     pub async fn insert_tenant_user(
         &self,
+        actor: Option<&Principal>,
         tenant: &Tenant,
         email: String,
         password: Option<String>,
@@ -194,8 +204,18 @@ impl Services {
             created_at: now,
             updated_at: now,
         };
+        let resource = user_resource(tenant, user.id);
+        let audit = match actor {
+            Some(actor) => audit_entry(actor, "user.create", resource),
+            None => NewAuditEntry::new(
+                user.id.to_string(),
+                format!("tenant:{}", tenant.id),
+                "user.register",
+                resource,
+            ),
+        };
         self.store
-            .insert_user(tenant, &user, max_users)
+            .insert_user(tenant, &user, max_users, &audit)
             .await
             .map_err(|e| match e {
                 tenantry::store::StoreError::QuotaExceeded => Error::QuotaExceeded(format!(
@@ -297,7 +317,14 @@ impl Services {
             user.phone = phone;
         }
         user.updated_at = self.clock.now();
-        self.store.update_user(&acting.tenant, &user).await?;
+        let audit = audit_entry(
+            &acting.principal,
+            "user.update",
+            user_resource(&acting.tenant, user.id),
+        );
+        self.store
+            .update_user(&acting.tenant, &user, &audit)
+            .await?;
         self.caches
             .users
             .invalidate(&(Some(acting.tenant.id), user.id))
@@ -310,7 +337,14 @@ impl Services {
         if !may_manage(acting.principal.role, user.role) {
             return Err(forbidden());
         }
-        self.store.delete_user(&acting.tenant, user.id).await?;
+        let audit = audit_entry(
+            &acting.principal,
+            "user.delete",
+            user_resource(&acting.tenant, user.id),
+        );
+        self.store
+            .delete_user(&acting.tenant, user.id, &audit)
+            .await?;
         self.caches
             .users
             .invalidate(&(Some(acting.tenant.id), user.id))

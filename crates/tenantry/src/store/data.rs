@@ -2,7 +2,8 @@
 //! each tenant's storage, and hands out a [`TenantData`] handle bound to one
 //! tenant. Nothing below the handle takes a tenant id from its caller.
 
-use super::StoreResult;
+use super::{PageRequest, StoreResult};
+use crate::audit::{AuditEntry, AuditFilter, NewAuditEntry};
 use crate::Tenant;
 use crate::ids::RecordId;
 use crate::record::{CollectionDef, Record, RecordQuery};
@@ -44,7 +45,8 @@ pub trait TenantData: Send + Sync {
     async fn collection(&self, name: &str) -> StoreResult<Option<CollectionDef>>;
     /// Creates or replaces a definition and its indexes; true when created.
     /// `Conflict(field)` when existing records already break a new unique field.
-    async fn put_collection(&self, def: &CollectionDef) -> StoreResult<bool>;
+    async fn put_collection(&self, def: &CollectionDef, audit: &NewAuditEntry)
+    -> StoreResult<bool>;
 
     /// Defines a collection unless it already exists (implicit creation on a
     /// first write must never overwrite an admin's definition).
@@ -56,6 +58,7 @@ pub trait TenantData: Send + Sync {
         def: &CollectionDef,
         record: &Record,
         max_storage: Option<u64>,
+        audit: &NewAuditEntry,
     ) -> StoreResult<()>;
     async fn record(&self, collection: &str, id: RecordId) -> StoreResult<Option<Record>>;
     async fn list_records(
@@ -71,6 +74,7 @@ pub trait TenantData: Send + Sync {
         record: &Record,
         expected_version: i64,
         max_storage: Option<u64>,
+        audit: &NewAuditEntry,
     ) -> StoreResult<()>;
     /// Deletes, if `expected_version` is absent or matches.
     async fn delete_record(
@@ -78,6 +82,7 @@ pub trait TenantData: Send + Sync {
         def: &CollectionDef,
         id: RecordId,
         expected_version: Option<i64>,
+        audit: &NewAuditEntry,
     ) -> StoreResult<()>;
     /// Count per value of `field` (missing → null), and the total.
     async fn group_counts(
@@ -86,4 +91,14 @@ pub trait TenantData: Send + Sync {
         field: &str,
     ) -> StoreResult<(u64, Vec<(Value, u64)>)>;
     async fn usage(&self) -> StoreResult<Usage>;
+
+    /// Entries of the tenant's data chain matching `filter`, oldest first,
+    /// paged by entry id.
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<AuditEntry>>;
+    /// The data chain in link order after `after_seq`, with each entry's seq.
+    async fn walk_audit(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<(i64, AuditEntry)>>;
 }

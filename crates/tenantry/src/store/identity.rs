@@ -2,7 +2,7 @@
 //! Every per-tenant call takes the resolved [`Tenant`].
 
 use super::{PageRequest, StoreResult};
-use crate::audit::{AuditEntry, NewAuditEntry};
+use crate::audit::{AuditEntry, AuditFilter, NewAuditEntry};
 use crate::ids::{TenantId, UserId};
 use crate::{Role, Tenant};
 use async_trait::async_trait;
@@ -58,15 +58,26 @@ pub trait IdentityStore: Send + Sync + 'static {
         tenant: &Tenant,
         user: &TenantUser,
         max_users: Option<u64>,
+        audit: &NewAuditEntry,
     ) -> StoreResult<()>;
     async fn user(&self, tenant: &Tenant, id: UserId) -> StoreResult<Option<TenantUser>>;
     async fn user_by_email(&self, tenant: &Tenant, email: &str) -> StoreResult<Option<TenantUser>>;
     async fn user_by_phone(&self, tenant: &Tenant, phone: &str) -> StoreResult<Option<TenantUser>>;
     async fn list_users(&self, tenant: &Tenant, page: &PageRequest)
     -> StoreResult<Vec<TenantUser>>;
-    async fn update_user(&self, tenant: &Tenant, user: &TenantUser) -> StoreResult<()>;
-    /// Deletes the user and its refresh tokens; true when it existed.
-    async fn delete_user(&self, tenant: &Tenant, id: UserId) -> StoreResult<bool>;
+    async fn update_user(
+        &self,
+        tenant: &Tenant,
+        user: &TenantUser,
+        audit: &NewAuditEntry,
+    ) -> StoreResult<()>;
+    /// Deletes the user and its refresh tokens; true when it existed (and audited).
+    async fn delete_user(
+        &self,
+        tenant: &Tenant,
+        id: UserId,
+        audit: &NewAuditEntry,
+    ) -> StoreResult<bool>;
     async fn count_users(&self, tenant: &Tenant) -> StoreResult<u64>;
 
     async fn insert_refresh(&self, record: &RefreshRecord) -> StoreResult<()>;
@@ -92,8 +103,26 @@ pub trait IdentityStore: Send + Sync + 'static {
     -> StoreResult<bool>;
     async fn delete_otp(&self, tenant: &Tenant, phone: &str) -> StoreResult<()>;
 
-    /// Appends to the tenant's hash chain, in one transaction with reading its head.
-    async fn append_audit(&self, tenant: &Tenant, entry: NewAuditEntry) -> StoreResult<AuditEntry>;
-    async fn list_audit(&self, tenant: &Tenant, page: &PageRequest)
-    -> StoreResult<Vec<AuditEntry>>;
+    /// Appends an event that changes nothing else (a login, an access) to
+    /// the tenant's control chain; `None`: the platform chain.
+    async fn append_audit(
+        &self,
+        tenant: Option<&Tenant>,
+        entry: &NewAuditEntry,
+    ) -> StoreResult<AuditEntry>;
+    /// Entries of the tenant's control chain (`None`: the platform chain)
+    /// matching `filter`, oldest first, paged by entry id.
+    async fn list_audit(
+        &self,
+        tenant: Option<&Tenant>,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<AuditEntry>>;
+    /// The same chain in link order after `after_seq`, with each entry's seq.
+    async fn walk_audit(
+        &self,
+        tenant: Option<&Tenant>,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, AuditEntry)>>;
 }

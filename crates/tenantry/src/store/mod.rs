@@ -12,6 +12,7 @@ pub use data::{DataPlane, TenantData, Usage};
 pub use identity::{IdentityStore, OtpRecord, RefreshRecord, TenantUser};
 
 use crate::Role;
+use crate::audit::NewAuditEntry;
 use crate::ids::{OrgId, TenantId, UserId};
 use crate::plan::Plan;
 use crate::tenant::{Isolation, Tenant, TenantStatus};
@@ -103,7 +104,15 @@ pub trait ControlStore: Send + Sync + 'static {
     /// Cheap round trip, for readiness.
     async fn ping(&self) -> StoreResult<()>;
 
-    async fn insert_platform_user(&self, user: &PlatformUser) -> StoreResult<()>;
+    // Every mutation takes the audit entry that records it and appends it in
+    // the same transaction (platform events to the platform chain, tenant
+    // events to the tenant's control chain).
+
+    async fn insert_platform_user(
+        &self,
+        user: &PlatformUser,
+        audit: &NewAuditEntry,
+    ) -> StoreResult<()>;
     async fn platform_user_by_email(&self, email: &str) -> StoreResult<Option<PlatformUser>>;
     async fn platform_user(&self, id: UserId) -> StoreResult<Option<PlatformUser>>;
     async fn count_super_admins(&self) -> StoreResult<u64>;
@@ -111,11 +120,11 @@ pub trait ControlStore: Send + Sync + 'static {
     async fn list_plans(&self) -> StoreResult<Vec<Plan>>;
     async fn plan(&self, code: &str) -> StoreResult<Option<Plan>>;
     /// Inserts or replaces a plan; true when it was new.
-    async fn upsert_plan(&self, plan: &Plan) -> StoreResult<bool>;
+    async fn upsert_plan(&self, plan: &Plan, audit: &NewAuditEntry) -> StoreResult<bool>;
     /// Inserts the plans that are missing, leaving edited ones alone.
     async fn seed_plans(&self, plans: &[Plan]) -> StoreResult<()>;
 
-    async fn insert_org(&self, org: &Organization) -> StoreResult<()>;
+    async fn insert_org(&self, org: &Organization, audit: &NewAuditEntry) -> StoreResult<()>;
     async fn org(&self, id: OrgId) -> StoreResult<Option<Organization>>;
     async fn list_orgs(
         &self,
@@ -124,7 +133,12 @@ pub trait ControlStore: Send + Sync + 'static {
     ) -> StoreResult<Vec<Organization>>;
 
     /// Inserts a tenant together with its wrapped data-encryption key.
-    async fn insert_tenant(&self, tenant: &Tenant, wrapped_key: &[u8]) -> StoreResult<()>;
+    async fn insert_tenant(
+        &self,
+        tenant: &Tenant,
+        wrapped_key: &[u8],
+        audit: &NewAuditEntry,
+    ) -> StoreResult<()>;
     /// A live (not deleted) tenant by id.
     async fn tenant_by_id(&self, id: TenantId) -> StoreResult<Option<Tenant>>;
     /// A live tenant by slug.
@@ -138,11 +152,16 @@ pub trait ControlStore: Send + Sync + 'static {
     ) -> StoreResult<Vec<Tenant>>;
     /// Writes the mutable fields of a live tenant (name, slug, plan, domain,
     /// metadata, branding) but not its status; `NotFound` if it was deleted.
-    async fn update_tenant(&self, tenant: &Tenant) -> StoreResult<()>;
+    async fn update_tenant(&self, tenant: &Tenant, audit: &NewAuditEntry) -> StoreResult<()>;
     /// Changes the status of a live tenant; `NotFound` if it was deleted.
-    async fn set_tenant_status(&self, tenant: &Tenant, status: TenantStatus) -> StoreResult<()>;
-    /// Marks the tenant deleted and removes everything it owns.
-    async fn purge_tenant(&self, tenant: &Tenant) -> StoreResult<()>;
+    async fn set_tenant_status(
+        &self,
+        tenant: &Tenant,
+        status: TenantStatus,
+        audit: &NewAuditEntry,
+    ) -> StoreResult<()>;
+    /// Marks the tenant deleted and removes everything it owns but its audit chain.
+    async fn purge_tenant(&self, tenant: &Tenant, audit: &NewAuditEntry) -> StoreResult<()>;
 
     async fn tenant_wrapped_key(&self, tenant: &Tenant) -> StoreResult<Vec<u8>>;
 
@@ -169,9 +188,19 @@ pub trait ControlStore: Send + Sync + 'static {
     ) -> StoreResult<Vec<(chrono::NaiveDate, u64)>>;
     async fn list_config(&self, tenant: &Tenant) -> StoreResult<Vec<ConfigEntry>>;
     async fn config(&self, tenant: &Tenant, key: &str) -> StoreResult<Option<ConfigEntry>>;
-    async fn put_config(&self, tenant: &Tenant, entry: &ConfigEntry) -> StoreResult<()>;
-    /// True when something was deleted.
-    async fn delete_config(&self, tenant: &Tenant, key: &str) -> StoreResult<bool>;
+    async fn put_config(
+        &self,
+        tenant: &Tenant,
+        entry: &ConfigEntry,
+        audit: &NewAuditEntry,
+    ) -> StoreResult<()>;
+    /// True when something was deleted (and audited).
+    async fn delete_config(
+        &self,
+        tenant: &Tenant,
+        key: &str,
+        audit: &NewAuditEntry,
+    ) -> StoreResult<bool>;
 }
 
 /// The whole store: control plane and identity, one backend.

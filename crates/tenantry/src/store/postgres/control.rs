@@ -1,7 +1,9 @@
 //! The control store on PostgreSQL.
 
+use super::audit::{self, ChainAt};
 use super::{PgDatabase, pg_error, set_tenant, tenant_schema_version, tenant_tx};
 use crate::Role;
+use crate::audit::NewAuditEntry;
 use crate::ids::{OrgId, TenantId, UserId};
 use crate::plan::Plan;
 use crate::store::{
@@ -134,7 +136,8 @@ impl ControlStore for PgControlStore {
         Ok(())
     }
 
-    async fn insert_platform_user(&self, u: &PlatformUser) -> StoreResult<()> {
+    async fn insert_platform_user(&self, u: &PlatformUser, a: &NewAuditEntry) -> StoreResult<()> {
+        let mut tx = self.db.runtime.begin().await.map_err(pg_error)?;
         sqlx::query(
             "INSERT INTO platform_users (id, email, name, password_hash, role, organization_id, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -146,13 +149,14 @@ impl ControlStore for PgControlStore {
         .bind(u.role.as_str())
         .bind(u.organization_id.map(|o| o.0))
         .bind(u.created_at)
-        .execute(&self.db.runtime)
+        .execute(&mut *tx)
         .await
         .map_err(|e| match pg_error(e) {
             StoreError::Conflict(_) => StoreError::Conflict("email".into()),
             other => other,
         })?;
-        Ok(())
+        audit::append(&mut tx, &ChainAt::platform(), a).await?;
+        tx.commit().await.map_err(pg_error)
     }
 
     async fn platform_user_by_email(&self, email: &str) -> StoreResult<Option<PlatformUser>> {
@@ -207,7 +211,8 @@ impl ControlStore for PgControlStore {
             .transpose()
     }
 
-    async fn upsert_plan(&self, plan: &Plan) -> StoreResult<bool> {
+    async fn upsert_plan(&self, plan: &Plan, a: &NewAuditEntry) -> StoreResult<bool> {
+        let mut tx = self.db.runtime.begin().await.map_err(pg_error)?;
         // One statement: `xmax = 0` holds for a freshly inserted row only, so
         // "was it new" is answered atomically with the write.
         let inserted: bool = sqlx::query_scalar(
@@ -217,9 +222,11 @@ impl ControlStore for PgControlStore {
         )
         .bind(&plan.code)
         .bind(Json(plan))
-        .fetch_one(&self.db.runtime)
+        .fetch_one(&mut *tx)
         .await
         .map_err(pg_error)?;
+        audit::append(&mut tx, &ChainAt::platform(), a).await?;
+        tx.commit().await.map_err(pg_error)?;
         Ok(inserted)
     }
 
@@ -237,7 +244,8 @@ impl ControlStore for PgControlStore {
         Ok(())
     }
 
-    async fn insert_org(&self, org: &Organization) -> StoreResult<()> {
+    async fn insert_org(&self, org: &Organization, a: &NewAuditEntry) -> StoreResult<()> {
+        let mut tx = self.db.runtime.begin().await.map_err(pg_error)?;
         sqlx::query(
             "INSERT INTO organizations (id, name, description, created_at) VALUES ($1, $2, $3, $4)",
         )
@@ -245,10 +253,11 @@ impl ControlStore for PgControlStore {
         .bind(&org.name)
         .bind(&org.description)
         .bind(org.created_at)
-        .execute(&self.db.runtime)
+        .execute(&mut *tx)
         .await
         .map_err(pg_error)?;
-        Ok(())
+        audit::append(&mut tx, &ChainAt::platform(), a).await?;
+        tx.commit().await.map_err(pg_error)
     }
 
     async fn org(&self, id: OrgId) -> StoreResult<Option<Organization>> {
@@ -284,7 +293,12 @@ impl ControlStore for PgControlStore {
             .collect()
     }
 
-    async fn insert_tenant(&self, t: &Tenant, wrapped_key: &[u8]) -> StoreResult<()> {
+    async fn insert_tenant(
+        &self,
+        t: &Tenant,
+        wrapped_key: &[u8],
+        a: &NewAuditEntry,
+    ) -> StoreResult<()> {
         // The tenant's context is set for the key row (tenant_keys has RLS).
         let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
         sqlx::query(
@@ -315,6 +329,7 @@ impl ControlStore for PgControlStore {
             .execute(&mut *tx)
             .await
             .map_err(pg_error)?;
+        audit::append(&mut tx, &ChainAt::control(t.id), a).await?;
         tx.commit().await.map_err(pg_error)
     }
 
@@ -368,9 +383,10 @@ impl ControlStore for PgControlStore {
             .collect()
     }
 
-    async fn update_tenant(&self, t: &Tenant) -> StoreResult<()> {
+    async fn update_tenant(&self, t: &Tenant, a: &NewAuditEntry) -> StoreResult<()> {
         // Status is not written here (see `set_tenant_status`), so a PATCH
         // racing a suspension cannot undo it; a deleted tenant stays deleted.
+        let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
         let done = sqlx::query(
             "UPDATE tenants SET slug = $1, name = $2, plan = $3, isolation = $4, organization_id = $5,
                     domain = $6, metadata = $7, branding = $8, updated_at = $9
@@ -386,32 +402,40 @@ impl ControlStore for PgControlStore {
         .bind(&t.branding)
         .bind(t.updated_at)
         .bind(t.id.0)
-        .execute(&self.db.runtime)
+        .execute(&mut *tx)
         .await
         .map_err(pg_error)?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        Ok(())
+        audit::append(&mut tx, &ChainAt::control(t.id), a).await?;
+        tx.commit().await.map_err(pg_error)
     }
 
-    async fn set_tenant_status(&self, t: &Tenant, status: TenantStatus) -> StoreResult<()> {
+    async fn set_tenant_status(
+        &self,
+        t: &Tenant,
+        status: TenantStatus,
+        a: &NewAuditEntry,
+    ) -> StoreResult<()> {
+        let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
         let done = sqlx::query(
             "UPDATE tenants SET status = $1, updated_at = $2 WHERE id = $3 AND status <> 'deleted'",
         )
         .bind(status.as_str())
         .bind(chrono::Utc::now())
         .bind(t.id.0)
-        .execute(&self.db.runtime)
+        .execute(&mut *tx)
         .await
         .map_err(pg_error)?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        Ok(())
+        audit::append(&mut tx, &ChainAt::control(t.id), a).await?;
+        tx.commit().await.map_err(pg_error)
     }
 
-    async fn purge_tenant(&self, t: &Tenant) -> StoreResult<()> {
+    async fn purge_tenant(&self, t: &Tenant, a: &NewAuditEntry) -> StoreResult<()> {
         // One transaction in the tenant's context: the RLS'd tables only
         // show (and let us delete) this tenant's rows. audit_log stays: the
         // runtime role cannot delete from it, and the chain outlives the tenant.
@@ -432,6 +456,7 @@ impl ControlStore for PgControlStore {
                 .await
                 .map_err(pg_error)?;
         }
+        audit::append(&mut tx, &ChainAt::control(t.id), a).await?;
         tx.commit().await.map_err(pg_error)
     }
 
@@ -556,7 +581,7 @@ impl ControlStore for PgControlStore {
         row.as_ref().map(config_from_row).transpose()
     }
 
-    async fn put_config(&self, t: &Tenant, e: &ConfigEntry) -> StoreResult<()> {
+    async fn put_config(&self, t: &Tenant, e: &ConfigEntry, a: &NewAuditEntry) -> StoreResult<()> {
         let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
         sqlx::query(
             "INSERT INTO tenant_config (tenant_id, key, value, encrypted, updated_at)
@@ -572,10 +597,11 @@ impl ControlStore for PgControlStore {
         .execute(&mut *tx)
         .await
         .map_err(pg_error)?;
+        audit::append(&mut tx, &ChainAt::control(t.id), a).await?;
         tx.commit().await.map_err(pg_error)
     }
 
-    async fn delete_config(&self, t: &Tenant, key: &str) -> StoreResult<bool> {
+    async fn delete_config(&self, t: &Tenant, key: &str, a: &NewAuditEntry) -> StoreResult<bool> {
         let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
         let done = sqlx::query("DELETE FROM tenant_config WHERE tenant_id = $1 AND key = $2")
             .bind(t.id.0)
@@ -583,7 +609,11 @@ impl ControlStore for PgControlStore {
             .execute(&mut *tx)
             .await
             .map_err(pg_error)?;
+        let deleted = done.rows_affected() > 0;
+        if deleted {
+            audit::append(&mut tx, &ChainAt::control(t.id), a).await?;
+        }
         tx.commit().await.map_err(pg_error)?;
-        Ok(done.rows_affected() > 0)
+        Ok(deleted)
     }
 }

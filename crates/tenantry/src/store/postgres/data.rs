@@ -14,12 +14,14 @@ use super::{
     migrate_tenant_schema, pg_error, runtime_options, runtime_pool, tenant_schema_version,
     tenant_tx,
 };
+use super::audit::{self, ChainAt};
+use crate::audit::{AuditEntry, AuditFilter, NewAuditEntry};
 use crate::ids::{RecordId, TenantId};
 use crate::placement::Server;
 use crate::record::{CollectionDef, FilterOp, Operand, Record, RecordQuery, SortKey};
 use crate::store::data::{DataPlane, TenantData, Usage};
 use crate::store::migrate::MigratePolicy;
-use crate::store::{StoreError, StoreResult, check_quota, strings, time_text};
+use crate::store::{PageRequest, StoreError, StoreResult, check_quota, strings, time_text};
 use crate::{Isolation, Tenant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -1009,7 +1011,7 @@ impl TenantData for PgTenantData {
         row.as_ref().map(collection_from_row).transpose()
     }
 
-    async fn put_collection(&self, def: &CollectionDef) -> StoreResult<bool> {
+    async fn put_collection(&self, def: &CollectionDef, a: &NewAuditEntry) -> StoreResult<bool> {
         // Index DDL first, on the owner role (IF NOT EXISTS makes it idempotent).
         self.ensure_indexes(def).await?;
         let mut tx = self.tx().await?;
@@ -1065,6 +1067,7 @@ impl TenantData for PgTenantData {
         .execute(&mut *tx)
         .await
         .map_err(pg_error)?;
+        audit::append(&mut tx, &ChainAt::data(self.tenant), a).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(existed.is_none())
     }
@@ -1091,6 +1094,7 @@ impl TenantData for PgTenantData {
         def: &CollectionDef,
         r: &Record,
         max_storage: Option<u64>,
+        a: &NewAuditEntry,
     ) -> StoreResult<()> {
         // The quota's unit: the bytes of the data as the API serialised it.
         let size = r.data.to_string().len() as i64;
@@ -1116,6 +1120,7 @@ impl TenantData for PgTenantData {
         let unique = self.stored_unique(&mut tx, &def.name).await?;
         self.claim_uniques(&mut tx, &def.name, &unique, r).await?;
         self.add_usage(&mut tx, 1, size).await?;
+        audit::append(&mut tx, &ChainAt::data(self.tenant), a).await?;
         tx.commit().await.map_err(pg_error)
     }
 
@@ -1228,6 +1233,7 @@ impl TenantData for PgTenantData {
         r: &Record,
         expected: i64,
         max_storage: Option<u64>,
+        a: &NewAuditEntry,
     ) -> StoreResult<()> {
         let size = r.data.to_string().len() as i64;
         let mut tx = self.tx().await?;
@@ -1259,6 +1265,7 @@ impl TenantData for PgTenantData {
         let unique = self.stored_unique(&mut tx, &def.name).await?;
         self.claim_uniques(&mut tx, &def.name, &unique, r).await?;
         self.add_usage(&mut tx, 0, delta).await?;
+        audit::append(&mut tx, &ChainAt::data(self.tenant), a).await?;
         tx.commit().await.map_err(pg_error)
     }
 
@@ -1267,6 +1274,7 @@ impl TenantData for PgTenantData {
         def: &CollectionDef,
         id: RecordId,
         expected: Option<i64>,
+        a: &NewAuditEntry,
     ) -> StoreResult<()> {
         let mut tx = self.tx().await?;
         self.lock_usage(&mut tx).await?;
@@ -1288,6 +1296,7 @@ impl TenantData for PgTenantData {
         .map_err(pg_error)?;
         self.release_uniques(&mut tx, &def.name, id).await?;
         self.add_usage(&mut tx, -1, -size).await?;
+        audit::append(&mut tx, &ChainAt::data(self.tenant), a).await?;
         tx.commit().await.map_err(pg_error)
     }
 
@@ -1344,5 +1353,23 @@ impl TenantData for PgTenantData {
             records: records.max(0) as u64,
             storage_bytes: storage_bytes.max(0) as u64,
         })
+    }
+
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<AuditEntry>> {
+        let mut tx = self.tx().await?;
+        let entries = audit::list(&mut tx, &ChainAt::data(self.tenant), filter, page).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(entries)
+    }
+
+    async fn walk_audit(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<(i64, AuditEntry)>> {
+        let mut tx = self.tx().await?;
+        let entries = audit::walk(&mut tx, &ChainAt::data(self.tenant), after_seq, limit).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(entries)
     }
 }

@@ -2,22 +2,22 @@
 
 use super::control::{col, count};
 use super::{PgControlStore, pg_error, tenant_tx};
-use crate::audit::{AuditEntry, NewAuditEntry};
+use super::audit::{self, ChainAt};
+use crate::audit::{AuditEntry, AuditFilter, NewAuditEntry};
 use crate::ids::{TenantId, UserId};
 use crate::store::identity::{IdentityStore, OtpRecord, RefreshRecord, TenantUser};
 use crate::store::page_limit;
 use crate::store::{PageRequest, StoreError, StoreResult, decode};
 use crate::{Role, Tenant};
 use async_trait::async_trait;
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
-use sqlx::{Postgres, QueryBuilder};
+use sqlx::{Postgres, QueryBuilder, Transaction};
 use uuid::Uuid;
 
 /// Advisory-lock namespaces (first key of the two-key form), so the
 /// per-tenant locks of different jobs never wait on each other.
 const LOCK_USERS: i32 = 0x5475_0001;
-const LOCK_AUDIT: i32 = 0x5475_0002;
 
 fn user_from_row(row: &PgRow) -> StoreResult<TenantUser> {
     let role: String = col(row, "role")?;
@@ -53,21 +53,6 @@ fn otp_from_row(row: &PgRow) -> StoreResult<OtpRecord> {
         code_hash: col(row, "code_hash")?,
         expires_at: col(row, "expires_at")?,
         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-    })
-}
-
-fn audit_from_row(row: &PgRow) -> StoreResult<AuditEntry> {
-    Ok(AuditEntry {
-        id: col(row, "id")?,
-        tenant_id: TenantId(col(row, "tenant_id")?),
-        actor: col(row, "actor")?,
-        actor_scope: col(row, "actor_scope")?,
-        action: col(row, "action")?,
-        resource: col(row, "resource")?,
-        at: col(row, "at")?,
-        request_id: col(row, "request_id")?,
-        prev_hash: col(row, "prev_hash")?,
-        hash: col(row, "hash")?,
     })
 }
 
@@ -121,6 +106,7 @@ impl IdentityStore for PgControlStore {
         t: &Tenant,
         u: &TenantUser,
         max_users: Option<u64>,
+        a: &NewAuditEntry,
     ) -> StoreResult<()> {
         let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
         // Concurrent sign-ups of one tenant queue here, so the count below
@@ -151,6 +137,7 @@ impl IdentityStore for PgControlStore {
         .execute(&mut *tx)
         .await
         .map_err(pg_error)?;
+        audit::append(&mut tx, &ChainAt::control(t.id), a).await?;
         tx.commit().await.map_err(pg_error)
     }
 
@@ -182,7 +169,7 @@ impl IdentityStore for PgControlStore {
         rows.iter().map(user_from_row).collect()
     }
 
-    async fn update_user(&self, t: &Tenant, u: &TenantUser) -> StoreResult<()> {
+    async fn update_user(&self, t: &Tenant, u: &TenantUser, a: &NewAuditEntry) -> StoreResult<()> {
         let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
         sqlx::query(
             "UPDATE users SET email = $1, name = $2, role = $3, phone = $4, password_hash = $5,
@@ -201,10 +188,11 @@ impl IdentityStore for PgControlStore {
         .execute(&mut *tx)
         .await
         .map_err(pg_error)?;
+        audit::append(&mut tx, &ChainAt::control(t.id), a).await?;
         tx.commit().await.map_err(pg_error)
     }
 
-    async fn delete_user(&self, t: &Tenant, id: UserId) -> StoreResult<bool> {
+    async fn delete_user(&self, t: &Tenant, id: UserId, a: &NewAuditEntry) -> StoreResult<bool> {
         let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
         sqlx::query("DELETE FROM refresh_tokens WHERE tenant_id = $1 AND user_id = $2")
             .bind(t.id.0)
@@ -218,8 +206,12 @@ impl IdentityStore for PgControlStore {
             .execute(&mut *tx)
             .await
             .map_err(pg_error)?;
+        let deleted = done.rows_affected() > 0;
+        if deleted {
+            audit::append(&mut tx, &ChainAt::control(t.id), a).await?;
+        }
         tx.commit().await.map_err(pg_error)?;
-        Ok(done.rows_affected() > 0)
+        Ok(deleted)
     }
 
     async fn count_users(&self, t: &Tenant) -> StoreResult<u64> {
@@ -374,63 +366,54 @@ impl IdentityStore for PgControlStore {
         tx.commit().await.map_err(pg_error)
     }
 
-    async fn append_audit(&self, t: &Tenant, new: NewAuditEntry) -> StoreResult<AuditEntry> {
-        // The tenant's chain lock is held before its head is read, so two
-        // appends cannot both link to the same predecessor (a row lock on
-        // the head would not cover an empty chain).
-        let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
-        lock_tenant(&mut tx, LOCK_AUDIT, t).await?;
-        let head: Option<(i64, String)> = sqlx::query_as(
-            "SELECT seq, hash FROM audit_log WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
-        )
-        .bind(t.id.0)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(pg_error)?;
-        let (seq, prev) = match head {
-            Some((seq, hash)) => (seq + 1, Some(hash)),
-            None => (1, None),
-        };
-        // timestamptz keeps microseconds: truncate first, so the entry we
-        // return is the entry a later read returns.
-        let entry = AuditEntry::chain(t.id, new, prev, Utc::now().trunc_subsecs(6));
-        sqlx::query(
-            "INSERT INTO audit_log (tenant_id, seq, id, actor, actor_scope, action, resource, at, request_id, prev_hash, hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(t.id.0)
-        .bind(seq)
-        .bind(entry.id)
-        .bind(&entry.actor)
-        .bind(&entry.actor_scope)
-        .bind(&entry.action)
-        .bind(&entry.resource)
-        .bind(entry.at)
-        .bind(&entry.request_id)
-        .bind(&entry.prev_hash)
-        .bind(&entry.hash)
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?;
+    async fn append_audit(
+        &self,
+        t: Option<&Tenant>,
+        new: &NewAuditEntry,
+    ) -> StoreResult<AuditEntry> {
+        let mut tx = self.chain_tx(t).await?;
+        let entry = audit::append(&mut tx, &chain_of(t), new).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(entry)
     }
 
-    async fn list_audit(&self, t: &Tenant, page: &PageRequest) -> StoreResult<Vec<AuditEntry>> {
-        let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
-        let mut q = QueryBuilder::<Postgres>::new("SELECT * FROM audit_log WHERE tenant_id = ");
-        q.push_bind(t.id.0);
-        if let Some(after) = page.after {
-            // The chain's order is seq; ids come from several instances' clocks.
-            q.push(" AND seq > (SELECT seq FROM audit_log WHERE tenant_id = ")
-                .push_bind(t.id.0)
-                .push(" AND id = ")
-                .push_bind(after)
-                .push(")");
-        }
-        q.push(" ORDER BY seq LIMIT ").push_bind(page_limit(page));
-        let rows = q.build().fetch_all(&mut *tx).await.map_err(pg_error)?;
+    async fn list_audit(
+        &self,
+        t: Option<&Tenant>,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<AuditEntry>> {
+        let mut tx = self.chain_tx(t).await?;
+        let entries = audit::list(&mut tx, &chain_of(t), filter, page).await?;
         tx.commit().await.map_err(pg_error)?;
-        rows.iter().map(audit_from_row).collect()
+        Ok(entries)
+    }
+
+    async fn walk_audit(
+        &self,
+        t: Option<&Tenant>,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, AuditEntry)>> {
+        let mut tx = self.chain_tx(t).await?;
+        let entries = audit::walk(&mut tx, &chain_of(t), after_seq, limit).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(entries)
+    }
+}
+
+/// A tenant's control chain, or the platform chain.
+fn chain_of(t: Option<&Tenant>) -> ChainAt {
+    t.map_or_else(ChainAt::platform, |t| ChainAt::control(t.id))
+}
+
+impl PgControlStore {
+    /// A transaction a chain can be read and written in: the tenant's
+    /// (row-level security) or a plain one for the platform chain.
+    async fn chain_tx(&self, t: Option<&Tenant>) -> StoreResult<Transaction<'static, Postgres>> {
+        match t {
+            Some(t) => tenant_tx(&self.db.runtime, t.id).await,
+            None => self.db.runtime.begin().await.map_err(pg_error),
+        }
     }
 }

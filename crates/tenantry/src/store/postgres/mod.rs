@@ -7,6 +7,7 @@
 //! DDL, creating and dropping tenant databases) runs on a small pool of the
 //! configured (owner) role.
 
+mod audit;
 mod control;
 mod data;
 mod identity;
@@ -401,6 +402,7 @@ pub(crate) async fn grant_runtime(
             "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {DATA_SCHEMA} TO {role}"
         ),
         format!("REVOKE ALL ON {DATA_SCHEMA}._sqlx_migrations FROM {role}"),
+        format!("REVOKE UPDATE, DELETE ON {DATA_SCHEMA}.audit_log FROM {role}"),
     ];
     if control {
         statements.extend([
@@ -409,6 +411,7 @@ pub(crate) async fn grant_runtime(
                 "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"
             ),
             format!("REVOKE UPDATE, DELETE ON public.audit_log FROM {role}"),
+            format!("REVOKE UPDATE, DELETE ON public.platform_audit FROM {role}"),
             format!("REVOKE ALL ON public._sqlx_migrations FROM {role}"),
         ]);
     }

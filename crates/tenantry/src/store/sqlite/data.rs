@@ -2,12 +2,14 @@
 //! `tenants/<id>.db`, both with the same schema. Dedicated databases open
 //! lazily and are closed when idle or evicted (bounded, least recently used).
 
+use super::audit::{self, ChainAt};
 use super::{begin_write, db_error};
+use crate::audit::{AuditChain, AuditEntry, AuditFilter, NewAuditEntry};
 use crate::ids::{RecordId, TenantId};
 use crate::record::{CollectionDef, FilterOp, Operand, Record, RecordQuery, SortKey, json_path};
 use crate::store::data::{DataPlane, TenantData, Usage};
 use crate::store::migrate::{MigratePolicy, latest_version, must_run};
-use crate::store::{StoreError, StoreResult, check_quota, parse_time, strings, time_text};
+use crate::store::{PageRequest, StoreError, StoreResult, check_quota, parse_time, strings, time_text};
 use crate::{Isolation, Tenant};
 use async_trait::async_trait;
 use moka::future::Cache;
@@ -163,6 +165,7 @@ impl DataPlane for SqliteDataPlane {
             pool,
             writer,
             tenant: tenant.id.to_string(),
+            tenant_id: tenant.id,
         }))
     }
 
@@ -208,6 +211,13 @@ struct SqliteTenantData {
     pool: SqlitePool,
     writer: SqlitePool,
     tenant: String,
+    tenant_id: TenantId,
+}
+
+impl SqliteTenantData {
+    fn chain(&self) -> ChainAt {
+        ChainAt::tenant(AuditChain::Data, self.tenant_id)
+    }
 }
 
 fn json_text(row: &SqliteRow, col: &str) -> StoreResult<Value> {
@@ -438,7 +448,7 @@ impl TenantData for SqliteTenantData {
             .transpose()
     }
 
-    async fn put_collection(&self, def: &CollectionDef) -> StoreResult<bool> {
+    async fn put_collection(&self, def: &CollectionDef, a: &NewAuditEntry) -> StoreResult<bool> {
         // Index DDL first (outside the write transaction; IF NOT EXISTS makes it idempotent).
         for field in &def.indexed {
             let sql = format!(
@@ -496,6 +506,7 @@ impl TenantData for SqliteTenantData {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
+        audit::append(&mut tx, &self.chain(), a).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(existed.is_none())
     }
@@ -520,6 +531,7 @@ impl TenantData for SqliteTenantData {
         def: &CollectionDef,
         r: &Record,
         max_storage: Option<u64>,
+        a: &NewAuditEntry,
     ) -> StoreResult<()> {
         let data = r.data.to_string();
         let mut tx = begin_write(&self.writer).await?;
@@ -546,6 +558,7 @@ impl TenantData for SqliteTenantData {
         let unique = self.stored_unique(&mut tx, &def.name).await?;
         self.claim_uniques(&mut tx, &def.name, &unique, r).await?;
         self.add_usage(&mut tx, 1, data.len() as i64).await?;
+        audit::append(&mut tx, &self.chain(), a).await?;
         tx.commit().await.map_err(db_error)
     }
 
@@ -620,6 +633,7 @@ impl TenantData for SqliteTenantData {
         r: &Record,
         expected: i64,
         max_storage: Option<u64>,
+        a: &NewAuditEntry,
     ) -> StoreResult<()> {
         let data = r.data.to_string();
         let mut tx = begin_write(&self.writer).await?;
@@ -648,6 +662,7 @@ impl TenantData for SqliteTenantData {
         let unique = self.stored_unique(&mut tx, &def.name).await?;
         self.claim_uniques(&mut tx, &def.name, &unique, r).await?;
         self.add_usage(&mut tx, 0, delta).await?;
+        audit::append(&mut tx, &self.chain(), a).await?;
         tx.commit().await.map_err(db_error)
     }
 
@@ -656,6 +671,7 @@ impl TenantData for SqliteTenantData {
         def: &CollectionDef,
         id: RecordId,
         expected: Option<i64>,
+        a: &NewAuditEntry,
     ) -> StoreResult<()> {
         let mut tx = begin_write(&self.writer).await?;
         let (version, len) = self
@@ -674,6 +690,7 @@ impl TenantData for SqliteTenantData {
             .map_err(db_error)?;
         self.release_uniques(&mut tx, &def.name, id).await?;
         self.add_usage(&mut tx, -1, -len).await?;
+        audit::append(&mut tx, &self.chain(), a).await?;
         tx.commit().await.map_err(db_error)
     }
 
@@ -719,5 +736,17 @@ impl TenantData for SqliteTenantData {
             records: records.max(0) as u64,
             storage_bytes: storage_bytes.max(0) as u64,
         })
+    }
+
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<AuditEntry>> {
+        audit::list(&self.pool, &self.chain(), filter, page).await
+    }
+
+    async fn walk_audit(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<(i64, AuditEntry)>> {
+        audit::walk(&self.pool, &self.chain(), after_seq, limit).await
     }
 }

@@ -1,7 +1,8 @@
 //! SQLite implementation of the identity store.
 
-use super::{SqliteControlStore, begin_write, db_error, opt_uuid_col, uuid_col};
-use crate::audit::{AuditEntry, NewAuditEntry};
+use super::audit::{self, ChainAt};
+use super::{SqliteControlStore, begin_write, control_chain, db_error, opt_uuid_col, uuid_col};
+use crate::audit::{AuditEntry, AuditFilter, NewAuditEntry};
 use crate::ids::UserId;
 use crate::store::identity::{IdentityStore, OtpRecord, RefreshRecord, TenantUser};
 use crate::store::page_limit;
@@ -40,21 +41,6 @@ fn refresh_from_row(row: &SqliteRow) -> StoreResult<RefreshRecord> {
     })
 }
 
-fn audit_from_row(row: &SqliteRow) -> StoreResult<AuditEntry> {
-    Ok(AuditEntry {
-        id: uuid_col(row, "id")?,
-        tenant_id: uuid_col(row, "tenant_id")?,
-        actor: row.try_get("actor").map_err(db_error)?,
-        actor_scope: row.try_get("actor_scope").map_err(db_error)?,
-        action: row.try_get("action").map_err(db_error)?,
-        resource: row.try_get("resource").map_err(db_error)?,
-        at: row.try_get("at").map_err(db_error)?,
-        request_id: row.try_get("request_id").map_err(db_error)?,
-        prev_hash: row.try_get("prev_hash").map_err(db_error)?,
-        hash: row.try_get("hash").map_err(db_error)?,
-    })
-}
-
 impl SqliteControlStore {
     /// One user of the tenant; `condition` is a fixed fragment of ours.
     async fn user_where(
@@ -84,6 +70,7 @@ impl IdentityStore for SqliteControlStore {
         t: &Tenant,
         u: &TenantUser,
         max_users: Option<u64>,
+        a: &NewAuditEntry,
     ) -> StoreResult<()> {
         let mut tx = begin_write(&self.pool).await?;
         let count: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE tenant_id = ?")
@@ -111,6 +98,7 @@ impl IdentityStore for SqliteControlStore {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
+        audit::append(&mut tx, &control_chain(t), a).await?;
         tx.commit().await.map_err(db_error)
     }
 
@@ -141,7 +129,8 @@ impl IdentityStore for SqliteControlStore {
             .collect()
     }
 
-    async fn update_user(&self, t: &Tenant, u: &TenantUser) -> StoreResult<()> {
+    async fn update_user(&self, t: &Tenant, u: &TenantUser, a: &NewAuditEntry) -> StoreResult<()> {
+        let mut tx = begin_write(&self.pool).await?;
         sqlx::query(
             "UPDATE users SET email = ?, name = ?, role = ?, phone = ?, password_hash = ?, active = ?, updated_at = ?
              WHERE tenant_id = ? AND id = ?",
@@ -155,13 +144,14 @@ impl IdentityStore for SqliteControlStore {
         .bind(u.updated_at)
         .bind(t.id.to_string())
         .bind(u.id.to_string())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        Ok(())
+        audit::append(&mut tx, &control_chain(t), a).await?;
+        tx.commit().await.map_err(db_error)
     }
 
-    async fn delete_user(&self, t: &Tenant, id: UserId) -> StoreResult<bool> {
+    async fn delete_user(&self, t: &Tenant, id: UserId, a: &NewAuditEntry) -> StoreResult<bool> {
         let mut tx = begin_write(&self.pool).await?;
         sqlx::query("DELETE FROM refresh_tokens WHERE tenant_id = ? AND user_id = ?")
             .bind(t.id.to_string())
@@ -175,8 +165,12 @@ impl IdentityStore for SqliteControlStore {
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
+        let deleted = done.rows_affected() > 0;
+        if deleted {
+            audit::append(&mut tx, &control_chain(t), a).await?;
+        }
         tx.commit().await.map_err(db_error)?;
-        Ok(done.rows_affected() > 0)
+        Ok(deleted)
     }
 
     async fn count_users(&self, t: &Tenant) -> StoreResult<u64> {
@@ -327,62 +321,37 @@ impl IdentityStore for SqliteControlStore {
         Ok(())
     }
 
-    async fn append_audit(&self, t: &Tenant, new: NewAuditEntry) -> StoreResult<AuditEntry> {
-        // The write lock is held before the chain head is read, so two
-        // appends cannot both link to the same predecessor.
+    async fn append_audit(
+        &self,
+        t: Option<&Tenant>,
+        new: &NewAuditEntry,
+    ) -> StoreResult<AuditEntry> {
         let mut tx = begin_write(&self.pool).await?;
-        let head: Option<(i64, String)> = sqlx::query_as(
-            "SELECT seq, hash FROM audit_log WHERE tenant_id = ? ORDER BY seq DESC LIMIT 1",
-        )
-        .bind(t.id.to_string())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        let (seq, prev) = match head {
-            Some((seq, hash)) => (seq + 1, Some(hash)),
-            None => (1, None),
-        };
-        let entry = AuditEntry::chain(t.id, new, prev, Utc::now());
-        sqlx::query(
-            "INSERT INTO audit_log (tenant_id, seq, id, actor, actor_scope, action, resource, at, request_id, prev_hash, hash)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(t.id.to_string())
-        .bind(seq)
-        .bind(entry.id.to_string())
-        .bind(&entry.actor)
-        .bind(&entry.actor_scope)
-        .bind(&entry.action)
-        .bind(&entry.resource)
-        .bind(entry.at)
-        .bind(&entry.request_id)
-        .bind(&entry.prev_hash)
-        .bind(&entry.hash)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
+        let entry = audit::append(&mut tx, &chain_of(t), new).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(entry)
     }
 
-    async fn list_audit(&self, t: &Tenant, page: &PageRequest) -> StoreResult<Vec<AuditEntry>> {
-        // The chain's order is seq (from 1): a page starts after the cursor
-        // entry's seq; a cursor naming no entry of this tenant yields nothing.
-        let after = page.after.map(|a| a.to_string());
-        sqlx::query(
-            "SELECT * FROM audit_log WHERE tenant_id = ?1
-               AND seq > CASE WHEN ?2 IS NULL THEN 0
-                         ELSE (SELECT seq FROM audit_log WHERE tenant_id = ?1 AND id = ?2) END
-             ORDER BY seq LIMIT ?3",
-        )
-        .bind(t.id.to_string())
-        .bind(after)
-        .bind(page_limit(page))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_error)?
-        .iter()
-        .map(audit_from_row)
-        .collect()
+    async fn list_audit(
+        &self,
+        t: Option<&Tenant>,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<AuditEntry>> {
+        audit::list(&self.pool, &chain_of(t), filter, page).await
     }
+
+    async fn walk_audit(
+        &self,
+        t: Option<&Tenant>,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, AuditEntry)>> {
+        audit::walk(&self.pool, &chain_of(t), after_seq, limit).await
+    }
+}
+
+/// A tenant's control chain, or the platform chain.
+fn chain_of(t: Option<&Tenant>) -> ChainAt {
+    t.map_or_else(ChainAt::platform, control_chain)
 }

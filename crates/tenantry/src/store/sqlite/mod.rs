@@ -1,16 +1,19 @@
 //! The embedded default: the control store in one SQLite file (WAL mode).
 
+mod audit;
 mod data;
 mod identity;
 
 pub use data::SqliteDataPlane;
 
 use super::migrate::{MigratePolicy, must_run};
+use audit::ChainAt;
 use super::{
     ConfigEntry, ControlStore, Organization, PageRequest, PlatformUser, StoreError, StoreResult,
     TenantFilter, decode, isolation, page_limit, substring_pattern,
 };
 use crate::Role;
+use crate::audit::{AuditChain, NewAuditEntry};
 use crate::ids::{OrgId, TenantId, UserId};
 use crate::plan::Plan;
 use crate::tenant::{Slug, Tenant, TenantStatus};
@@ -87,6 +90,11 @@ impl SqliteControlStore {
 /// read-to-write upgrade; the `Transaction` rolls back if it is dropped
 /// unfinished (a cancelled request never leaves a pooled connection inside
 /// an open transaction).
+/// The tenant's chain in the control store.
+fn control_chain(t: &Tenant) -> ChainAt {
+    ChainAt::tenant(AuditChain::Control, t.id)
+}
+
 pub(super) async fn begin_write(
     pool: &SqlitePool,
 ) -> StoreResult<sqlx::Transaction<'static, Sqlite>> {
@@ -206,7 +214,8 @@ impl ControlStore for SqliteControlStore {
         Ok(())
     }
 
-    async fn insert_platform_user(&self, u: &PlatformUser) -> StoreResult<()> {
+    async fn insert_platform_user(&self, u: &PlatformUser, a: &NewAuditEntry) -> StoreResult<()> {
+        let mut tx = begin_write(&self.pool).await?;
         sqlx::query(
             "INSERT INTO platform_users (id, email, name, password_hash, role, organization_id, created_at)
              VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -218,13 +227,14 @@ impl ControlStore for SqliteControlStore {
         .bind(u.role.as_str())
         .bind(u.organization_id.map(|o| o.to_string()))
         .bind(u.created_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| match db_error(e) {
             StoreError::Conflict(_) => StoreError::Conflict("email".into()),
             other => other,
         })?;
-        Ok(())
+        audit::append(&mut tx, &ChainAt::platform(), a).await?;
+        tx.commit().await.map_err(db_error)
     }
 
     async fn platform_user_by_email(&self, email: &str) -> StoreResult<Option<PlatformUser>> {
@@ -279,7 +289,7 @@ impl ControlStore for SqliteControlStore {
             .transpose()
     }
 
-    async fn upsert_plan(&self, plan: &Plan) -> StoreResult<bool> {
+    async fn upsert_plan(&self, plan: &Plan, a: &NewAuditEntry) -> StoreResult<bool> {
         let mut tx = begin_write(&self.pool).await?;
         let existed: Option<i64> = sqlx::query_scalar("SELECT 1 FROM plans WHERE code = ?")
             .bind(&plan.code)
@@ -292,6 +302,7 @@ impl ControlStore for SqliteControlStore {
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
+        audit::append(&mut tx, &ChainAt::platform(), a).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(existed.is_none())
     }
@@ -310,7 +321,8 @@ impl ControlStore for SqliteControlStore {
         Ok(())
     }
 
-    async fn insert_org(&self, org: &Organization) -> StoreResult<()> {
+    async fn insert_org(&self, org: &Organization, a: &NewAuditEntry) -> StoreResult<()> {
+        let mut tx = begin_write(&self.pool).await?;
         sqlx::query(
             "INSERT INTO organizations (id, name, description, created_at) VALUES (?, ?, ?, ?)",
         )
@@ -318,10 +330,11 @@ impl ControlStore for SqliteControlStore {
         .bind(&org.name)
         .bind(&org.description)
         .bind(org.created_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        Ok(())
+        audit::append(&mut tx, &ChainAt::platform(), a).await?;
+        tx.commit().await.map_err(db_error)
     }
 
     async fn org(&self, id: OrgId) -> StoreResult<Option<Organization>> {
@@ -357,7 +370,12 @@ impl ControlStore for SqliteControlStore {
             .collect()
     }
 
-    async fn insert_tenant(&self, t: &Tenant, wrapped_key: &[u8]) -> StoreResult<()> {
+    async fn insert_tenant(
+        &self,
+        t: &Tenant,
+        wrapped_key: &[u8],
+        a: &NewAuditEntry,
+    ) -> StoreResult<()> {
         let mut tx = begin_write(&self.pool).await?;
         sqlx::query(
             "INSERT INTO tenants (id, slug, name, plan, status, isolation, organization_id, domain,
@@ -387,6 +405,7 @@ impl ControlStore for SqliteControlStore {
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
+        audit::append(&mut tx, &control_chain(t), a).await?;
         tx.commit().await.map_err(db_error)
     }
 
@@ -440,9 +459,10 @@ impl ControlStore for SqliteControlStore {
             .collect()
     }
 
-    async fn update_tenant(&self, t: &Tenant) -> StoreResult<()> {
+    async fn update_tenant(&self, t: &Tenant, a: &NewAuditEntry) -> StoreResult<()> {
         // Status is not written here (see `set_tenant_status`), so a PATCH
         // racing a suspension cannot undo it; a deleted tenant stays deleted.
+        let mut tx = begin_write(&self.pool).await?;
         let done = sqlx::query(
             "UPDATE tenants SET slug = ?, name = ?, plan = ?, isolation = ?, organization_id = ?,
                     domain = ?, metadata = ?, branding = ?, updated_at = ?
@@ -458,32 +478,40 @@ impl ControlStore for SqliteControlStore {
         .bind(to_json(&t.branding)?)
         .bind(t.updated_at)
         .bind(t.id.to_string())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db_error)?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        Ok(())
+        audit::append(&mut tx, &control_chain(t), a).await?;
+        tx.commit().await.map_err(db_error)
     }
 
-    async fn set_tenant_status(&self, t: &Tenant, status: TenantStatus) -> StoreResult<()> {
+    async fn set_tenant_status(
+        &self,
+        t: &Tenant,
+        status: TenantStatus,
+        a: &NewAuditEntry,
+    ) -> StoreResult<()> {
+        let mut tx = begin_write(&self.pool).await?;
         let done = sqlx::query(
             "UPDATE tenants SET status = ?, updated_at = ? WHERE id = ? AND status <> 'deleted'",
         )
         .bind(status.as_str())
         .bind(chrono::Utc::now())
         .bind(t.id.to_string())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db_error)?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        Ok(())
+        audit::append(&mut tx, &control_chain(t), a).await?;
+        tx.commit().await.map_err(db_error)
     }
 
-    async fn purge_tenant(&self, t: &Tenant) -> StoreResult<()> {
+    async fn purge_tenant(&self, t: &Tenant, a: &NewAuditEntry) -> StoreResult<()> {
         let id = t.id.to_string();
         let mut tx = begin_write(&self.pool).await?;
         for sql in [
@@ -498,6 +526,7 @@ impl ControlStore for SqliteControlStore {
         ] {
             sqlx::query(sql).bind(&id).execute(&mut *tx).await.map_err(db_error)?;
         }
+        audit::append(&mut tx, &control_chain(t), a).await?;
         tx.commit().await.map_err(db_error)
     }
 
@@ -615,7 +644,8 @@ impl ControlStore for SqliteControlStore {
             .transpose()
     }
 
-    async fn put_config(&self, t: &Tenant, e: &ConfigEntry) -> StoreResult<()> {
+    async fn put_config(&self, t: &Tenant, e: &ConfigEntry, a: &NewAuditEntry) -> StoreResult<()> {
+        let mut tx = begin_write(&self.pool).await?;
         sqlx::query(
             "INSERT INTO tenant_config (tenant_id, key, value, encrypted, updated_at) VALUES (?, ?, ?, ?, ?)
              ON CONFLICT (tenant_id, key) DO UPDATE
@@ -626,19 +656,26 @@ impl ControlStore for SqliteControlStore {
         .bind(to_json(&e.value)?)
         .bind(e.encrypted)
         .bind(e.updated_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        Ok(())
+        audit::append(&mut tx, &control_chain(t), a).await?;
+        tx.commit().await.map_err(db_error)
     }
 
-    async fn delete_config(&self, t: &Tenant, key: &str) -> StoreResult<bool> {
+    async fn delete_config(&self, t: &Tenant, key: &str, a: &NewAuditEntry) -> StoreResult<bool> {
+        let mut tx = begin_write(&self.pool).await?;
         let done = sqlx::query("DELETE FROM tenant_config WHERE tenant_id = ? AND key = ?")
             .bind(t.id.to_string())
             .bind(key)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db_error)?;
-        Ok(done.rows_affected() > 0)
+        let deleted = done.rows_affected() > 0;
+        if deleted {
+            audit::append(&mut tx, &control_chain(t), a).await?;
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(deleted)
     }
 }

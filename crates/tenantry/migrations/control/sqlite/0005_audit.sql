@@ -1,0 +1,19 @@
+-- Audit listing pages by entry id (time-ordered), chain verification by seq.
+CREATE INDEX audit_log_id ON audit_log (tenant_id, id);
+
+-- Events that concern no tenant (plans, organizations, platform users,
+-- platform logins) form their own chain. tenant_id is always NULL: the
+-- column keeps the layout of audit_log so one code path serves both.
+CREATE TABLE platform_audit (
+    tenant_id TEXT CHECK (tenant_id IS NULL),
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    actor TEXT NOT NULL,
+    actor_scope TEXT NOT NULL,
+    action TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    at TEXT NOT NULL,
+    request_id TEXT,
+    prev_hash TEXT,
+    hash TEXT NOT NULL
+);

@@ -1,0 +1,18 @@
+-- The tenant's `data` audit chain lives beside its records, so a record
+-- change and its entry commit in one transaction (in a dedicated database
+-- too). Append-only by the code's contract; verify catches edits.
+CREATE TABLE audit_log (
+    tenant_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    actor_scope TEXT NOT NULL,
+    action TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    at TEXT NOT NULL,
+    request_id TEXT,
+    prev_hash TEXT,
+    hash TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, seq)
+);
+CREATE INDEX audit_log_id ON audit_log (tenant_id, id);

@@ -1,0 +1,171 @@
+//! The audit chains on PostgreSQL. The control schema's `audit_log` and
+//! `platform_audit` and the tenant-data schema's `audit_log` share one
+//! layout, so appending, listing and walking a chain are written once here.
+//! Tenant chains are read and written inside the tenant's transaction
+//! (`tenant_tx`): row-level security holds for them as for any tenant data.
+
+use super::control::col;
+use super::pg_error;
+use crate::audit::{AuditChain, AuditEntry, AuditFilter, NewAuditEntry};
+use crate::ids::TenantId;
+use crate::store::{PageRequest, StoreResult, page_limit};
+use chrono::{SubsecRound, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+/// Advisory-lock namespace of chain appends (first key of the two-key form).
+const LOCK_AUDIT: i32 = 0x5475_0002;
+
+/// Where one chain is stored.
+pub(super) struct ChainAt {
+    table: &'static str,
+    tenant: Option<TenantId>,
+    kind: AuditChain,
+}
+
+impl ChainAt {
+    pub(super) fn platform() -> Self {
+        Self {
+            table: "public.platform_audit",
+            tenant: None,
+            kind: AuditChain::Platform,
+        }
+    }
+
+    pub(super) fn control(tenant: TenantId) -> Self {
+        Self {
+            table: "public.audit_log",
+            tenant: Some(tenant),
+            kind: AuditChain::Control,
+        }
+    }
+
+    pub(super) fn data(tenant: TenantId) -> Self {
+        Self {
+            table: "tenant_data.audit_log",
+            tenant: Some(tenant),
+            kind: AuditChain::Data,
+        }
+    }
+
+    /// `SELECT * FROM <table> WHERE <this chain>`; the table name is ours.
+    fn select(&self) -> QueryBuilder<'static, Postgres> {
+        let mut q = QueryBuilder::new(format!("SELECT * FROM {} WHERE ", self.table));
+        match self.tenant {
+            Some(t) => q.push("tenant_id = ").push_bind(t.0),
+            None => q.push("true"),
+        };
+        q
+    }
+
+    fn entry(&self, row: &PgRow) -> StoreResult<AuditEntry> {
+        Ok(AuditEntry {
+            id: col(row, "id")?,
+            tenant_id: col::<Option<Uuid>>(row, "tenant_id")?.map(TenantId),
+            actor: col(row, "actor")?,
+            actor_scope: col(row, "actor_scope")?,
+            action: col(row, "action")?,
+            resource: col(row, "resource")?,
+            at: col(row, "at")?,
+            request_id: col(row, "request_id")?,
+            prev_hash: col(row, "prev_hash")?,
+            hash: col(row, "hash")?,
+            chain: self.kind,
+        })
+    }
+}
+
+/// Appends inside the caller's transaction, committing with the change it
+/// records. The chain's lock is taken before its head is read, so two
+/// appends cannot both link to the same predecessor (a row lock on the head
+/// would not cover an empty chain).
+pub(super) async fn append(
+    conn: &mut PgConnection,
+    at: &ChainAt,
+    new: &NewAuditEntry,
+) -> StoreResult<AuditEntry> {
+    let lock_key = at.tenant.map_or_else(|| "platform".to_owned(), |t| t.0.to_string());
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+        .bind(LOCK_AUDIT)
+        .bind(lock_key)
+        .execute(&mut *conn)
+        .await
+        .map_err(pg_error)?;
+    let mut q = at.select();
+    q.push(" ORDER BY seq DESC LIMIT 1");
+    let head = q.build().fetch_optional(&mut *conn).await.map_err(pg_error)?;
+    let (seq, prev) = match head {
+        Some(row) => (col::<i64>(&row, "seq")? + 1, Some(col(&row, "hash")?)),
+        None => (1, None),
+    };
+    // timestamptz keeps microseconds: truncate first, so the entry we
+    // return is the entry a later read returns.
+    let now = Utc::now().trunc_subsecs(6);
+    let entry = AuditEntry::chain(at.kind, at.tenant, new, prev, now);
+    let sql = format!(
+        "INSERT INTO {} (tenant_id, seq, id, actor, actor_scope, action, resource, at, request_id, prev_hash, hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        at.table
+    );
+    sqlx::query(&sql)
+        .bind(at.tenant.map(|t| t.0))
+        .bind(seq)
+        .bind(entry.id)
+        .bind(&entry.actor)
+        .bind(&entry.actor_scope)
+        .bind(&entry.action)
+        .bind(&entry.resource)
+        .bind(entry.at)
+        .bind(&entry.request_id)
+        .bind(&entry.prev_hash)
+        .bind(&entry.hash)
+        .execute(&mut *conn)
+        .await
+        .map_err(pg_error)?;
+    Ok(entry)
+}
+
+/// Entries matching `filter`, oldest first, paged by entry id (time-ordered
+/// UUIDv7), so pages of several chains merge into one listing.
+pub(super) async fn list(
+    conn: &mut PgConnection,
+    at: &ChainAt,
+    filter: &AuditFilter,
+    page: &PageRequest,
+) -> StoreResult<Vec<AuditEntry>> {
+    let mut q = at.select();
+    if let Some(actor) = &filter.actor {
+        q.push(" AND actor = ").push_bind(actor.clone());
+    }
+    if let Some(action) = &filter.action {
+        q.push(" AND action = ").push_bind(action.clone());
+    }
+    if let Some(since) = filter.since {
+        q.push(" AND at >= ").push_bind(since);
+    }
+    if let Some(after) = page.after {
+        q.push(" AND id > ").push_bind(after);
+    }
+    q.push(" ORDER BY id LIMIT ").push_bind(page_limit(page));
+    let rows = q.build().fetch_all(&mut *conn).await.map_err(pg_error)?;
+    rows.iter().map(|r| at.entry(r)).collect()
+}
+
+/// The chain in link order after `after_seq`, with each entry's seq.
+pub(super) async fn walk(
+    conn: &mut PgConnection,
+    at: &ChainAt,
+    after_seq: i64,
+    limit: u32,
+) -> StoreResult<Vec<(i64, AuditEntry)>> {
+    let mut q = at.select();
+    q.push(" AND seq > ")
+        .push_bind(after_seq)
+        .push(" ORDER BY seq LIMIT ")
+        .push_bind(i64::from(limit.max(1)));
+    let rows = q.build().fetch_all(&mut *conn).await.map_err(pg_error)?;
+    rows.iter()
+        .map(|r| Ok((col(r, "seq")?, at.entry(r)?)))
+        .collect()
+}
