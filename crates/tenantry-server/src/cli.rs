@@ -57,6 +57,20 @@ pub enum Command {
     /// Manage platform administrators.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Check the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verify the hash chains (the platform's and every live tenant's, or
+    /// one tenant's) and report the first broken link; exits 1 if any.
+    Verify {
+        /// Tenant id or slug.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -173,6 +187,10 @@ impl Cli {
                 }
                 Ok(())
             }
+            Command::Audit(AuditCommand::Verify { tenant }) => {
+                let services = open_services(&self.settings(None)?).await?;
+                verify_audit(&services, tenant.as_deref()).await
+            }
             Command::Admin(AdminCommand::Create {
                 email,
                 password,
@@ -213,6 +231,78 @@ fn describe(e: crate::error::Error) -> anyhow::Error {
 
 fn print_tenant(t: &Tenant) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(t)?);
+    Ok(())
+}
+
+/// Every tenant the filter selects, page by page.
+async fn all_tenants(services: &Services, filter: TenantFilter) -> anyhow::Result<Vec<Tenant>> {
+    let mut page = PageRequest {
+        after: None,
+        limit: 500,
+    };
+    let mut all = Vec::new();
+    loop {
+        let rows = services
+            .list_tenants(&console_operator(), filter.clone(), &page)
+            .await
+            .map_err(describe)?;
+        let full = rows.len() == page.limit as usize;
+        page.after = rows.last().map(|t| t.id.0);
+        all.extend(rows);
+        if !full {
+            return Ok(all);
+        }
+    }
+}
+
+/// `tenantry audit verify [--tenant]`: prints one line per chain that is
+/// broken (or, for one tenant, per chain), and fails if any is.
+async fn verify_audit(services: &Services, tenant: Option<&str>) -> anyhow::Result<()> {
+    let mut reports = Vec::new();
+    match tenant {
+        Some(tenant) => {
+            let t = services
+                .administered_tenant(&console_operator(), tenant)
+                .await
+                .map_err(describe)?;
+            reports.push((format!("tenant {}", t.slug), services.verify_tenant_chains(&t).await?));
+        }
+        None => {
+            reports.push(("platform".to_owned(), services.verify_platform_chain().await?));
+            let tenants = all_tenants(services, TenantFilter::default()).await?;
+            let bar = crate::migrate::progress_bar(tenants.len() as u64, "verifying tenants");
+            for t in tenants {
+                let report = services.verify_tenant_chains(&t).await?;
+                reports.push((format!("tenant {}", t.slug), report));
+                bar.inc(1);
+            }
+            bar.finish_and_clear();
+        }
+    }
+    let (mut entries, mut broken) = (0, 0);
+    for (name, report) in &reports {
+        entries += report.entries;
+        for chain in &report.chains {
+            match chain.first_broken {
+                Some(id) => {
+                    broken += 1;
+                    println!(
+                        "{name} ({:?} chain): BROKEN at entry {id} ({} entries)",
+                        chain.chain, chain.entries
+                    );
+                }
+                None if tenant.is_some() => println!(
+                    "{name} ({:?} chain): intact ({} entries)",
+                    chain.chain, chain.entries
+                ),
+                None => {}
+            }
+        }
+    }
+    if broken > 0 {
+        anyhow::bail!("{broken} broken audit chain(s)");
+    }
+    println!("audit log intact: {entries} entries checked");
     Ok(())
 }
 
@@ -261,30 +351,16 @@ async fn tenant_command(services: &Arc<Services>, cmd: &TenantCommand) -> anyhow
                 "{:<36}  {:<24} {:<10} {:<10} {:<9}  name",
                 "id", "slug", "plan", "status", "isolation"
             );
-            let mut page = PageRequest {
-                after: None,
-                limit: 500,
-            };
-            loop {
-                let rows = services
-                    .list_tenants(&operator, filter.clone(), &page)
-                    .await
-                    .map_err(describe)?;
-                for t in &rows {
-                    println!(
-                        "{:<36}  {:<24} {:<10} {:<10} {:<9}  {}",
-                        t.id,
-                        t.slug,
-                        t.plan,
-                        t.status.as_str(),
-                        t.isolation.as_str(),
-                        t.name
-                    );
-                }
-                match rows.last() {
-                    Some(last) if rows.len() == page.limit as usize => page.after = Some(last.id.0),
-                    _ => break,
-                }
+            for t in all_tenants(services, filter).await? {
+                println!(
+                    "{:<36}  {:<24} {:<10} {:<10} {:<9}  {}",
+                    t.id,
+                    t.slug,
+                    t.plan,
+                    t.status.as_str(),
+                    t.isolation.as_str(),
+                    t.name
+                );
             }
             Ok(())
         }

@@ -50,16 +50,7 @@ pub async fn dedicated_tenants(
 ) -> Result<Report, StoreError> {
     let tenants = behind(store.as_ref(), data.as_ref()).await?;
     let version = data.schema_version();
-    let bar = ProgressBar::new(tenants.len() as u64);
-    if tenants.is_empty() || !std::io::stderr().is_terminal() {
-        bar.set_draw_target(ProgressDrawTarget::hidden());
-    }
-    bar.set_style(
-        ProgressStyle::with_template(
-            "migrating tenants {bar:40} {pos}/{len} ({per_sec}, eta {eta}) {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = progress_bar(tenants.len() as u64, "migrating tenants");
     let results: Vec<(Tenant, Result<(), StoreError>)> = futures::stream::iter(tenants)
         .map(|tenant| {
             let (store, data, bar) = (store.clone(), data.clone(), bar.clone());
@@ -89,4 +80,20 @@ pub async fn dedicated_tenants(
         }
     }
     Ok(report)
+}
+
+/// A progress bar for `len` steps of `what`, drawn on stderr when it is a
+/// terminal (hidden otherwise, and when there is nothing to do).
+pub(crate) fn progress_bar(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    if len == 0 || !std::io::stderr().is_terminal() {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{what} {{bar:40}} {{pos}}/{{len}} ({{per_sec}}, eta {{eta}}) {{msg}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
 }

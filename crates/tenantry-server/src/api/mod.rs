@@ -2,6 +2,7 @@
 //! document, the fallbacks and the layers every request passes through.
 
 pub mod analytics;
+pub mod audit;
 pub mod auth;
 pub mod collections;
 pub mod config;
@@ -71,6 +72,7 @@ pub fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(users::router())
         .merge(collections::router())
         .merge(analytics::router())
+        .merge(audit::router())
         .split_for_parts()
 }
 

@@ -3,6 +3,7 @@
 //! translate HTTP to these calls.
 
 pub mod admins;
+pub mod audit;
 pub mod config;
 pub mod data;
 pub mod orgs;

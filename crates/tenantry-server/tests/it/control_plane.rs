@@ -343,6 +343,7 @@ async fn org_admin_token(app: &TestApp, org: OrgId, email: &str) -> String {
     app.app_state
         .services
         .create_platform_user(
+            &tenantry_server::control::console_operator(),
             email,
             ADMIN_PASSWORD.into(),
             "Org admin",

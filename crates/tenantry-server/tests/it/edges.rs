@@ -234,6 +234,10 @@ async fn openapi_lists_every_route() {
         ("get", "/api/v1/organizations"),
         ("get", "/api/v1/organizations/{id}"),
         ("get", "/api/v1/organizations/{id}/tenants"),
+        ("get", "/api/v1/audit"),
+        ("get", "/api/v1/tenants/{id}/audit"),
+        ("get", "/api/v1/tenants/{id}/audit/verify"),
+        ("get", "/api/v1/platform/audit"),
     ];
     let paths = doc.body["paths"].as_object().expect("paths");
     let documented: usize = paths
