@@ -265,10 +265,16 @@ async fn verify_audit(services: &Services, tenant: Option<&str>) -> anyhow::Resu
                 .administered_tenant(&console_operator(), tenant)
                 .await
                 .map_err(describe)?;
-            reports.push((format!("tenant {}", t.slug), services.verify_tenant_chains(&t).await?));
+            reports.push((
+                format!("tenant {}", t.slug),
+                services.verify_tenant_chains(&t).await?,
+            ));
         }
         None => {
-            reports.push(("platform".to_owned(), services.verify_platform_chain().await?));
+            reports.push((
+                "platform".to_owned(),
+                services.verify_platform_chain().await?,
+            ));
             let tenants = all_tenants(services, TenantFilter::default()).await?;
             let bar = crate::migrate::progress_bar(tenants.len() as u64, "verifying tenants");
             for t in tenants {

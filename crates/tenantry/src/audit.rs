@@ -150,9 +150,7 @@ pub struct ChainCheck {
 impl ChainCheck {
     pub fn feed(&mut self, e: &AuditEntry) {
         self.entries += 1;
-        if self.first_broken.is_none()
-            && (e.prev_hash != self.prev || e.compute_hash() != e.hash)
-        {
+        if self.first_broken.is_none() && (e.prev_hash != self.prev || e.compute_hash() != e.hash) {
             self.first_broken = Some(e.id);
         }
         self.prev = Some(e.hash.clone());

@@ -118,8 +118,8 @@ impl FromRequestParts<AppState> for TenantScope {
             Err(e) => {
                 // Refused; an attempt on another tenant is recorded in the
                 // chain of the tenant it aimed at.
-                if let ResolveError::CrossTenant(target) | ResolveError::OutsideOrganization(target) =
-                    &e
+                if let ResolveError::CrossTenant(target)
+                | ResolveError::OutsideOrganization(target) = &e
                 {
                     let action = format!("cross_tenant_denied {}", parts.method);
                     state
@@ -174,7 +174,12 @@ impl FromRequestParts<AppState> for TenantScope {
             let action = format!("staff_access {}", parts.method);
             state
                 .services
-                .audit(Some(&resolution.tenant), &principal, &action, parts.uri.path())
+                .audit(
+                    Some(&resolution.tenant),
+                    &principal,
+                    &action,
+                    parts.uri.path(),
+                )
                 .await?;
         }
         Ok(TenantScope {

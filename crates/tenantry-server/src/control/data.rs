@@ -1,8 +1,8 @@
 //! The data plane's service: collections, records, statistics, usage and
 //! cross-tenant analytics. Every call works on the `Acting` tenant only.
 
-use super::{Services, audit_entry};
 use super::users::Acting;
+use super::{Services, audit_entry};
 use crate::error::{Error, FieldError, Result, Validator};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -10,11 +10,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use tenantry::audit::NewAuditEntry;
 use tenantry::record::{
     CollectionDef, Filter, FilterOp, Operand, Record, RecordCursor, RecordQuery, SortKey,
     merge_patch, sort_value, valid_collection_name, valid_field,
 };
-use tenantry::audit::NewAuditEntry;
 use tenantry::store::{PageRequest, StoreError, TenantData, TenantFilter};
 use tenantry::{Principal, RecordId, Role, Tenant, TenantStatus};
 

@@ -141,7 +141,12 @@ impl Services {
 /// The audit entry for `actor` doing `action` to `resource`, in the request
 /// being served (its id is picked up from the request's task).
 pub fn audit_entry(actor: &Principal, action: &str, resource: impl Into<String>) -> NewAuditEntry {
-    NewAuditEntry::new(actor.user_id.to_string(), actor_scope(actor), action, resource)
+    NewAuditEntry::new(
+        actor.user_id.to_string(),
+        actor_scope(actor),
+        action,
+        resource,
+    )
 }
 
 /// Where an actor's rights come from, as the audit log names it.

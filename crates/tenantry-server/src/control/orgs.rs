@@ -37,7 +37,11 @@ impl Services {
             description: input.description,
             created_at: Utc::now(),
         };
-        let audit = audit_entry(actor, "organization.create", format!("organizations/{}", org.id));
+        let audit = audit_entry(
+            actor,
+            "organization.create",
+            format!("organizations/{}", org.id),
+        );
         self.store.insert_org(&org, &audit).await?;
         Ok(org)
     }

@@ -1,7 +1,7 @@
 //! The plan catalogue: built-in plans, edited or extended by super-admins.
 
-use super::{Services, audit_entry};
 use super::config::validate_config_value;
+use super::{Services, audit_entry};
 use crate::error::{Error, Result, Validator};
 use serde::Deserialize;
 use serde_json::Value;

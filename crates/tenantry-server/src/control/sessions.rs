@@ -491,8 +491,14 @@ impl Services {
                     .ok_or(Error::Unauthorized)?
             }
         };
-        self.audit_login(Some(&tenant), Some(user.id.to_string()), &req.phone, true, "otp")
-            .await?;
+        self.audit_login(
+            Some(&tenant),
+            Some(user.id.to_string()),
+            &req.phone,
+            true,
+            "otp",
+        )
+        .await?;
         self.tenant_session(tenant, &user, None).await
     }
 }

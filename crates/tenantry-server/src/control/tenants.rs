@@ -222,9 +222,17 @@ impl Services {
             placement: self.placement().await?,
         };
         self.data.provision(&tenant).await?;
-        let audit = audit_entry(&super::console_operator(), "tenant.create", tenant_resource(&tenant));
+        let audit = audit_entry(
+            &super::console_operator(),
+            "tenant.create",
+            tenant_resource(&tenant),
+        );
         self.store
-            .insert_tenant(&tenant, &self.keyring.new_wrapped_data_key(tenant.id), &audit)
+            .insert_tenant(
+                &tenant,
+                &self.keyring.new_wrapped_data_key(tenant.id),
+                &audit,
+            )
             .await?;
         self.resolver.invalidate();
         Ok(tenant)

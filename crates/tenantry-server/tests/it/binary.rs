@@ -225,3 +225,67 @@ fn migrate_command_brings_tenants_that_are_behind_up_to_date() {
     );
     assert!(String::from_utf8_lossy(&listed.stdout).contains("cli-m2"));
 }
+
+/// `tenantry audit verify`: intact chains pass; a row edited in the database
+/// fails the command, which names the first broken entry.
+#[test]
+fn audit_verify_command_reports_the_first_broken_link() {
+    let dir = tempfile::tempdir().expect("dir");
+    let run = |args: &[&str]| {
+        let out = tenantry(dir.path()).args(args).output().expect("run");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for slug in ["av-one", "av-two"] {
+        let (ok, _, err) = run(&["tenant", "create", "--name", slug, "--slug", slug]);
+        assert!(ok, "{err}");
+        let (ok, _, err) = run(&["tenant", "suspend", slug]);
+        assert!(ok, "{err}");
+    }
+    let (ok, out, err) = run(&["audit", "verify"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("audit log intact"), "{out}");
+
+    // Rewrite av-two's suspension in control.db.
+    let control = dir.path().join("data").join("control.db");
+    let forged: String = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            use sqlx::Connection;
+            let mut conn =
+                sqlx::SqliteConnection::connect(&format!("sqlite://{}", control.display()))
+                    .await
+                    .expect("control.db");
+            let id: String = sqlx::query_scalar(
+                "SELECT a.id FROM audit_log a JOIN tenants t ON t.id = a.tenant_id
+                 WHERE t.slug = 'av-two' AND a.action = 'tenant.suspend'",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .expect("entry");
+            sqlx::query("UPDATE audit_log SET actor = 'someone-else' WHERE id = ?")
+                .bind(&id)
+                .execute(&mut conn)
+                .await
+                .expect("forge");
+            id
+        });
+    let (ok, out, err) = run(&["audit", "verify"]);
+    assert!(!ok, "a broken chain fails the command: {out}");
+    assert!(out.contains(&format!("tenant av-two")), "{out}");
+    assert!(out.contains(&forged), "{out}");
+    assert!(
+        !out.contains("av-one"),
+        "intact tenants are not listed: {out}"
+    );
+    assert!(err.contains("1 broken audit chain"), "{err}");
+    let (ok, out, _) = run(&["audit", "verify", "--tenant", "av-one"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("intact"), "{out}");
+    let (ok, out, _) = run(&["audit", "verify", "--tenant", "av-two"]);
+    assert!(!ok);
+    assert!(out.contains(&format!("BROKEN at entry {forged}")), "{out}");
+}

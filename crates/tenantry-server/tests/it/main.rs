@@ -1,5 +1,6 @@
 //! Integration tests: the real router on a random port, a fresh data dir each.
 
+mod audit;
 mod binary;
 mod control_plane;
 mod data;

@@ -3,6 +3,8 @@
 //! engines cannot drift apart. Plus what only PostgreSQL has: row-level
 //! security and the runtime role.
 
+#[path = "../it/audit.rs"]
+mod audit;
 #[path = "../it/control_plane.rs"]
 mod control_plane;
 #[path = "../it/data.rs"]

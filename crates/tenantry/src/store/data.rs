@@ -3,8 +3,8 @@
 //! tenant. Nothing below the handle takes a tenant id from its caller.
 
 use super::{PageRequest, StoreResult};
-use crate::audit::{AuditEntry, AuditFilter, NewAuditEntry};
 use crate::Tenant;
+use crate::audit::{AuditEntry, AuditFilter, NewAuditEntry};
 use crate::ids::RecordId;
 use crate::record::{CollectionDef, Record, RecordQuery};
 use async_trait::async_trait;

@@ -85,7 +85,9 @@ pub(super) async fn append(
     at: &ChainAt,
     new: &NewAuditEntry,
 ) -> StoreResult<AuditEntry> {
-    let lock_key = at.tenant.map_or_else(|| "platform".to_owned(), |t| t.0.to_string());
+    let lock_key = at
+        .tenant
+        .map_or_else(|| "platform".to_owned(), |t| t.0.to_string());
     sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
         .bind(LOCK_AUDIT)
         .bind(lock_key)
@@ -94,7 +96,11 @@ pub(super) async fn append(
         .map_err(pg_error)?;
     let mut q = at.select();
     q.push(" ORDER BY seq DESC LIMIT 1");
-    let head = q.build().fetch_optional(&mut *conn).await.map_err(pg_error)?;
+    let head = q
+        .build()
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(pg_error)?;
     let (seq, prev) = match head {
         Some(row) => (col::<i64>(&row, "seq")? + 1, Some(col(&row, "hash")?)),
         None => (1, None),

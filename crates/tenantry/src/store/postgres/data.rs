@@ -9,12 +9,12 @@
 //! together: each pool holds semaphore permits for all the connections it
 //! may open, released only once its last user is gone and the pool closed.
 
+use super::audit::{self, ChainAt};
 use super::{
     DATA_SCHEMA, PgDatabase, check_identifier, drop_database, ensure_database, grant_runtime,
     migrate_tenant_schema, pg_error, runtime_options, runtime_pool, tenant_schema_version,
     tenant_tx,
 };
-use super::audit::{self, ChainAt};
 use crate::audit::{AuditEntry, AuditFilter, NewAuditEntry};
 use crate::ids::{RecordId, TenantId};
 use crate::placement::Server;

@@ -72,7 +72,11 @@ pub(super) async fn append(
 ) -> StoreResult<AuditEntry> {
     let mut q = at.select();
     q.push(" ORDER BY seq DESC LIMIT 1");
-    let head = q.build().fetch_optional(&mut *conn).await.map_err(db_error)?;
+    let head = q
+        .build()
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_error)?;
     let (seq, prev) = match head {
         Some(row) => {
             let seq: i64 = row.try_get("seq").map_err(db_error)?;

@@ -9,7 +9,9 @@ use crate::ids::{RecordId, TenantId};
 use crate::record::{CollectionDef, FilterOp, Operand, Record, RecordQuery, SortKey, json_path};
 use crate::store::data::{DataPlane, TenantData, Usage};
 use crate::store::migrate::{MigratePolicy, latest_version, must_run};
-use crate::store::{PageRequest, StoreError, StoreResult, check_quota, parse_time, strings, time_text};
+use crate::store::{
+    PageRequest, StoreError, StoreResult, check_quota, parse_time, strings, time_text,
+};
 use crate::{Isolation, Tenant};
 use async_trait::async_trait;
 use moka::future::Cache;

@@ -7,7 +7,6 @@ mod identity;
 pub use data::SqliteDataPlane;
 
 use super::migrate::{MigratePolicy, must_run};
-use audit::ChainAt;
 use super::{
     ConfigEntry, ControlStore, Organization, PageRequest, PlatformUser, StoreError, StoreResult,
     TenantFilter, decode, isolation, page_limit, substring_pattern,
@@ -18,6 +17,7 @@ use crate::ids::{OrgId, TenantId, UserId};
 use crate::plan::Plan;
 use crate::tenant::{Slug, Tenant, TenantStatus};
 use async_trait::async_trait;
+use audit::ChainAt;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
