@@ -10,8 +10,9 @@ const RUNTIME_ROLE: &str = "tenantry_app";
 
 /// Tables that hold a `tenant_id` but are deliberately outside RLS: a
 /// refresh token is looked up by the hash of its secret before any tenant
-/// is known, and holds no tenant data.
-const NOT_TENANT_DATA: [&str; 1] = ["refresh_tokens"];
+/// is known, and holds no tenant data; the platform's audit chain keeps the
+/// audit layout, but its `tenant_id` is always NULL (a CHECK holds it so).
+const NOT_TENANT_DATA: [&str; 2] = ["refresh_tokens", "platform_audit"];
 
 async fn connect(app: &TestApp, role: Option<&str>, database: Option<&str>) -> PgConnection {
     let url = app.app_state.settings.database_url.clone().expect("pg url");
@@ -114,6 +115,20 @@ async fn runtime_role_is_no_superuser_bypasses_nothing_and_owns_nothing() {
         .execute(&mut conn)
         .await;
     assert!(alter.is_err(), "runtime role switched RLS off");
+    // Every audit chain is append-only for it.
+    for table in [
+        "public.audit_log",
+        "public.platform_audit",
+        "tenant_data.audit_log",
+    ] {
+        for statement in [
+            format!("UPDATE {table} SET action = 'forged'"),
+            format!("DELETE FROM {table}"),
+        ] {
+            let denied = sqlx::query(&statement).execute(&mut conn).await;
+            assert!(denied.is_err(), "runtime role may run: {statement}");
+        }
+    }
 }
 
 #[tokio::test]
