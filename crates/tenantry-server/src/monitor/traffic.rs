@@ -110,8 +110,7 @@ impl TrafficWindows {
             return WindowStats::default();
         };
         let mut w = window.lock().unwrap_or_else(|p| p.into_inner());
-        w.forget_before(self.since(self.clock.now()));
-        let (requests, errors) = w.counts.iter().fold((0, 0), |(r, e), c| (r + c.1, e + c.2));
+        let (requests, errors) = self.counts(&mut w);
         let mut latencies: Vec<f64> = w.samples.iter().map(|s| s.1).collect();
         latencies.sort_by(f64::total_cmp);
         WindowStats {
@@ -122,12 +121,22 @@ impl TrafficWindows {
         }
     }
 
+    /// Requests and errors in the window (no percentiles: cheap enough to
+    /// ask of every tenant at each scrape).
+    fn counts(&self, w: &mut Window) -> (u64, u64) {
+        w.forget_before(self.since(self.clock.now()));
+        w.counts.iter().fold((0, 0), |(r, e), c| (r + c.1, e + c.2))
+    }
+
     /// The `n` tenants with the most requests in the window, busiest first.
     pub fn top(&self, n: usize) -> Vec<(TenantId, u64)> {
         let mut all: Vec<(TenantId, u64)> = self
             .tenants
             .iter()
-            .map(|(tenant, _)| (*tenant, self.stats(*tenant).requests))
+            .map(|(tenant, window)| {
+                let mut w = window.lock().unwrap_or_else(|p| p.into_inner());
+                (*tenant, self.counts(&mut w).0)
+            })
             .filter(|(_, requests)| *requests > 0)
             .collect();
         // Ties by id, so that the chosen set does not flap between scrapes.

@@ -129,3 +129,34 @@ async fn an_unreachable_redis_falls_back_to_the_instances_own_bucket() {
     let refused = app.get("/api/v1/collections", Some(&token)).await;
     refused.assert_problem(429, "rate_limited");
 }
+
+#[tokio::test]
+async fn the_redis_bucket_answers_like_the_in_process_one() {
+    use tenantry_server::enforce::shared_bucket::SharedBuckets;
+    let Some(url) = redis_url().await else {
+        return;
+    };
+    let buckets = SharedBuckets::new(&url).expect("buckets");
+    let tenant = tenantry::TenantId::new();
+    // Looking first takes nothing.
+    let seen = buckets.check(tenant, 10, false).await.expect("check");
+    assert_eq!(
+        (seen.limit, seen.remaining, seen.retry_after),
+        (20, 20, None)
+    );
+    for i in 0..20 {
+        let info = buckets.check(tenant, 10, true).await.expect("check");
+        assert_eq!(info.retry_after, None, "request {i} of the burst");
+        assert_eq!(info.limit, 20);
+        assert_eq!(info.remaining, 19 - i);
+    }
+    let refused = buckets.check(tenant, 10, true).await.expect("check");
+    assert_eq!(refused.retry_after, Some(1));
+    assert_eq!((refused.remaining, refused.reset_secs), (0, 2));
+    // Other tenants have their own buckets.
+    let other = buckets
+        .check(tenantry::TenantId::new(), 10, true)
+        .await
+        .expect("check");
+    assert_eq!((other.remaining, other.retry_after), (19, None));
+}
