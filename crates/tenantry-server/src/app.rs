@@ -9,6 +9,7 @@ use crate::enforce::concurrency::TenantGate;
 use crate::enforce::daily_quota::DailyQuota;
 use crate::enforce::rate_limit::RateLimiter;
 use crate::keys::{self, Keyring};
+use crate::monitor::traffic::TrafficWindows;
 use crate::settings::{Database, Settings};
 use anyhow::Context;
 use axum::extract::FromRef;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub services: Arc<Services>,
     pub settings: Arc<Settings>,
     pub metrics: PrometheusHandle,
+    /// Each tenant's recent traffic: tenant health and per-tenant series.
+    pub traffic: Arc<TrafficWindows>,
 }
 
 impl FromRef<AppState> for Arc<TenantResolver> {
@@ -115,9 +118,14 @@ pub async fn open_services_with_clock(
         otp_key: Sha256::digest([b"otp:".as_slice(), jwt_secret.as_slice()].concat()).to_vec(),
         multi_tenant: settings.multi_tenant,
         caches: Default::default(),
-        rate_limiter: settings
-            .rate_limits
-            .then(|| RateLimiter::new(clock.clone())),
+        rate_limiter: if settings.rate_limits {
+            Some(RateLimiter::new(
+                clock.clone(),
+                settings.redis_url.as_deref(),
+            )?)
+        } else {
+            None
+        },
     });
     if !settings.multi_tenant {
         services.ensure_default_tenant().await?;
@@ -248,7 +256,7 @@ impl App {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
-        let services = open_services_with_clock(&settings, clock).await?;
+        let services = open_services_with_clock(&settings, clock.clone()).await?;
         if let Some((email, password)) = services
             .bootstrap_super_admin(
                 settings.admin_email.as_deref(),
@@ -264,6 +272,7 @@ impl App {
                 services,
                 settings: Arc::new(settings),
                 metrics: metrics_handle()?,
+                traffic: Arc::new(TrafficWindows::new(clock)),
             },
         })
     }

@@ -11,6 +11,7 @@ pub mod enforce;
 pub mod error;
 pub mod keys;
 pub mod migrate;
+pub mod monitor;
 pub mod settings;
 
 pub use app::{App, AppState};

@@ -46,8 +46,12 @@ pub struct Settings {
     pub base_domain: Option<String>,
     /// `false` = single-tenant mode (every request in tenant `default`).
     pub multi_tenant: bool,
-    /// Shared rate limits and caches across instances.
+    /// Shared rate limits and caches across instances: the plans' request
+    /// rates hold across all instances together (unset: per instance).
     pub redis_url: Option<String>,
+    /// Tenants with `/metrics` series of their own: the busiest this many
+    /// (every tenant would make one series per tenant).
+    pub metrics_top_tenants: usize,
     /// Request body limit in bytes.
     pub max_body_bytes: usize,
     /// Proxies whose `X-Forwarded-Host` is believed.
@@ -94,6 +98,7 @@ impl Default for Settings {
             base_domain: None,
             multi_tenant: true,
             redis_url: None,
+            metrics_top_tenants: 20,
             max_body_bytes: 1024 * 1024,
             trusted_proxies: Vec::new(),
             log: "info".to_owned(),

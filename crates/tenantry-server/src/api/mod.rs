@@ -97,7 +97,10 @@ pub fn edge(routes: Router<AppState>, state: AppState) -> Router {
                 Error::Internal("a handler panicked".into()).into_response()
             },
         ))
-        .layer(middleware::from_fn(observe::observe))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            observe::observe,
+        ))
         .with_state(state)
 }
 

@@ -1,8 +1,9 @@
 //! Per-request observation: request id, one JSON access-log line, metrics.
 
 use super::problem::InternalCause;
+use crate::app::AppState;
 use crate::enforce::rate_limit::RateSlot;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -31,7 +32,7 @@ fn valid_request_id(v: &HeaderValue) -> Option<String> {
         .map(|_| s.to_owned())
 }
 
-pub async fn observe(mut req: Request, next: Next) -> Response {
+pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
     let request_id = req
         .headers()
@@ -87,6 +88,9 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
         span.record("tenant_id", t.as_str());
     }
     let latency_ms = latency.as_secs_f64() * 1000.0;
+    if let Some(tenant) = slot.0.get() {
+        count_tenant_request(&state, *tenant, status, latency).await;
+    }
     let _entered = span.enter();
     match res.extensions().get::<InternalCause>() {
         Some(InternalCause(cause)) => tracing::error!(
@@ -108,6 +112,27 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     metrics::counter!("http_requests_total", &labels).increment(1);
     metrics::histogram!("http_request_duration_seconds", &labels).record(latency.as_secs_f64());
     res
+}
+
+/// A tenant-scoped request (its tenant resolved) feeds the tenant's traffic
+/// window and the per-plan series. Per plan, not per tenant: plans are few,
+/// tenants many (see `monitor::tenant_series`).
+async fn count_tenant_request(
+    state: &AppState,
+    tenant: tenantry::TenantId,
+    status: u16,
+    latency: std::time::Duration,
+) {
+    state.traffic.record(tenant, status, latency);
+    // The resolver caches it: a lookup per tenant every few seconds at most.
+    let plan = match state.services.resolver.find(&tenant.to_string()).await {
+        Ok(Some(t)) => t.plan,
+        // Deleted meanwhile, or the control store is failing.
+        _ => "unknown".to_owned(),
+    };
+    let class = format!("{}xx", status / 100);
+    metrics::counter!("tenant_requests_total", "plan" => plan, "status_class" => class)
+        .increment(1);
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(activate_tenant))
         .routes(routes!(change_plan))
         .routes(routes!(usage))
+        .routes(routes!(health))
 }
 
 /// Filters and paging of the tenant list.
@@ -221,6 +222,22 @@ async fn usage(
             })?,
     };
     Ok(Json(state.services.usage(&actor, &id, days).await?).into_response())
+}
+
+/// Whether the tenant's database answers, and its last five minutes of
+/// traffic: request count, 5xx share, latency percentiles.
+#[utoipa::path(get, path = "/api/v1/tenants/{id}/health", tag = "tenants",
+    params(("id" = String, Path, description = "tenant id or slug")),
+    responses((status = 200, body = crate::monitor::health::TenantHealth), (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn health(
+    State(state): State<AppState>,
+    Authenticated(actor): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, Error> {
+    // Exactly the usage route's rule: staff over the tenant only.
+    let tenant = state.services.administered_tenant(&actor, &id).await?;
+    let report = crate::monitor::health::check(&state.services, &state.traffic, &tenant).await;
+    Ok(Json(report).into_response())
 }
 
 /// Where a tenant's data lives is an operator's concern: super-admins see

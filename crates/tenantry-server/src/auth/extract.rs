@@ -140,7 +140,9 @@ impl FromRequestParts<AppState> for TenantScope {
             plan.limits.requests_per_second,
         ) {
             let staff = principal.role.is_platform();
-            let info = limiter.check(resolution.tenant.id, per_second, !staff);
+            let info = limiter
+                .check(resolution.tenant.id, per_second, !staff)
+                .await;
             if let Some(slot) = parts.extensions.get::<RateSlot>() {
                 let _ = slot.0.set(info);
             }

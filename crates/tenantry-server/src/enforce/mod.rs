@@ -3,3 +3,4 @@
 pub mod concurrency;
 pub mod daily_quota;
 pub mod rate_limit;
+pub mod shared_bucket;

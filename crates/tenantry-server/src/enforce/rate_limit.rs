@@ -2,6 +2,7 @@
 //! a burst of two seconds' worth. Checked before a request does any database
 //! work; the verdict travels to the response as `RateLimit-*` headers.
 
+use super::shared_bucket::SharedBuckets;
 use chrono::{DateTime, Utc};
 use moka::sync::Cache;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -27,17 +28,75 @@ pub struct RateInfo {
 #[derive(Clone, Default)]
 pub struct RateSlot(pub Arc<OnceLock<RateInfo>>);
 
+/// Where the buckets live: in this process, or in Redis so that every
+/// instance behind the load balancer draws from the same bucket.
+pub enum RateLimiter {
+    Local(LocalBuckets),
+    Shared {
+        shared: SharedBuckets,
+        /// Used while Redis cannot be reached (see `check`).
+        fallback: LocalBuckets,
+    },
+}
+
+impl RateLimiter {
+    /// In-process buckets, or Redis-held ones when `redis_url` is set.
+    pub fn new(clock: Arc<dyn Clock>, redis_url: Option<&str>) -> anyhow::Result<Self> {
+        Ok(match redis_url {
+            None => Self::Local(LocalBuckets::new(clock)),
+            Some(url) => Self::Shared {
+                shared: SharedBuckets::new(url)?,
+                fallback: LocalBuckets::new(clock),
+            },
+        })
+    }
+
+    /// Takes one token if `consume` (else only reports the state).
+    pub async fn check(&self, tenant: TenantId, per_second: u64, consume: bool) -> RateInfo {
+        match self {
+            Self::Local(local) => local.check(tenant, per_second, consume),
+            Self::Shared { shared, fallback } => {
+                match shared.check(tenant, per_second, consume).await {
+                    Ok(info) => info,
+                    // Fail open to this instance's own bucket: a Redis outage
+                    // must not take every tenant's API down with it, and the
+                    // local bucket still holds each instance to the plan's
+                    // rate (so at worst instances × rate overall, briefly).
+                    Err(e) => {
+                        shared.warn_unreachable(&e);
+                        fallback.check(tenant, per_second, consume)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The verdict for a bucket holding `tokens` after the refill (and after
+/// taking one, when that was allowed): the same for both backends.
+pub(super) fn verdict(tokens: f64, rate: f64, allowed: bool, consume: bool) -> RateInfo {
+    let capacity = rate * BURST_SECONDS;
+    let retry_after = (consume && !allowed).then(|| ((1.0 - tokens) / rate).ceil().max(1.0) as u64);
+    RateInfo {
+        limit: capacity as u64,
+        remaining: tokens.floor().max(0.0) as u64,
+        reset_secs: ((capacity - tokens) / rate).ceil().max(0.0) as u64,
+        retry_after,
+    }
+}
+
 struct Bucket {
     tokens: f64,
     at: DateTime<Utc>,
 }
 
-pub struct RateLimiter {
+/// Buckets in this process, on the injected clock (tests move it by hand).
+pub struct LocalBuckets {
     buckets: Cache<TenantId, Arc<Mutex<Bucket>>>,
     clock: Arc<dyn Clock>,
 }
 
-impl RateLimiter {
+impl LocalBuckets {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self {
             // An idle tenant's bucket is full anyway: evicting it loses nothing.
@@ -49,7 +108,6 @@ impl RateLimiter {
         }
     }
 
-    /// Takes one token if `consume` (else only reports the state).
     pub fn check(&self, tenant: TenantId, per_second: u64, consume: bool) -> RateInfo {
         let rate = per_second.max(1) as f64;
         let capacity = rate * BURST_SECONDS;
@@ -68,14 +126,7 @@ impl RateLimiter {
         if consume && allowed {
             b.tokens -= 1.0;
         }
-        let retry_after =
-            (consume && !allowed).then(|| ((1.0 - b.tokens) / rate).ceil().max(1.0) as u64);
-        RateInfo {
-            limit: capacity as u64,
-            remaining: b.tokens.floor().max(0.0) as u64,
-            reset_secs: ((capacity - b.tokens) / rate).ceil().max(0.0) as u64,
-            retry_after,
-        }
+        verdict(b.tokens, rate, allowed, consume)
     }
 }
 
@@ -87,7 +138,7 @@ mod tests {
     #[test]
     fn burst_of_two_seconds_then_refill_at_the_plan_rate() {
         let clock = Arc::new(ManualClock::new(Utc::now()));
-        let limiter = RateLimiter::new(clock.clone());
+        let limiter = LocalBuckets::new(clock.clone());
         let t = TenantId::new();
         for i in 0..20 {
             let info = limiter.check(t, 10, true);

@@ -202,6 +202,7 @@ async fn openapi_lists_every_route() {
         ("delete", "/api/v1/users/{id}"),
         ("post", "/api/v1/organizations/{id}/admins"),
         ("get", "/api/v1/tenants/{id}/usage"),
+        ("get", "/api/v1/tenants/{id}/health"),
         ("get", "/api/v1/collections"),
         ("put", "/api/v1/collections/{name}"),
         ("post", "/api/v1/collections/{name}/records"),

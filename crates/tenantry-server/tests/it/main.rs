@@ -9,8 +9,10 @@ mod hardening;
 mod identity;
 mod limits;
 mod migrate;
+mod monitor;
 mod oracle;
 mod pg;
+mod redis_limits;
 mod support;
 
 const BACKEND: support::Backend = support::Backend::Sqlite;

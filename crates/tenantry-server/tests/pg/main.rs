@@ -17,6 +17,8 @@ mod identity;
 mod limits;
 #[path = "../it/migrate.rs"]
 mod migrate;
+#[path = "../it/monitor.rs"]
+mod monitor;
 #[path = "../it/oracle.rs"]
 mod oracle;
 #[path = "../it/pg.rs"]
