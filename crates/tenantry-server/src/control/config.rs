@@ -364,6 +364,11 @@ impl Services {
     }
 }
 
+/// How audit entries name a config key.
+fn config_resource(t: &Tenant, key: &str) -> String {
+    format!("tenants/{}/config/{key}", t.id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,9 +397,4 @@ mod tests {
         );
         assert!(validate_config_value("anything.else", &json!([1, 2])).is_ok());
     }
-}
-
-/// How audit entries name a config key.
-fn config_resource(t: &Tenant, key: &str) -> String {
-    format!("tenants/{}/config/{key}", t.id)
 }

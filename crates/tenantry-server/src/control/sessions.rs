@@ -2,7 +2,7 @@
 //! rotation with reuse detection, logout, `me`.
 
 use super::Services;
-use super::users::UserView;
+use super::users::{UserSeed, UserView};
 use crate::auth::{otp, password};
 use crate::error::{Error, Result};
 use base64::Engine;
@@ -369,11 +369,13 @@ impl Services {
             .insert_tenant_user(
                 None,
                 &tenant,
-                req.email,
-                Some(req.password),
-                req.name,
-                Role::User,
-                None,
+                UserSeed {
+                    email: req.email,
+                    password: Some(req.password),
+                    name: req.name,
+                    role: Role::User,
+                    phone: None,
+                },
             )
             .await?;
         let user = self
@@ -478,11 +480,13 @@ impl Services {
                     .insert_tenant_user(
                         None,
                         &tenant,
-                        String::new(),
-                        None,
-                        name,
-                        Role::User,
-                        Some(req.phone.clone()),
+                        UserSeed {
+                            email: String::new(),
+                            password: None,
+                            name,
+                            role: Role::User,
+                            phone: Some(req.phone.clone()),
+                        },
                     )
                     .await?;
                 self.store

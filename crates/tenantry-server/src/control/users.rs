@@ -128,6 +128,15 @@ fn forbidden() -> Error {
     Error::Forbidden("your role may not manage this user".into())
 }
 
+/// What a new tenant user starts with, before validation.
+pub struct UserSeed {
+    pub email: String,
+    pub password: Option<String>,
+    pub name: String,
+    pub role: Role,
+    pub phone: Option<String>,
+}
+
 impl Services {
     /// Creates a tenant user, enforcing the plan's user quota and password policy.
     pub async fn create_user(&self, acting: &Acting, input: NewUser) -> Result<UserView> {
@@ -135,16 +144,15 @@ impl Services {
         if !may_manage(acting.principal.role, role) {
             return Err(forbidden());
         }
-        self.insert_tenant_user(
-            Some(&acting.principal),
-            &acting.tenant,
-            input.email,
-            Some(input.password),
-            input.name,
+        let seed = UserSeed {
+            email: input.email,
+            password: Some(input.password),
+            name: input.name,
             role,
-            input.phone,
-        )
-        .await
+            phone: input.phone,
+        };
+        self.insert_tenant_user(Some(&acting.principal), &acting.tenant, seed)
+            .await
     }
 
     /// The one path that adds users to a tenant (management, registration,
@@ -154,12 +162,15 @@ impl Services {
         &self,
         actor: Option<&Principal>,
         tenant: &Tenant,
-        email: String,
-        password: Option<String>,
-        name: String,
-        role: Role,
-        phone: Option<String>,
+        seed: UserSeed,
     ) -> Result<UserView> {
+        let UserSeed {
+            email,
+            password,
+            name,
+            role,
+            phone,
+        } = seed;
         let mut v = Validator::default();
         let email = email.trim().to_owned();
         v.check(

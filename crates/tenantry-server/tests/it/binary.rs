@@ -275,7 +275,7 @@ fn audit_verify_command_reports_the_first_broken_link() {
         });
     let (ok, out, err) = run(&["audit", "verify"]);
     assert!(!ok, "a broken chain fails the command: {out}");
-    assert!(out.contains(&format!("tenant av-two")), "{out}");
+    assert!(out.contains("tenant av-two"), "{out}");
     assert!(out.contains(&forged), "{out}");
     assert!(
         !out.contains("av-one"),
