@@ -359,14 +359,20 @@ async fn noisy(client: &reqwest::Client, base: &str, staff: &str, secs: u64) -> 
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let noisy = Some(&targets[0]);
+    // Warm-up (connections, caches), not measured.
+    quiet_latency(client, base, &targets[1], None, 0, 2).await;
     let (alone50, alone99, n1, _) = quiet_latency(client, base, &targets[1], None, 0, secs).await;
     let (paced50, paced99, n2, refused_paced) =
         quiet_latency(client, base, &targets[1], noisy, 500, secs).await;
     let (flat50, flat99, n3, refused_flat) =
         quiet_latency(client, base, &targets[1], noisy, 0, secs).await;
+    let (again50, again99, n4, _) = quiet_latency(client, base, &targets[1], None, 0, secs).await;
     println!("| quiet tenant GET-by-id | p50 ms | p99 ms | requests | flood refused (429) |");
     println!("| --- | ---: | ---: | ---: | ---: |");
     println!("| alone | {alone50:.2} | {alone99:.2} | {n1} | |");
+    println!("| alone again, after the floods | {again50:.2} | {again99:.2} | {n4} | |");
+    // Against the better of the two quiet phases: the conservative ratio.
+    let alone99 = alone99.min(again99);
     println!(
         "| neighbour at 10x its limit (500 req/s, limit 50/s) | {paced50:.2} | {paced99:.2} | {n2} | {refused_paced} |"
     );

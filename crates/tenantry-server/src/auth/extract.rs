@@ -131,6 +131,7 @@ impl FromRequestParts<AppState> for TenantScope {
             }
         };
         tracing::Span::current().record("tenant_id", resolution.tenant.id.to_string());
+        tracing::debug!(plan = %resolution.tenant.plan, staff = resolution.cross_tenant, "tenant resolved");
         let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
         // The plan's rate limit, before the request does any work of its
         // own. Platform staff are not counted, but see the headers.

@@ -98,14 +98,8 @@ impl Services {
         let tenant = self.visible_tenant(actor, id_or_slug).await?;
         let own_admin = actor.role == Role::Admin && actor.tenant_id == Some(tenant.id);
         if actor.may_administer(tenant.organization_id) || own_admin {
-            if actor.role.is_platform() && action.ends_with(".read") {
-                let resource = format!(
-                    "tenant:{}/{}",
-                    tenant.id,
-                    action.split('.').next().unwrap_or(action)
-                );
-                self.audit(Some(&tenant), actor, &format!("staff_{action}"), &resource)
-                    .await?;
+            if let Some(what) = action.strip_suffix(".read") {
+                self.audit_staff_read(actor, &tenant, what).await?;
             }
             Ok(tenant)
         } else {
@@ -317,6 +311,7 @@ impl Services {
         id_or_slug: &str,
     ) -> Result<BTreeMap<String, bool>> {
         let tenant = self.visible_tenant(actor, id_or_slug).await?;
+        self.audit_staff_read(actor, &tenant, "features").await?;
         self.tenant_features(&tenant).await
     }
 

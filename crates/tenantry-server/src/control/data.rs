@@ -639,6 +639,7 @@ impl Services {
         days: u32,
     ) -> Result<UsageReport> {
         let tenant = self.administered_tenant(actor, id_or_slug).await?;
+        self.audit_staff_read(actor, &tenant, "usage").await?;
         let usage = self.tenant_data(&tenant).await?.usage().await?;
         let today = self.clock.now().date_naive();
         let from = today - chrono::Duration::days(i64::from(days.max(1)) - 1);

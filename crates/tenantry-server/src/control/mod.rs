@@ -138,6 +138,29 @@ impl Services {
     }
 }
 
+impl Services {
+    /// Platform staff reading inside a tenant leave a trace in its chain:
+    /// `staff_<what>.read` on `tenant:<id>/<what>`.
+    pub async fn audit_staff_read(
+        &self,
+        actor: &Principal,
+        tenant: &Tenant,
+        what: &str,
+    ) -> Result<()> {
+        if actor.role.is_platform() {
+            let resource = format!("tenant:{}/{what}", tenant.id);
+            self.audit(
+                Some(tenant),
+                actor,
+                &format!("staff_{what}.read"),
+                &resource,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
 /// The audit entry for `actor` doing `action` to `resource`, in the request
 /// being served (its id is picked up from the request's task).
 pub fn audit_entry(actor: &Principal, action: &str, resource: impl Into<String>) -> NewAuditEntry {

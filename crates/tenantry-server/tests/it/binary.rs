@@ -289,3 +289,67 @@ fn audit_verify_command_reports_the_first_broken_link() {
     assert!(!ok);
     assert!(out.contains(&format!("BROKEN at entry {forged}")), "{out}");
 }
+
+/// Every log line written while a request is served carries the request's
+/// id and, once resolved, its tenant's (span fields), not only the access line.
+#[tokio::test]
+async fn log_lines_inside_a_tenant_request_carry_its_tenant_and_request_ids() {
+    let dir = tempfile::tempdir().expect("dir");
+    let created = tenantry(dir.path())
+        .args(["tenant", "create", "--name", "Logs", "--slug", "logs"])
+        .output()
+        .expect("run");
+    assert!(created.status.success());
+    let tenant: Value = serde_json::from_slice(&created.stdout).expect("json");
+    let port = free_port();
+    let mut child = tenantry(dir.path())
+        .env("TENANTRY_LOG", "info,tenantry_server=debug")
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !matches!(client.get(format!("{base}/readyz")).send().await, Ok(r) if r.status() == 200) {
+        assert!(Instant::now() < deadline, "server never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let login: Value = client
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&serde_json::json!({"email": crate::support::ADMIN_EMAIL,
+                                  "password": crate::support::ADMIN_PASSWORD}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    let res = client
+        .get(format!("{base}/api/v1/collections"))
+        .bearer_auth(login["access_token"].as_str().expect("token"))
+        .header("x-tenant-slug", "logs")
+        .header("x-request-id", "log-probe-2")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 200);
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    child.wait().expect("wait");
+    let lines: Vec<Value> = BufReader::new(child.stdout.take().expect("stdout"))
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .collect();
+    let inner = lines
+        .iter()
+        .find(|l| l["message"] == "tenant resolved")
+        .expect("a log line from inside the request");
+    assert_eq!(inner["span"]["request_id"], "log-probe-2", "{inner}");
+    assert_eq!(inner["span"]["tenant_id"], tenant["id"], "{inner}");
+}

@@ -283,8 +283,13 @@ async fn staff_reading_or_changing_tenant_settings_is_audited_once() {
         Some(json!({"color": "#123456"})),
     )
     .await;
+    app.get("/api/v1/tenants/watched/usage", Some(&staff)).await;
+    app.get("/api/v1/tenants/watched/features", Some(&staff))
+        .await;
     // The tenant's own admin is not staff: not audited as staff access.
     app.get("/api/v1/tenants/watched/config", Some(&admin))
+        .await;
+    app.get("/api/v1/tenants/watched/features", Some(&admin))
         .await;
     let services = &app.app_state.services;
     let tenant = services
@@ -314,7 +319,9 @@ async fn staff_reading_or_changing_tenant_settings_is_audited_once() {
             "login.success",
             "staff_config.read",
             "config.put",
-            "tenant.branding"
+            "tenant.branding",
+            "staff_usage.read",
+            "staff_features.read"
         ]
     );
 }
