@@ -30,6 +30,9 @@ pub fn current_request_id() -> Option<String> {
     REQUEST_ID.try_with(Clone::clone).ok()
 }
 
+/// Longest resource an entry keeps.
+pub const MAX_RESOURCE_CHARS: usize = 512;
+
 /// Which hash chain an entry belongs to; where it is stored, not hashed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -77,17 +80,20 @@ pub struct AuditEntry {
 
 impl NewAuditEntry {
     /// An entry for the request being served (its id is picked up here).
+    /// The resource is cut at `MAX_RESOURCE_CHARS`: a path is the caller's
+    /// text, and an append-only log must not grow by what a client sends.
     pub fn new(
         actor: impl Into<String>,
         actor_scope: impl Into<String>,
         action: impl Into<String>,
         resource: impl Into<String>,
     ) -> Self {
+        let resource: String = resource.into();
         Self {
             actor: actor.into(),
             actor_scope: actor_scope.into(),
             action: action.into(),
-            resource: resource.into(),
+            resource: resource.chars().take(MAX_RESOURCE_CHARS).collect(),
             request_id: current_request_id(),
         }
     }
@@ -158,7 +164,8 @@ impl ChainCheck {
 }
 
 /// The first entry whose hash or link is wrong, if any.
-pub fn first_broken(entries: &[AuditEntry]) -> Option<Uuid> {
+#[cfg(test)]
+fn first_broken(entries: &[AuditEntry]) -> Option<Uuid> {
     let mut check = ChainCheck::default();
     entries.iter().for_each(|e| check.feed(e));
     check.first_broken

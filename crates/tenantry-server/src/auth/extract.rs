@@ -1,7 +1,6 @@
 //! Extractors: `Authenticated` (a verified token of a user who still exists)
 //! and `TenantScope` (that plus the one tenant the request acts in).
 
-use crate::api::observe::RequestId;
 use crate::app::AppState;
 use crate::control::users::Acting;
 use crate::enforce::rate_limit::RateSlot;
@@ -91,7 +90,6 @@ impl FromRequestParts<AppState> for Authenticated {
 pub struct TenantScope {
     pub principal: Principal,
     pub tenant: Tenant,
-    pub request_id: Option<String>,
     /// The tenant's in-flight slot, released when the handler drops the scope.
     _slot: Arc<OwnedSemaphorePermit>,
 }
@@ -116,15 +114,17 @@ impl FromRequestParts<AppState> for TenantScope {
         let resolution = match ResolvedTenant::from_request_parts(parts, state).await {
             Ok(ResolvedTenant(resolution)) => resolution,
             Err(e) => {
-                // Refused; an attempt on another tenant is recorded in the
-                // chain of the tenant it aimed at.
                 if let ResolveError::CrossTenant(target)
                 | ResolveError::OutsideOrganization(target) = &e
                 {
-                    let action = format!("cross_tenant_denied {}", parts.method);
                     state
                         .services
-                        .audit(Some(target), &principal, &action, parts.uri.path())
+                        .audit_cross_tenant(
+                            &principal,
+                            target,
+                            parts.method.as_str(),
+                            parts.uri.path(),
+                        )
                         .await?;
                 }
                 return Err(e.into());
@@ -132,7 +132,6 @@ impl FromRequestParts<AppState> for TenantScope {
         };
         tracing::Span::current().record("tenant_id", resolution.tenant.id.to_string());
         tracing::debug!(plan = %resolution.tenant.plan, staff = resolution.cross_tenant, "tenant resolved");
-        let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
         // The plan's rate limit, before the request does any work of its
         // own. Platform staff are not counted, but see the headers.
         let plan = state.services.plan(&resolution.tenant.plan).await?;
@@ -174,7 +173,10 @@ impl FromRequestParts<AppState> for TenantScope {
             }
         }
         if resolution.cross_tenant {
-            let action = format!("staff_access {}", parts.method);
+            let action = format!(
+                "staff_access.{}",
+                parts.method.as_str().to_ascii_lowercase()
+            );
             state
                 .services
                 .audit(
@@ -188,7 +190,6 @@ impl FromRequestParts<AppState> for TenantScope {
         Ok(TenantScope {
             principal,
             tenant: resolution.tenant,
-            request_id,
             _slot: Arc::new(slot),
         })
     }

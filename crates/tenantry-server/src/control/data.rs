@@ -294,7 +294,12 @@ impl Services {
                     updated_at: now,
                 };
                 // Never an upsert: an admin's concurrent definition wins.
-                data.create_collection_if_absent(&def).await?;
+                let audit = audit_entry(
+                    &acting.principal,
+                    "collection.create",
+                    format!("collections/{name}"),
+                );
+                data.create_collection_if_absent(&def, &audit).await?;
                 self.caches.collections.invalidate(&key).await;
                 data.collection(name).await?.unwrap_or(def)
             }

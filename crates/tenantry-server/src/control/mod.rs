@@ -139,6 +139,27 @@ impl Services {
 }
 
 impl Services {
+    /// A refused attempt to act in another tenant. It is recorded in the
+    /// caller's own chain (a tenant user's: its tenant's; an org admin's:
+    /// the platform's), naming the target as the resource: the target's
+    /// admins must not learn who probes them, nor may the answer to an org
+    /// admin differ from the one for a tenant that does not exist.
+    pub async fn audit_cross_tenant(
+        &self,
+        actor: &Principal,
+        target: &Tenant,
+        method: &str,
+        path: &str,
+    ) -> Result<()> {
+        let own = match actor.tenant_id {
+            Some(tid) => self.resolver.find(&tid.to_string()).await?,
+            None => None,
+        };
+        let action = format!("cross_tenant_denied.{}", method.to_ascii_lowercase());
+        let resource = format!("tenants/{}{path}", target.id);
+        self.audit(own.as_ref(), actor, &action, &resource).await
+    }
+
     /// Platform staff reading inside a tenant leave a trace in its chain:
     /// `staff_<what>.read` on `tenant:<id>/<what>`.
     pub async fn audit_staff_read(

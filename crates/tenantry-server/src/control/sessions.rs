@@ -265,6 +265,7 @@ impl Services {
         if record.used_at.is_some() || record.revoked_at.is_some() {
             self.store.revoke_family(record.family_id, now).await?;
             tracing::warn!(family = %record.family_id, "refresh token reuse: family revoked");
+            self.audit_session(&record, "session.reuse_revoked").await?;
             return Err(Error::Unauthorized);
         }
         if record.expires_at <= now {
@@ -321,7 +322,25 @@ impl Services {
             self.store
                 .revoke_family(record.family_id, self.clock.now())
                 .await?;
+            self.audit_session(&record, "logout").await?;
         }
+        Ok(())
+    }
+
+    /// Records a change to a session (its token family) in its user's
+    /// chain: the tenant's, or the platform's for platform users.
+    async fn audit_session(&self, record: &RefreshRecord, action: &str) -> Result<()> {
+        let (tenant, scope) = match record.tenant_id {
+            None => (None, "platform".to_owned()),
+            Some(tid) => match self.store.tenant_by_id(tid).await? {
+                Some(t) => (Some(t), format!("tenant:{tid}")),
+                // The tenant is gone, and its sessions with it.
+                None => return Ok(()),
+            },
+        };
+        let resource = format!("sessions/{}", record.family_id);
+        let entry = NewAuditEntry::new(record.user_id.to_string(), scope, action, resource);
+        self.store.append_audit(tenant.as_ref(), &entry).await?;
         Ok(())
     }
 
@@ -444,65 +463,68 @@ impl Services {
                 "OTP login is not enabled for this tenant".into(),
             ));
         }
+        // Every refusal is a failed login, whichever check refused it.
+        match self.otp_user(&tenant, &req).await {
+            Ok(user) => {
+                let id = Some(user.id.to_string());
+                self.audit_login(Some(&tenant), id, &req.phone, true, "otp")
+                    .await?;
+                self.tenant_session(tenant, &user, None).await
+            }
+            Err(Error::Unauthorized) => {
+                self.audit_login(Some(&tenant), None, &req.phone, false, "otp")
+                    .await?;
+                Err(Error::Unauthorized)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The user a correct, live, unused code logs in (created on first
+    /// login); `Unauthorized` for any other code.
+    async fn otp_user(&self, tenant: &Tenant, req: &OtpVerify) -> Result<TenantUser> {
         // The attempt is spent before the code is compared.
         let record = self
             .store
-            .spend_otp_attempt(&tenant, &req.phone, OTP_MAX_ATTEMPTS)
+            .spend_otp_attempt(tenant, &req.phone, OTP_MAX_ATTEMPTS)
             .await?
             .ok_or(Error::Unauthorized)?;
         if record.expires_at <= self.clock.now() {
-            self.store.delete_otp(&tenant, &req.phone).await?;
+            self.store.delete_otp(tenant, &req.phone).await?;
             return Err(Error::Unauthorized);
         }
         let expected = otp::hash_code(&self.otp_key, tenant.id, &req.phone, req.code.trim());
         if expected != record.code_hash {
-            self.audit_login(Some(&tenant), None, &req.phone, false, "otp")
-                .await?;
             if record.attempts >= OTP_MAX_ATTEMPTS {
-                self.store.delete_otp(&tenant, &req.phone).await?;
+                self.store.delete_otp(tenant, &req.phone).await?;
             }
             return Err(Error::Unauthorized);
         }
         // Only one request may use a correct code.
         if !self
             .store
-            .consume_otp(&tenant, &req.phone, &record.code_hash)
+            .consume_otp(tenant, &req.phone, &record.code_hash)
             .await?
         {
             return Err(Error::Unauthorized);
         }
-        let user = match self.store.user_by_phone(&tenant, &req.phone).await? {
-            Some(user) if user.active => user,
-            Some(_) => return Err(Error::Unauthorized),
+        match self.store.user_by_phone(tenant, &req.phone).await? {
+            Some(user) if user.active => Ok(user),
+            Some(_) => Err(Error::Unauthorized),
             None => {
-                let name = format!("User {}", req.phone);
-                let view = self
-                    .insert_tenant_user(
-                        None,
-                        &tenant,
-                        UserSeed {
-                            email: String::new(),
-                            password: None,
-                            name,
-                            role: Role::User,
-                            phone: Some(req.phone.clone()),
-                        },
-                    )
-                    .await?;
+                let seed = UserSeed {
+                    email: String::new(),
+                    password: None,
+                    name: format!("User {}", req.phone),
+                    role: Role::User,
+                    phone: Some(req.phone.clone()),
+                };
+                let view = self.insert_tenant_user(None, tenant, seed).await?;
                 self.store
-                    .user(&tenant, view.id)
+                    .user(tenant, view.id)
                     .await?
-                    .ok_or(Error::Unauthorized)?
+                    .ok_or(Error::Unauthorized)
             }
-        };
-        self.audit_login(
-            Some(&tenant),
-            Some(user.id.to_string()),
-            &req.phone,
-            true,
-            "otp",
-        )
-        .await?;
-        self.tenant_session(tenant, &user, None).await
+        }
     }
 }

@@ -55,7 +55,8 @@ impl SharedBuckets {
     /// requests fall back until it is back).
     pub fn new(url: &str) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)
-            .map_err(|e| anyhow::anyhow!("redis_url {url:?} is not a Redis URL: {e}"))?;
+            // Not the URL itself: it may carry a password.
+            .map_err(|e| anyhow::anyhow!("redis_url is not a Redis URL: {e}"))?;
         // Short timeouts and no retries inside a request: a slow or absent
         // Redis costs a request a quarter second at most before the fallback.
         let config = ConnectionManagerConfig::new()

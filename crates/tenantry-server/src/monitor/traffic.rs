@@ -18,9 +18,11 @@ pub const WINDOW: Duration = Duration::from_secs(5 * 60);
 /// Width of one count bucket: counts may reach this much past `WINDOW`.
 const BUCKET_SECS: i64 = 10;
 /// Latencies kept per tenant; percentiles are over the most recent ones.
-const MAX_SAMPLES: usize = 1024;
+const MAX_SAMPLES: usize = 512;
 /// Tenants tracked at once (the least recently active go first).
-const MAX_TENANTS: u64 = 100_000;
+/// Worst case: MAX_TENANTS × MAX_SAMPLES × 24 bytes ≈ 250 MB; in practice a
+/// tenant holds as many samples as it had requests in the window.
+const MAX_TENANTS: u64 = 20_000;
 
 /// One tenant's figures over the window.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -97,6 +99,11 @@ impl TrafficWindows {
                 last.2 += error;
             }
             _ => w.counts.push_back((bucket, 1, error)),
+        }
+        // A refusal takes microseconds: sampled, a tenant flooding past its
+        // limit would look faster than what it was actually served.
+        if status == 429 {
+            return;
         }
         if w.samples.len() == MAX_SAMPLES {
             w.samples.pop_front();

@@ -198,6 +198,43 @@ async fn every_kind_of_mutation_is_audited_chained_and_readable_by_the_right_peo
     .await
     .assert_problem(403, "tenant_mismatch");
 
+    // An org admin naming a tenant outside its organization: a 404 like any
+    // unknown tenant, recorded in the platform's chain.
+    let oa = app.login("oa@audit.example", ADMIN_PASSWORD).await;
+    let oa = oa.body["access_token"].as_str().expect("token").to_owned();
+    app.call_with(
+        Method::GET,
+        "/api/v1/collections",
+        Some(&oa),
+        &[("x-tenant-slug", "aud")],
+        None,
+    )
+    .await
+    .assert_problem(404, "tenant_not_found");
+
+    // Sessions: a refresh token used twice revokes its family; a logout.
+    let session = app
+        .tenant_login("aud", "admin@aud.example", USER_PASSWORD)
+        .await;
+    let refresh = json!({"refresh_token": session.body["refresh_token"]});
+    for expected in [200, 401] {
+        let res = app
+            .post("/api/v1/auth/refresh", None, refresh.clone())
+            .await;
+        assert_eq!(res.status.as_u16(), expected, "{}", res.text);
+    }
+    let session = app
+        .tenant_login("aud", "admin@aud.example", USER_PASSWORD)
+        .await;
+    let res = app
+        .post(
+            "/api/v1/auth/logout",
+            None,
+            json!({"refresh_token": session.body["refresh_token"]}),
+        )
+        .await;
+    assert!(res.status.is_success(), "{}", res.text);
+
     // Staff see the tenant's whole log; small pages visit each entry once.
     let entries = all_entries(&app, "/api/v1/tenants/aud/audit", &staff, 3).await;
     let ids: HashSet<&str> = entries
@@ -224,7 +261,8 @@ async fn every_kind_of_mutation_is_audited_chained_and_readable_by_the_right_peo
         "record.put",
         "record.patch",
         "record.delete",
-        "cross_tenant_denied GET",
+        "session.reuse_revoked",
+        "logout",
     ] {
         assert!(seen.contains(&expected), "{expected} not in {seen:?}");
     }
@@ -237,8 +275,21 @@ async fn every_kind_of_mutation_is_audited_chained_and_readable_by_the_right_peo
     assert_eq!(find(&entries, "tenant.suspend")["actor_scope"], "platform");
     assert_eq!(find(&entries, "tenant.create")["chain"], "control");
     assert!(find(&entries, "tenant.create")["prev_hash"].is_null());
-    let denied = find(&entries, "cross_tenant_denied GET");
-    assert_ne!(denied["actor_scope"], format!("tenant:{tid}"));
+    // The refused attempt is in the prober's own log, naming its target;
+    // the target's log does not learn who probed it.
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["action"] != "cross_tenant_denied.get")
+    );
+    let prober = all_entries(&app, "/api/v1/audit", &outsider, 100).await;
+    let denied = find(&prober, "cross_tenant_denied.get");
+    assert!(
+        denied["resource"]
+            .as_str()
+            .is_some_and(|r| r.starts_with(&format!("tenants/{tid}/"))),
+        "{denied}"
+    );
 
     // The chains verify, over every entry listed.
     let verify = app
@@ -322,6 +373,8 @@ async fn every_kind_of_mutation_is_audited_chained_and_readable_by_the_right_peo
         assert!(seen.contains(&expected), "{expected} not in {seen:?}");
     }
     assert!(platform.iter().all(|e| e["tenant_id"].is_null()));
+    let probe = find(&platform, "cross_tenant_denied.get");
+    assert_eq!(probe["actor_scope"], format!("organization:{org_id}"));
     app.get("/api/v1/platform/audit", Some(&admin))
         .await
         .assert_problem(403, "forbidden");
@@ -360,6 +413,28 @@ async fn forge(app: &TestApp, tenant_id: &str, dedicated: bool, chain: &str, ent
             let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", file.display()))
                 .await
                 .expect("open");
+            // The application cannot update an entry; an intruder with the
+            // file can, once the trigger is out of the way.
+            let guarded: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM sqlite_master WHERE name = 'audit_log_append_only_update'",
+            )
+            .fetch_optional(&mut conn)
+            .await
+            .expect("sqlite_master");
+            if guarded.is_some() {
+                let refused = sqlx::query(&format!("{statement} ?"))
+                    .bind(entry)
+                    .execute(&mut conn)
+                    .await;
+                assert!(
+                    refused.is_err(),
+                    "the append-only trigger let an update through"
+                );
+                sqlx::query("DROP TRIGGER audit_log_append_only_update")
+                    .execute(&mut conn)
+                    .await
+                    .expect("drop trigger");
+            }
             let done = sqlx::query(&format!("{statement} ?"))
                 .bind(entry)
                 .execute(&mut conn)

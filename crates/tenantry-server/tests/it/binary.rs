@@ -266,6 +266,10 @@ fn audit_verify_command_reports_the_first_broken_link() {
             .fetch_one(&mut conn)
             .await
             .expect("entry");
+            sqlx::query("DROP TRIGGER audit_log_append_only_update")
+                .execute(&mut conn)
+                .await
+                .expect("drop trigger");
             sqlx::query("UPDATE audit_log SET actor = 'someone-else' WHERE id = ?")
                 .bind(&id)
                 .execute(&mut conn)

@@ -246,7 +246,9 @@ async fn implicit_collection_creation_never_overwrites_a_definition() {
         .expect("read")
         .expect("defined");
     blank.unique.clear();
-    data.create_collection_if_absent(&blank)
+    let audit =
+        tenantry::audit::NewAuditEntry::new("test", "platform", "collection.create", "test");
+    data.create_collection_if_absent(&blank, &audit)
         .await
         .expect("create if absent");
     assert_eq!(
@@ -314,7 +316,7 @@ async fn staff_reading_or_changing_tenant_settings_is_audited_once() {
         actions,
         [
             "tenant.create",
-            "staff_access POST",
+            "staff_access.post",
             "user.create",
             "login.success",
             "staff_config.read",

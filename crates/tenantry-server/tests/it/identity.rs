@@ -1036,7 +1036,7 @@ async fn org_admins_act_only_inside_their_organization_and_are_audited() {
         limit: 100,
     };
     let only_reads = tenantry::audit::AuditFilter {
-        action: Some("staff_access GET".into()),
+        action: Some("staff_access.get".into()),
         ..Default::default()
     };
     let entries = services
@@ -1046,7 +1046,7 @@ async fn org_admins_act_only_inside_their_organization_and_are_audited() {
         .expect("audit");
     assert_eq!(entries.len(), 2);
     assert_eq!(entries[0].actor_scope, format!("organization:{org_id}"));
-    assert_eq!(entries[0].action, "staff_access GET");
+    assert_eq!(entries[0].action, "staff_access.get");
     assert_eq!(entries[0].resource, "/api/v1/users");
     assert_eq!(entries[1].actor_scope, "platform");
     assert_eq!(

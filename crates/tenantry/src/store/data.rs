@@ -49,8 +49,13 @@ pub trait TenantData: Send + Sync {
     -> StoreResult<bool>;
 
     /// Defines a collection unless it already exists (implicit creation on a
-    /// first write must never overwrite an admin's definition).
-    async fn create_collection_if_absent(&self, def: &CollectionDef) -> StoreResult<()>;
+    /// first write must never overwrite an admin's definition); audited only
+    /// when it creates.
+    async fn create_collection_if_absent(
+        &self,
+        def: &CollectionDef,
+        audit: &NewAuditEntry,
+    ) -> StoreResult<()>;
 
     /// `Conflict(field)` on a unique violation, `QuotaExceeded` past `max_storage`.
     async fn insert_record(

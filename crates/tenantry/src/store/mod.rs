@@ -160,7 +160,8 @@ pub trait ControlStore: Send + Sync + 'static {
         status: TenantStatus,
         audit: &NewAuditEntry,
     ) -> StoreResult<()>;
-    /// Marks the tenant deleted and removes everything it owns but its audit chain.
+    /// Marks the tenant deleted and removes everything it owns in the
+    /// control store but its audit chain (the data plane purges the rest).
     async fn purge_tenant(&self, tenant: &Tenant, audit: &NewAuditEntry) -> StoreResult<()>;
 
     async fn tenant_wrapped_key(&self, tenant: &Tenant) -> StoreResult<Vec<u8>>;

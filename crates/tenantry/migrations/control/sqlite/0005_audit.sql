@@ -17,3 +17,14 @@ CREATE TABLE platform_audit (
     prev_hash TEXT,
     hash TEXT NOT NULL
 );
+
+-- Append-only, as the runtime role's privileges make it on PostgreSQL: the
+-- application never updates or deletes an entry, so nothing it runs can.
+CREATE TRIGGER audit_log_append_only_update BEFORE UPDATE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END;
+CREATE TRIGGER audit_log_append_only_delete BEFORE DELETE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END;
+CREATE TRIGGER platform_audit_append_only_update BEFORE UPDATE ON platform_audit
+BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END;
+CREATE TRIGGER platform_audit_append_only_delete BEFORE DELETE ON platform_audit
+BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END;

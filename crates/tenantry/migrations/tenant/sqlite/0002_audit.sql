@@ -1,6 +1,6 @@
 -- The tenant's `data` audit chain lives beside its records, so a record
 -- change and its entry commit in one transaction (in a dedicated database
--- too). Append-only by the code's contract; verify catches edits.
+-- too). Append-only (triggers below); verify catches edits made around them.
 CREATE TABLE audit_log (
     tenant_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -16,3 +16,8 @@ CREATE TABLE audit_log (
     PRIMARY KEY (tenant_id, seq)
 );
 CREATE INDEX audit_log_id ON audit_log (tenant_id, id);
+
+CREATE TRIGGER audit_log_append_only_update BEFORE UPDATE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END;
+CREATE TRIGGER audit_log_append_only_delete BEFORE DELETE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END;

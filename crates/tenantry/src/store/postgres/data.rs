@@ -1072,9 +1072,13 @@ impl TenantData for PgTenantData {
         Ok(existed.is_none())
     }
 
-    async fn create_collection_if_absent(&self, def: &CollectionDef) -> StoreResult<()> {
+    async fn create_collection_if_absent(
+        &self,
+        def: &CollectionDef,
+        a: &NewAuditEntry,
+    ) -> StoreResult<()> {
         let mut tx = self.tx().await?;
-        sqlx::query(&format!(
+        let done = sqlx::query(&format!(
             "INSERT INTO {DATA_SCHEMA}.collections (tenant_id, name, schema, unique_fields, indexed_fields,
                 required_feature, created_at, updated_at)
              VALUES ($1, $2, NULL, '[]', '[]', NULL, $3, $4) ON CONFLICT (tenant_id, name) DO NOTHING"
@@ -1086,6 +1090,9 @@ impl TenantData for PgTenantData {
         .execute(&mut *tx)
         .await
         .map_err(pg_error)?;
+        if done.rows_affected() > 0 {
+            audit::append(&mut tx, &ChainAt::data(self.tenant), a).await?;
+        }
         tx.commit().await.map_err(pg_error)
     }
 

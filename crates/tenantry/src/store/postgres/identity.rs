@@ -171,7 +171,7 @@ impl IdentityStore for PgControlStore {
 
     async fn update_user(&self, t: &Tenant, u: &TenantUser, a: &NewAuditEntry) -> StoreResult<()> {
         let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
-        sqlx::query(
+        let done = sqlx::query(
             "UPDATE users SET email = $1, name = $2, role = $3, phone = $4, password_hash = $5,
                     active = $6, updated_at = $7
              WHERE tenant_id = $8 AND id = $9",
@@ -188,6 +188,9 @@ impl IdentityStore for PgControlStore {
         .execute(&mut *tx)
         .await
         .map_err(pg_error)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
         audit::append(&mut tx, &ChainAt::control(t.id), a).await?;
         tx.commit().await.map_err(pg_error)
     }

@@ -6,7 +6,7 @@ use super::{db_error, opt_uuid_col, uuid_col};
 use crate::audit::{AuditChain, AuditEntry, AuditFilter, NewAuditEntry};
 use crate::ids::TenantId;
 use crate::store::{PageRequest, StoreResult, page_limit};
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
@@ -85,7 +85,10 @@ pub(super) async fn append(
         }
         None => (1, None),
     };
-    let entry = AuditEntry::chain(at.kind, at.tenant, new, prev, Utc::now());
+    // Microseconds, as hashed (and as PostgreSQL keeps them): the entry
+    // stored is the entry that was hashed.
+    let now = Utc::now().trunc_subsecs(6);
+    let entry = AuditEntry::chain(at.kind, at.tenant, new, prev, now);
     let sql = format!(
         "INSERT INTO {} (tenant_id, seq, id, actor, actor_scope, action, resource, at, request_id, prev_hash, hash)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -513,8 +513,13 @@ impl TenantData for SqliteTenantData {
         Ok(existed.is_none())
     }
 
-    async fn create_collection_if_absent(&self, def: &CollectionDef) -> StoreResult<()> {
-        sqlx::query(
+    async fn create_collection_if_absent(
+        &self,
+        def: &CollectionDef,
+        a: &NewAuditEntry,
+    ) -> StoreResult<()> {
+        let mut tx = begin_write(&self.writer).await?;
+        let done = sqlx::query(
             "INSERT INTO collections (tenant_id, name, schema, unique_fields, indexed_fields, required_feature, created_at, updated_at)
              VALUES (?, ?, NULL, '[]', '[]', NULL, ?, ?) ON CONFLICT (tenant_id, name) DO NOTHING",
         )
@@ -522,10 +527,13 @@ impl TenantData for SqliteTenantData {
         .bind(&def.name)
         .bind(time_text(def.created_at))
         .bind(time_text(def.updated_at))
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        Ok(())
+        if done.rows_affected() > 0 {
+            audit::append(&mut tx, &self.chain(), a).await?;
+        }
+        tx.commit().await.map_err(db_error)
     }
 
     async fn insert_record(

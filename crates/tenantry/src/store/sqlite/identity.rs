@@ -131,7 +131,7 @@ impl IdentityStore for SqliteControlStore {
 
     async fn update_user(&self, t: &Tenant, u: &TenantUser, a: &NewAuditEntry) -> StoreResult<()> {
         let mut tx = begin_write(&self.pool).await?;
-        sqlx::query(
+        let done = sqlx::query(
             "UPDATE users SET email = ?, name = ?, role = ?, phone = ?, password_hash = ?, active = ?, updated_at = ?
              WHERE tenant_id = ? AND id = ?",
         )
@@ -147,6 +147,9 @@ impl IdentityStore for SqliteControlStore {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
         audit::append(&mut tx, &control_chain(t), a).await?;
         tx.commit().await.map_err(db_error)
     }

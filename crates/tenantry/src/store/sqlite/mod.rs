@@ -85,16 +85,16 @@ impl SqliteControlStore {
     }
 }
 
-/// Starts a write transaction. `BEGIN IMMEDIATE` takes the write lock up
-/// front, so a transaction that reads before it writes cannot fail on the
-/// read-to-write upgrade; the `Transaction` rolls back if it is dropped
-/// unfinished (a cancelled request never leaves a pooled connection inside
-/// an open transaction).
 /// The tenant's chain in the control store.
 fn control_chain(t: &Tenant) -> ChainAt {
     ChainAt::tenant(AuditChain::Control, t.id)
 }
 
+/// Starts a write transaction. `BEGIN IMMEDIATE` takes the write lock up
+/// front, so a transaction that reads before it writes cannot fail on the
+/// read-to-write upgrade; the `Transaction` rolls back if it is dropped
+/// unfinished (a cancelled request never leaves a pooled connection inside
+/// an open transaction).
 pub(super) async fn begin_write(
     pool: &SqlitePool,
 ) -> StoreResult<sqlx::Transaction<'static, Sqlite>> {
