@@ -5,14 +5,13 @@ use super::Problem;
 use super::extract::{ApiQuery, Page, PageParams};
 use crate::app::AppState;
 use crate::auth::{Authenticated, TenantScope};
-use crate::control::audit::Verification;
+use crate::control::audit::{AuditPage, Verification};
 use crate::error::Error;
 use axum::Json;
 use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use tenantry::audit::{AuditEntry, AuditFilter};
-use tenantry::store::PageRequest;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -24,7 +23,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(platform_audit))
 }
 
-/// Filters and paging of an audit listing (oldest first).
+/// Filters and paging of an audit listing (oldest first; a tenant's two
+/// chains merged in time order).
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct AuditQuery {
     /// The acting user's id (or, for failed logins, the name that was tried).
@@ -38,7 +38,8 @@ pub struct AuditQuery {
 }
 
 impl AuditQuery {
-    fn split(self) -> Result<(AuditFilter, PageParams, PageRequest), Error> {
+    /// The filter, and the page's size (clamped like every list) and cursor.
+    fn split(self) -> Result<(AuditFilter, u32, Option<String>), Error> {
         let since = match self.since.as_deref() {
             None => None,
             Some(s) => Some(
@@ -52,12 +53,21 @@ impl AuditQuery {
             action: self.action,
             since,
         };
-        let page = PageParams {
+        let limit = PageParams {
             limit: self.limit,
-            cursor: self.cursor,
-        };
-        let request = page.request()?;
-        Ok((filter, page, request))
+            cursor: None,
+        }
+        .limit();
+        Ok((filter, limit, self.cursor))
+    }
+}
+
+impl From<AuditPage> for Page<AuditEntry> {
+    fn from(p: AuditPage) -> Self {
+        Page {
+            items: p.items,
+            next_cursor: p.next_cursor,
+        }
     }
 }
 
@@ -69,12 +79,12 @@ async fn own_audit(
     scope: TenantScope,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<Page<AuditEntry>>, Error> {
-    let (filter, page, request) = q.split()?;
-    let rows = state
+    let (filter, limit, cursor) = q.split()?;
+    let page = state
         .services
-        .own_audit(&scope.acting(), &filter, &request)
+        .own_audit(&scope.acting(), &filter, cursor.as_deref(), limit)
         .await?;
-    Ok(Json(Page::from_rows(rows, &page, |e| e.id)))
+    Ok(Json(page.into()))
 }
 
 /// A tenant's audit log (super-admin; org admin for its organization's tenants).
@@ -87,12 +97,12 @@ async fn tenant_audit(
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<Page<AuditEntry>>, Error> {
-    let (filter, page, request) = q.split()?;
-    let rows = state
+    let (filter, limit, cursor) = q.split()?;
+    let page = state
         .services
-        .tenant_audit(&actor, &id, &filter, &request)
+        .tenant_audit(&actor, &id, &filter, cursor.as_deref(), limit)
         .await?;
-    Ok(Json(Page::from_rows(rows, &page, |e| e.id)))
+    Ok(Json(page.into()))
 }
 
 /// Checks every link of the tenant's audit chains.
@@ -115,10 +125,10 @@ async fn platform_audit(
     Authenticated(actor): Authenticated,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<Page<AuditEntry>>, Error> {
-    let (filter, page, request) = q.split()?;
-    let rows = state
+    let (filter, limit, cursor) = q.split()?;
+    let page = state
         .services
-        .platform_audit(&actor, &filter, &request)
+        .platform_audit(&actor, &filter, cursor.as_deref(), limit)
         .await?;
-    Ok(Json(Page::from_rows(rows, &page, |e| e.id)))
+    Ok(Json(page.into()))
 }

@@ -1,12 +1,16 @@
 //! Reading and verifying the audit chains. Entries are only ever written by
 //! the store, with the change they record; nothing here edits or deletes one.
+//! Reading the log is not itself audited: it would feed itself.
 
 use super::Services;
 use super::users::Acting;
 use crate::error::{Error, Result};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
+use std::iter::Peekable;
 use tenantry::audit::{AuditChain, AuditEntry, AuditFilter, ChainCheck};
-use tenantry::store::{PageRequest, StoreResult};
+use tenantry::store::StoreResult;
 use tenantry::{Principal, Role, Tenant};
 use uuid::Uuid;
 
@@ -20,7 +24,7 @@ pub struct Verification {
     pub valid: bool,
     /// Entries checked, over all chains.
     pub entries: u64,
-    /// The first entry whose hash or link is wrong.
+    /// The first entry whose hash or link to its predecessor is wrong.
     pub first_broken: Option<Uuid>,
     /// The same per chain (`control`, `data`; `platform` for the platform chain).
     pub chains: Vec<ChainVerification>,
@@ -44,8 +48,74 @@ impl Verification {
     }
 }
 
-/// Walks one chain page by page (`walk(after_seq, limit)`), never holding it whole.
-async fn verify_chain<F, Fut>(chain: AuditChain, walk: F) -> Result<ChainVerification>
+/// One page of a listing and the cursor of the next, if any.
+pub struct AuditPage {
+    pub items: Vec<AuditEntry>,
+    pub next_cursor: Option<String>,
+}
+
+/// Where a listing stopped in each chain it merges: the seq of the last
+/// entry returned from each. Chains are ordered by seq, which (unlike entry
+/// ids, taken from clocks before commit) never lets a page skip an entry.
+struct ChainCursor(Vec<i64>);
+
+impl ChainCursor {
+    fn parse(cursor: Option<&str>, chains: usize) -> Result<Self> {
+        let Some(cursor) = cursor.filter(|c| !c.is_empty()) else {
+            return Ok(Self(vec![0; chains]));
+        };
+        let invalid = || Error::invalid("cursor", "not a cursor this server issued");
+        let text = URL_SAFE_NO_PAD
+            .decode(cursor)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(invalid)?;
+        let seqs = text
+            .split('.')
+            .map(|s| s.parse::<i64>().ok().filter(|n| *n >= 0))
+            .collect::<Option<Vec<_>>>()
+            .filter(|v| v.len() == chains)
+            .ok_or_else(invalid)?;
+        Ok(Self(seqs))
+    }
+
+    fn encode(&self) -> String {
+        let text: Vec<String> = self.0.iter().map(i64::to_string).collect();
+        URL_SAFE_NO_PAD.encode(text.join("."))
+    }
+}
+
+/// Merges chains (each in seq order) into one page of at most `limit`
+/// entries in time order, taking a prefix of each chain, and advances the
+/// cursor past what it took. The next page exists when something fetched
+/// was left.
+fn merge(chains: Vec<Vec<(i64, AuditEntry)>>, cursor: &mut ChainCursor, limit: u32) -> AuditPage {
+    let mut heads: Vec<Peekable<std::vec::IntoIter<(i64, AuditEntry)>>> = chains
+        .into_iter()
+        .map(|c| c.into_iter().peekable())
+        .collect();
+    let mut items = Vec::new();
+    while items.len() < limit as usize {
+        let next = heads
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, h)| h.peek().map(|(_, e)| (e.id, i)))
+            .min();
+        let Some((_, i)) = next else { break };
+        if let Some((seq, entry)) = heads[i].next() {
+            cursor.0[i] = seq;
+            items.push(entry);
+        }
+    }
+    let more = heads.iter_mut().any(|h| h.peek().is_some());
+    AuditPage {
+        items,
+        next_cursor: more.then(|| cursor.encode()),
+    }
+}
+
+/// Walks one chain page by page (`list(after_seq, limit)`), never holding it whole.
+async fn verify_chain<F, Fut>(chain: AuditChain, list: F) -> Result<ChainVerification>
 where
     F: Fn(i64, u32) -> Fut,
     Fut: Future<Output = StoreResult<Vec<(i64, AuditEntry)>>>,
@@ -53,7 +123,7 @@ where
     let mut check = ChainCheck::default();
     let mut after = 0;
     loop {
-        let batch = walk(after, VERIFY_BATCH).await?;
+        let batch = list(after, VERIFY_BATCH).await?;
         for (_, entry) in &batch {
             check.feed(entry);
         }
@@ -69,29 +139,27 @@ where
     })
 }
 
-/// Merges pages of several chains (each ordered by id) into one page.
-fn merge(mut pages: Vec<Vec<AuditEntry>>, limit: u32) -> Vec<AuditEntry> {
-    let mut all: Vec<AuditEntry> = pages.drain(..).flatten().collect();
-    all.sort_by_key(|e| e.id);
-    all.truncate(limit as usize);
-    all
-}
-
 impl Services {
-    /// A tenant's entries, both chains merged by time.
+    /// A tenant's entries, its control and data chains merged in time order.
     async fn tenant_entries(
         &self,
         tenant: &Tenant,
         filter: &AuditFilter,
-        page: &PageRequest,
-    ) -> Result<Vec<AuditEntry>> {
-        let control = self.store.list_audit(Some(tenant), filter, page).await?;
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<AuditPage> {
+        let mut cursor = ChainCursor::parse(cursor, 2)?;
+        // One more than the page from each: whatever is left means a next page.
+        let control = self
+            .store
+            .list_audit(Some(tenant), filter, cursor.0[0], limit + 1)
+            .await?;
         let data = self
             .tenant_data(tenant)
             .await?
-            .list_audit(filter, page)
+            .list_audit(filter, cursor.0[1], limit + 1)
             .await?;
-        Ok(merge(vec![control, data], page.limit))
+        Ok(merge(vec![control, data], &mut cursor, limit))
     }
 
     /// `GET /api/v1/tenants/{id}/audit`: platform staff over the tenant.
@@ -100,10 +168,11 @@ impl Services {
         actor: &Principal,
         id_or_slug: &str,
         filter: &AuditFilter,
-        page: &PageRequest,
-    ) -> Result<Vec<AuditEntry>> {
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<AuditPage> {
         let tenant = self.administered_tenant(actor, id_or_slug).await?;
-        self.tenant_entries(&tenant, filter, page).await
+        self.tenant_entries(&tenant, filter, cursor, limit).await
     }
 
     /// `GET /api/v1/audit`: a tenant admin, in its own tenant.
@@ -111,13 +180,15 @@ impl Services {
         &self,
         acting: &Acting,
         filter: &AuditFilter,
-        page: &PageRequest,
-    ) -> Result<Vec<AuditEntry>> {
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<AuditPage> {
         let p = &acting.principal;
         if p.role != Role::Admin || p.tenant_id != Some(acting.tenant.id) {
             return Err(Error::Forbidden("the tenant's admins only".into()));
         }
-        self.tenant_entries(&acting.tenant, filter, page).await
+        self.tenant_entries(&acting.tenant, filter, cursor, limit)
+            .await
     }
 
     /// `GET /api/v1/platform/audit`: events with no tenant (super-admin).
@@ -125,12 +196,18 @@ impl Services {
         &self,
         actor: &Principal,
         filter: &AuditFilter,
-        page: &PageRequest,
-    ) -> Result<Vec<AuditEntry>> {
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<AuditPage> {
         if actor.role != Role::SuperAdmin {
             return Err(Error::Forbidden("super-admin only".into()));
         }
-        Ok(self.store.list_audit(None, filter, page).await?)
+        let mut cursor = ChainCursor::parse(cursor, 1)?;
+        let entries = self
+            .store
+            .list_audit(None, filter, cursor.0[0], limit + 1)
+            .await?;
+        Ok(merge(vec![entries], &mut cursor, limit))
     }
 
     /// `GET /api/v1/tenants/{id}/audit/verify`.
@@ -141,13 +218,14 @@ impl Services {
 
     /// Checks both chains of a tenant, link by link.
     pub async fn verify_tenant_chains(&self, tenant: &Tenant) -> Result<Verification> {
+        let all = AuditFilter::default();
         let control = verify_chain(AuditChain::Control, |after, limit| {
-            self.store.walk_audit(Some(tenant), after, limit)
+            self.store.list_audit(Some(tenant), &all, after, limit)
         })
         .await?;
         let data = self.tenant_data(tenant).await?;
         let data = verify_chain(AuditChain::Data, |after, limit| {
-            data.walk_audit(after, limit)
+            data.list_audit(&all, after, limit)
         })
         .await?;
         Ok(Verification::of(vec![control, data]))
@@ -155,10 +233,62 @@ impl Services {
 
     /// Checks the platform chain.
     pub async fn verify_platform_chain(&self) -> Result<Verification> {
+        let all = AuditFilter::default();
         let platform = verify_chain(AuditChain::Platform, |after, limit| {
-            self.store.walk_audit(None, after, limit)
+            self.store.list_audit(None, &all, after, limit)
         })
         .await?;
         Ok(Verification::of(vec![platform]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tenantry::TenantId;
+    use tenantry::audit::NewAuditEntry;
+
+    fn entries(n: usize) -> Vec<(i64, AuditEntry)> {
+        let new = NewAuditEntry::new("a", "platform", "x", "r");
+        (1..=n as i64)
+            .map(|seq| {
+                let e = AuditEntry::chain(
+                    AuditChain::Control,
+                    Some(TenantId::new()),
+                    &new,
+                    None,
+                    chrono::Utc::now(),
+                );
+                (seq, e)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn merged_pages_take_a_prefix_of_each_chain_and_resume_after_it() {
+        // Ids interleave: a, b alternate in creation order.
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for (i, e) in entries(6).into_iter().enumerate() {
+            let seq = (i / 2 + 1) as i64;
+            if i % 2 == 0 {
+                a.push((seq, e.1))
+            } else {
+                b.push((seq, e.1))
+            }
+        }
+        let mut cursor = ChainCursor::parse(None, 2).expect("start");
+        let page = merge(vec![a.clone(), b.clone()], &mut cursor, 4);
+        assert_eq!(page.items.len(), 4);
+        assert_eq!(cursor.0, vec![2, 2]);
+        let next = ChainCursor::parse(page.next_cursor.as_deref(), 2).expect("cursor");
+        assert_eq!(next.0, vec![2, 2]);
+        let rest = |c: &[(i64, AuditEntry)], after: i64| -> Vec<(i64, AuditEntry)> {
+            c.iter().filter(|(s, _)| *s > after).cloned().collect()
+        };
+        let mut cursor = next;
+        let page = merge(vec![rest(&a, 2), rest(&b, 2)], &mut cursor, 4);
+        assert_eq!(page.items.len(), 2);
+        assert!(page.next_cursor.is_none());
+        assert!(ChainCursor::parse(Some("bm9wZQ"), 2).is_err());
     }
 }

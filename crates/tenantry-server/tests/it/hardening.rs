@@ -299,17 +299,13 @@ async fn staff_reading_or_changing_tenant_settings_is_audited_once() {
         .await
         .expect("lookup")
         .expect("tenant");
-    let page = tenantry::store::PageRequest {
-        after: None,
-        limit: 100,
-    };
     let actions: Vec<String> = services
         .store
-        .list_audit(Some(&tenant), &Default::default(), &page)
+        .list_audit(Some(&tenant), &Default::default(), 0, 100)
         .await
         .expect("audit")
         .into_iter()
-        .map(|e| e.action)
+        .map(|(_, e)| e.action)
         .collect();
     // Staff reads are recorded as accesses; staff changes as the change itself.
     assert_eq!(

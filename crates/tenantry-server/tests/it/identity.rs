@@ -1031,19 +1031,18 @@ async fn org_admins_act_only_inside_their_organization_and_are_audited() {
         .await
         .expect("lookup")
         .expect("tenant");
-    let page = tenantry::store::PageRequest {
-        after: None,
-        limit: 100,
-    };
     let only_reads = tenantry::audit::AuditFilter {
         action: Some("staff_access.get".into()),
         ..Default::default()
     };
     let entries = services
         .store
-        .list_audit(Some(&tenant), &only_reads, &page)
+        .list_audit(Some(&tenant), &only_reads, 0, 100)
         .await
-        .expect("audit");
+        .expect("audit")
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect::<Vec<_>>();
     assert_eq!(entries.len(), 2);
     assert_eq!(entries[0].actor_scope, format!("organization:{org_id}"));
     assert_eq!(entries[0].action, "staff_access.get");

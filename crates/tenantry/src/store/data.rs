@@ -2,7 +2,7 @@
 //! each tenant's storage, and hands out a [`TenantData`] handle bound to one
 //! tenant. Nothing below the handle takes a tenant id from its caller.
 
-use super::{PageRequest, StoreResult};
+use super::StoreResult;
 use crate::Tenant;
 use crate::audit::{AuditEntry, AuditFilter, NewAuditEntry};
 use crate::ids::RecordId;
@@ -97,13 +97,12 @@ pub trait TenantData: Send + Sync {
     ) -> StoreResult<(u64, Vec<(Value, u64)>)>;
     async fn usage(&self) -> StoreResult<Usage>;
 
-    /// Entries of the tenant's data chain matching `filter`, oldest first,
-    /// paged by entry id.
+    /// Entries of the tenant's data chain after `after_seq` matching
+    /// `filter`, in link order, with their seq.
     async fn list_audit(
         &self,
         filter: &AuditFilter,
-        page: &PageRequest,
-    ) -> StoreResult<Vec<AuditEntry>>;
-    /// The data chain in link order after `after_seq`, with each entry's seq.
-    async fn walk_audit(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<(i64, AuditEntry)>>;
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, AuditEntry)>>;
 }

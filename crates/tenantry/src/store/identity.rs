@@ -111,17 +111,11 @@ pub trait IdentityStore: Send + Sync + 'static {
         entry: &NewAuditEntry,
     ) -> StoreResult<AuditEntry>;
     /// Entries of the tenant's control chain (`None`: the platform chain)
-    /// matching `filter`, oldest first, paged by entry id.
+    /// after `after_seq` matching `filter`, in link order, with their seq.
     async fn list_audit(
         &self,
         tenant: Option<&Tenant>,
         filter: &AuditFilter,
-        page: &PageRequest,
-    ) -> StoreResult<Vec<AuditEntry>>;
-    /// The same chain in link order after `after_seq`, with each entry's seq.
-    async fn walk_audit(
-        &self,
-        tenant: Option<&Tenant>,
         after_seq: i64,
         limit: u32,
     ) -> StoreResult<Vec<(i64, AuditEntry)>>;

@@ -1,6 +1,3 @@
--- Audit listing pages by entry id (time-ordered), chain verification by seq.
-CREATE INDEX audit_log_id ON audit_log (tenant_id, id);
-
 -- Events that concern no tenant (plans, organizations, platform users,
 -- platform logins) form their own chain. tenant_id is always NULL: the
 -- column keeps the layout of audit_log so one code path serves both.

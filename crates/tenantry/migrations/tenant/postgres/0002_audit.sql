@@ -15,7 +15,6 @@ CREATE TABLE audit_log (
     hash text NOT NULL,
     PRIMARY KEY (tenant_id, seq)
 );
-CREATE INDEX audit_log_id ON audit_log (tenant_id, id);
 
 ALTER TABLE audit_log ENABLE ROW LEVEL SECURITY;
 ALTER TABLE audit_log FORCE ROW LEVEL SECURITY;

@@ -15,7 +15,6 @@ CREATE TABLE audit_log (
     hash TEXT NOT NULL,
     PRIMARY KEY (tenant_id, seq)
 );
-CREATE INDEX audit_log_id ON audit_log (tenant_id, id);
 
 CREATE TRIGGER audit_log_append_only_update BEFORE UPDATE ON audit_log
 BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END;

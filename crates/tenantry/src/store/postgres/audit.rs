@@ -8,7 +8,7 @@ use super::control::col;
 use super::pg_error;
 use crate::audit::{AuditChain, AuditEntry, AuditFilter, NewAuditEntry};
 use crate::ids::TenantId;
-use crate::store::{PageRequest, StoreResult, page_limit};
+use crate::store::StoreResult;
 use chrono::{SubsecRound, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Postgres, QueryBuilder};
@@ -132,14 +132,16 @@ pub(super) async fn append(
     Ok(entry)
 }
 
-/// Entries matching `filter`, oldest first, paged by entry id (time-ordered
-/// UUIDv7), so pages of several chains merge into one listing.
+/// Entries after `after_seq` matching `filter`, in link order, with each
+/// entry's seq: seq is the chain's own order, so a cursor made of seqs never
+/// skips an entry (ids come from clocks and are taken before commit).
 pub(super) async fn list(
     conn: &mut PgConnection,
     at: &ChainAt,
     filter: &AuditFilter,
-    page: &PageRequest,
-) -> StoreResult<Vec<AuditEntry>> {
+    after_seq: i64,
+    limit: u32,
+) -> StoreResult<Vec<(i64, AuditEntry)>> {
     let mut q = at.select();
     if let Some(actor) = &filter.actor {
         q.push(" AND actor = ").push_bind(actor.clone());
@@ -150,22 +152,6 @@ pub(super) async fn list(
     if let Some(since) = filter.since {
         q.push(" AND at >= ").push_bind(since);
     }
-    if let Some(after) = page.after {
-        q.push(" AND id > ").push_bind(after);
-    }
-    q.push(" ORDER BY id LIMIT ").push_bind(page_limit(page));
-    let rows = q.build().fetch_all(&mut *conn).await.map_err(pg_error)?;
-    rows.iter().map(|r| at.entry(r)).collect()
-}
-
-/// The chain in link order after `after_seq`, with each entry's seq.
-pub(super) async fn walk(
-    conn: &mut PgConnection,
-    at: &ChainAt,
-    after_seq: i64,
-    limit: u32,
-) -> StoreResult<Vec<(i64, AuditEntry)>> {
-    let mut q = at.select();
     q.push(" AND seq > ")
         .push_bind(after_seq)
         .push(" ORDER BY seq LIMIT ")

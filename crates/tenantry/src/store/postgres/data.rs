@@ -21,7 +21,7 @@ use crate::placement::Server;
 use crate::record::{CollectionDef, FilterOp, Operand, Record, RecordQuery, SortKey};
 use crate::store::data::{DataPlane, TenantData, Usage};
 use crate::store::migrate::MigratePolicy;
-use crate::store::{PageRequest, StoreError, StoreResult, check_quota, strings, time_text};
+use crate::store::{StoreError, StoreResult, check_quota, strings, time_text};
 use crate::{Isolation, Tenant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -1365,17 +1365,12 @@ impl TenantData for PgTenantData {
     async fn list_audit(
         &self,
         filter: &AuditFilter,
-        page: &PageRequest,
-    ) -> StoreResult<Vec<AuditEntry>> {
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, AuditEntry)>> {
         let mut tx = self.tx().await?;
-        let entries = audit::list(&mut tx, &ChainAt::data(self.tenant), filter, page).await?;
-        tx.commit().await.map_err(pg_error)?;
-        Ok(entries)
-    }
-
-    async fn walk_audit(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<(i64, AuditEntry)>> {
-        let mut tx = self.tx().await?;
-        let entries = audit::walk(&mut tx, &ChainAt::data(self.tenant), after_seq, limit).await?;
+        let at = ChainAt::data(self.tenant);
+        let entries = audit::list(&mut tx, &at, filter, after_seq, limit).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(entries)
     }

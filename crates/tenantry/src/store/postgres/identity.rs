@@ -384,22 +384,11 @@ impl IdentityStore for PgControlStore {
         &self,
         t: Option<&Tenant>,
         filter: &AuditFilter,
-        page: &PageRequest,
-    ) -> StoreResult<Vec<AuditEntry>> {
-        let mut tx = self.chain_tx(t).await?;
-        let entries = audit::list(&mut tx, &chain_of(t), filter, page).await?;
-        tx.commit().await.map_err(pg_error)?;
-        Ok(entries)
-    }
-
-    async fn walk_audit(
-        &self,
-        t: Option<&Tenant>,
         after_seq: i64,
         limit: u32,
     ) -> StoreResult<Vec<(i64, AuditEntry)>> {
         let mut tx = self.chain_tx(t).await?;
-        let entries = audit::walk(&mut tx, &chain_of(t), after_seq, limit).await?;
+        let entries = audit::list(&mut tx, &chain_of(t), filter, after_seq, limit).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(entries)
     }

@@ -5,7 +5,7 @@
 use super::{db_error, opt_uuid_col, uuid_col};
 use crate::audit::{AuditChain, AuditEntry, AuditFilter, NewAuditEntry};
 use crate::ids::TenantId;
-use crate::store::{PageRequest, StoreResult, page_limit};
+use crate::store::StoreResult;
 use chrono::{SubsecRound, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
@@ -112,14 +112,16 @@ pub(super) async fn append(
     Ok(entry)
 }
 
-/// Entries matching `filter`, oldest first, paged by entry id (time-ordered
-/// UUIDv7), so pages of several chains merge into one listing.
+/// Entries after `after_seq` matching `filter`, in link order, with each
+/// entry's seq: seq is the chain's own order, so a cursor made of seqs never
+/// skips an entry (ids come from clocks and are taken before commit).
 pub(super) async fn list(
     pool: &SqlitePool,
     at: &ChainAt,
     filter: &AuditFilter,
-    page: &PageRequest,
-) -> StoreResult<Vec<AuditEntry>> {
+    after_seq: i64,
+    limit: u32,
+) -> StoreResult<Vec<(i64, AuditEntry)>> {
     let mut q = at.select();
     if let Some(actor) = &filter.actor {
         q.push(" AND actor = ").push_bind(actor.clone());
@@ -130,22 +132,6 @@ pub(super) async fn list(
     if let Some(since) = filter.since {
         q.push(" AND at >= ").push_bind(since);
     }
-    if let Some(after) = page.after {
-        q.push(" AND id > ").push_bind(after.to_string());
-    }
-    q.push(" ORDER BY id LIMIT ").push_bind(page_limit(page));
-    let rows = q.build().fetch_all(pool).await.map_err(db_error)?;
-    rows.iter().map(|r| at.entry(r)).collect()
-}
-
-/// The chain in link order after `after_seq`, with each entry's seq.
-pub(super) async fn walk(
-    pool: &SqlitePool,
-    at: &ChainAt,
-    after_seq: i64,
-    limit: u32,
-) -> StoreResult<Vec<(i64, AuditEntry)>> {
-    let mut q = at.select();
     q.push(" AND seq > ")
         .push_bind(after_seq)
         .push(" ORDER BY seq LIMIT ")

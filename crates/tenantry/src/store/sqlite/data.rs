@@ -9,9 +9,7 @@ use crate::ids::{RecordId, TenantId};
 use crate::record::{CollectionDef, FilterOp, Operand, Record, RecordQuery, SortKey, json_path};
 use crate::store::data::{DataPlane, TenantData, Usage};
 use crate::store::migrate::{MigratePolicy, latest_version, must_run};
-use crate::store::{
-    PageRequest, StoreError, StoreResult, check_quota, parse_time, strings, time_text,
-};
+use crate::store::{StoreError, StoreResult, check_quota, parse_time, strings, time_text};
 use crate::{Isolation, Tenant};
 use async_trait::async_trait;
 use moka::future::Cache;
@@ -751,12 +749,9 @@ impl TenantData for SqliteTenantData {
     async fn list_audit(
         &self,
         filter: &AuditFilter,
-        page: &PageRequest,
-    ) -> StoreResult<Vec<AuditEntry>> {
-        audit::list(&self.pool, &self.chain(), filter, page).await
-    }
-
-    async fn walk_audit(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<(i64, AuditEntry)>> {
-        audit::walk(&self.pool, &self.chain(), after_seq, limit).await
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, AuditEntry)>> {
+        audit::list(&self.pool, &self.chain(), filter, after_seq, limit).await
     }
 }

@@ -339,18 +339,10 @@ impl IdentityStore for SqliteControlStore {
         &self,
         t: Option<&Tenant>,
         filter: &AuditFilter,
-        page: &PageRequest,
-    ) -> StoreResult<Vec<AuditEntry>> {
-        audit::list(&self.pool, &chain_of(t), filter, page).await
-    }
-
-    async fn walk_audit(
-        &self,
-        t: Option<&Tenant>,
         after_seq: i64,
         limit: u32,
     ) -> StoreResult<Vec<(i64, AuditEntry)>> {
-        audit::walk(&self.pool, &chain_of(t), after_seq, limit).await
+        audit::list(&self.pool, &chain_of(t), filter, after_seq, limit).await
     }
 }
 
