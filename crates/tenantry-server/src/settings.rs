@@ -52,6 +52,9 @@ pub struct Settings {
     /// Tenants with `/metrics` series of their own: the busiest this many
     /// (every tenant would make one series per tenant).
     pub metrics_top_tenants: usize,
+    /// When set, `/metrics` answers only `Authorization: Bearer <token>`
+    /// (its per-tenant series name the busiest tenants).
+    pub metrics_token: Option<String>,
     /// Request body limit in bytes.
     pub max_body_bytes: usize,
     /// Proxies whose `X-Forwarded-Host` is believed.
@@ -99,6 +102,7 @@ impl Default for Settings {
             multi_tenant: true,
             redis_url: None,
             metrics_top_tenants: 20,
+            metrics_token: None,
             max_body_bytes: 1024 * 1024,
             trusted_proxies: Vec::new(),
             log: "info".to_owned(),

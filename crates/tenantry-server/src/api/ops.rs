@@ -4,9 +4,10 @@ use crate::app::AppState;
 use crate::error::Error;
 use axum::Json;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -31,13 +32,29 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, Error> {
     Ok(Json(json!({"status": "ready"})))
 }
 
-/// Prometheus text exposition.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain")))]
-async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+/// Prometheus text exposition (behind `metrics_token` when one is set).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, content_type = "text/plain"), (status = 401, body = crate::api::problem::Problem)))]
+async fn metrics_text(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, Error> {
+    if let Some(token) = &state.settings.metrics_token {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        // Compared by digest: equal-length values, no early exit on the secret.
+        let digest = |s: &str| Sha256::digest(s.as_bytes());
+        if digest(presented) != digest(token) {
+            return Err(Error::Unauthorized);
+        }
+    }
     let mut text = state.metrics.render();
     text.push_str(&crate::monitor::tenant_series::render(
         &state.traffic,
         state.settings.metrics_top_tenants,
     ));
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }

@@ -311,3 +311,29 @@ async fn first_start_without_a_password_generates_one() {
     let store = &app.app_state.services.store;
     assert_eq!(store.count_super_admins().await.expect("count"), 1);
 }
+
+/// With `metrics_token` set, `/metrics` (which names the busiest tenants)
+/// answers only the scraper that presents it.
+#[tokio::test]
+async fn metrics_can_be_kept_for_the_scraper_alone() {
+    let app = TestApp::spawn_with(tempfile::tempdir().expect("dir"), |s| {
+        s.metrics_token = Some("scrape-secret".into());
+    })
+    .await;
+    app.get("/metrics", None)
+        .await
+        .assert_problem(401, "unauthorized");
+    app.get("/metrics", Some("wrong-secret"))
+        .await
+        .assert_problem(401, "unauthorized");
+    let scraped = app.get("/metrics", Some("scrape-secret")).await;
+    assert_eq!(scraped.status, 200);
+    assert!(
+        scraped.text.contains("http_requests_total"),
+        "{}",
+        scraped.text
+    );
+    // Without a token, /metrics stays open (the default, for a private network).
+    let open = TestApp::spawn().await;
+    assert_eq!(open.get("/metrics", None).await.status, 200);
+}
