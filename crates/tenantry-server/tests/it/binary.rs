@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn tenantry(dir: &std::path::Path) -> Command {
@@ -22,11 +22,11 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-#[tokio::test]
-async fn serve_logs_json_per_request_and_exits_cleanly_on_sigterm() {
-    let dir = tempfile::tempdir().expect("dir");
+/// `tenantry serve` on a free port with its stdout captured, once ready:
+/// the child and its base URL.
+async fn serve(mut cmd: Command) -> (Child, String) {
     let port = free_port();
-    let mut child = tenantry(dir.path())
+    let child = cmd
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -37,11 +37,36 @@ async fn serve_logs_json_per_request_and_exits_cleanly_on_sigterm() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match client.get(format!("{base}/readyz")).send().await {
-            Ok(r) if r.status() == 200 => break,
+            Ok(r) if r.status() == 200 => return (child, base),
             _ if Instant::now() > deadline => panic!("server never became ready"),
             _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
+}
+
+/// Stops the server with SIGTERM and returns its log lines as JSON.
+fn stop(mut child: Child) -> (std::process::ExitStatus, Vec<Value>) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = child.wait().expect("wait");
+    let lines = BufReader::new(child.stdout.take().expect("stdout"))
+        .lines()
+        .map_while(Result::ok)
+        .map(|l| {
+            serde_json::from_str(&l).unwrap_or_else(|e| panic!("non-JSON log line {l:?}: {e}"))
+        })
+        .collect();
+    (exit, lines)
+}
+
+#[tokio::test]
+async fn serve_logs_json_per_request_and_exits_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (child, base) = serve(tenantry(dir.path())).await;
+    let client = reqwest::Client::new();
     let res = client
         .get(format!("{base}/api/v1/plans"))
         .header("x-request-id", "log-probe-1")
@@ -50,22 +75,8 @@ async fn serve_logs_json_per_request_and_exits_cleanly_on_sigterm() {
         .expect("request");
     assert_eq!(res.status(), 401);
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let exit = child.wait().expect("wait");
+    let (exit, lines) = stop(child);
     assert!(exit.success(), "exit status {exit:?}");
-
-    let stdout = child.stdout.take().expect("stdout");
-    let lines: Vec<Value> = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .map(|l| {
-            serde_json::from_str(&l).unwrap_or_else(|e| panic!("non-JSON log line {l:?}: {e}"))
-        })
-        .collect();
     let access = lines
         .iter()
         .find(|l| l["request_id"] == "log-probe-1")
@@ -305,21 +316,10 @@ async fn log_lines_inside_a_tenant_request_carry_its_tenant_and_request_ids() {
         .expect("run");
     assert!(created.status.success());
     let tenant: Value = serde_json::from_slice(&created.stdout).expect("json");
-    let port = free_port();
-    let mut child = tenantry(dir.path())
-        .env("TENANTRY_LOG", "info,tenantry_server=debug")
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let base = format!("http://127.0.0.1:{port}");
+    let mut cmd = tenantry(dir.path());
+    cmd.env("TENANTRY_LOG", "info,tenantry_server=debug");
+    let (child, base) = serve(cmd).await;
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !matches!(client.get(format!("{base}/readyz")).send().await, Ok(r) if r.status() == 200) {
-        assert!(Instant::now() < deadline, "server never became ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let login: Value = client
         .post(format!("{base}/api/v1/auth/login"))
         .json(&serde_json::json!({"email": crate::support::ADMIN_EMAIL,
@@ -339,17 +339,7 @@ async fn log_lines_inside_a_tenant_request_carry_its_tenant_and_request_ids() {
         .await
         .expect("request");
     assert_eq!(res.status(), 200);
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    child.wait().expect("wait");
-    let lines: Vec<Value> = BufReader::new(child.stdout.take().expect("stdout"))
-        .lines()
-        .map_while(Result::ok)
-        .filter_map(|l| serde_json::from_str(&l).ok())
-        .collect();
+    let (_, lines) = stop(child);
     let inner = lines
         .iter()
         .find(|l| l["message"] == "tenant resolved")
