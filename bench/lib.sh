@@ -4,6 +4,7 @@
 #
 #   source bench/lib.sh
 #   start_server <port> [postgres-base-url]   # sets BASE; PostgreSQL gets a fresh database
+#                                             # (TENANTRY_BIN: another binary to start)
 #   stop_server
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -41,7 +42,7 @@ start_server() {
     DATABASES+=("$pg $db")
     env+=(TENANTRY_DATABASE_URL="$pg/$db" TENANTRY_DATABASE_MAX_CONNECTIONS="${PG_CONNECTIONS:-16}")
   fi
-  env "${env[@]}" target/release/tenantry serve >"$data/server.log" 2>&1 &
+  env "${env[@]}" "${TENANTRY_BIN:-target/release/tenantry}" serve >"$data/server.log" 2>&1 &
   PID=$!
   BASE="http://127.0.0.1:$port"
   for _ in $(seq 1 300); do curl -sf "$BASE/readyz" >/dev/null && return 0; sleep 0.1; done

@@ -3,6 +3,7 @@
 //! lazily and are closed when idle or evicted (bounded, least recently used).
 
 use super::audit::{self, ChainAt};
+use super::reader::Readers;
 use super::{begin_write, db_error};
 use crate::audit::{AuditChain, AuditEntry, AuditFilter, NewAuditEntry};
 use crate::ids::{RecordId, TenantId};
@@ -13,6 +14,7 @@ use crate::store::{StoreError, StoreResult, check_quota, parse_time, strings, ti
 use crate::{Isolation, Tenant};
 use async_trait::async_trait;
 use moka::future::Cache;
+use rusqlite::OptionalExtension;
 use serde_json::Value;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -74,7 +76,25 @@ pub struct SqliteDataPlane {
     /// in order instead of in SQLite's busy handler, which sleeps and retries
     /// (tens of milliseconds of tail latency under concurrent writes).
     shared_writer: SqlitePool,
-    dedicated: Cache<TenantId, SqlitePool>,
+    shared_readers: Arc<Readers>,
+    dedicated: Cache<TenantId, Dedicated>,
+}
+
+/// An open dedicated database: its sqlx connection and its point reader.
+#[derive(Clone)]
+struct Dedicated {
+    pool: SqlitePool,
+    readers: Arc<Readers>,
+}
+
+impl Dedicated {
+    async fn open(path: &Path, create: bool) -> StoreResult<Self> {
+        let pool = open_pool(path, create, 1).await?;
+        Ok(Self {
+            pool,
+            readers: Arc::new(Readers::open(path, 1)?),
+        })
+    }
 }
 
 impl SqliteDataPlane {
@@ -87,6 +107,7 @@ impl SqliteDataPlane {
         let shared = open_pool(&data_dir.join("shared.db"), true, 8).await?;
         migrate(&shared, policy, "the shared tenant database").await?;
         Ok(Self {
+            shared_readers: Arc::new(Readers::open(&data_dir.join("shared.db"), 4)?),
             shared,
             shared_writer: open_pool(&data_dir.join("shared.db"), false, 1).await?,
             dedicated: Cache::builder()
@@ -101,7 +122,7 @@ impl SqliteDataPlane {
         self.dir.join(format!("{tenant}.db"))
     }
 
-    async fn dedicated_pool(&self, tenant: TenantId) -> StoreResult<SqlitePool> {
+    async fn dedicated(&self, tenant: TenantId) -> StoreResult<Dedicated> {
         let path = self.path(tenant);
         self.dedicated
             .try_get_with(tenant, async move {
@@ -111,7 +132,7 @@ impl SqliteDataPlane {
                         path.display()
                     )));
                 }
-                open_pool(&path, false, 1).await
+                Dedicated::open(&path, false).await
             })
             .await
             .map_err(|e: Arc<StoreError>| (*e).clone())
@@ -128,9 +149,9 @@ impl SqliteDataPlane {
 impl DataPlane for SqliteDataPlane {
     async fn provision(&self, tenant: &Tenant) -> StoreResult<()> {
         if tenant.isolation == Isolation::Dedicated {
-            let pool = open_pool(&self.path(tenant.id), true, 1).await?;
-            migrate(&pool, MigratePolicy::Apply, "a new tenant database").await?;
-            self.dedicated.insert(tenant.id, pool).await;
+            let db = Dedicated::open(&self.path(tenant.id), true).await?;
+            migrate(&db.pool, MigratePolicy::Apply, "a new tenant database").await?;
+            self.dedicated.insert(tenant.id, db).await;
         }
         Ok(())
     }
@@ -143,7 +164,7 @@ impl DataPlane for SqliteDataPlane {
         if tenant.isolation == Isolation::Dedicated {
             let what = format!("tenant {}'s database", tenant.slug);
             migrate(
-                &self.dedicated_pool(tenant.id).await?,
+                &self.dedicated(tenant.id).await?.pool,
                 MigratePolicy::Apply,
                 &what,
             )
@@ -154,16 +175,21 @@ impl DataPlane for SqliteDataPlane {
 
     async fn handle(&self, tenant: &Tenant) -> StoreResult<Arc<dyn TenantData>> {
         // A dedicated database has a single connection: reads and writes share it.
-        let (pool, writer) = match tenant.isolation {
-            Isolation::Shared => (self.shared.clone(), self.shared_writer.clone()),
+        let (pool, writer, readers) = match tenant.isolation {
+            Isolation::Shared => (
+                self.shared.clone(),
+                self.shared_writer.clone(),
+                self.shared_readers.clone(),
+            ),
             Isolation::Dedicated => {
-                let pool = self.dedicated_pool(tenant.id).await?;
-                (pool.clone(), pool)
+                let db = self.dedicated(tenant.id).await?;
+                (db.pool.clone(), db.pool, db.readers)
             }
         };
         Ok(Arc::new(SqliteTenantData {
             pool,
             writer,
+            readers,
             tenant: tenant.id.to_string(),
             tenant_id: tenant.id,
         }))
@@ -183,8 +209,8 @@ impl DataPlane for SqliteDataPlane {
                 tx.commit().await.map_err(db_error)
             }
             Isolation::Dedicated => {
-                if let Some(pool) = self.dedicated.remove(&tenant.id).await {
-                    pool.close().await;
+                if let Some(db) = self.dedicated.remove(&tenant.id).await {
+                    db.pool.close().await;
                 }
                 let path = self.path(tenant.id);
                 for suffix in ["", "-wal", "-shm"] {
@@ -210,6 +236,7 @@ impl DataPlane for SqliteDataPlane {
 struct SqliteTenantData {
     pool: SqlitePool,
     writer: SqlitePool,
+    readers: Arc<Readers>,
     tenant: String,
     tenant_id: TenantId,
 }
@@ -571,16 +598,30 @@ impl TenantData for SqliteTenantData {
     }
 
     async fn record(&self, collection: &str, id: RecordId) -> StoreResult<Option<Record>> {
-        sqlx::query("SELECT * FROM records WHERE tenant_id = ? AND collection = ? AND id = ?")
-            .bind(&self.tenant)
-            .bind(collection)
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error)?
-            .as_ref()
-            .map(record_from_row)
-            .transpose()
+        type Row = (String, i64, String, String, Option<String>);
+        let row: Option<Row> = self.readers.read(|conn| {
+            conn.prepare_cached(
+                "SELECT data, version, created_at, updated_at, created_by FROM records
+                 WHERE tenant_id = ?1 AND collection = ?2 AND id = ?3",
+            )?
+            .query_row(
+                rusqlite::params![self.tenant, collection, id.to_string()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()
+        })?;
+        let Some((data, version, created_at, updated_at, created_by)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(Record {
+            id,
+            data: serde_json::from_str(&data)
+                .map_err(|e| StoreError::Internal(format!("bad json in data: {e}")))?,
+            version,
+            created_at: parse_time(&created_at)?,
+            updated_at: parse_time(&updated_at)?,
+            created_by: created_by.and_then(|c| c.parse().ok()),
+        }))
     }
 
     async fn list_records(

@@ -3,6 +3,7 @@
 mod audit;
 mod data;
 mod identity;
+mod reader;
 
 pub use data::SqliteDataPlane;
 
