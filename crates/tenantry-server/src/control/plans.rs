@@ -36,10 +36,14 @@ impl Services {
         Ok(self.store.list_plans().await?)
     }
 
+    /// A plan by code, from the cache (every tenant-scoped request asks for
+    /// its tenant's plan; `put_plan` invalidates it here, the TTL elsewhere).
     pub async fn plan(&self, code: &str) -> Result<Plan> {
-        self.store
-            .plan(code)
-            .await?
+        self.caches
+            .plans
+            .try_get_with(code.to_owned(), self.store.plan(code))
+            .await
+            .map_err(|e: std::sync::Arc<tenantry::store::StoreError>| Error::from((*e).clone()))?
             .ok_or_else(|| Error::NotFound("plan".into()))
     }
 
