@@ -19,7 +19,7 @@ use serde_json::Value;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::{Row, SqliteConnection, SqlitePool};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -298,38 +298,95 @@ fn index_name(field: &str) -> String {
     format!("records_f_{}", field.replace('.', "__"))
 }
 
-fn push_operand(q: &mut QueryBuilder<'_, Sqlite>, op: &Operand) {
-    match op {
-        Operand::Number(n) => q.push_bind(*n),
-        Operand::Text(s) => q.push_bind(s.clone()),
-    };
+/// The columns `RecordRow` reads, in its order.
+const RECORD_COLUMNS: &str = "id, data, version, created_at, updated_at, created_by";
+
+/// A record as the in-place reader fetches it (decoded outside the lock).
+struct RecordRow(String, String, i64, String, String, Option<String>);
+
+impl RecordRow {
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self(
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+        ))
+    }
+
+    fn record(self) -> StoreResult<Record> {
+        let RecordRow(id, data, version, created_at, updated_at, created_by) = self;
+        Ok(Record {
+            id: id
+                .parse()
+                .map_err(|_| StoreError::Internal(format!("bad record id {id:?}")))?,
+            data: serde_json::from_str(&data)
+                .map_err(|e| StoreError::Internal(format!("bad json in data: {e}")))?,
+            version,
+            created_at: parse_time(&created_at)?,
+            updated_at: parse_time(&updated_at)?,
+            created_by: created_by.and_then(|c| c.parse().ok()),
+        })
+    }
 }
 
-/// `coalesce(<typed comparison>, 0)`: a missing field or a type mismatch is false, not NULL.
-fn push_compare(q: &mut QueryBuilder<'_, Sqlite>, path: &str, cmp: &str, op: &Operand) {
-    let types = match op {
-        Operand::Number(_) => "('integer', 'real')",
-        Operand::Text(_) => "('text')",
-    };
-    q.push("coalesce(json_type(data, ")
-        .push_bind(path.to_owned())
-        .push(") IN ")
-        .push(types);
-    q.push(" AND json_extract(data, ")
-        .push_bind(path.to_owned())
-        .push(") ")
-        .push(cmp)
-        .push(" ");
-    push_operand(q, op);
-    q.push(", 0)");
+/// SQL with `?` placeholders and the values bound to them, built together
+/// so a value never lands in the SQL text.
+#[derive(Default)]
+struct Sql {
+    text: String,
+    params: Vec<rusqlite::types::Value>,
 }
 
-fn bind_key(q: &mut QueryBuilder<'_, Sqlite>, key: &Value) {
-    match key {
-        Value::Number(n) => q.push_bind(n.as_f64().unwrap_or(0.0)),
-        Value::String(s) => q.push_bind(s.clone()),
-        other => q.push_bind(other.to_string()),
-    };
+impl Sql {
+    fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    fn bind(&mut self, value: impl Into<rusqlite::types::Value>) -> &mut Self {
+        self.text.push('?');
+        self.params.push(value.into());
+        self
+    }
+
+    fn bind_operand(&mut self, op: &Operand) -> &mut Self {
+        match op {
+            Operand::Number(n) => self.bind(*n),
+            Operand::Text(s) => self.bind(s.clone()),
+        }
+    }
+
+    /// A sort key value of a cursor, as its column compares.
+    fn bind_key(&mut self, key: &Value) -> &mut Self {
+        match key {
+            Value::Number(n) => self.bind(n.as_f64().unwrap_or(0.0)),
+            Value::String(s) => self.bind(s.clone()),
+            other => self.bind(other.to_string()),
+        }
+    }
+
+    /// A typed comparison of a JSON field: numbers compare with numbers,
+    /// text with text, and a field of another type never matches.
+    fn compare(&mut self, path: &str, cmp: &str, op: &Operand) -> &mut Self {
+        let types = match op {
+            Operand::Number(_) => "('integer', 'real')",
+            Operand::Text(_) => "('text')",
+        };
+        self.push("coalesce(json_type(data, ")
+            .bind(path.to_owned())
+            .push(") IN ")
+            .push(types)
+            .push(" AND json_extract(data, ")
+            .bind(path.to_owned())
+            .push(") ")
+            .push(cmp)
+            .push(" ")
+            .bind_operand(op)
+            .push(", 0)")
+    }
 }
 
 impl SqliteTenantData {
@@ -598,30 +655,18 @@ impl TenantData for SqliteTenantData {
     }
 
     async fn record(&self, collection: &str, id: RecordId) -> StoreResult<Option<Record>> {
-        type Row = (String, i64, String, String, Option<String>);
-        let row: Option<Row> = self.readers.read(|conn| {
-            conn.prepare_cached(
-                "SELECT data, version, created_at, updated_at, created_by FROM records
-                 WHERE tenant_id = ?1 AND collection = ?2 AND id = ?3",
-            )?
-            .query_row(
-                rusqlite::params![self.tenant, collection, id.to_string()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-            )
-            .optional()
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM records WHERE tenant_id = ?1 AND collection = ?2 AND id = ?3"
+        );
+        let row = self.readers.read(|conn| {
+            conn.prepare_cached(&sql)?
+                .query_row(
+                    rusqlite::params![self.tenant, collection, id.to_string()],
+                    RecordRow::read,
+                )
+                .optional()
         })?;
-        let Some((data, version, created_at, updated_at, created_by)) = row else {
-            return Ok(None);
-        };
-        Ok(Some(Record {
-            id,
-            data: serde_json::from_str(&data)
-                .map_err(|e| StoreError::Internal(format!("bad json in data: {e}")))?,
-            version,
-            created_at: parse_time(&created_at)?,
-            updated_at: parse_time(&updated_at)?,
-            created_by: created_by.and_then(|c| c.parse().ok()),
-        }))
+        row.map(RecordRow::record).transpose()
     }
 
     async fn list_records(
@@ -629,30 +674,29 @@ impl TenantData for SqliteTenantData {
         def: &CollectionDef,
         query: &RecordQuery,
     ) -> StoreResult<Vec<Record>> {
-        let mut q = QueryBuilder::<Sqlite>::new("SELECT * FROM records WHERE tenant_id = ");
-        q.push_bind(self.tenant.clone())
-            .push(" AND collection = ")
-            .push_bind(def.name.clone());
+        let mut q = Sql::default();
+        q.push(&format!(
+            "SELECT {RECORD_COLUMNS} FROM records WHERE tenant_id = "
+        ))
+        .bind(self.tenant.clone())
+        .push(" AND collection = ")
+        .bind(def.name.clone());
         for f in &query.filters {
             let path = json_path(&f.field);
             q.push(" AND ");
             match f.op {
-                FilterOp::Eq => push_compare(&mut q, &path, "=", &f.operands[0]),
-                FilterOp::Ne => {
-                    q.push("NOT ");
-                    push_compare(&mut q, &path, "=", &f.operands[0]);
-                }
-                FilterOp::Gte => push_compare(&mut q, &path, ">=", &f.operands[0]),
-                FilterOp::Lte => push_compare(&mut q, &path, "<=", &f.operands[0]),
+                FilterOp::Eq => q.compare(&path, "=", &f.operands[0]),
+                FilterOp::Ne => q.push("NOT ").compare(&path, "=", &f.operands[0]),
+                FilterOp::Gte => q.compare(&path, ">=", &f.operands[0]),
+                FilterOp::Lte => q.compare(&path, "<=", &f.operands[0]),
                 FilterOp::In => {
                     q.push("(0");
                     for op in &f.operands {
-                        q.push(" OR ");
-                        push_compare(&mut q, &path, "=", op);
+                        q.push(" OR ").compare(&path, "=", op);
                     }
-                    q.push(")");
+                    q.push(")")
                 }
-            }
+            };
         }
         let key = sort_sql(&query.sort);
         let (cmp, dir) = if query.descending {
@@ -661,19 +705,21 @@ impl TenantData for SqliteTenantData {
             (">", "ASC")
         };
         if let Some(after) = &query.after {
-            q.push(format_args!(" AND ({key}, id) {cmp} ("));
-            bind_key(&mut q, &after.key);
-            q.push(", ").push_bind(after.id.to_string()).push(")");
+            q.push(&format!(" AND ({key}, id) {cmp} ("))
+                .bind_key(&after.key)
+                .push(", ")
+                .bind(after.id.to_string())
+                .push(")");
         }
-        q.push(format_args!(" ORDER BY {key} {dir}, id {dir} LIMIT "));
-        q.push_bind(i64::from(query.limit.max(1)));
-        q.build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?
-            .iter()
-            .map(record_from_row)
-            .collect()
+        q.push(&format!(" ORDER BY {key} {dir}, id {dir} LIMIT "))
+            .bind(i64::from(query.limit.max(1)));
+        let rows: Vec<RecordRow> = self.readers.read(|conn| {
+            let mut statement = conn.prepare_cached(&q.text)?;
+            let rows =
+                statement.query_map(rusqlite::params_from_iter(&q.params), RecordRow::read)?;
+            rows.collect()
+        })?;
+        rows.into_iter().map(RecordRow::record).collect()
     }
 
     async fn update_record(
