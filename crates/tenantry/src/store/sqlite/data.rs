@@ -71,25 +71,69 @@ async fn migrate(pool: &SqlitePool, policy: MigratePolicy, what: &str) -> StoreR
 
 pub struct SqliteDataPlane {
     dir: PathBuf,
-    shared: SqlitePool,
+    shared: LazyPool,
     /// One connection for the shared database's writes: writers queue here
     /// in order instead of in SQLite's busy handler, which sleeps and retries
     /// (tens of milliseconds of tail latency under concurrent writes).
-    shared_writer: SqlitePool,
+    shared_writer: LazyPool,
     shared_readers: Arc<Readers>,
     dedicated: Cache<TenantId, Dedicated>,
 }
 
-/// An open dedicated database: its sqlx connection and its point reader.
+/// A sqlx pool opened on first use: a dedicated database that is only read
+/// (most are, most of the time) never starts sqlx's connection thread, so
+/// re-opening one that the LRU let go costs a file open, not a thread.
+#[derive(Clone)]
+struct LazyPool {
+    path: PathBuf,
+    cell: Arc<tokio::sync::OnceCell<SqlitePool>>,
+}
+
+impl LazyPool {
+    fn ready(path: &Path, pool: SqlitePool) -> Self {
+        Self {
+            path: path.to_owned(),
+            cell: Arc::new(tokio::sync::OnceCell::new_with(Some(pool))),
+        }
+    }
+
+    fn lazy(path: &Path) -> Self {
+        Self {
+            path: path.to_owned(),
+            cell: Arc::new(tokio::sync::OnceCell::new()),
+        }
+    }
+
+    async fn get(&self) -> StoreResult<&SqlitePool> {
+        self.cell
+            .get_or_try_init(|| open_pool(&self.path, false, 1))
+            .await
+    }
+
+    async fn close(&self) {
+        if let Some(pool) = self.cell.get() {
+            pool.close().await;
+        }
+    }
+}
+
+/// An open dedicated database: its (lazy) sqlx connection for writes and
+/// the rarer reads, and its in-place point reader.
 #[derive(Clone)]
 struct Dedicated {
-    pool: SqlitePool,
+    pool: LazyPool,
     readers: Arc<Readers>,
 }
 
 impl Dedicated {
+    /// A new database is created (and migrated) through sqlx at once; an
+    /// existing one is opened for reading only until something writes.
     async fn open(path: &Path, create: bool) -> StoreResult<Self> {
-        let pool = open_pool(path, create, 1).await?;
+        let pool = if create {
+            LazyPool::ready(path, open_pool(path, true, 1).await?)
+        } else {
+            LazyPool::lazy(path)
+        };
         Ok(Self {
             pool,
             readers: Arc::new(Readers::open(path, 1)?),
@@ -106,10 +150,11 @@ impl SqliteDataPlane {
             .map_err(|e| StoreError::Internal(format!("creating {}: {e}", dir.display())))?;
         let shared = open_pool(&data_dir.join("shared.db"), true, 8).await?;
         migrate(&shared, policy, "the shared tenant database").await?;
+        let path = data_dir.join("shared.db");
         Ok(Self {
-            shared_readers: Arc::new(Readers::open(&data_dir.join("shared.db"), 4)?),
-            shared,
-            shared_writer: open_pool(&data_dir.join("shared.db"), false, 1).await?,
+            shared_readers: Arc::new(Readers::open(&path, 4)?),
+            shared: LazyPool::ready(&path, shared),
+            shared_writer: LazyPool::ready(&path, open_pool(&path, false, 1).await?),
             dedicated: Cache::builder()
                 .max_capacity(max_open)
                 .time_to_idle(Duration::from_secs(300))
@@ -150,7 +195,12 @@ impl DataPlane for SqliteDataPlane {
     async fn provision(&self, tenant: &Tenant) -> StoreResult<()> {
         if tenant.isolation == Isolation::Dedicated {
             let db = Dedicated::open(&self.path(tenant.id), true).await?;
-            migrate(&db.pool, MigratePolicy::Apply, "a new tenant database").await?;
+            migrate(
+                db.pool.get().await?,
+                MigratePolicy::Apply,
+                "a new tenant database",
+            )
+            .await?;
             self.dedicated.insert(tenant.id, db).await;
         }
         Ok(())
@@ -164,7 +214,7 @@ impl DataPlane for SqliteDataPlane {
         if tenant.isolation == Isolation::Dedicated {
             let what = format!("tenant {}'s database", tenant.slug);
             migrate(
-                &self.dedicated(tenant.id).await?.pool,
+                self.dedicated(tenant.id).await?.pool.get().await?,
                 MigratePolicy::Apply,
                 &what,
             )
@@ -198,7 +248,7 @@ impl DataPlane for SqliteDataPlane {
     async fn purge(&self, tenant: &Tenant) -> StoreResult<()> {
         match tenant.isolation {
             Isolation::Shared => {
-                let mut tx = begin_write(&self.shared).await?;
+                let mut tx = begin_write(self.shared.get().await?).await?;
                 for table in ["record_uniques", "records", "collections", "usage"] {
                     sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = ?"))
                         .bind(tenant.id.to_string())
@@ -234,8 +284,8 @@ impl DataPlane for SqliteDataPlane {
 
 /// A handle bound to one tenant: every statement binds `self.tenant`.
 struct SqliteTenantData {
-    pool: SqlitePool,
-    writer: SqlitePool,
+    pool: LazyPool,
+    writer: LazyPool,
     readers: Arc<Readers>,
     tenant: String,
     tenant_id: TenantId,
@@ -512,7 +562,7 @@ impl TenantData for SqliteTenantData {
     async fn collections(&self) -> StoreResult<Vec<CollectionDef>> {
         sqlx::query("SELECT * FROM collections WHERE tenant_id = ? ORDER BY name")
             .bind(&self.tenant)
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool.get().await?)
             .await
             .map_err(db_error)?
             .iter()
@@ -524,7 +574,7 @@ impl TenantData for SqliteTenantData {
         sqlx::query("SELECT * FROM collections WHERE tenant_id = ? AND name = ?")
             .bind(&self.tenant)
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool.get().await?)
             .await
             .map_err(db_error)?
             .as_ref()
@@ -541,11 +591,11 @@ impl TenantData for SqliteTenantData {
                 sort_sql(&SortKey::Field(field.clone()))
             );
             sqlx::query(&sql)
-                .execute(&self.writer)
+                .execute(self.writer.get().await?)
                 .await
                 .map_err(db_error)?;
         }
-        let mut tx = begin_write(&self.writer).await?;
+        let mut tx = begin_write(self.writer.get().await?).await?;
         let existed: Option<i64> =
             sqlx::query_scalar("SELECT 1 FROM collections WHERE tenant_id = ? AND name = ?")
                 .bind(&self.tenant)
@@ -600,7 +650,7 @@ impl TenantData for SqliteTenantData {
         def: &CollectionDef,
         a: &NewAuditEntry,
     ) -> StoreResult<()> {
-        let mut tx = begin_write(&self.writer).await?;
+        let mut tx = begin_write(self.writer.get().await?).await?;
         let done = sqlx::query(
             "INSERT INTO collections (tenant_id, name, schema, unique_fields, indexed_fields, required_feature, created_at, updated_at)
              VALUES (?, ?, NULL, '[]', '[]', NULL, ?, ?) ON CONFLICT (tenant_id, name) DO NOTHING",
@@ -626,7 +676,7 @@ impl TenantData for SqliteTenantData {
         a: &NewAuditEntry,
     ) -> StoreResult<()> {
         let data = r.data.to_string();
-        let mut tx = begin_write(&self.writer).await?;
+        let mut tx = begin_write(self.writer.get().await?).await?;
         check_quota(
             self.current_storage(&mut tx).await?,
             data.len() as i64,
@@ -731,7 +781,7 @@ impl TenantData for SqliteTenantData {
         a: &NewAuditEntry,
     ) -> StoreResult<()> {
         let data = r.data.to_string();
-        let mut tx = begin_write(&self.writer).await?;
+        let mut tx = begin_write(self.writer.get().await?).await?;
         let (version, old_len) = self
             .stored(&mut tx, &def.name, r.id)
             .await?
@@ -768,7 +818,7 @@ impl TenantData for SqliteTenantData {
         expected: Option<i64>,
         a: &NewAuditEntry,
     ) -> StoreResult<()> {
-        let mut tx = begin_write(&self.writer).await?;
+        let mut tx = begin_write(self.writer.get().await?).await?;
         let (version, len) = self
             .stored(&mut tx, &def.name, id)
             .await?
@@ -803,7 +853,7 @@ impl TenantData for SqliteTenantData {
         .bind(json_path(field))
         .bind(&self.tenant)
         .bind(collection)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool.get().await?)
         .await
         .map_err(db_error)?;
         let total = rows.iter().map(|(_, n)| (*n).max(0) as u64).sum();
@@ -823,7 +873,7 @@ impl TenantData for SqliteTenantData {
         let row: Option<(i64, i64)> =
             sqlx::query_as("SELECT records, storage_bytes FROM usage WHERE tenant_id = ?")
                 .bind(&self.tenant)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.pool.get().await?)
                 .await
                 .map_err(db_error)?;
         let (records, storage_bytes) = row.unwrap_or((0, 0));
@@ -839,6 +889,13 @@ impl TenantData for SqliteTenantData {
         after_seq: i64,
         limit: u32,
     ) -> StoreResult<Vec<(i64, AuditEntry)>> {
-        audit::list(&self.pool, &self.chain(), filter, after_seq, limit).await
+        audit::list(
+            self.pool.get().await?,
+            &self.chain(),
+            filter,
+            after_seq,
+            limit,
+        )
+        .await
     }
 }
