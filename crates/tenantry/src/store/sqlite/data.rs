@@ -50,7 +50,9 @@ async fn open_pool(path: &Path, create: bool, max_connections: u32) -> StoreResu
     SqlitePoolOptions::new()
         .max_connections(max_connections)
         .min_connections(0)
-        .idle_timeout(Duration::from_secs(60))
+        // Each sqlx connection is a thread with its own caches: one a
+        // tenant stopped writing to should not outlive the burst by long.
+        .idle_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(options)
         .await
