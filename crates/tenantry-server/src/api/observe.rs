@@ -17,10 +17,6 @@ static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
-/// The request's id, for handlers that record it (audit).
-#[derive(Clone, Debug)]
-pub struct RequestId(pub String);
-
 /// An incoming id is echoed only if it is short, visible ASCII: anything else
 /// could forge log lines.
 fn valid_request_id(v: &HeaderValue) -> Option<String> {
@@ -46,7 +42,6 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    req.extensions_mut().insert(RequestId(request_id.clone()));
     let slot = TenantSlot::default();
     req.extensions_mut().insert(slot.clone());
     let rate = RateSlot::default();

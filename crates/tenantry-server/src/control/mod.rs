@@ -57,6 +57,8 @@ pub struct Caches {
         moka::future::Cache<(tenantry::TenantId, String), Option<tenantry::record::CollectionDef>>,
     /// plan code → plan.
     pub plans: moka::future::Cache<String, Option<tenantry::Plan>>,
+    /// (user, target tenant) of cross-tenant attempts recorded this minute.
+    pub cross_tenant_recorded: moka::sync::Cache<(UserId, tenantry::TenantId), ()>,
 }
 
 impl Default for Caches {
@@ -74,6 +76,10 @@ impl Default for Caches {
             plans: moka::future::Cache::builder()
                 .max_capacity(1_000)
                 .time_to_live(ttl)
+                .build(),
+            cross_tenant_recorded: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(std::time::Duration::from_secs(60))
                 .build(),
         }
     }
@@ -136,14 +142,15 @@ impl Services {
         self.store.append_audit(tenant, &entry).await?;
         Ok(())
     }
-}
 
-impl Services {
     /// A refused attempt to act in another tenant. It is recorded in the
     /// caller's own chain (a tenant user's: its tenant's; an org admin's:
     /// the platform's), naming the target as the resource: the target's
     /// admins must not learn who probes them, nor may the answer to an org
-    /// admin differ from the one for a tenant that does not exist.
+    /// admin differ from the one for a tenant that does not exist. Repeats
+    /// by one user against one tenant are recorded once a minute: the
+    /// attempt happens before any rate limit, and must not let a client
+    /// write to the log as fast as it can send.
     pub async fn audit_cross_tenant(
         &self,
         actor: &Principal,
@@ -151,6 +158,11 @@ impl Services {
         method: &str,
         path: &str,
     ) -> Result<()> {
+        let key = (actor.user_id, target.id);
+        if self.caches.cross_tenant_recorded.contains_key(&key) {
+            return Ok(());
+        }
+        self.caches.cross_tenant_recorded.insert(key, ());
         let own = match actor.tenant_id {
             Some(tid) => self.resolver.find(&tid.to_string()).await?,
             None => None,
