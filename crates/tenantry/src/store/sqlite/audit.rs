@@ -5,8 +5,9 @@
 use super::{db_error, opt_uuid_col, uuid_col};
 use crate::audit::{AuditChain, AuditEntry, AuditFilter, NewAuditEntry};
 use crate::ids::TenantId;
-use crate::store::StoreResult;
+use crate::store::{StoreError, StoreResult};
 use chrono::{SubsecRound, Utc};
+use rusqlite::OptionalExtension;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
@@ -140,4 +141,127 @@ pub(super) async fn list(
     rows.iter()
         .map(|r| Ok((r.try_get("seq").map_err(db_error)?, at.entry(r)?)))
         .collect()
+}
+
+/// `append` on a direct (rusqlite) write transaction: the data chain is
+/// written beside the records, which are written that way.
+pub(super) fn append_direct(
+    tx: &rusqlite::Connection,
+    at: &ChainAt,
+    new: &NewAuditEntry,
+) -> StoreResult<AuditEntry> {
+    use super::direct::direct_error;
+    let head_sql = format!(
+        "SELECT seq, hash FROM {} WHERE tenant_id IS ?1 ORDER BY seq DESC LIMIT 1",
+        at.table
+    );
+    let tenant = at.tenant.map(|t| t.to_string());
+    let head: Option<(i64, String)> = tx
+        .prepare_cached(&head_sql)
+        .map_err(direct_error)?
+        .query_row([&tenant], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(direct_error)?;
+    let (seq, prev) = match head {
+        Some((seq, hash)) => (seq + 1, Some(hash)),
+        None => (1, None),
+    };
+    let now = Utc::now().trunc_subsecs(6);
+    let entry = AuditEntry::chain(at.kind, at.tenant, new, prev, now);
+    let insert_sql = format!(
+        "INSERT INTO {} (tenant_id, seq, id, actor, actor_scope, action, resource, at, request_id, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        at.table
+    );
+    tx.prepare_cached(&insert_sql)
+        .map_err(direct_error)?
+        .execute(rusqlite::params![
+            tenant,
+            seq,
+            entry.id.to_string(),
+            entry.actor,
+            entry.actor_scope,
+            entry.action,
+            entry.resource,
+            stored_time(entry.at),
+            entry.request_id,
+            entry.prev_hash,
+            entry.hash,
+        ])
+        .map_err(direct_error)?;
+    Ok(entry)
+}
+
+/// `list` on a direct (rusqlite) connection.
+pub(super) fn list_direct(
+    conn: &rusqlite::Connection,
+    at: &ChainAt,
+    filter: &AuditFilter,
+    after_seq: i64,
+    limit: u32,
+) -> StoreResult<Vec<(i64, AuditEntry)>> {
+    use super::direct::direct_error;
+    use rusqlite::types::Value as V;
+    let mut sql = format!("SELECT * FROM {} WHERE tenant_id IS ?", at.table);
+    let mut params: Vec<V> = vec![at.tenant.map_or(V::Null, |t| V::Text(t.to_string()))];
+    for (column, value) in [("actor", &filter.actor), ("action", &filter.action)] {
+        if let Some(value) = value {
+            sql.push_str(&format!(" AND {column} = ?"));
+            params.push(V::Text(value.clone()));
+        }
+    }
+    if let Some(since) = filter.since {
+        sql.push_str(" AND at >= ?");
+        params.push(V::Text(stored_time(since)));
+    }
+    sql.push_str(" AND seq > ? ORDER BY seq LIMIT ?");
+    params.push(V::Integer(after_seq));
+    params.push(V::Integer(i64::from(limit.max(1))));
+    let mut statement = conn.prepare_cached(&sql).map_err(direct_error)?;
+    let rows = statement
+        .query_map(rusqlite::params_from_iter(&params), |r| {
+            Ok((
+                r.get::<_, i64>("seq")?,
+                r.get::<_, String>("id")?,
+                r.get::<_, String>("actor")?,
+                r.get::<_, String>("actor_scope")?,
+                r.get::<_, String>("action")?,
+                r.get::<_, String>("resource")?,
+                r.get::<_, String>("at")?,
+                r.get::<_, Option<String>>("request_id")?,
+                r.get::<_, Option<String>>("prev_hash")?,
+                r.get::<_, String>("hash")?,
+            ))
+        })
+        .map_err(direct_error)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(direct_error)?;
+    rows.into_iter()
+        .map(
+            |(seq, id, actor, actor_scope, action, resource, time, request_id, prev_hash, hash)| {
+                let entry = AuditEntry {
+                    id: id
+                        .parse()
+                        .map_err(|_| StoreError::Internal(format!("bad audit id {id:?}")))?,
+                    tenant_id: at.tenant,
+                    actor,
+                    actor_scope,
+                    action,
+                    resource,
+                    at: crate::store::parse_time(&time)?,
+                    request_id,
+                    prev_hash,
+                    hash,
+                    chain: at.kind,
+                };
+                Ok((seq, entry))
+            },
+        )
+        .collect()
+}
+
+/// How a time is written to an audit row: as sqlx writes a `DateTime<Utc>`
+/// (RFC 3339, `+00:00`), always with microseconds, so text order is time order.
+fn stored_time(t: chrono::DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
 }

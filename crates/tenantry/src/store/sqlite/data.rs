@@ -1,10 +1,12 @@
 //! The data plane on SQLite: shared tier in `shared.db`, dedicated tier in
 //! `tenants/<id>.db`, both with the same schema. Dedicated databases open
 //! lazily and are closed when idle or evicted (bounded, least recently used).
+//! sqlx creates and migrates them; requests reach them in place
+//! (`direct.rs`), without a connection thread per database.
 
 use super::audit::{self, ChainAt};
-use super::reader::Readers;
-use super::{begin_write, db_error};
+use super::db_error;
+use super::direct::{Readers, Writer, direct_error};
 use crate::audit::{AuditChain, AuditEntry, AuditFilter, NewAuditEntry};
 use crate::ids::{RecordId, TenantId};
 use crate::record::{CollectionDef, FilterOp, Operand, Record, RecordQuery, SortKey, json_path};
@@ -14,12 +16,10 @@ use crate::store::{StoreError, StoreResult, check_quota, parse_time, strings, ti
 use crate::{Isolation, Tenant};
 use async_trait::async_trait;
 use moka::future::Cache;
-use rusqlite::OptionalExtension;
+use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,74 +73,33 @@ async fn migrate(pool: &SqlitePool, policy: MigratePolicy, what: &str) -> StoreR
 
 pub struct SqliteDataPlane {
     dir: PathBuf,
-    shared: LazyPool,
-    /// One connection for the shared database's writes: writers queue here
-    /// in order instead of in SQLite's busy handler, which sleeps and retries
-    /// (tens of milliseconds of tail latency under concurrent writes).
-    shared_writer: LazyPool,
-    shared_readers: Arc<Readers>,
-    dedicated: Cache<TenantId, Dedicated>,
+    shared: Database,
+    dedicated: Cache<TenantId, Database>,
 }
 
-/// A sqlx pool opened on first use: a dedicated database that is only read
-/// (most are, most of the time) never starts sqlx's connection thread, so
-/// re-opening one that the LRU let go costs a file open, not a thread.
+/// One open tenant database: its reader connections and its writer.
 #[derive(Clone)]
-struct LazyPool {
-    path: PathBuf,
-    cell: Arc<tokio::sync::OnceCell<SqlitePool>>,
-}
-
-impl LazyPool {
-    fn ready(path: &Path, pool: SqlitePool) -> Self {
-        Self {
-            path: path.to_owned(),
-            cell: Arc::new(tokio::sync::OnceCell::new_with(Some(pool))),
-        }
-    }
-
-    fn lazy(path: &Path) -> Self {
-        Self {
-            path: path.to_owned(),
-            cell: Arc::new(tokio::sync::OnceCell::new()),
-        }
-    }
-
-    async fn get(&self) -> StoreResult<&SqlitePool> {
-        self.cell
-            .get_or_try_init(|| open_pool(&self.path, false, 1))
-            .await
-    }
-
-    async fn close(&self) {
-        if let Some(pool) = self.cell.get() {
-            pool.close().await;
-        }
-    }
-}
-
-/// An open dedicated database: its (lazy) sqlx connection for writes and
-/// the rarer reads, and its in-place point reader.
-#[derive(Clone)]
-struct Dedicated {
-    pool: LazyPool,
+struct Database {
     readers: Arc<Readers>,
+    writer: Arc<Writer>,
 }
 
-impl Dedicated {
-    /// A new database is created (and migrated) through sqlx at once; an
-    /// existing one is opened for reading only until something writes.
-    async fn open(path: &Path, create: bool) -> StoreResult<Self> {
-        let pool = if create {
-            LazyPool::ready(path, open_pool(path, true, 1).await?)
-        } else {
-            LazyPool::lazy(path)
-        };
+impl Database {
+    fn open(path: &Path, readers: usize) -> StoreResult<Self> {
         Ok(Self {
-            pool,
-            readers: Arc::new(Readers::open(path, 1)?),
+            readers: Arc::new(Readers::open(path, readers)?),
+            writer: Arc::new(Writer::open(path)?),
         })
     }
+}
+
+/// Creates (if asked) and migrates a database through sqlx, then lets the
+/// sqlx connection go.
+async fn prepare(path: &Path, create: bool, policy: MigratePolicy, what: &str) -> StoreResult<()> {
+    let pool = open_pool(path, create, 1).await?;
+    let migrated = migrate(&pool, policy, what).await;
+    pool.close().await;
+    migrated
 }
 
 impl SqliteDataPlane {
@@ -150,13 +109,10 @@ impl SqliteDataPlane {
         let dir = data_dir.join("tenants");
         std::fs::create_dir_all(&dir)
             .map_err(|e| StoreError::Internal(format!("creating {}: {e}", dir.display())))?;
-        let shared = open_pool(&data_dir.join("shared.db"), true, 8).await?;
-        migrate(&shared, policy, "the shared tenant database").await?;
         let path = data_dir.join("shared.db");
+        prepare(&path, true, policy, "the shared tenant database").await?;
         Ok(Self {
-            shared_readers: Arc::new(Readers::open(&path, 4)?),
-            shared: LazyPool::ready(&path, shared),
-            shared_writer: LazyPool::ready(&path, open_pool(&path, false, 1).await?),
+            shared: Database::open(&path, 4)?,
             dedicated: Cache::builder()
                 .max_capacity(max_open)
                 .time_to_idle(Duration::from_secs(300))
@@ -169,7 +125,7 @@ impl SqliteDataPlane {
         self.dir.join(format!("{tenant}.db"))
     }
 
-    async fn dedicated(&self, tenant: TenantId) -> StoreResult<Dedicated> {
+    async fn dedicated(&self, tenant: TenantId) -> StoreResult<Database> {
         let path = self.path(tenant);
         self.dedicated
             .try_get_with(tenant, async move {
@@ -179,7 +135,7 @@ impl SqliteDataPlane {
                         path.display()
                     )));
                 }
-                Dedicated::open(&path, false).await
+                Database::open(&path, 1)
             })
             .await
             .map_err(|e: Arc<StoreError>| (*e).clone())
@@ -196,14 +152,11 @@ impl SqliteDataPlane {
 impl DataPlane for SqliteDataPlane {
     async fn provision(&self, tenant: &Tenant) -> StoreResult<()> {
         if tenant.isolation == Isolation::Dedicated {
-            let db = Dedicated::open(&self.path(tenant.id), true).await?;
-            migrate(
-                db.pool.get().await?,
-                MigratePolicy::Apply,
-                "a new tenant database",
-            )
-            .await?;
-            self.dedicated.insert(tenant.id, db).await;
+            let path = self.path(tenant.id);
+            prepare(&path, true, MigratePolicy::Apply, "a new tenant database").await?;
+            self.dedicated
+                .insert(tenant.id, Database::open(&path, 1)?)
+                .await;
         }
         Ok(())
     }
@@ -215,33 +168,27 @@ impl DataPlane for SqliteDataPlane {
     async fn migrate_tenant(&self, tenant: &Tenant) -> StoreResult<()> {
         if tenant.isolation == Isolation::Dedicated {
             let what = format!("tenant {}'s database", tenant.slug);
-            migrate(
-                self.dedicated(tenant.id).await?.pool.get().await?,
-                MigratePolicy::Apply,
-                &what,
-            )
-            .await?;
+            let path = self.path(tenant.id);
+            if !path.exists() {
+                return Err(StoreError::Internal(format!(
+                    "tenant database {} is missing",
+                    path.display()
+                )));
+            }
+            prepare(&path, false, MigratePolicy::Apply, &what).await?;
+            // Connections opened before the migration keep an old schema cache.
+            self.dedicated.invalidate(&tenant.id).await;
         }
         Ok(())
     }
 
     async fn handle(&self, tenant: &Tenant) -> StoreResult<Arc<dyn TenantData>> {
-        // A dedicated database has a single connection: reads and writes share it.
-        let (pool, writer, readers) = match tenant.isolation {
-            Isolation::Shared => (
-                self.shared.clone(),
-                self.shared_writer.clone(),
-                self.shared_readers.clone(),
-            ),
-            Isolation::Dedicated => {
-                let db = self.dedicated(tenant.id).await?;
-                (db.pool.clone(), db.pool, db.readers)
-            }
+        let db = match tenant.isolation {
+            Isolation::Shared => self.shared.clone(),
+            Isolation::Dedicated => self.dedicated(tenant.id).await?,
         };
         Ok(Arc::new(SqliteTenantData {
-            pool,
-            writer,
-            readers,
+            db,
             tenant: tenant.id.to_string(),
             tenant_id: tenant.id,
         }))
@@ -250,20 +197,20 @@ impl DataPlane for SqliteDataPlane {
     async fn purge(&self, tenant: &Tenant) -> StoreResult<()> {
         match tenant.isolation {
             Isolation::Shared => {
-                let mut tx = begin_write(self.shared.get().await?).await?;
-                for table in ["record_uniques", "records", "collections", "usage"] {
-                    sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = ?"))
-                        .bind(tenant.id.to_string())
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db_error)?;
-                }
-                tx.commit().await.map_err(db_error)
+                let id = tenant.id.to_string();
+                self.shared
+                    .writer
+                    .write(|tx| {
+                        for table in ["record_uniques", "records", "collections", "usage"] {
+                            tx.execute(&format!("DELETE FROM {table} WHERE tenant_id = ?1"), [&id])
+                                .map_err(direct_error)?;
+                        }
+                        Ok(())
+                    })
+                    .await
             }
             Isolation::Dedicated => {
-                if let Some(db) = self.dedicated.remove(&tenant.id).await {
-                    db.pool.close().await;
-                }
+                self.dedicated.invalidate(&tenant.id).await;
                 let path = self.path(tenant.id);
                 for suffix in ["", "-wal", "-shm"] {
                     let file = PathBuf::from(format!("{}{suffix}", path.display()));
@@ -286,11 +233,150 @@ impl DataPlane for SqliteDataPlane {
 
 /// A handle bound to one tenant: every statement binds `self.tenant`.
 struct SqliteTenantData {
-    pool: LazyPool,
-    writer: LazyPool,
-    readers: Arc<Readers>,
+    db: Database,
     tenant: String,
     tenant_id: TenantId,
+}
+
+/// A collection definition as stored.
+type CollectionRow = (
+    String,
+    Option<String>,
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+);
+
+const COLLECTION_COLUMNS: &str =
+    "name, schema, unique_fields, indexed_fields, required_feature, created_at, updated_at";
+
+fn read_collection(r: &rusqlite::Row<'_>) -> rusqlite::Result<CollectionRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
+fn collection_def(row: CollectionRow) -> StoreResult<CollectionDef> {
+    let (name, schema, unique, indexed, required_feature, created_at, updated_at) = row;
+    let json = |text: &str, what: &str| {
+        serde_json::from_str::<Value>(text)
+            .map_err(|e| StoreError::Internal(format!("bad json in {what}: {e}")))
+    };
+    Ok(CollectionDef {
+        name,
+        schema: schema.map(|s| json(&s, "schema")).transpose()?,
+        unique: strings(json(&unique, "unique_fields")?),
+        indexed: strings(json(&indexed, "indexed_fields")?),
+        required_feature,
+        created_at: parse_time(&created_at)?,
+        updated_at: parse_time(&updated_at)?,
+    })
+}
+
+/// The writes' steps, each a statement or two on the open write
+/// transaction (`tx`) of one tenant (`t`).
+fn current_storage(tx: &Connection, t: &str) -> StoreResult<u64> {
+    let n: Option<i64> = tx
+        .prepare_cached("SELECT storage_bytes FROM usage WHERE tenant_id = ?1")
+        .map_err(direct_error)?
+        .query_row([t], |r| r.get(0))
+        .optional()
+        .map_err(direct_error)?;
+    Ok(n.unwrap_or(0).max(0) as u64)
+}
+
+fn add_usage(tx: &Connection, t: &str, records: i64, bytes: i64) -> StoreResult<()> {
+    tx.prepare_cached(
+        "INSERT INTO usage (tenant_id, records, storage_bytes) VALUES (?1, ?2, ?3)
+         ON CONFLICT (tenant_id) DO UPDATE
+         SET records = records + excluded.records, storage_bytes = storage_bytes + excluded.storage_bytes",
+    )
+    .map_err(direct_error)?
+    .execute(params![t, records, bytes])
+    .map_err(direct_error)?;
+    Ok(())
+}
+
+/// The unique fields as stored now. Writes claim these rather than those
+/// of the caller's definition, which may come from a cache that has not
+/// yet seen another instance add a unique field.
+fn stored_unique(tx: &Connection, t: &str, collection: &str) -> StoreResult<Vec<String>> {
+    let text: Option<String> = tx
+        .prepare_cached("SELECT unique_fields FROM collections WHERE tenant_id = ?1 AND name = ?2")
+        .map_err(direct_error)?
+        .query_row([t, collection], |r| r.get(0))
+        .optional()
+        .map_err(direct_error)?;
+    Ok(text
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default())
+}
+
+/// Claims the record's values of `fields`; a taken one is `Conflict(field)`.
+fn claim_uniques(
+    tx: &Connection,
+    t: &str,
+    collection: &str,
+    fields: &[String],
+    record: &Record,
+) -> StoreResult<()> {
+    for field in fields {
+        let Some(value) = crate::record::field_value(&record.data, field).filter(|v| !v.is_null())
+        else {
+            continue;
+        };
+        tx.prepare_cached(
+            "INSERT INTO record_uniques (tenant_id, collection, field, value, record_id)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(direct_error)?
+        .execute(params![
+            t,
+            collection,
+            field,
+            value.to_string(),
+            record.id.to_string()
+        ])
+        .map_err(|e| match direct_error(e) {
+            StoreError::Conflict(_) => StoreError::Conflict(field.clone()),
+            other => other,
+        })?;
+    }
+    Ok(())
+}
+
+fn release_uniques(tx: &Connection, t: &str, collection: &str, id: RecordId) -> StoreResult<()> {
+    tx.prepare_cached(
+        "DELETE FROM record_uniques WHERE tenant_id = ?1 AND collection = ?2 AND record_id = ?3",
+    )
+    .map_err(direct_error)?
+    .execute(params![t, collection, id.to_string()])
+    .map_err(direct_error)?;
+    Ok(())
+}
+
+/// The stored version and data length of a record.
+fn stored(
+    tx: &Connection,
+    t: &str,
+    collection: &str,
+    id: RecordId,
+) -> StoreResult<Option<(i64, i64)>> {
+    tx.prepare_cached(
+        "SELECT version, length(data) FROM records WHERE tenant_id = ?1 AND collection = ?2 AND id = ?3",
+    )
+    .map_err(direct_error)?
+    .query_row(params![t, collection, id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+    .optional()
+    .map_err(direct_error)
 }
 
 impl SqliteTenantData {
@@ -299,40 +385,377 @@ impl SqliteTenantData {
     }
 }
 
-fn json_text(row: &SqliteRow, col: &str) -> StoreResult<Value> {
-    let text: String = row.try_get(col).map_err(db_error)?;
-    serde_json::from_str(&text).map_err(|e| StoreError::Internal(format!("bad json in {col}: {e}")))
-}
+#[async_trait]
+impl TenantData for SqliteTenantData {
+    async fn collections(&self) -> StoreResult<Vec<CollectionDef>> {
+        let sql = format!(
+            "SELECT {COLLECTION_COLUMNS} FROM collections WHERE tenant_id = ?1 ORDER BY name"
+        );
+        let rows = self.db.readers.read(|c| {
+            let mut statement = c.prepare_cached(&sql).map_err(direct_error)?;
+            let rows = statement
+                .query_map([&self.tenant], read_collection)
+                .map_err(direct_error)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(direct_error)
+        })?;
+        rows.into_iter().map(collection_def).collect()
+    }
 
-fn collection_from_row(row: &SqliteRow) -> StoreResult<CollectionDef> {
-    let schema: Option<String> = row.try_get("schema").map_err(db_error)?;
-    Ok(CollectionDef {
-        name: row.try_get("name").map_err(db_error)?,
-        schema: schema
-            .map(|s| serde_json::from_str(&s))
-            .transpose()
-            .map_err(|e| StoreError::Internal(format!("bad schema: {e}")))?,
-        unique: strings(json_text(row, "unique_fields")?),
-        indexed: strings(json_text(row, "indexed_fields")?),
-        required_feature: row.try_get("required_feature").map_err(db_error)?,
-        created_at: parse_time(&row.try_get::<String, _>("created_at").map_err(db_error)?)?,
-        updated_at: parse_time(&row.try_get::<String, _>("updated_at").map_err(db_error)?)?,
-    })
-}
+    async fn collection(&self, name: &str) -> StoreResult<Option<CollectionDef>> {
+        let sql = format!(
+            "SELECT {COLLECTION_COLUMNS} FROM collections WHERE tenant_id = ?1 AND name = ?2"
+        );
+        let row = self.db.readers.read(|c| {
+            c.prepare_cached(&sql)
+                .map_err(direct_error)?
+                .query_row([self.tenant.as_str(), name], read_collection)
+                .optional()
+                .map_err(direct_error)
+        })?;
+        row.map(collection_def).transpose()
+    }
 
-fn record_from_row(row: &SqliteRow) -> StoreResult<Record> {
-    let id: String = row.try_get("id").map_err(db_error)?;
-    let created_by: Option<String> = row.try_get("created_by").map_err(db_error)?;
-    Ok(Record {
-        id: id
-            .parse()
-            .map_err(|_| StoreError::Internal(format!("bad record id {id:?}")))?,
-        data: json_text(row, "data")?,
-        version: row.try_get("version").map_err(db_error)?,
-        created_at: parse_time(&row.try_get::<String, _>("created_at").map_err(db_error)?)?,
-        updated_at: parse_time(&row.try_get::<String, _>("updated_at").map_err(db_error)?)?,
-        created_by: created_by.and_then(|c| c.parse().ok()),
-    })
+    async fn put_collection(&self, def: &CollectionDef, a: &NewAuditEntry) -> StoreResult<bool> {
+        // Index DDL first (outside the write transaction; IF NOT EXISTS makes it idempotent).
+        for field in &def.indexed {
+            let sql = format!(
+                "CREATE INDEX IF NOT EXISTS {} ON records (tenant_id, collection, {}, id)",
+                index_name(field),
+                sort_sql(&SortKey::Field(field.clone()))
+            );
+            self.db.writer.execute_batch(&sql).await?;
+        }
+        let t = self.tenant.as_str();
+        let chain = self.chain();
+        self.db
+            .writer
+            .write(|tx| {
+                let existed: Option<i64> = tx
+                    .query_row(
+                        "SELECT 1 FROM collections WHERE tenant_id = ?1 AND name = ?2",
+                        [t, def.name.as_str()],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(direct_error)?;
+                // Rebuild the unique claims for the (possibly new) unique fields.
+                tx.execute(
+                    "DELETE FROM record_uniques WHERE tenant_id = ?1 AND collection = ?2",
+                    [t, def.name.as_str()],
+                )
+                .map_err(direct_error)?;
+                if !def.unique.is_empty() {
+                    let sql = format!(
+                        "SELECT {RECORD_COLUMNS} FROM records WHERE tenant_id = ?1 AND collection = ?2"
+                    );
+                    let mut statement = tx.prepare(&sql).map_err(direct_error)?;
+                    let rows = statement
+                        .query_map([t, def.name.as_str()], RecordRow::read)
+                        .map_err(direct_error)?
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(direct_error)?;
+                    for row in rows {
+                        claim_uniques(tx, t, &def.name, &def.unique, &row.record()?)?;
+                    }
+                }
+                tx.execute(
+                    "INSERT INTO collections (tenant_id, name, schema, unique_fields, indexed_fields, required_feature, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (tenant_id, name) DO UPDATE SET schema = excluded.schema, unique_fields = excluded.unique_fields,
+                        indexed_fields = excluded.indexed_fields, required_feature = excluded.required_feature,
+                        updated_at = excluded.updated_at",
+                    params![
+                        t,
+                        def.name,
+                        def.schema.as_ref().map(Value::to_string),
+                        serde_json::to_string(&def.unique).unwrap_or_default(),
+                        serde_json::to_string(&def.indexed).unwrap_or_default(),
+                        def.required_feature,
+                        time_text(def.created_at),
+                        time_text(def.updated_at),
+                    ],
+                )
+                .map_err(direct_error)?;
+                audit::append_direct(tx, &chain, a)?;
+                Ok(existed.is_none())
+            })
+            .await
+    }
+
+    async fn create_collection_if_absent(
+        &self,
+        def: &CollectionDef,
+        a: &NewAuditEntry,
+    ) -> StoreResult<()> {
+        let chain = self.chain();
+        self.db
+            .writer
+            .write(|tx| {
+                let created = tx
+                    .execute(
+                        "INSERT INTO collections (tenant_id, name, schema, unique_fields, indexed_fields, required_feature, created_at, updated_at)
+                         VALUES (?1, ?2, NULL, '[]', '[]', NULL, ?3, ?4) ON CONFLICT (tenant_id, name) DO NOTHING",
+                        params![
+                            self.tenant,
+                            def.name,
+                            time_text(def.created_at),
+                            time_text(def.updated_at)
+                        ],
+                    )
+                    .map_err(direct_error)?;
+                if created > 0 {
+                    audit::append_direct(tx, &chain, a)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn insert_record(
+        &self,
+        def: &CollectionDef,
+        r: &Record,
+        max_storage: Option<u64>,
+        a: &NewAuditEntry,
+    ) -> StoreResult<()> {
+        let data = r.data.to_string();
+        let t = self.tenant.as_str();
+        let chain = self.chain();
+        self.db
+            .writer
+            .write(|tx| {
+                check_quota(current_storage(tx, t)?, data.len() as i64, max_storage)?;
+                tx.prepare_cached(
+                    "INSERT INTO records (tenant_id, collection, id, data, version, created_at, updated_at, created_by)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(direct_error)?
+                .execute(params![
+                    t,
+                    def.name,
+                    r.id.to_string(),
+                    data,
+                    r.version,
+                    time_text(r.created_at),
+                    time_text(r.updated_at),
+                    r.created_by.map(|u| u.to_string()),
+                ])
+                .map_err(direct_error)?;
+                let unique = stored_unique(tx, t, &def.name)?;
+                claim_uniques(tx, t, &def.name, &unique, r)?;
+                add_usage(tx, t, 1, data.len() as i64)?;
+                audit::append_direct(tx, &chain, a)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn record(&self, collection: &str, id: RecordId) -> StoreResult<Option<Record>> {
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM records WHERE tenant_id = ?1 AND collection = ?2 AND id = ?3"
+        );
+        let row = self.db.readers.read(|conn| {
+            conn.prepare_cached(&sql)
+                .map_err(direct_error)?
+                .query_row(
+                    params![self.tenant, collection, id.to_string()],
+                    RecordRow::read,
+                )
+                .optional()
+                .map_err(direct_error)
+        })?;
+        row.map(RecordRow::record).transpose()
+    }
+
+    async fn list_records(
+        &self,
+        def: &CollectionDef,
+        query: &RecordQuery,
+    ) -> StoreResult<Vec<Record>> {
+        let mut q = Sql::default();
+        q.push(&format!(
+            "SELECT {RECORD_COLUMNS} FROM records WHERE tenant_id = "
+        ))
+        .bind(self.tenant.clone())
+        .push(" AND collection = ")
+        .bind(def.name.clone());
+        for f in &query.filters {
+            let path = json_path(&f.field);
+            q.push(" AND ");
+            match f.op {
+                FilterOp::Eq => q.compare(&path, "=", &f.operands[0]),
+                FilterOp::Ne => q.push("NOT ").compare(&path, "=", &f.operands[0]),
+                FilterOp::Gte => q.compare(&path, ">=", &f.operands[0]),
+                FilterOp::Lte => q.compare(&path, "<=", &f.operands[0]),
+                FilterOp::In => {
+                    q.push("(0");
+                    for op in &f.operands {
+                        q.push(" OR ").compare(&path, "=", op);
+                    }
+                    q.push(")")
+                }
+            };
+        }
+        let key = sort_sql(&query.sort);
+        let (cmp, dir) = if query.descending {
+            ("<", "DESC")
+        } else {
+            (">", "ASC")
+        };
+        if let Some(after) = &query.after {
+            q.push(&format!(" AND ({key}, id) {cmp} ("))
+                .bind_key(&after.key)
+                .push(", ")
+                .bind(after.id.to_string())
+                .push(")");
+        }
+        q.push(&format!(" ORDER BY {key} {dir}, id {dir} LIMIT "))
+            .bind(i64::from(query.limit.max(1)));
+        let rows: Vec<RecordRow> = self.db.readers.read(|conn| {
+            let mut statement = conn.prepare_cached(&q.text).map_err(direct_error)?;
+            let rows = statement
+                .query_map(rusqlite::params_from_iter(&q.params), RecordRow::read)
+                .map_err(direct_error)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(direct_error)
+        })?;
+        rows.into_iter().map(RecordRow::record).collect()
+    }
+
+    async fn update_record(
+        &self,
+        def: &CollectionDef,
+        r: &Record,
+        expected: i64,
+        max_storage: Option<u64>,
+        a: &NewAuditEntry,
+    ) -> StoreResult<()> {
+        let data = r.data.to_string();
+        let t = self.tenant.as_str();
+        let chain = self.chain();
+        self.db
+            .writer
+            .write(|tx| {
+                let (version, old_len) =
+                    stored(tx, t, &def.name, r.id)?.ok_or(StoreError::NotFound)?;
+                if version != expected {
+                    return Err(StoreError::VersionMismatch);
+                }
+                let delta = data.len() as i64 - old_len;
+                check_quota(current_storage(tx, t)?, delta, max_storage)?;
+                tx.prepare_cached(
+                    "UPDATE records SET data = ?1, version = ?2, updated_at = ?3
+                     WHERE tenant_id = ?4 AND collection = ?5 AND id = ?6",
+                )
+                .map_err(direct_error)?
+                .execute(params![
+                    data,
+                    r.version,
+                    time_text(r.updated_at),
+                    t,
+                    def.name,
+                    r.id.to_string()
+                ])
+                .map_err(direct_error)?;
+                release_uniques(tx, t, &def.name, r.id)?;
+                let unique = stored_unique(tx, t, &def.name)?;
+                claim_uniques(tx, t, &def.name, &unique, r)?;
+                add_usage(tx, t, 0, delta)?;
+                audit::append_direct(tx, &chain, a)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn delete_record(
+        &self,
+        def: &CollectionDef,
+        id: RecordId,
+        expected: Option<i64>,
+        a: &NewAuditEntry,
+    ) -> StoreResult<()> {
+        let t = self.tenant.as_str();
+        let chain = self.chain();
+        self.db
+            .writer
+            .write(|tx| {
+                let (version, len) = stored(tx, t, &def.name, id)?.ok_or(StoreError::NotFound)?;
+                if expected.is_some_and(|e| e != version) {
+                    return Err(StoreError::VersionMismatch);
+                }
+                tx.prepare_cached(
+                    "DELETE FROM records WHERE tenant_id = ?1 AND collection = ?2 AND id = ?3",
+                )
+                .map_err(direct_error)?
+                .execute(params![t, def.name, id.to_string()])
+                .map_err(direct_error)?;
+                release_uniques(tx, t, &def.name, id)?;
+                add_usage(tx, t, -1, -len)?;
+                audit::append_direct(tx, &chain, a)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn group_counts(
+        &self,
+        collection: &str,
+        field: &str,
+    ) -> StoreResult<(u64, Vec<(Value, u64)>)> {
+        let rows: Vec<(Option<String>, i64)> = self.db.readers.read(|c| {
+            let mut statement = c
+                .prepare_cached(
+                    "SELECT CASE WHEN json_type(data, ?1) IS NULL THEN NULL
+                                 WHEN json_type(data, ?1) IN ('object', 'array') THEN json_extract(data, ?1)
+                                 ELSE json_quote(json_extract(data, ?1)) END AS k, count(*)
+                     FROM records WHERE tenant_id = ?2 AND collection = ?3 GROUP BY k",
+                )
+                .map_err(direct_error)?;
+            let rows = statement
+                .query_map(params![json_path(field), self.tenant, collection], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .map_err(direct_error)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(direct_error)
+        })?;
+        let total = rows.iter().map(|(_, n)| (*n).max(0) as u64).sum();
+        let groups = rows
+            .into_iter()
+            .map(|(k, n)| {
+                let key = k
+                    .and_then(|k| serde_json::from_str(&k).ok())
+                    .unwrap_or(Value::Null);
+                (key, n.max(0) as u64)
+            })
+            .collect();
+        Ok((total, groups))
+    }
+
+    async fn usage(&self) -> StoreResult<Usage> {
+        let row: Option<(i64, i64)> = self.db.readers.read(|c| {
+            c.prepare_cached("SELECT records, storage_bytes FROM usage WHERE tenant_id = ?1")
+                .map_err(direct_error)?
+                .query_row([&self.tenant], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(direct_error)
+        })?;
+        let (records, storage_bytes) = row.unwrap_or((0, 0));
+        Ok(Usage {
+            records: records.max(0) as u64,
+            storage_bytes: storage_bytes.max(0) as u64,
+        })
+    }
+
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, AuditEntry)>> {
+        let chain = self.chain();
+        self.db
+            .readers
+            .read(|c| audit::list_direct(c, &chain, filter, after_seq, limit))
+    }
 }
 
 /// The SQL of a sort key. Field names come from the collection's stored
@@ -438,466 +861,5 @@ impl Sql {
             .push(" ")
             .bind_operand(op)
             .push(", 0)")
-    }
-}
-
-impl SqliteTenantData {
-    async fn current_storage(&self, conn: &mut SqliteConnection) -> StoreResult<u64> {
-        let n: Option<i64> =
-            sqlx::query_scalar("SELECT storage_bytes FROM usage WHERE tenant_id = ?")
-                .bind(&self.tenant)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(db_error)?;
-        Ok(n.unwrap_or(0).max(0) as u64)
-    }
-
-    async fn add_usage(
-        &self,
-        conn: &mut SqliteConnection,
-        records: i64,
-        bytes: i64,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO usage (tenant_id, records, storage_bytes) VALUES (?, ?, ?)
-             ON CONFLICT (tenant_id) DO UPDATE
-             SET records = records + excluded.records, storage_bytes = storage_bytes + excluded.storage_bytes",
-        )
-        .bind(&self.tenant)
-        .bind(records)
-        .bind(bytes)
-        .execute(&mut *conn)
-        .await
-        .map_err(db_error)?;
-        Ok(())
-    }
-
-    /// The unique fields as stored now. Writes claim these rather than those
-    /// of the caller's definition, which may come from a cache that has not
-    /// yet seen another instance add a unique field.
-    async fn stored_unique(
-        &self,
-        conn: &mut SqliteConnection,
-        collection: &str,
-    ) -> StoreResult<Vec<String>> {
-        let text: Option<String> = sqlx::query_scalar(
-            "SELECT unique_fields FROM collections WHERE tenant_id = ? AND name = ?",
-        )
-        .bind(&self.tenant)
-        .bind(collection)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db_error)?;
-        Ok(text
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default())
-    }
-
-    /// Claims the record's values of `fields`; a taken one is `Conflict(field)`.
-    async fn claim_uniques(
-        &self,
-        conn: &mut SqliteConnection,
-        collection: &str,
-        fields: &[String],
-        record: &Record,
-    ) -> StoreResult<()> {
-        for field in fields {
-            let Some(value) =
-                crate::record::field_value(&record.data, field).filter(|v| !v.is_null())
-            else {
-                continue;
-            };
-            sqlx::query(
-                "INSERT INTO record_uniques (tenant_id, collection, field, value, record_id) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(&self.tenant)
-            .bind(collection)
-            .bind(field)
-            .bind(value.to_string())
-            .bind(record.id.to_string())
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| match db_error(e) {
-                StoreError::Conflict(_) => StoreError::Conflict(field.clone()),
-                other => other,
-            })?;
-        }
-        Ok(())
-    }
-
-    async fn release_uniques(
-        &self,
-        conn: &mut SqliteConnection,
-        collection: &str,
-        id: RecordId,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "DELETE FROM record_uniques WHERE tenant_id = ? AND collection = ? AND record_id = ?",
-        )
-        .bind(&self.tenant)
-        .bind(collection)
-        .bind(id.to_string())
-        .execute(&mut *conn)
-        .await
-        .map_err(db_error)?;
-        Ok(())
-    }
-
-    async fn stored(
-        &self,
-        conn: &mut SqliteConnection,
-        collection: &str,
-        id: RecordId,
-    ) -> StoreResult<Option<(i64, i64)>> {
-        sqlx::query_as("SELECT version, length(data) FROM records WHERE tenant_id = ? AND collection = ? AND id = ?")
-            .bind(&self.tenant)
-            .bind(collection)
-            .bind(id.to_string())
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db_error)
-    }
-}
-
-#[async_trait]
-impl TenantData for SqliteTenantData {
-    async fn collections(&self) -> StoreResult<Vec<CollectionDef>> {
-        sqlx::query("SELECT * FROM collections WHERE tenant_id = ? ORDER BY name")
-            .bind(&self.tenant)
-            .fetch_all(self.pool.get().await?)
-            .await
-            .map_err(db_error)?
-            .iter()
-            .map(collection_from_row)
-            .collect()
-    }
-
-    async fn collection(&self, name: &str) -> StoreResult<Option<CollectionDef>> {
-        sqlx::query("SELECT * FROM collections WHERE tenant_id = ? AND name = ?")
-            .bind(&self.tenant)
-            .bind(name)
-            .fetch_optional(self.pool.get().await?)
-            .await
-            .map_err(db_error)?
-            .as_ref()
-            .map(collection_from_row)
-            .transpose()
-    }
-
-    async fn put_collection(&self, def: &CollectionDef, a: &NewAuditEntry) -> StoreResult<bool> {
-        // Index DDL first (outside the write transaction; IF NOT EXISTS makes it idempotent).
-        for field in &def.indexed {
-            let sql = format!(
-                "CREATE INDEX IF NOT EXISTS {} ON records (tenant_id, collection, {}, id)",
-                index_name(field),
-                sort_sql(&SortKey::Field(field.clone()))
-            );
-            sqlx::query(&sql)
-                .execute(self.writer.get().await?)
-                .await
-                .map_err(db_error)?;
-        }
-        let mut tx = begin_write(self.writer.get().await?).await?;
-        let existed: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM collections WHERE tenant_id = ? AND name = ?")
-                .bind(&self.tenant)
-                .bind(&def.name)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_error)?;
-        // Rebuild the unique claims for the (possibly new) unique fields.
-        sqlx::query("DELETE FROM record_uniques WHERE tenant_id = ? AND collection = ?")
-            .bind(&self.tenant)
-            .bind(&def.name)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        if !def.unique.is_empty() {
-            let rows = sqlx::query("SELECT * FROM records WHERE tenant_id = ? AND collection = ?")
-                .bind(&self.tenant)
-                .bind(&def.name)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db_error)?;
-            for row in &rows {
-                self.claim_uniques(&mut tx, &def.name, &def.unique, &record_from_row(row)?)
-                    .await?;
-            }
-        }
-        sqlx::query(
-            "INSERT INTO collections (tenant_id, name, schema, unique_fields, indexed_fields, required_feature, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (tenant_id, name) DO UPDATE SET schema = excluded.schema, unique_fields = excluded.unique_fields,
-                indexed_fields = excluded.indexed_fields, required_feature = excluded.required_feature,
-                updated_at = excluded.updated_at",
-        )
-        .bind(&self.tenant)
-        .bind(&def.name)
-        .bind(def.schema.as_ref().map(Value::to_string))
-        .bind(serde_json::to_string(&def.unique).unwrap_or_default())
-        .bind(serde_json::to_string(&def.indexed).unwrap_or_default())
-        .bind(&def.required_feature)
-        .bind(time_text(def.created_at))
-        .bind(time_text(def.updated_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        audit::append(&mut tx, &self.chain(), a).await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(existed.is_none())
-    }
-
-    async fn create_collection_if_absent(
-        &self,
-        def: &CollectionDef,
-        a: &NewAuditEntry,
-    ) -> StoreResult<()> {
-        let mut tx = begin_write(self.writer.get().await?).await?;
-        let done = sqlx::query(
-            "INSERT INTO collections (tenant_id, name, schema, unique_fields, indexed_fields, required_feature, created_at, updated_at)
-             VALUES (?, ?, NULL, '[]', '[]', NULL, ?, ?) ON CONFLICT (tenant_id, name) DO NOTHING",
-        )
-        .bind(&self.tenant)
-        .bind(&def.name)
-        .bind(time_text(def.created_at))
-        .bind(time_text(def.updated_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        if done.rows_affected() > 0 {
-            audit::append(&mut tx, &self.chain(), a).await?;
-        }
-        tx.commit().await.map_err(db_error)
-    }
-
-    async fn insert_record(
-        &self,
-        def: &CollectionDef,
-        r: &Record,
-        max_storage: Option<u64>,
-        a: &NewAuditEntry,
-    ) -> StoreResult<()> {
-        let data = r.data.to_string();
-        let mut tx = begin_write(self.writer.get().await?).await?;
-        check_quota(
-            self.current_storage(&mut tx).await?,
-            data.len() as i64,
-            max_storage,
-        )?;
-        sqlx::query(
-            "INSERT INTO records (tenant_id, collection, id, data, version, created_at, updated_at, created_by)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&self.tenant)
-        .bind(&def.name)
-        .bind(r.id.to_string())
-        .bind(&data)
-        .bind(r.version)
-        .bind(time_text(r.created_at))
-        .bind(time_text(r.updated_at))
-        .bind(r.created_by.map(|u| u.to_string()))
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        let unique = self.stored_unique(&mut tx, &def.name).await?;
-        self.claim_uniques(&mut tx, &def.name, &unique, r).await?;
-        self.add_usage(&mut tx, 1, data.len() as i64).await?;
-        audit::append(&mut tx, &self.chain(), a).await?;
-        tx.commit().await.map_err(db_error)
-    }
-
-    async fn record(&self, collection: &str, id: RecordId) -> StoreResult<Option<Record>> {
-        let sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM records WHERE tenant_id = ?1 AND collection = ?2 AND id = ?3"
-        );
-        let row = self.readers.read(|conn| {
-            conn.prepare_cached(&sql)?
-                .query_row(
-                    rusqlite::params![self.tenant, collection, id.to_string()],
-                    RecordRow::read,
-                )
-                .optional()
-        })?;
-        row.map(RecordRow::record).transpose()
-    }
-
-    async fn list_records(
-        &self,
-        def: &CollectionDef,
-        query: &RecordQuery,
-    ) -> StoreResult<Vec<Record>> {
-        let mut q = Sql::default();
-        q.push(&format!(
-            "SELECT {RECORD_COLUMNS} FROM records WHERE tenant_id = "
-        ))
-        .bind(self.tenant.clone())
-        .push(" AND collection = ")
-        .bind(def.name.clone());
-        for f in &query.filters {
-            let path = json_path(&f.field);
-            q.push(" AND ");
-            match f.op {
-                FilterOp::Eq => q.compare(&path, "=", &f.operands[0]),
-                FilterOp::Ne => q.push("NOT ").compare(&path, "=", &f.operands[0]),
-                FilterOp::Gte => q.compare(&path, ">=", &f.operands[0]),
-                FilterOp::Lte => q.compare(&path, "<=", &f.operands[0]),
-                FilterOp::In => {
-                    q.push("(0");
-                    for op in &f.operands {
-                        q.push(" OR ").compare(&path, "=", op);
-                    }
-                    q.push(")")
-                }
-            };
-        }
-        let key = sort_sql(&query.sort);
-        let (cmp, dir) = if query.descending {
-            ("<", "DESC")
-        } else {
-            (">", "ASC")
-        };
-        if let Some(after) = &query.after {
-            q.push(&format!(" AND ({key}, id) {cmp} ("))
-                .bind_key(&after.key)
-                .push(", ")
-                .bind(after.id.to_string())
-                .push(")");
-        }
-        q.push(&format!(" ORDER BY {key} {dir}, id {dir} LIMIT "))
-            .bind(i64::from(query.limit.max(1)));
-        let rows: Vec<RecordRow> = self.readers.read(|conn| {
-            let mut statement = conn.prepare_cached(&q.text)?;
-            let rows =
-                statement.query_map(rusqlite::params_from_iter(&q.params), RecordRow::read)?;
-            rows.collect()
-        })?;
-        rows.into_iter().map(RecordRow::record).collect()
-    }
-
-    async fn update_record(
-        &self,
-        def: &CollectionDef,
-        r: &Record,
-        expected: i64,
-        max_storage: Option<u64>,
-        a: &NewAuditEntry,
-    ) -> StoreResult<()> {
-        let data = r.data.to_string();
-        let mut tx = begin_write(self.writer.get().await?).await?;
-        let (version, old_len) = self
-            .stored(&mut tx, &def.name, r.id)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        if version != expected {
-            return Err(StoreError::VersionMismatch);
-        }
-        let delta = data.len() as i64 - old_len;
-        check_quota(self.current_storage(&mut tx).await?, delta, max_storage)?;
-        sqlx::query(
-            "UPDATE records SET data = ?, version = ?, updated_at = ? WHERE tenant_id = ? AND collection = ? AND id = ?",
-        )
-        .bind(&data)
-        .bind(r.version)
-        .bind(time_text(r.updated_at))
-        .bind(&self.tenant)
-        .bind(&def.name)
-        .bind(r.id.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        self.release_uniques(&mut tx, &def.name, r.id).await?;
-        let unique = self.stored_unique(&mut tx, &def.name).await?;
-        self.claim_uniques(&mut tx, &def.name, &unique, r).await?;
-        self.add_usage(&mut tx, 0, delta).await?;
-        audit::append(&mut tx, &self.chain(), a).await?;
-        tx.commit().await.map_err(db_error)
-    }
-
-    async fn delete_record(
-        &self,
-        def: &CollectionDef,
-        id: RecordId,
-        expected: Option<i64>,
-        a: &NewAuditEntry,
-    ) -> StoreResult<()> {
-        let mut tx = begin_write(self.writer.get().await?).await?;
-        let (version, len) = self
-            .stored(&mut tx, &def.name, id)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        if expected.is_some_and(|e| e != version) {
-            return Err(StoreError::VersionMismatch);
-        }
-        sqlx::query("DELETE FROM records WHERE tenant_id = ? AND collection = ? AND id = ?")
-            .bind(&self.tenant)
-            .bind(&def.name)
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        self.release_uniques(&mut tx, &def.name, id).await?;
-        self.add_usage(&mut tx, -1, -len).await?;
-        audit::append(&mut tx, &self.chain(), a).await?;
-        tx.commit().await.map_err(db_error)
-    }
-
-    async fn group_counts(
-        &self,
-        collection: &str,
-        field: &str,
-    ) -> StoreResult<(u64, Vec<(Value, u64)>)> {
-        let rows: Vec<(Option<String>, i64)> = sqlx::query_as(
-            "SELECT CASE WHEN json_type(data, ?1) IS NULL THEN NULL
-                         WHEN json_type(data, ?1) IN ('object', 'array') THEN json_extract(data, ?1)
-                         ELSE json_quote(json_extract(data, ?1)) END AS k, count(*)
-             FROM records WHERE tenant_id = ?2 AND collection = ?3 GROUP BY k",
-        )
-        .bind(json_path(field))
-        .bind(&self.tenant)
-        .bind(collection)
-        .fetch_all(self.pool.get().await?)
-        .await
-        .map_err(db_error)?;
-        let total = rows.iter().map(|(_, n)| (*n).max(0) as u64).sum();
-        let groups = rows
-            .into_iter()
-            .map(|(k, n)| {
-                let key = k
-                    .and_then(|k| serde_json::from_str(&k).ok())
-                    .unwrap_or(Value::Null);
-                (key, n.max(0) as u64)
-            })
-            .collect();
-        Ok((total, groups))
-    }
-
-    async fn usage(&self) -> StoreResult<Usage> {
-        let row: Option<(i64, i64)> =
-            sqlx::query_as("SELECT records, storage_bytes FROM usage WHERE tenant_id = ?")
-                .bind(&self.tenant)
-                .fetch_optional(self.pool.get().await?)
-                .await
-                .map_err(db_error)?;
-        let (records, storage_bytes) = row.unwrap_or((0, 0));
-        Ok(Usage {
-            records: records.max(0) as u64,
-            storage_bytes: storage_bytes.max(0) as u64,
-        })
-    }
-
-    async fn list_audit(
-        &self,
-        filter: &AuditFilter,
-        after_seq: i64,
-        limit: u32,
-    ) -> StoreResult<Vec<(i64, AuditEntry)>> {
-        audit::list(
-            self.pool.get().await?,
-            &self.chain(),
-            filter,
-            after_seq,
-            limit,
-        )
-        .await
     }
 }

@@ -2,8 +2,8 @@
 
 mod audit;
 mod data;
+mod direct;
 mod identity;
-mod reader;
 
 pub use data::SqliteDataPlane;
 

@@ -1,0 +1,139 @@
+//! Tenant data on SQLite, reached in place. sqlx's SQLite driver runs every
+//! connection on a worker thread and hands each statement over a channel:
+//! two thread wake-ups per statement, which profiling showed to be most of a
+//! request's CPU, and a thread per open tenant database. These rusqlite
+//! connections (the same SQLite library) run statements on the request's own
+//! thread instead: reads on a few reader connections, and each write
+//! transaction whole on the database's one writer connection (writers queue
+//! on an async lock, not in SQLite's sleeping busy handler). sqlx still
+//! creates and migrates the databases.
+
+use crate::store::{StoreError, StoreResult};
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Maps rusqlite errors once, as `db_error` does sqlx's: a unique violation
+/// names its field, a busy database is unavailable.
+pub(super) fn direct_error(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, msg)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+        {
+            // "UNIQUE constraint failed: record_uniques.tenant_id, …"
+            let field = msg
+                .as_deref()
+                .and_then(|m| m.rsplit(['.', '_', '\'']).find(|s| !s.is_empty()))
+                .unwrap_or("id")
+                .to_owned();
+            StoreError::Conflict(field)
+        }
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+        {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Internal(format!("sqlite: {e}")),
+    }
+}
+
+/// A connection to an existing database (WAL mode: sqlx set it at creation).
+fn connect(path: &Path) -> StoreResult<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(direct_error)?;
+    // As for the sqlx pools: thousands of tenant databases may be open, so
+    // each connection keeps a small page cache.
+    conn.execute_batch(
+        "PRAGMA cache_size = -512; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+    )
+    .map_err(direct_error)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(direct_error)?;
+    Ok(conn)
+}
+
+pub(super) struct Readers {
+    conns: Vec<Mutex<Connection>>,
+    next: AtomicUsize,
+}
+
+impl Readers {
+    pub(super) fn open(path: &Path, n: usize) -> StoreResult<Self> {
+        let conns = (0..n.max(1))
+            .map(|_| {
+                let conn = connect(path)?;
+                conn.execute_batch("PRAGMA query_only = 1;")
+                    .map_err(direct_error)?;
+                Ok(Mutex::new(conn))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Self {
+            conns,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// Runs `read` on a free connection (or waits for the next in turn);
+    /// the lock is held only while the statements run, never across an await.
+    pub(super) fn read<R>(
+        &self,
+        read: impl FnOnce(&Connection) -> StoreResult<R>,
+    ) -> StoreResult<R> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.conns.len();
+        let free = (0..n).find_map(|i| self.conns[(start + i) % n].try_lock().ok());
+        let conn = match free {
+            Some(conn) => conn,
+            None => self.conns[start % n]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        };
+        read(&conn)
+    }
+}
+
+/// A database's one writer connection.
+pub(super) struct Writer {
+    conn: tokio::sync::Mutex<Connection>,
+}
+
+impl Writer {
+    pub(super) fn open(path: &Path) -> StoreResult<Self> {
+        Ok(Self {
+            conn: tokio::sync::Mutex::new(connect(path)?),
+        })
+    }
+
+    /// Runs `write` in one `BEGIN IMMEDIATE` transaction, committed if it
+    /// returns Ok and rolled back otherwise. Writers wait their turn on an
+    /// async lock; the transaction itself runs without yielding.
+    pub(super) async fn write<R>(
+        &self,
+        write: impl FnOnce(&Transaction<'_>) -> StoreResult<R>,
+    ) -> StoreResult<R> {
+        let mut conn = self.conn.lock().await;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(direct_error)?;
+        let result = write(&tx)?;
+        tx.commit().map_err(direct_error)?;
+        Ok(result)
+    }
+
+    /// Statements outside a transaction (index DDL).
+    pub(super) async fn execute_batch(&self, sql: &str) -> StoreResult<()> {
+        self.conn
+            .lock()
+            .await
+            .execute_batch(sql)
+            .map_err(direct_error)
+    }
+}
