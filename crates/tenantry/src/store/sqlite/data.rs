@@ -88,7 +88,7 @@ impl Database {
     fn open(path: &Path, readers: usize) -> StoreResult<Self> {
         Ok(Self {
             readers: Arc::new(Readers::open(path, readers)?),
-            writer: Arc::new(Writer::open(path)?),
+            writer: Arc::new(Writer::new(path)),
         })
     }
 }

@@ -10,7 +10,7 @@
 
 use crate::store::{StoreError, StoreResult};
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -100,16 +100,26 @@ impl Readers {
     }
 }
 
-/// A database's one writer connection.
+/// A database's one writer connection, opened at the first write: most
+/// requests only read, and a dedicated database the LRU let go is re-opened
+/// by a read far more often than by a write.
 pub(super) struct Writer {
-    conn: tokio::sync::Mutex<Connection>,
+    path: PathBuf,
+    conn: tokio::sync::OnceCell<tokio::sync::Mutex<Connection>>,
 }
 
 impl Writer {
-    pub(super) fn open(path: &Path) -> StoreResult<Self> {
-        Ok(Self {
-            conn: tokio::sync::Mutex::new(connect(path)?),
-        })
+    pub(super) fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_owned(),
+            conn: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn conn(&self) -> StoreResult<&tokio::sync::Mutex<Connection>> {
+        self.conn
+            .get_or_try_init(|| async { connect(&self.path).map(tokio::sync::Mutex::new) })
+            .await
     }
 
     /// Runs `write` in one `BEGIN IMMEDIATE` transaction, committed if it
@@ -119,7 +129,7 @@ impl Writer {
         &self,
         write: impl FnOnce(&Transaction<'_>) -> StoreResult<R>,
     ) -> StoreResult<R> {
-        let mut conn = self.conn.lock().await;
+        let mut conn = self.conn().await?.lock().await;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(direct_error)?;
@@ -130,7 +140,8 @@ impl Writer {
 
     /// Statements outside a transaction (index DDL).
     pub(super) async fn execute_batch(&self, sql: &str) -> StoreResult<()> {
-        self.conn
+        self.conn()
+            .await?
             .lock()
             .await
             .execute_batch(sql)
