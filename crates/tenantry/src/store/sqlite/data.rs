@@ -77,19 +77,45 @@ pub struct SqliteDataPlane {
     dedicated: Cache<TenantId, Database>,
 }
 
-/// One open tenant database: its reader connections and its writer.
+/// One open tenant database: the shared one has reader connections and a
+/// writer of its own; a dedicated one a single connection for both.
 #[derive(Clone)]
 struct Database {
     readers: Arc<Readers>,
-    writer: Arc<Writer>,
+    writer: Option<Arc<Writer>>,
 }
 
 impl Database {
-    fn open(path: &Path, readers: usize) -> StoreResult<Self> {
+    fn shared(path: &Path) -> StoreResult<Self> {
         Ok(Self {
-            readers: Arc::new(Readers::open(path, readers)?),
-            writer: Arc::new(Writer::new(path)),
+            readers: Arc::new(Readers::open(path, 4, true)?),
+            writer: Some(Arc::new(Writer::new(path))),
         })
+    }
+
+    fn dedicated(path: &Path) -> StoreResult<Self> {
+        Ok(Self {
+            readers: Arc::new(Readers::open(path, 1, false)?),
+            writer: None,
+        })
+    }
+
+    /// One write transaction (see `Writer::write`, `Readers::write`).
+    async fn write<R>(
+        &self,
+        write: impl FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<R>,
+    ) -> StoreResult<R> {
+        match &self.writer {
+            Some(writer) => writer.write(write).await,
+            None => self.readers.write(write),
+        }
+    }
+
+    async fn execute_batch(&self, sql: &str) -> StoreResult<()> {
+        match &self.writer {
+            Some(writer) => writer.execute_batch(sql).await,
+            None => self.readers.execute_batch(sql),
+        }
     }
 }
 
@@ -112,7 +138,7 @@ impl SqliteDataPlane {
         let path = data_dir.join("shared.db");
         prepare(&path, true, policy, "the shared tenant database").await?;
         Ok(Self {
-            shared: Database::open(&path, 4)?,
+            shared: Database::shared(&path)?,
             dedicated: Cache::builder()
                 .max_capacity(max_open)
                 .time_to_idle(Duration::from_secs(300))
@@ -135,7 +161,7 @@ impl SqliteDataPlane {
                         path.display()
                     )));
                 }
-                Database::open(&path, 1)
+                Database::dedicated(&path)
             })
             .await
             .map_err(|e: Arc<StoreError>| (*e).clone())
@@ -155,7 +181,7 @@ impl DataPlane for SqliteDataPlane {
             let path = self.path(tenant.id);
             prepare(&path, true, MigratePolicy::Apply, "a new tenant database").await?;
             self.dedicated
-                .insert(tenant.id, Database::open(&path, 1)?)
+                .insert(tenant.id, Database::dedicated(&path)?)
                 .await;
         }
         Ok(())
@@ -199,7 +225,6 @@ impl DataPlane for SqliteDataPlane {
             Isolation::Shared => {
                 let id = tenant.id.to_string();
                 self.shared
-                    .writer
                     .write(|tx| {
                         for table in ["record_uniques", "records", "collections", "usage"] {
                             tx.execute(&format!("DELETE FROM {table} WHERE tenant_id = ?1"), [&id])
@@ -423,12 +448,11 @@ impl TenantData for SqliteTenantData {
                 index_name(field),
                 sort_sql(&SortKey::Field(field.clone()))
             );
-            self.db.writer.execute_batch(&sql).await?;
+            self.db.execute_batch(&sql).await?;
         }
         let t = self.tenant.as_str();
         let chain = self.chain();
         self.db
-            .writer
             .write(|tx| {
                 let existed: Option<i64> = tx
                     .query_row(
@@ -489,7 +513,6 @@ impl TenantData for SqliteTenantData {
     ) -> StoreResult<()> {
         let chain = self.chain();
         self.db
-            .writer
             .write(|tx| {
                 let created = tx
                     .execute(
@@ -522,7 +545,6 @@ impl TenantData for SqliteTenantData {
         let t = self.tenant.as_str();
         let chain = self.chain();
         self.db
-            .writer
             .write(|tx| {
                 check_quota(current_storage(tx, t)?, data.len() as i64, max_storage)?;
                 tx.prepare_cached(
@@ -633,7 +655,6 @@ impl TenantData for SqliteTenantData {
         let t = self.tenant.as_str();
         let chain = self.chain();
         self.db
-            .writer
             .write(|tx| {
                 let (version, old_len) =
                     stored(tx, t, &def.name, r.id)?.ok_or(StoreError::NotFound)?;
@@ -676,7 +697,6 @@ impl TenantData for SqliteTenantData {
         let t = self.tenant.as_str();
         let chain = self.chain();
         self.db
-            .writer
             .write(|tx| {
                 let (version, len) = stored(tx, t, &def.name, id)?.ok_or(StoreError::NotFound)?;
                 if expected.is_some_and(|e| e != version) {

@@ -66,12 +66,17 @@ pub(super) struct Readers {
 }
 
 impl Readers {
-    pub(super) fn open(path: &Path, n: usize) -> StoreResult<Self> {
+    /// `n` reader connections; with `query_only` they refuse writes (a
+    /// database with a separate `Writer`), without it the first one may
+    /// also write (see `write`).
+    pub(super) fn open(path: &Path, n: usize, query_only: bool) -> StoreResult<Self> {
         let conns = (0..n.max(1))
             .map(|_| {
                 let conn = connect(path)?;
-                conn.execute_batch("PRAGMA query_only = 1;")
-                    .map_err(direct_error)?;
+                if query_only {
+                    conn.execute_batch("PRAGMA query_only = 1;")
+                        .map_err(direct_error)?;
+                }
                 Ok(Mutex::new(conn))
             })
             .collect::<StoreResult<Vec<_>>>()?;
@@ -97,6 +102,32 @@ impl Readers {
                 .unwrap_or_else(|p| p.into_inner()),
         };
         read(&conn)
+    }
+
+    /// A write transaction on the first connection, for a database whose
+    /// one connection both reads and writes (a dedicated database: one
+    /// connection halves what an open one costs, and only its own tenant's
+    /// requests, at most the per-tenant concurrency cap, ever wait here).
+    pub(super) fn write<R>(
+        &self,
+        write: impl FnOnce(&Transaction<'_>) -> StoreResult<R>,
+    ) -> StoreResult<R> {
+        let mut conn = self.conns[0].lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(direct_error)?;
+        let result = write(&tx)?;
+        tx.commit().map_err(direct_error)?;
+        Ok(result)
+    }
+
+    /// Statements outside a transaction (index DDL), on the first connection.
+    pub(super) fn execute_batch(&self, sql: &str) -> StoreResult<()> {
+        self.conns[0]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .execute_batch(sql)
+            .map_err(direct_error)
     }
 }
 
