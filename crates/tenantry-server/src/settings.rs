@@ -76,7 +76,7 @@ pub struct Settings {
     pub tenant_queue_wait_ms: u64,
     /// Dedicated tenant databases kept open at once on SQLite (least recently
     /// used closed first). An open one costs its connections' memory (about
-    /// 0.4 MB in the load benchmark), no thread.
+    /// 0.3 MB in the load benchmark), no thread.
     pub max_open_tenant_databases: u64,
     /// How OTP codes are delivered: `log` or `webhook`.
     pub otp_sender: String,
