@@ -147,14 +147,14 @@ impl Cli {
             Command::Serve { listen, migrate } => {
                 let mut settings = self.settings(*listen)?;
                 settings.migrate |= *migrate;
-                init_logging(&settings.log);
+                let _flush_logs = init_logging(&settings.log);
                 serve(settings).await
             }
             Command::Migrate { parallel } => {
                 let mut settings = self.settings(None)?;
                 settings.migrate = true;
                 settings.migrate_parallelism = *parallel;
-                init_logging(&settings.log);
+                let _flush_logs = init_logging(&settings.log);
                 let started = std::time::Instant::now();
                 open_services(&settings).await?;
                 println!(
@@ -399,16 +399,25 @@ async fn tenant_command(services: &Arc<Services>, cmd: &TenantCommand) -> anyhow
     }
 }
 
-fn init_logging(filter: &str) {
+/// JSON lines on stdout, written by a background thread so that a request
+/// never waits on the write itself. Not lossy: when the thread falls behind,
+/// logging waits as it did before. Keep the guard: dropping it flushes.
+fn init_logging(filter: &str) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        // A bounded queue: at most a few MB of lines in memory.
+        .buffered_lines_limit(16_384)
+        .finish(std::io::stdout());
     let _ = tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
         .with_current_span(true)
         .with_span_list(false)
         .with_env_filter(filter)
-        .with_writer(std::io::stdout)
+        .with_writer(writer)
         .try_init();
+    guard
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
