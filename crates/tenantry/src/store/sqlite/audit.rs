@@ -260,8 +260,9 @@ pub(super) fn list_direct(
         .collect()
 }
 
-/// How a time is written to an audit row: as sqlx writes a `DateTime<Utc>`
-/// (RFC 3339, `+00:00`), always with microseconds, so text order is time order.
+/// How a time is written to an audit row: exactly as sqlx writes a
+/// `DateTime<Utc>` (RFC 3339, `+00:00`, `AutoSi` fraction), so rows written
+/// by either compare alike with a `since` bound the same way.
 fn stored_time(t: chrono::DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
 }

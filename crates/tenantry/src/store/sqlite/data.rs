@@ -107,14 +107,14 @@ impl Database {
     ) -> StoreResult<R> {
         match &self.writer {
             Some(writer) => writer.write(write).await,
-            None => self.readers.write(write),
+            None => self.readers.write(write).await,
         }
     }
 
     async fn execute_batch(&self, sql: &str) -> StoreResult<()> {
         match &self.writer {
             Some(writer) => writer.execute_batch(sql).await,
-            None => self.readers.execute_batch(sql),
+            None => self.readers.execute_batch(sql).await,
         }
     }
 }
@@ -235,6 +235,12 @@ impl DataPlane for SqliteDataPlane {
                     .await
             }
             Isolation::Dedicated => {
+                // An in-flight write finishes first; handles still held by
+                // requests refuse further use instead of writing into a
+                // deleted file.
+                if let Some(db) = self.dedicated.get(&tenant.id).await {
+                    db.readers.close().await;
+                }
                 self.dedicated.invalidate(&tenant.id).await;
                 let path = self.path(tenant.id);
                 for suffix in ["", "-wal", "-shm"] {
@@ -416,13 +422,17 @@ impl TenantData for SqliteTenantData {
         let sql = format!(
             "SELECT {COLLECTION_COLUMNS} FROM collections WHERE tenant_id = ?1 ORDER BY name"
         );
-        let rows = self.db.readers.read(|c| {
-            let mut statement = c.prepare_cached(&sql).map_err(direct_error)?;
-            let rows = statement
-                .query_map([&self.tenant], read_collection)
-                .map_err(direct_error)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(direct_error)
-        })?;
+        let rows = self
+            .db
+            .readers
+            .read(|c| {
+                let mut statement = c.prepare_cached(&sql).map_err(direct_error)?;
+                let rows = statement
+                    .query_map([&self.tenant], read_collection)
+                    .map_err(direct_error)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(direct_error)
+            })
+            .await?;
         rows.into_iter().map(collection_def).collect()
     }
 
@@ -430,13 +440,17 @@ impl TenantData for SqliteTenantData {
         let sql = format!(
             "SELECT {COLLECTION_COLUMNS} FROM collections WHERE tenant_id = ?1 AND name = ?2"
         );
-        let row = self.db.readers.read(|c| {
-            c.prepare_cached(&sql)
-                .map_err(direct_error)?
-                .query_row([self.tenant.as_str(), name], read_collection)
-                .optional()
-                .map_err(direct_error)
-        })?;
+        let row = self
+            .db
+            .readers
+            .read(|c| {
+                c.prepare_cached(&sql)
+                    .map_err(direct_error)?
+                    .query_row([self.tenant.as_str(), name], read_collection)
+                    .optional()
+                    .map_err(direct_error)
+            })
+            .await?;
         row.map(collection_def).transpose()
     }
 
@@ -576,16 +590,20 @@ impl TenantData for SqliteTenantData {
         let sql = format!(
             "SELECT {RECORD_COLUMNS} FROM records WHERE tenant_id = ?1 AND collection = ?2 AND id = ?3"
         );
-        let row = self.db.readers.read(|conn| {
-            conn.prepare_cached(&sql)
-                .map_err(direct_error)?
-                .query_row(
-                    params![self.tenant, collection, id.to_string()],
-                    RecordRow::read,
-                )
-                .optional()
-                .map_err(direct_error)
-        })?;
+        let row = self
+            .db
+            .readers
+            .read(|conn| {
+                conn.prepare_cached(&sql)
+                    .map_err(direct_error)?
+                    .query_row(
+                        params![self.tenant, collection, id.to_string()],
+                        RecordRow::read,
+                    )
+                    .optional()
+                    .map_err(direct_error)
+            })
+            .await?;
         row.map(RecordRow::record).transpose()
     }
 
@@ -633,13 +651,17 @@ impl TenantData for SqliteTenantData {
         }
         q.push(&format!(" ORDER BY {key} {dir}, id {dir} LIMIT "))
             .bind(i64::from(query.limit.max(1)));
-        let rows: Vec<RecordRow> = self.db.readers.read(|conn| {
-            let mut statement = conn.prepare_cached(&q.text).map_err(direct_error)?;
-            let rows = statement
-                .query_map(rusqlite::params_from_iter(&q.params), RecordRow::read)
-                .map_err(direct_error)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(direct_error)
-        })?;
+        let rows: Vec<RecordRow> = self
+            .db
+            .readers
+            .read(|conn| {
+                let mut statement = conn.prepare_cached(&q.text).map_err(direct_error)?;
+                let rows = statement
+                    .query_map(rusqlite::params_from_iter(&q.params), RecordRow::read)
+                    .map_err(direct_error)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(direct_error)
+            })
+            .await?;
         rows.into_iter().map(RecordRow::record).collect()
     }
 
@@ -736,7 +758,7 @@ impl TenantData for SqliteTenantData {
                 })
                 .map_err(direct_error)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(direct_error)
-        })?;
+        }).await?;
         let total = rows.iter().map(|(_, n)| (*n).max(0) as u64).sum();
         let groups = rows
             .into_iter()
@@ -751,13 +773,17 @@ impl TenantData for SqliteTenantData {
     }
 
     async fn usage(&self) -> StoreResult<Usage> {
-        let row: Option<(i64, i64)> = self.db.readers.read(|c| {
-            c.prepare_cached("SELECT records, storage_bytes FROM usage WHERE tenant_id = ?1")
-                .map_err(direct_error)?
-                .query_row([&self.tenant], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-                .map_err(direct_error)
-        })?;
+        let row: Option<(i64, i64)> = self
+            .db
+            .readers
+            .read(|c| {
+                c.prepare_cached("SELECT records, storage_bytes FROM usage WHERE tenant_id = ?1")
+                    .map_err(direct_error)?
+                    .query_row([&self.tenant], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+                    .map_err(direct_error)
+            })
+            .await?;
         let (records, storage_bytes) = row.unwrap_or((0, 0));
         Ok(Usage {
             records: records.max(0) as u64,
@@ -775,6 +801,7 @@ impl TenantData for SqliteTenantData {
         self.db
             .readers
             .read(|c| audit::list_direct(c, &chain, filter, after_seq, limit))
+            .await
     }
 }
 
@@ -881,5 +908,75 @@ impl Sql {
             .push(" ")
             .bind_operand(op)
             .push(", 0)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tenant::{Slug, TenantStatus};
+    use chrono::Utc;
+
+    /// A request still holding a dedicated tenant's handle when the tenant
+    /// is purged must not write into (or read from) the deleted file.
+    #[tokio::test]
+    async fn a_handle_held_across_a_purge_refuses_further_use() {
+        let dir = tempfile::tempdir().expect("dir");
+        let plane = SqliteDataPlane::open(dir.path(), 16, MigratePolicy::Apply)
+            .await
+            .expect("open");
+        let now = Utc::now();
+        let tenant = Tenant {
+            id: TenantId::new(),
+            slug: Slug::parse("purged").expect("slug"),
+            name: "Purged".into(),
+            plan: "enterprise".into(),
+            status: TenantStatus::Active,
+            isolation: Isolation::Dedicated,
+            organization_id: None,
+            domain: None,
+            metadata: Value::Null,
+            branding: Value::Null,
+            created_at: now,
+            updated_at: now,
+            placement: None,
+        };
+        plane.provision(&tenant).await.expect("provision");
+        let handle = plane.handle(&tenant).await.expect("handle");
+        let def = CollectionDef {
+            name: "notes".into(),
+            schema: None,
+            unique: Vec::new(),
+            indexed: Vec::new(),
+            required_feature: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let audit = NewAuditEntry::new("u", "tenant", "collection.create", "notes");
+        handle
+            .create_collection_if_absent(&def, &audit)
+            .await
+            .expect("write before the purge");
+        plane.purge(&tenant).await.expect("purge");
+        assert!(
+            !dir.path()
+                .join("tenants")
+                .join(format!("{}.db", tenant.id))
+                .exists()
+        );
+        let record = Record {
+            id: RecordId::new(),
+            data: serde_json::json!({"n": 1}),
+            version: 1,
+            created_at: now,
+            updated_at: now,
+            created_by: None,
+        };
+        let refused = handle.insert_record(&def, &record, None, &audit).await;
+        assert!(matches!(refused, Err(StoreError::NotFound)), "{refused:?}");
+        assert!(matches!(
+            handle.collections().await,
+            Err(StoreError::NotFound)
+        ));
     }
 }

@@ -11,8 +11,8 @@
 use crate::store::{StoreError, StoreResult};
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use tokio::sync::Mutex;
 
 /// Maps rusqlite errors once, as `db_error` does sqlx's: a unique violation
 /// names its field, a busy database is unavailable.
@@ -55,14 +55,31 @@ fn connect(path: &Path) -> StoreResult<Connection> {
         "PRAGMA cache_size = -512; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
     )
     .map_err(direct_error)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))
+    // Statements run on the request's thread: another process holding the
+    // database (a migration, a backup) makes it 503 soon rather than park
+    // the thread for long.
+    conn.busy_timeout(std::time::Duration::from_secs(1))
         .map_err(direct_error)?;
     Ok(conn)
 }
 
+/// Connections wait their turn on async locks (a busy one never parks a
+/// worker thread); the statements themselves run without yielding.
 pub(super) struct Readers {
     conns: Vec<Mutex<Connection>>,
     next: AtomicUsize,
+    /// Set by `close`: the database is being deleted.
+    closed: AtomicBool,
+}
+
+/// Begins an IMMEDIATE transaction, first ending one a failed rollback may
+/// have left open (rusqlite ignores rollback errors on drop).
+fn begin(conn: &mut Connection) -> StoreResult<Transaction<'_>> {
+    if !conn.is_autocommit() {
+        conn.execute_batch("ROLLBACK").map_err(direct_error)?;
+    }
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(direct_error)
 }
 
 impl Readers {
@@ -83,12 +100,31 @@ impl Readers {
         Ok(Self {
             conns,
             next: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
         })
     }
 
+    /// Waits for every connection to be idle (an in-flight write finishes),
+    /// then refuses all further use: the database is about to be deleted.
+    pub(super) async fn close(&self) {
+        let mut held = Vec::with_capacity(self.conns.len());
+        for conn in &self.conns {
+            held.push(conn.lock().await);
+        }
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    fn check_open(&self) -> StoreResult<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            Err(StoreError::NotFound)
+        } else {
+            Ok(())
+        }
+    }
+
     /// Runs `read` on a free connection (or waits for the next in turn);
-    /// the lock is held only while the statements run, never across an await.
-    pub(super) fn read<R>(
+    /// the statements run without yielding.
+    pub(super) async fn read<R>(
         &self,
         read: impl FnOnce(&Connection) -> StoreResult<R>,
     ) -> StoreResult<R> {
@@ -97,10 +133,9 @@ impl Readers {
         let free = (0..n).find_map(|i| self.conns[(start + i) % n].try_lock().ok());
         let conn = match free {
             Some(conn) => conn,
-            None => self.conns[start % n]
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
+            None => self.conns[start % n].lock().await,
         };
+        self.check_open()?;
         read(&conn)
     }
 
@@ -108,26 +143,23 @@ impl Readers {
     /// one connection both reads and writes (a dedicated database: one
     /// connection halves what an open one costs, and only its own tenant's
     /// requests, at most the per-tenant concurrency cap, ever wait here).
-    pub(super) fn write<R>(
+    pub(super) async fn write<R>(
         &self,
         write: impl FnOnce(&Transaction<'_>) -> StoreResult<R>,
     ) -> StoreResult<R> {
-        let mut conn = self.conns[0].lock().unwrap_or_else(|p| p.into_inner());
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(direct_error)?;
+        let mut conn = self.conns[0].lock().await;
+        self.check_open()?;
+        let tx = begin(&mut conn)?;
         let result = write(&tx)?;
         tx.commit().map_err(direct_error)?;
         Ok(result)
     }
 
     /// Statements outside a transaction (index DDL), on the first connection.
-    pub(super) fn execute_batch(&self, sql: &str) -> StoreResult<()> {
-        self.conns[0]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .execute_batch(sql)
-            .map_err(direct_error)
+    pub(super) async fn execute_batch(&self, sql: &str) -> StoreResult<()> {
+        let conn = self.conns[0].lock().await;
+        self.check_open()?;
+        conn.execute_batch(sql).map_err(direct_error)
     }
 }
 
@@ -136,7 +168,7 @@ impl Readers {
 /// by a read far more often than by a write.
 pub(super) struct Writer {
     path: PathBuf,
-    conn: tokio::sync::OnceCell<tokio::sync::Mutex<Connection>>,
+    conn: tokio::sync::OnceCell<Mutex<Connection>>,
 }
 
 impl Writer {
@@ -147,9 +179,9 @@ impl Writer {
         }
     }
 
-    async fn conn(&self) -> StoreResult<&tokio::sync::Mutex<Connection>> {
+    async fn conn(&self) -> StoreResult<&Mutex<Connection>> {
         self.conn
-            .get_or_try_init(|| async { connect(&self.path).map(tokio::sync::Mutex::new) })
+            .get_or_try_init(|| async { connect(&self.path).map(Mutex::new) })
             .await
     }
 
@@ -161,9 +193,7 @@ impl Writer {
         write: impl FnOnce(&Transaction<'_>) -> StoreResult<R>,
     ) -> StoreResult<R> {
         let mut conn = self.conn().await?.lock().await;
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(direct_error)?;
+        let tx = begin(&mut conn)?;
         let result = write(&tx)?;
         tx.commit().map_err(direct_error)?;
         Ok(result)
