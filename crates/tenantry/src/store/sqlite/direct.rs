@@ -72,14 +72,22 @@ pub(super) struct Readers {
     closed: AtomicBool,
 }
 
-/// Begins an IMMEDIATE transaction, first ending one a failed rollback may
-/// have left open (rusqlite ignores rollback errors on drop).
-fn begin(conn: &mut Connection) -> StoreResult<Transaction<'_>> {
+/// Runs `write` in one `BEGIN IMMEDIATE` transaction, committed if it
+/// returns Ok and rolled back otherwise. A transaction a failed rollback may
+/// have left open is ended first (rusqlite ignores rollback errors on drop).
+fn transact<R>(
+    conn: &mut Connection,
+    write: impl FnOnce(&Transaction<'_>) -> StoreResult<R>,
+) -> StoreResult<R> {
     if !conn.is_autocommit() {
         conn.execute_batch("ROLLBACK").map_err(direct_error)?;
     }
-    conn.transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(direct_error)
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(direct_error)?;
+    let result = write(&tx)?;
+    tx.commit().map_err(direct_error)?;
+    Ok(result)
 }
 
 impl Readers {
@@ -149,10 +157,7 @@ impl Readers {
     ) -> StoreResult<R> {
         let mut conn = self.conns[0].lock().await;
         self.check_open()?;
-        let tx = begin(&mut conn)?;
-        let result = write(&tx)?;
-        tx.commit().map_err(direct_error)?;
-        Ok(result)
+        transact(&mut conn, write)
     }
 
     /// Statements outside a transaction (index DDL), on the first connection.
@@ -185,18 +190,14 @@ impl Writer {
             .await
     }
 
-    /// Runs `write` in one `BEGIN IMMEDIATE` transaction, committed if it
-    /// returns Ok and rolled back otherwise. Writers wait their turn on an
+    /// One write transaction (see `transact`). Writers wait their turn on an
     /// async lock; the transaction itself runs without yielding.
     pub(super) async fn write<R>(
         &self,
         write: impl FnOnce(&Transaction<'_>) -> StoreResult<R>,
     ) -> StoreResult<R> {
         let mut conn = self.conn().await?.lock().await;
-        let tx = begin(&mut conn)?;
-        let result = write(&tx)?;
-        tx.commit().map_err(direct_error)?;
-        Ok(result)
+        transact(&mut conn, write)
     }
 
     /// Statements outside a transaction (index DDL).
