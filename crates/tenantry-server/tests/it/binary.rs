@@ -15,6 +15,16 @@ fn tenantry(dir: &std::path::Path) -> Command {
     cmd
 }
 
+/// Runs one CLI command to completion: (succeeded, stdout, stderr).
+fn run_cli(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = tenantry(dir).args(args).output().expect("run");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -91,14 +101,7 @@ async fn serve_logs_json_per_request_and_exits_cleanly_on_sigterm() {
 #[test]
 fn cli_manages_tenants_and_plans_through_the_services() {
     let dir = tempfile::tempdir().expect("dir");
-    let run = |args: &[&str]| {
-        let out = tenantry(dir.path()).args(args).output().expect("run");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = |args: &[&str]| run_cli(dir.path(), args);
     let (ok, out, err) = run(&[
         "tenant", "create", "--name", "Acme", "--slug", "acme", "--plan", "premium",
     ]);
@@ -242,14 +245,7 @@ fn migrate_command_brings_tenants_that_are_behind_up_to_date() {
 #[test]
 fn audit_verify_command_reports_the_first_broken_link() {
     let dir = tempfile::tempdir().expect("dir");
-    let run = |args: &[&str]| {
-        let out = tenantry(dir.path()).args(args).output().expect("run");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = |args: &[&str]| run_cli(dir.path(), args);
     for slug in ["av-one", "av-two"] {
         let (ok, _, err) = run(&["tenant", "create", "--name", slug, "--slug", slug]);
         assert!(ok, "{err}");
