@@ -7,6 +7,7 @@
 //! string.
 
 pub mod audit;
+pub mod cache;
 pub mod clock;
 pub mod context;
 pub mod ids;

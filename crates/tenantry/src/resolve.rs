@@ -15,7 +15,7 @@ use crate::tenant::{Tenant, TenantStatus};
 use axum::extract::{FromRef, FromRequestParts};
 use http::HeaderMap;
 use http::request::Parts;
-use moka::future::Cache;
+use crate::cache::TtlCache;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -75,7 +75,7 @@ pub struct Resolution {
 
 pub struct TenantResolver {
     store: Arc<dyn ControlStore>,
-    cache: Cache<Lookup, Option<Tenant>>,
+    cache: TtlCache<Lookup, Option<Tenant>>,
     config: ResolverConfig,
 }
 
@@ -85,10 +85,7 @@ impl TenantResolver {
             store,
             // Bounded; the TTL only limits staleness after changes made by
             // another process (the CLI), which cannot call `invalidate`.
-            cache: Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(Duration::from_secs(5))
-                .build(),
+            cache: TtlCache::new(10_000, Duration::from_secs(5)),
             config,
         }
     }
@@ -103,18 +100,15 @@ impl TenantResolver {
     }
 
     async fn lookup(&self, key: Lookup) -> Result<Option<Tenant>, StoreError> {
-        let store = self.store.clone();
-        let key2 = key.clone();
         self.cache
-            .try_get_with(key, async move {
-                match key2 {
-                    Lookup::Id(id) => store.tenant_by_id(id).await,
-                    Lookup::Slug(s) => store.tenant_by_slug(&s).await,
-                    Lookup::Domain(d) => store.tenant_by_domain(&d).await,
+            .get_or_try_insert_with(&key, async {
+                match &key {
+                    Lookup::Id(id) => self.store.tenant_by_id(*id).await,
+                    Lookup::Slug(s) => self.store.tenant_by_slug(s).await,
+                    Lookup::Domain(d) => self.store.tenant_by_domain(d).await,
                 }
             })
             .await
-            .map_err(|e: Arc<StoreError>| (*e).clone())
     }
 
     /// A live tenant by id or slug (cached).

@@ -54,7 +54,7 @@ impl FromRequestParts<AppState> for Authenticated {
         let role = services
             .caches
             .users
-            .try_get_with(key, async {
+            .get_or_try_insert_with(&key, async {
                 Ok::<_, Error>(match principal.tenant_id {
                     None => services
                         .store
@@ -72,8 +72,7 @@ impl FromRequestParts<AppState> for Authenticated {
                     },
                 })
             })
-            .await
-            .map_err(|e| Error::Internal(format!("user lookup: {e}")))?;
+            .await?;
         let exists = role == Some(principal.role);
         if !exists {
             return Err(Error::Unauthorized);

@@ -4,6 +4,7 @@ use crate::error::{Error, Result};
 use chrono::Utc;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use tenantry::cache::TtlCache;
 use tenantry::{OrgId, Principal, Role, TenantId, UserId};
 use uuid::Uuid;
 
@@ -31,6 +32,11 @@ pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    /// Tokens already verified → (principal, expiry). A client sends the same
+    /// token with every request; decoding and checking it again (base64, two
+    /// JSON parses, an HMAC) was 7% of a GET-by-id's CPU. Keyed by the whole
+    /// token, signature included: only the exact bytes once verified hit.
+    verified: TtlCache<String, (Principal, i64)>,
 }
 
 impl TokenKeys {
@@ -45,6 +51,7 @@ impl TokenKeys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            verified: TtlCache::new(10_000, std::time::Duration::from_secs(60)),
         }
     }
 
@@ -68,16 +75,27 @@ impl TokenKeys {
 
     /// Verifies signature, algorithm, issuer, audience and expiry.
     pub fn verify(&self, token: &str) -> Result<Principal> {
+        let now = Utc::now().timestamp();
+        if let Some((principal, exp)) = self.verified.get(token) {
+            // As jsonwebtoken judges expiry with no leeway.
+            return if exp >= now {
+                Ok(principal)
+            } else {
+                Err(Error::Unauthorized)
+            };
+        }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|_| Error::Unauthorized)?;
         let c = data.claims;
         let parse = |s: &str| s.parse::<Uuid>().map_err(|_| Error::Unauthorized);
-        Ok(Principal {
+        let principal = Principal {
             user_id: UserId(parse(&c.sub)?),
             role: Role::parse(&c.role).ok_or(Error::Unauthorized)?,
             tenant_id: c.tid.as_deref().map(parse).transpose()?.map(TenantId),
             org_id: c.org.as_deref().map(parse).transpose()?.map(OrgId),
-        })
+        };
+        self.verified.insert(token.to_owned(), (principal.clone(), c.exp));
+        Ok(principal)
     }
 }
 
@@ -123,6 +141,18 @@ mod tests {
         let p = principal();
         let token = keys.issue(&p, 60).expect("issue");
         assert_eq!(keys.verify(&token).expect("verify"), p);
+    }
+
+    #[test]
+    fn a_verified_token_still_expires() {
+        let keys = TokenKeys::new(b"secret-secret-secret-secret-1234");
+        let p = principal();
+        let token = keys.issue(&p, 60).expect("issue");
+        assert_eq!(keys.verify(&token).expect("verify"), p);
+        // Its cached verdict, as it will be once the minute has passed.
+        keys.verified
+            .insert(token.clone(), (p, Utc::now().timestamp() - 1));
+        assert!(matches!(keys.verify(&token), Err(Error::Unauthorized)));
     }
 
     #[test]

@@ -248,8 +248,7 @@ impl Services {
             .map_err(write_error)?;
         self.caches
             .collections
-            .invalidate(&(acting.tenant.id, def.name.clone()))
-            .await;
+            .invalidate(&(acting.tenant.id, def.name.clone()));
         Ok((def, created))
     }
 
@@ -277,9 +276,8 @@ impl Services {
         let cached = self
             .caches
             .collections
-            .try_get_with(key.clone(), data.collection(name))
-            .await
-            .map_err(|e: Arc<StoreError>| Error::from((*e).clone()))?;
+            .get_or_try_insert_with(&key, data.collection(name))
+            .await?;
         let def = match cached {
             Some(def) => def,
             None if implicit => {
@@ -300,7 +298,7 @@ impl Services {
                     format!("collections/{name}"),
                 );
                 data.create_collection_if_absent(&def, &audit).await?;
-                self.caches.collections.invalidate(&key).await;
+                self.caches.collections.invalidate(&key);
                 data.collection(name).await?.unwrap_or(def)
             }
             None => return Ok(None),

@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::keys::Keyring;
 use std::sync::Arc;
 use tenantry::audit::NewAuditEntry;
+use tenantry::cache::TtlCache;
 use tenantry::clock::Clock;
 use tenantry::resolve::TenantResolver;
 use tenantry::store::Store;
@@ -51,36 +52,23 @@ pub struct Services {
 /// another instance's change (or the CLI's) can go unseen.
 pub struct Caches {
     /// (tenant, user) → the role of an active user; `None`: gone or inactive.
-    pub users: moka::future::Cache<(Option<tenantry::TenantId>, UserId), Option<Role>>,
+    pub users: TtlCache<(Option<tenantry::TenantId>, UserId), Option<Role>>,
     /// (tenant, collection) → its definition, if defined.
-    pub collections:
-        moka::future::Cache<(tenantry::TenantId, String), Option<tenantry::record::CollectionDef>>,
+    pub collections: TtlCache<(tenantry::TenantId, String), Option<tenantry::record::CollectionDef>>,
     /// plan code → plan.
-    pub plans: moka::future::Cache<String, Option<tenantry::Plan>>,
+    pub plans: TtlCache<String, Option<tenantry::Plan>>,
     /// (user, target tenant) of cross-tenant attempts recorded this minute.
-    pub cross_tenant_recorded: moka::sync::Cache<(UserId, tenantry::TenantId), ()>,
+    pub cross_tenant_recorded: TtlCache<(UserId, tenantry::TenantId), ()>,
 }
 
 impl Default for Caches {
     fn default() -> Self {
         let ttl = std::time::Duration::from_secs(10);
         Self {
-            users: moka::future::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(ttl)
-                .build(),
-            collections: moka::future::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(ttl)
-                .build(),
-            plans: moka::future::Cache::builder()
-                .max_capacity(1_000)
-                .time_to_live(ttl)
-                .build(),
-            cross_tenant_recorded: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(std::time::Duration::from_secs(60))
-                .build(),
+            users: TtlCache::new(100_000, ttl),
+            collections: TtlCache::new(100_000, ttl),
+            plans: TtlCache::new(1_000, ttl),
+            cross_tenant_recorded: TtlCache::new(100_000, std::time::Duration::from_secs(60)),
         }
     }
 }
@@ -159,7 +147,7 @@ impl Services {
         path: &str,
     ) -> Result<()> {
         let key = (actor.user_id, target.id);
-        if self.caches.cross_tenant_recorded.contains_key(&key) {
+        if self.caches.cross_tenant_recorded.get(&key).is_some() {
             return Ok(());
         }
         self.caches.cross_tenant_recorded.insert(key, ());

@@ -41,9 +41,8 @@ impl Services {
     pub async fn plan(&self, code: &str) -> Result<Plan> {
         self.caches
             .plans
-            .try_get_with(code.to_owned(), self.store.plan(code))
-            .await
-            .map_err(|e: std::sync::Arc<tenantry::store::StoreError>| Error::from((*e).clone()))?
+            .get_or_try_insert_with(&code.to_owned(), self.store.plan(code))
+            .await?
             .ok_or_else(|| Error::NotFound("plan".into()))
     }
 
@@ -85,7 +84,7 @@ impl Services {
         };
         let audit = audit_entry(actor, "plan.put", format!("plans/{code}"));
         let created = self.store.upsert_plan(&plan, &audit).await?;
-        self.caches.plans.invalidate(code).await;
+        self.caches.plans.invalidate(&code.to_owned());
         Ok((plan, created))
     }
 }

@@ -338,8 +338,7 @@ impl Services {
             .await?;
         self.caches
             .users
-            .invalidate(&(Some(acting.tenant.id), user.id))
-            .await;
+            .invalidate(&(Some(acting.tenant.id), user.id));
         Ok(UserView::tenant_user(&acting.tenant, &user))
     }
 
@@ -358,8 +357,7 @@ impl Services {
             .await?;
         self.caches
             .users
-            .invalidate(&(Some(acting.tenant.id), user.id))
-            .await;
+            .invalidate(&(Some(acting.tenant.id), user.id));
         Ok(())
     }
 }

@@ -2,7 +2,7 @@
 //! cannot hold every database connection and blocking thread while other
 //! tenants wait. A request over the cap queues briefly, then gets 429.
 
-use moka::sync::Cache;
+use quick_cache::sync::Cache;
 use std::sync::Arc;
 use std::time::Duration;
 use tenantry::TenantId;
@@ -18,10 +18,7 @@ impl TenantGate {
     pub fn new(per_tenant: usize, wait: Duration) -> Self {
         Self {
             // An idle tenant's semaphore has every permit free: evicting it is harmless.
-            slots: Cache::builder()
-                .max_capacity(100_000)
-                .time_to_idle(Duration::from_secs(60))
-                .build(),
+            slots: Cache::new(100_000),
             per_tenant: per_tenant.max(1),
             wait,
         }
@@ -32,7 +29,14 @@ impl TenantGate {
     pub async fn enter(&self, tenant: TenantId) -> Option<OwnedSemaphorePermit> {
         let sem = self
             .slots
-            .get_with(tenant, || Arc::new(Semaphore::new(self.per_tenant)));
+            .get_or_insert_with(&tenant, || {
+                Ok::<_, std::convert::Infallible>(Arc::new(Semaphore::new(self.per_tenant)))
+            })
+            .unwrap_or_else(|never| match never {});
+        // Most requests find a free slot: no timer for them.
+        if let Ok(permit) = sem.clone().try_acquire_owned() {
+            return Some(permit);
+        }
         tokio::time::timeout(self.wait, sem.acquire_owned())
             .await
             .ok()

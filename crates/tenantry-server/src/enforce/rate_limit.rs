@@ -4,7 +4,7 @@
 
 use super::shared_bucket::SharedBuckets;
 use chrono::{DateTime, Utc};
-use moka::sync::Cache;
+use quick_cache::sync::Cache;
 use std::sync::{Arc, Mutex, OnceLock};
 use tenantry::TenantId;
 use tenantry::clock::Clock;
@@ -100,10 +100,7 @@ impl LocalBuckets {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self {
             // An idle tenant's bucket is full anyway: evicting it loses nothing.
-            buckets: Cache::builder()
-                .max_capacity(100_000)
-                .time_to_idle(std::time::Duration::from_secs(60))
-                .build(),
+            buckets: Cache::new(100_000),
             clock,
         }
     }
@@ -112,12 +109,15 @@ impl LocalBuckets {
         let rate = per_second.max(1) as f64;
         let capacity = rate * BURST_SECONDS;
         let now = self.clock.now();
-        let slot = self.buckets.get_with(tenant, || {
-            Arc::new(Mutex::new(Bucket {
-                tokens: capacity,
-                at: now,
-            }))
-        });
+        let slot = self
+            .buckets
+            .get_or_insert_with(&tenant, || {
+                Ok::<_, std::convert::Infallible>(Arc::new(Mutex::new(Bucket {
+                    tokens: capacity,
+                    at: now,
+                })))
+            })
+            .unwrap_or_else(|never| match never {});
         let mut b = slot.lock().unwrap_or_else(|p| p.into_inner());
         let elapsed = (now - b.at).num_microseconds().unwrap_or(i64::MAX).max(0) as f64 / 1e6;
         b.tokens = (b.tokens + elapsed * rate).min(capacity);

@@ -6,7 +6,8 @@
 //! `MAX_SAMPLES` requests, and a tenant idle for a whole window is evicted.
 
 use chrono::{DateTime, Utc};
-use moka::sync::Cache;
+use quick_cache::sync::Cache;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,7 +23,10 @@ const MAX_SAMPLES: usize = 512;
 /// Tenants tracked at once (the least recently active go first).
 /// Worst case: MAX_TENANTS × MAX_SAMPLES × 24 bytes ≈ 250 MB; in practice a
 /// tenant holds as many samples as it had requests in the window.
-const MAX_TENANTS: u64 = 20_000;
+const MAX_TENANTS: usize = 20_000;
+/// Every this many recorded requests, windows idle for a whole `WINDOW` are
+/// dropped (a sweep visits every tracked tenant: rare enough to be free).
+const SWEEP_EVERY: u64 = 8_192;
 
 /// One tenant's figures over the window.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -67,16 +71,15 @@ impl Window {
 
 pub struct TrafficWindows {
     tenants: Cache<TenantId, Arc<Mutex<Window>>>,
+    recorded: AtomicU64,
     clock: Arc<dyn Clock>,
 }
 
 impl TrafficWindows {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self {
-            tenants: Cache::builder()
-                .max_capacity(MAX_TENANTS)
-                .time_to_idle(WINDOW)
-                .build(),
+            tenants: Cache::new(MAX_TENANTS),
+            recorded: AtomicU64::new(0),
             clock,
         }
     }
@@ -88,7 +91,13 @@ impl TrafficWindows {
     /// Counts one answered request of `tenant`.
     pub fn record(&self, tenant: TenantId, status: u16, latency: Duration) {
         let now = self.clock.now();
-        let window = self.tenants.get_with(tenant, Default::default);
+        if self.recorded.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            self.sweep(now);
+        }
+        let window = self
+            .tenants
+            .get_or_insert_with(&tenant, || Ok::<_, std::convert::Infallible>(Default::default()))
+            .unwrap_or_else(|never| match never {});
         let mut w = window.lock().unwrap_or_else(|p| p.into_inner());
         w.forget_before(self.since(now));
         let bucket = now.timestamp().div_euclid(BUCKET_SECS) * BUCKET_SECS;
@@ -109,6 +118,16 @@ impl TrafficWindows {
             w.samples.pop_front();
         }
         w.samples.push_back((now, latency.as_secs_f64() * 1000.0));
+    }
+
+    /// Drops the windows of tenants idle for a whole window.
+    fn sweep(&self, now: DateTime<Utc>) {
+        let since = self.since(now);
+        self.tenants.retain(|_, window| {
+            let mut w = window.lock().unwrap_or_else(|p| p.into_inner());
+            w.forget_before(since);
+            !(w.counts.is_empty() && w.samples.is_empty())
+        });
     }
 
     /// `tenant`'s figures over the window (all zero for a quiet tenant).
@@ -142,7 +161,7 @@ impl TrafficWindows {
             .iter()
             .map(|(tenant, window)| {
                 let mut w = window.lock().unwrap_or_else(|p| p.into_inner());
-                (*tenant, self.counts(&mut w).0)
+                (tenant, self.counts(&mut w).0)
             })
             .filter(|(_, requests)| *requests > 0)
             .collect();
@@ -187,6 +206,20 @@ mod tests {
         clock.advance(chrono::Duration::seconds(5 * 60 + BUCKET_SECS));
         assert_eq!(windows.stats(t), WindowStats::default());
         assert!(windows.top(5).is_empty());
+    }
+
+    #[test]
+    fn windows_idle_for_a_whole_window_are_swept() {
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let windows = TrafficWindows::new(clock.clone());
+        let (idle, busy) = (TenantId::new(), TenantId::new());
+        windows.record(idle, 200, Duration::from_millis(1));
+        clock.advance(chrono::Duration::seconds(5 * 60 + BUCKET_SECS));
+        for _ in 0..SWEEP_EVERY {
+            windows.record(busy, 200, Duration::from_millis(1));
+        }
+        assert!(windows.tenants.get(&idle).is_none(), "idle tenant swept");
+        assert!(windows.tenants.get(&busy).is_some(), "busy tenant kept");
     }
 
     #[test]
