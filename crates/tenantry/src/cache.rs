@@ -106,7 +106,9 @@ mod tests {
 
         // Errors are not cached.
         assert_eq!(
-            cache.get_or_try_insert_with(&2, async { Err("down") }).await,
+            cache
+                .get_or_try_insert_with(&2, async { Err("down") })
+                .await,
             Err("down")
         );
         assert_eq!(cache.get(&2), None);

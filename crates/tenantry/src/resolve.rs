@@ -8,6 +8,7 @@
 //! [`TenantResolver::invalidate`], so a suspension takes effect on the very
 //! next request.
 
+use crate::cache::TtlCache;
 use crate::context::{Principal, Role};
 use crate::ids::TenantId;
 use crate::store::{ControlStore, StoreError};
@@ -15,7 +16,6 @@ use crate::tenant::{Tenant, TenantStatus};
 use axum::extract::{FromRef, FromRequestParts};
 use http::HeaderMap;
 use http::request::Parts;
-use crate::cache::TtlCache;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

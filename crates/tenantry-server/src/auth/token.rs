@@ -94,7 +94,8 @@ impl TokenKeys {
             tenant_id: c.tid.as_deref().map(parse).transpose()?.map(TenantId),
             org_id: c.org.as_deref().map(parse).transpose()?.map(OrgId),
         };
-        self.verified.insert(token.to_owned(), (principal.clone(), c.exp));
+        self.verified
+            .insert(token.to_owned(), (principal.clone(), c.exp));
         Ok(principal)
     }
 }

@@ -54,7 +54,8 @@ pub struct Caches {
     /// (tenant, user) → the role of an active user; `None`: gone or inactive.
     pub users: TtlCache<(Option<tenantry::TenantId>, UserId), Option<Role>>,
     /// (tenant, collection) → its definition, if defined.
-    pub collections: TtlCache<(tenantry::TenantId, String), Option<tenantry::record::CollectionDef>>,
+    pub collections:
+        TtlCache<(tenantry::TenantId, String), Option<tenantry::record::CollectionDef>>,
     /// plan code → plan.
     pub plans: TtlCache<String, Option<tenantry::Plan>>,
     /// (user, target tenant) of cross-tenant attempts recorded this minute.

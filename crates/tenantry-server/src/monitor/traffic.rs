@@ -7,8 +7,8 @@
 
 use chrono::{DateTime, Utc};
 use quick_cache::sync::Cache;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tenantry::TenantId;
@@ -96,7 +96,9 @@ impl TrafficWindows {
         }
         let window = self
             .tenants
-            .get_or_insert_with(&tenant, || Ok::<_, std::convert::Infallible>(Default::default()))
+            .get_or_insert_with(&tenant, || {
+                Ok::<_, std::convert::Infallible>(Default::default())
+            })
             .unwrap_or_else(|never| match never {});
         let mut w = window.lock().unwrap_or_else(|p| p.into_inner());
         w.forget_before(self.since(now));

@@ -101,10 +101,7 @@ impl Database {
     }
 
     /// One write transaction (see `Writer::write`, `Readers::write`).
-    async fn write<R>(
-        &self,
-        write: impl FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<R>,
-    ) -> StoreResult<R> {
+    async fn write<R>(&self, write: impl FnOnce(&Connection) -> StoreResult<R>) -> StoreResult<R> {
         match &self.writer {
             Some(writer) => writer.write(write).await,
             None => self.readers.write(write).await,

@@ -9,10 +9,10 @@
 //! creates and migrates the databases.
 
 use crate::store::{StoreError, StoreResult};
-use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 
 /// Maps rusqlite errors once, as `db_error` does sqlx's: a unique violation
 /// names its field, a busy database is unavailable.
@@ -77,7 +77,7 @@ pub(super) struct Readers {
 /// have left open is ended first (rusqlite ignores rollback errors on drop).
 fn transact<R>(
     conn: &mut Connection,
-    write: impl FnOnce(&Transaction<'_>) -> StoreResult<R>,
+    write: impl FnOnce(&Connection) -> StoreResult<R>,
 ) -> StoreResult<R> {
     if !conn.is_autocommit() {
         conn.execute_batch("ROLLBACK").map_err(direct_error)?;
@@ -153,7 +153,7 @@ impl Readers {
     /// requests, at most the per-tenant concurrency cap, ever wait here).
     pub(super) async fn write<R>(
         &self,
-        write: impl FnOnce(&Transaction<'_>) -> StoreResult<R>,
+        write: impl FnOnce(&Connection) -> StoreResult<R>,
     ) -> StoreResult<R> {
         let mut conn = self.conns[0].lock().await;
         self.check_open()?;
@@ -168,45 +168,255 @@ impl Readers {
     }
 }
 
+/// Most writes one shared transaction may hold: bounds how long the first
+/// of them waits for its commit.
+const MAX_BATCH: usize = 64;
+
 /// A database's one writer connection, opened at the first write: most
 /// requests only read, and a dedicated database the LRU let go is re-opened
 /// by a read far more often than by a write.
+///
+/// Group commit: writes that queue up behind one another share a
+/// transaction. Each runs in its own savepoint (a failing one undoes only
+/// itself), and the transaction is committed when no other write is waiting
+/// (or `MAX_BATCH` have joined); none of them returns before that commit.
+/// A commit writes each touched page to the WAL once for the whole group
+/// instead of once per request: creates on the shared database all wait for
+/// this one connection, and the page writes were most of their cost.
 pub(super) struct Writer {
     path: PathBuf,
-    conn: tokio::sync::OnceCell<Mutex<Connection>>,
+    state: tokio::sync::OnceCell<Mutex<WriterState>>,
+    /// Writes waiting for the connection for the first time.
+    queued: AtomicUsize,
+}
+
+struct WriterState {
+    conn: Connection,
+    batch: Option<Batch>,
+    next_batch: u64,
+}
+
+/// The open transaction several writes share.
+struct Batch {
+    id: u64,
+    members: usize,
+    /// The commit's outcome, for the members waiting on it.
+    done: watch::Sender<Option<StoreResult<()>>>,
+}
+
+/// Counts a write as queued while it waits for the connection (and stops
+/// counting it if the request is dropped meanwhile).
+struct Queued<'a>(&'a AtomicUsize);
+
+impl<'a> Queued<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl WriterState {
+    /// The open batch, or a new one (`BEGIN IMMEDIATE`). A transaction left
+    /// open without a batch (a failed rollback) is ended first.
+    fn batch(&mut self) -> StoreResult<(u64, watch::Receiver<Option<StoreResult<()>>>)> {
+        if self.batch.is_none() {
+            if !self.conn.is_autocommit() {
+                self.conn.execute_batch("ROLLBACK").map_err(direct_error)?;
+            }
+            self.conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(direct_error)?;
+            self.next_batch += 1;
+            self.batch = Some(Batch {
+                id: self.next_batch,
+                members: 0,
+                done: watch::channel(None).0,
+            });
+        }
+        let batch = self
+            .batch
+            .as_ref()
+            .ok_or_else(|| StoreError::Internal("sqlite writer: no open transaction".into()))?;
+        Ok((batch.id, batch.done.subscribe()))
+    }
+
+    /// Runs one write in a savepoint of the open batch. The outer error means
+    /// the batch itself is broken (it has been rolled back for everyone).
+    fn run<R>(
+        &mut self,
+        write: impl FnOnce(&Connection) -> StoreResult<R>,
+    ) -> StoreResult<StoreResult<R>> {
+        self.conn
+            .execute_batch("SAVEPOINT w")
+            .map_err(direct_error)?;
+        let result = write(&self.conn);
+        let end = match result {
+            Ok(_) => "RELEASE w",
+            Err(_) => "ROLLBACK TO w; RELEASE w",
+        };
+        if let Err(e) = self.conn.execute_batch(end).map_err(direct_error) {
+            self.finish(Err(e.clone()));
+            return Err(e);
+        }
+        if let Some(batch) = &mut self.batch {
+            batch.members += 1;
+        }
+        Ok(result)
+    }
+
+    fn full(&self) -> bool {
+        self.batch.as_ref().is_some_and(|b| b.members >= MAX_BATCH)
+    }
+
+    /// Commits the open batch (if any) and tells its members how it went.
+    fn commit(&mut self) -> StoreResult<()> {
+        if self.batch.is_none() {
+            return Ok(());
+        }
+        let outcome = self.conn.execute_batch("COMMIT").map_err(direct_error);
+        self.finish(outcome.clone());
+        outcome
+    }
+
+    /// Ends the batch with `outcome`: rolled back unless it is Ok.
+    fn finish(&mut self, outcome: StoreResult<()>) {
+        if outcome.is_err() && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        if let Some(batch) = self.batch.take() {
+            batch.done.send_replace(Some(outcome));
+        }
+    }
 }
 
 impl Writer {
     pub(super) fn new(path: &Path) -> Self {
         Self {
             path: path.to_owned(),
-            conn: tokio::sync::OnceCell::new(),
+            state: tokio::sync::OnceCell::new(),
+            queued: AtomicUsize::new(0),
         }
     }
 
-    async fn conn(&self) -> StoreResult<&Mutex<Connection>> {
-        self.conn
-            .get_or_try_init(|| async { connect(&self.path).map(Mutex::new) })
+    async fn state(&self) -> StoreResult<&Mutex<WriterState>> {
+        self.state
+            .get_or_try_init(|| async {
+                Ok(Mutex::new(WriterState {
+                    conn: connect(&self.path)?,
+                    batch: None,
+                    next_batch: 0,
+                }))
+            })
             .await
     }
 
-    /// One write transaction (see `transact`). Writers wait their turn on an
-    /// async lock; the transaction itself runs without yielding.
+    /// One write, committed (with whichever writes queued alongside it)
+    /// before this returns. Writers wait their turn on an async lock; the
+    /// statements themselves run without yielding.
     pub(super) async fn write<R>(
         &self,
-        write: impl FnOnce(&Transaction<'_>) -> StoreResult<R>,
+        write: impl FnOnce(&Connection) -> StoreResult<R>,
     ) -> StoreResult<R> {
-        let mut conn = self.conn().await?.lock().await;
-        transact(&mut conn, write)
+        let cell = self.state().await?;
+        let mut state = {
+            let _queued = Queued::enter(&self.queued);
+            cell.lock().await
+        };
+        let (batch, mut done) = state.batch()?;
+        let result = state.run(write)?;
+        if self.queued.load(Ordering::SeqCst) == 0 || state.full() {
+            return state.commit().and(result);
+        }
+        // A write waiting behind this one will commit the batch. Should it
+        // be dropped before its turn, this one commits when it gets the
+        // connection back.
+        drop(state);
+        loop {
+            let mut state = tokio::select! {
+                biased;
+                outcome = done.wait_for(Option::is_some) => {
+                    let outcome = match outcome {
+                        Ok(outcome) => outcome.clone().unwrap_or(Ok(())),
+                        Err(_) => Err(StoreError::Internal("sqlite writer: batch vanished".into())),
+                    };
+                    return outcome.and(result);
+                }
+                state = cell.lock() => state,
+            };
+            if state.batch.as_ref().is_some_and(|b| b.id == batch) {
+                return state.commit().and(result);
+            }
+            if let Some(outcome) = done.borrow().clone() {
+                return outcome.and(result);
+            }
+        }
     }
 
-    /// Statements outside a transaction (index DDL).
+    /// Statements outside a transaction (index DDL), after committing what
+    /// is pending.
     pub(super) async fn execute_batch(&self, sql: &str) -> StoreResult<()> {
-        self.conn()
-            .await?
-            .lock()
-            .await
-            .execute_batch(sql)
-            .map_err(direct_error)
+        let mut state = self.state().await?.lock().await;
+        state.commit()?;
+        state.conn.execute_batch(sql).map_err(direct_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes that queue behind one another share commits; one that fails
+    /// undoes only itself, and every other one is there once they return.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_writes_share_commits_and_fail_alone() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("t.db");
+        Connection::open(&path)
+            .and_then(|c| {
+                c.execute_batch(
+                    "PRAGMA journal_mode = WAL; CREATE TABLE t (k INTEGER PRIMARY KEY);",
+                )
+            })
+            .expect("create");
+        let writer = std::sync::Arc::new(Writer::new(&path));
+        let tasks: Vec<_> = (0..40)
+            .map(|i| {
+                let writer = writer.clone();
+                tokio::spawn(async move {
+                    writer
+                        .write(|conn| {
+                            // Holds the connection a moment, so others queue.
+                            std::thread::sleep(std::time::Duration::from_millis(2));
+                            // Every fourth write collides with the one before it.
+                            let k = if i % 4 == 3 { i - 1 } else { i };
+                            conn.execute("INSERT INTO t (k) VALUES (?1)", [k])
+                                .map_err(direct_error)
+                        })
+                        .await
+                })
+            })
+            .collect();
+        let mut conflicts = 0;
+        for task in tasks {
+            match task.await.expect("task") {
+                Ok(_) => {}
+                Err(StoreError::Conflict(_)) => conflicts += 1,
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert_eq!(conflicts, 10);
+        let batches = writer.state().await.expect("state").lock().await.next_batch;
+        assert!(batches < 40, "{batches} commits for 40 writes");
+        let reader = Connection::open(&path).expect("reader");
+        let rows: i64 = reader
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(rows, 30, "every successful write committed, no failed one");
     }
 }
