@@ -351,9 +351,17 @@ impl axum::response::IntoResponse for ResolveError {
 
 /// Where the resolved tenant is announced for the response: the observation
 /// middleware puts an empty slot in the request, the extractor fills it, and
-/// the middleware then sets `X-Tenant-ID` and logs the tenant.
+/// the middleware then sets `X-Tenant-ID`, logs the tenant and counts the
+/// request for its plan.
 #[derive(Clone, Default)]
-pub struct TenantSlot(pub Arc<OnceLock<TenantId>>);
+pub struct TenantSlot(pub Arc<OnceLock<SlotTenant>>);
+
+/// What the response side needs of the resolved tenant.
+#[derive(Clone, Debug)]
+pub struct SlotTenant {
+    pub id: TenantId,
+    pub plan: String,
+}
 
 /// An axum extractor for any app whose state provides an
 /// `Arc<TenantResolver>`: the tenant of the request, resolved from the
@@ -378,7 +386,10 @@ where
             .resolve(&parts.headers, parts.uri.query(), peer, principal)
             .await?;
         if let Some(slot) = parts.extensions.get::<TenantSlot>() {
-            let _ = slot.0.set(resolution.tenant.id);
+            let _ = slot.0.set(SlotTenant {
+                id: resolution.tenant.id,
+                plan: resolution.tenant.plan.clone(),
+            });
         }
         Ok(ResolvedTenant(resolution))
     }

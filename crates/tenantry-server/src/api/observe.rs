@@ -8,7 +8,7 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 use std::time::Instant;
-use tenantry::resolve::TenantSlot;
+use tenantry::resolve::{SlotTenant, TenantSlot};
 use tracing::Instrument;
 
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -58,7 +58,7 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     }
     // Tenant-scoped requests announce their tenant (filled by the resolver).
     if let Some(tenant) = slot.0.get()
-        && let Ok(v) = HeaderValue::from_str(&tenant.to_string())
+        && let Ok(v) = HeaderValue::from_str(&tenant.id.to_string())
     {
         res.headers_mut().entry(TENANT_ID.clone()).or_insert(v);
     }
@@ -84,7 +84,7 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     }
     let latency_ms = latency.as_secs_f64() * 1000.0;
     if let Some(tenant) = slot.0.get() {
-        count_tenant_request(&state, *tenant, status, latency).await;
+        count_tenant_request(&state, tenant, status, latency);
     }
     let _entered = span.enter();
     match res.extensions().get::<InternalCause>() {
@@ -112,21 +112,15 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
 /// A tenant-scoped request (its tenant resolved) feeds the tenant's traffic
 /// window and the per-plan series. Per plan, not per tenant: plans are few,
 /// tenants many (see `monitor::tenant_series`).
-async fn count_tenant_request(
+fn count_tenant_request(
     state: &AppState,
-    tenant: tenantry::TenantId,
+    tenant: &SlotTenant,
     status: u16,
     latency: std::time::Duration,
 ) {
-    state.traffic.record(tenant, status, latency);
-    // The resolver caches it: a lookup per tenant every few seconds at most.
-    let plan = match state.services.resolver.find(&tenant.to_string()).await {
-        Ok(Some(t)) => t.plan,
-        // Deleted meanwhile, or the control store is failing.
-        _ => "unknown".to_owned(),
-    };
+    state.traffic.record(tenant.id, status, latency);
     let class = format!("{}xx", status / 100);
-    metrics::counter!("tenant_requests_total", "plan" => plan, "status_class" => class)
+    metrics::counter!("tenant_requests_total", "plan" => tenant.plan.clone(), "status_class" => class)
         .increment(1);
 }
 
