@@ -21,7 +21,7 @@ const BUCKET_SECS: i64 = 10;
 /// Latencies kept per tenant; percentiles are over the most recent ones.
 const MAX_SAMPLES: usize = 512;
 /// Tenants tracked at once (the least recently active go first).
-/// Worst case: MAX_TENANTS × MAX_SAMPLES × 24 bytes ≈ 250 MB; in practice a
+/// Worst case: MAX_TENANTS × MAX_SAMPLES × 16 bytes ≈ 165 MB; in practice a
 /// tenant holds as many samples as it had requests in the window.
 const MAX_TENANTS: usize = 20_000;
 /// Every this many recorded requests, windows idle for a whole `WINDOW` are
@@ -54,7 +54,9 @@ struct Window {
     /// (bucket start in unix seconds, requests, errors), oldest first.
     counts: VecDeque<(i64, u64, u64)>,
     /// (when, latency in ms), oldest first.
-    samples: VecDeque<(DateTime<Utc>, f64)>,
+    /// (when in unix milliseconds, latency in ms): 16 bytes a sample rather
+    /// than 24, for up to `MAX_SAMPLES` per tenant.
+    samples: VecDeque<(i64, f32)>,
 }
 
 impl Window {
@@ -63,7 +65,8 @@ impl Window {
         while self.counts.front().is_some_and(|c| c.0 < first_bucket) {
             self.counts.pop_front();
         }
-        while self.samples.front().is_some_and(|s| s.0 < since) {
+        let since_ms = since.timestamp_millis();
+        while self.samples.front().is_some_and(|s| s.0 < since_ms) {
             self.samples.pop_front();
         }
     }
@@ -119,7 +122,8 @@ impl TrafficWindows {
         if w.samples.len() == MAX_SAMPLES {
             w.samples.pop_front();
         }
-        w.samples.push_back((now, latency.as_secs_f64() * 1000.0));
+        w.samples
+            .push_back((now.timestamp_millis(), latency.as_secs_f32() * 1000.0));
     }
 
     /// Drops the windows of tenants idle for a whole window.
@@ -139,7 +143,7 @@ impl TrafficWindows {
         };
         let mut w = window.lock().unwrap_or_else(|p| p.into_inner());
         let (requests, errors) = self.counts(&mut w);
-        let mut latencies: Vec<f64> = w.samples.iter().map(|s| s.1).collect();
+        let mut latencies: Vec<f64> = w.samples.iter().map(|s| f64::from(s.1)).collect();
         latencies.sort_by(f64::total_cmp);
         WindowStats {
             requests,
