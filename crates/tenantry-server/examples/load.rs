@@ -1,6 +1,7 @@
 //! Load generator for `bench/load.sh`: seeds tenants through the API, then
 //! measures throughput and latency of a few endpoints at a fixed
-//! concurrency, each for the same duration, in one run.
+//! concurrency, each for the same total duration, taking turns in short
+//! slices, in one run.
 //!
 //! Usage: load <base-url> <admin-email> <admin-password> [tenants] [records-per-tenant] [seconds] [connections] [dedicated-every]
 //!        load <base-url> <admin-email> <admin-password> noisy [seconds]
@@ -19,6 +20,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 const PASSWORD: &str = "Bench-Passw0rd!42";
+/// Turns each endpoint takes in the load run (see `main`).
+const ROUNDS: u32 = 5;
 
 struct Target {
     token: String,
@@ -108,13 +111,33 @@ enum Kind {
     Create,
 }
 
+/// One endpoint's measurements, summed over the rounds.
+#[derive(Default)]
 struct Outcome {
-    name: &'static str,
-    requests: usize,
+    /// Microseconds per successful request.
+    latencies: Vec<u32>,
     errors: usize,
     secs: f64,
-    p50_ms: f64,
-    p99_ms: f64,
+}
+
+impl Outcome {
+    fn add(&mut self, other: Outcome) {
+        self.latencies.extend(other.latencies);
+        self.errors += other.errors;
+        self.secs += other.secs;
+    }
+
+    fn rps(&self) -> f64 {
+        self.latencies.len() as f64 / self.secs
+    }
+
+    /// Nearest-rank percentile in milliseconds (sorts in place).
+    fn percentile(&mut self, p: f64) -> f64 {
+        self.latencies.sort_unstable();
+        let l = &self.latencies;
+        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
+            .map_or(0.0, |v| *v as f64 / 1000.0)
+    }
 }
 
 async fn measure(
@@ -122,13 +145,12 @@ async fn measure(
     base: &str,
     targets: &Arc<Vec<Target>>,
     kind: Kind,
-    name: &'static str,
-    secs: u64,
+    slice: Duration,
     conns: usize,
 ) -> Outcome {
     let latencies = Arc::new(Mutex::new(Vec::<u32>::new()));
     let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let deadline = Instant::now() + Duration::from_secs(secs);
+    let deadline = Instant::now() + slice;
     let start = Instant::now();
     let mut tasks = Vec::new();
     for worker in 0..conns {
@@ -178,19 +200,11 @@ async fn measure(
         let _ = t.await;
     }
     let secs = start.elapsed().as_secs_f64();
-    let mut l = latencies.lock().await.clone();
-    l.sort_unstable();
-    let pct = |p: f64| {
-        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
-            .map_or(0.0, |v| *v as f64 / 1000.0)
-    };
+    let latencies = std::mem::take(&mut *latencies.lock().await);
     Outcome {
-        name,
-        requests: l.len(),
+        latencies,
         errors: errors.load(std::sync::atomic::Ordering::Relaxed),
         secs,
-        p50_ms: pct(0.50),
-        p99_ms: pct(0.99),
     }
 }
 
@@ -472,27 +486,34 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let targets = Arc::new(seeded);
-    let mut results = Vec::new();
-    for (kind, name) in [
+    let kinds = [
         (Kind::Healthz, "healthz"),
         (Kind::GetById, "get-by-id"),
         (Kind::List, "list-50"),
         (Kind::Create, "create"),
-    ] {
-        results.push(measure(&client, &base, &targets, kind, name, secs, conns).await);
+    ];
+    // The endpoints take turns in ROUNDS short slices rather than one long
+    // phase each: the machine's speed drifts over a run, and interleaving
+    // lets every endpoint (the /healthz ceiling included) see the same drift.
+    let slice = Duration::from_secs(secs).div_f64(ROUNDS as f64);
+    let mut results: Vec<Outcome> = kinds.iter().map(|_| Outcome::default()).collect();
+    for _ in 0..ROUNDS {
+        for ((kind, _), total) in kinds.iter().zip(&mut results) {
+            total.add(measure(&client, &base, &targets, *kind, slice, conns).await);
+        }
     }
-    let ceiling = results[0].requests as f64 / results[0].secs;
+    let ceiling = results[0].rps();
     println!("\n| endpoint | req/s | % of /healthz | p50 ms | p99 ms | errors |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: |");
-    for r in &results {
-        let rps = r.requests as f64 / r.secs;
+    for ((_, name), r) in kinds.iter().zip(&mut results) {
+        let rps = r.rps();
         println!(
             "| {} | {:.0} | {:.0}% | {:.2} | {:.2} | {} |",
-            r.name,
+            name,
             rps,
             rps * 100.0 / ceiling,
-            r.p50_ms,
-            r.p99_ms,
+            r.percentile(0.50),
+            r.percentile(0.99),
             r.errors
         );
     }
