@@ -53,11 +53,14 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
 
     /// The cached value, or the one `load` produces (cached if Ok). Concurrent
     /// calls for one missing key wait for a single load.
-    pub async fn get_or_try_insert_with<E>(
+    pub async fn get_or_try_insert_with<Q, E>(
         &self,
-        key: &K,
+        key: &Q,
         load: impl Future<Output = Result<V, E>>,
-    ) -> Result<V, E> {
+    ) -> Result<V, E>
+    where
+        Q: Hash + quick_cache::Equivalent<K> + ToOwned<Owned = K> + ?Sized,
+    {
         if let Some(v) = self.get(key) {
             return Ok(v);
         }

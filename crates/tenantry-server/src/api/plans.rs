@@ -42,7 +42,7 @@ async fn get_plan(
     Path(code): Path<String>,
 ) -> Result<Json<Plan>, Error> {
     auth.require_platform()?;
-    Ok(Json(state.services.plan(&code).await?))
+    Ok(Json(Plan::clone(&*state.services.plan(&code).await?)))
 }
 
 /// Replaces a plan, or adds it when the code is new (super-admin).

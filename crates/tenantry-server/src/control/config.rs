@@ -176,7 +176,7 @@ impl Services {
         reveal: bool,
     ) -> Result<BTreeMap<String, Value>> {
         let mut out = if effective {
-            self.plan(&tenant.plan).await?.config_defaults
+            self.plan(&tenant.plan).await?.config_defaults.clone()
         } else {
             BTreeMap::new()
         };
@@ -289,7 +289,7 @@ impl Services {
     /// The tenant's effective features: the plan's flags, then the tenant's
     /// `features` config override (an object of name → bool), if any.
     pub async fn tenant_features(&self, tenant: &Tenant) -> Result<BTreeMap<String, bool>> {
-        let mut features = self.plan(&tenant.plan).await?.features;
+        let mut features = self.plan(&tenant.plan).await?.features.clone();
         let entry = self.store.config(tenant, "features").await?;
         if let Some(overrides) = entry
             .as_ref()

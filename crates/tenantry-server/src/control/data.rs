@@ -669,7 +669,7 @@ impl Services {
             storage_bytes: usage.storage_bytes,
             requests_today: by_day.get(&today).copied().unwrap_or(0),
             requests_by_day,
-            limits: self.plan(&tenant.plan).await?.limits,
+            limits: self.plan(&tenant.plan).await?.limits.clone(),
         })
     }
 }

@@ -57,7 +57,7 @@ pub struct Caches {
     pub collections:
         TtlCache<(tenantry::TenantId, String), Option<tenantry::record::CollectionDef>>,
     /// plan code → plan.
-    pub plans: TtlCache<String, Option<tenantry::Plan>>,
+    pub plans: TtlCache<String, Option<Arc<tenantry::Plan>>>,
     /// (user, target tenant) of cross-tenant attempts recorded this minute.
     pub cross_tenant_recorded: TtlCache<(UserId, tenantry::TenantId), ()>,
 }

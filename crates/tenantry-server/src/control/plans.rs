@@ -6,6 +6,7 @@ use crate::error::{Error, Result, Validator};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use tenantry::{Isolation, Limits, Plan, Principal, Role};
 
 /// Body of `PUT /api/v1/plans/{code}`; the code comes from the path.
@@ -38,10 +39,12 @@ impl Services {
 
     /// A plan by code, from the cache (every tenant-scoped request asks for
     /// its tenant's plan; `put_plan` invalidates it here, the TTL elsewhere).
-    pub async fn plan(&self, code: &str) -> Result<Plan> {
+    pub async fn plan(&self, code: &str) -> Result<Arc<Plan>> {
         self.caches
             .plans
-            .get_or_try_insert_with(&code.to_owned(), self.store.plan(code))
+            .get_or_try_insert_with(code, async {
+                Ok::<_, Error>(self.store.plan(code).await?.map(Arc::new))
+            })
             .await?
             .ok_or_else(|| Error::NotFound("plan".into()))
     }

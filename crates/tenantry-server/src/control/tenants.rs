@@ -210,7 +210,7 @@ impl Services {
             id: TenantId::new(),
             slug,
             name: "Default".to_owned(),
-            plan: plan.code,
+            plan: plan.code.clone(),
             status: TenantStatus::Active,
             isolation: plan.default_isolation,
             organization_id: None,
