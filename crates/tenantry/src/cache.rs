@@ -51,8 +51,10 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         self.entries.clear();
     }
 
-    /// The cached value, or the one `load` produces (cached if Ok). Concurrent
-    /// calls for one missing key wait for a single load.
+    /// The cached value, or the one `load` produces (cached if Ok).
+    /// Concurrent misses each load: waiting on one another's load instead
+    /// would, while the store is down, turn N requests failing at once after
+    /// the acquire timeout into N timeouts served one after another.
     pub async fn get_or_try_insert_with<Q, E>(
         &self,
         key: &Q,
@@ -64,23 +66,12 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         if let Some(v) = self.get(key) {
             return Ok(v);
         }
-        self.entries
-            .remove_if(key, |(_, at)| at.elapsed() >= self.ttl);
         let generation = self.generation.load(Ordering::Acquire);
-        match self.entries.get_value_or_guard_async(key).await {
-            // A concurrent call loaded it meanwhile.
-            Ok(entry) => match self.fresh(entry) {
-                Some(v) => Ok(v),
-                None => load.await,
-            },
-            Err(guard) => {
-                let value = load.await?;
-                if self.generation.load(Ordering::Acquire) == generation {
-                    let _ = guard.insert((value.clone(), Instant::now()));
-                }
-                Ok(value)
-            }
+        let value = load.await?;
+        if self.generation.load(Ordering::Acquire) == generation {
+            self.insert(key.to_owned(), value.clone());
         }
+        Ok(value)
     }
 }
 
@@ -125,5 +116,24 @@ mod tests {
             .await;
         assert_eq!(v, Ok("stale"));
         assert_eq!(cache.get(&3), None);
+    }
+
+    /// Misses of one key load side by side: each load here waits until all
+    /// four have started, which never happens if they queue behind one.
+    #[tokio::test]
+    async fn concurrent_misses_do_not_queue_behind_one_load() {
+        let cache: TtlCache<u32, u32> = TtlCache::new(10, Duration::from_secs(60));
+        let barrier = tokio::sync::Barrier::new(4);
+        let loads = (0..4).map(|_| {
+            cache.get_or_try_insert_with(&7, async {
+                barrier.wait().await;
+                Err::<u32, _>("store down")
+            })
+        });
+        let results =
+            tokio::time::timeout(Duration::from_secs(10), futures::future::join_all(loads))
+                .await
+                .expect("loads ran side by side");
+        assert!(results.iter().all(|r| *r == Err("store down")));
     }
 }
