@@ -6,7 +6,7 @@
 
 use super::audit::{self, ChainAt};
 use super::db_error;
-use super::direct::{Readers, Writer, direct_error};
+use super::direct::{DEDICATED_CACHE_KIB, Readers, SHARED_CACHE_KIB, Writer, direct_error};
 use crate::audit::{AuditChain, AuditEntry, AuditFilter, NewAuditEntry};
 use crate::ids::{RecordId, TenantId};
 use crate::record::{CollectionDef, FilterOp, Operand, Record, RecordQuery, SortKey, json_path};
@@ -88,14 +88,14 @@ struct Database {
 impl Database {
     fn shared(path: &Path) -> StoreResult<Self> {
         Ok(Self {
-            readers: Arc::new(Readers::open(path, 4, true)?),
+            readers: Arc::new(Readers::open(path, 4, true, SHARED_CACHE_KIB)?),
             writer: Some(Arc::new(Writer::new(path))),
         })
     }
 
     fn dedicated(path: &Path) -> StoreResult<Self> {
         Ok(Self {
-            readers: Arc::new(Readers::open(path, 1, false)?),
+            readers: Arc::new(Readers::open(path, 1, false, DEDICATED_CACHE_KIB)?),
             writer: None,
         })
     }

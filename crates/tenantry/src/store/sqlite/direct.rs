@@ -42,18 +42,24 @@ pub(super) fn direct_error(e: rusqlite::Error) -> StoreError {
     }
 }
 
-/// A connection to an existing database (WAL mode: sqlx set it at creation).
-fn connect(path: &Path) -> StoreResult<Connection> {
+/// Page cache of the shared database's connections (a large database a few
+/// connections share).
+pub(super) const SHARED_CACHE_KIB: u32 = 512;
+/// Page cache of a dedicated database's one connection: hundreds may be open
+/// at once, and a miss costs a read from the OS's cache, not the disk.
+pub(super) const DEDICATED_CACHE_KIB: u32 = 128;
+
+/// A connection to an existing database (WAL mode: sqlx set it at creation)
+/// keeping at most `cache_kib` of pages.
+fn connect(path: &Path, cache_kib: u32) -> StoreResult<Connection> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(direct_error)?;
-    // As for the sqlx pools: thousands of tenant databases may be open, so
-    // each connection keeps a small page cache.
-    conn.execute_batch(
-        "PRAGMA cache_size = -512; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
-    )
+    conn.execute_batch(&format!(
+        "PRAGMA cache_size = -{cache_kib}; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;"
+    ))
     .map_err(direct_error)?;
     // Statements run on the request's thread: another process holding the
     // database (a migration, a backup) makes it 503 soon rather than park
@@ -94,10 +100,15 @@ impl Readers {
     /// `n` reader connections; with `query_only` they refuse writes (a
     /// database with a separate `Writer`), without it the first one may
     /// also write (see `write`).
-    pub(super) fn open(path: &Path, n: usize, query_only: bool) -> StoreResult<Self> {
+    pub(super) fn open(
+        path: &Path,
+        n: usize,
+        query_only: bool,
+        cache_kib: u32,
+    ) -> StoreResult<Self> {
         let conns = (0..n.max(1))
             .map(|_| {
-                let conn = connect(path)?;
+                let conn = connect(path, cache_kib)?;
                 if query_only {
                     conn.execute_batch("PRAGMA query_only = 1;")
                         .map_err(direct_error)?;
@@ -215,7 +226,8 @@ struct Checkpointer {
 
 impl Checkpointer {
     fn start(path: &Path) -> StoreResult<Self> {
-        let conn = connect(path)?;
+        // Checkpointing reads pages once: no cache worth keeping.
+        let conn = connect(path, 64)?;
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
@@ -346,7 +358,7 @@ impl Writer {
     async fn state(&self) -> StoreResult<&Mutex<WriterState>> {
         self.state
             .get_or_try_init(|| async {
-                let conn = connect(&self.path)?;
+                let conn = connect(&self.path, SHARED_CACHE_KIB)?;
                 conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)
                     .map_err(direct_error)?;
                 Ok(Mutex::new(WriterState {
