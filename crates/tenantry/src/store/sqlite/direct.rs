@@ -9,7 +9,7 @@
 //! creates and migrates the databases.
 
 use crate::store::{StoreError, StoreResult};
-use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tokio::sync::{Mutex, watch};
@@ -61,6 +61,9 @@ fn connect(path: &Path, cache_kib: u32) -> StoreResult<Connection> {
         "PRAGMA cache_size = -{cache_kib}; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;"
     ))
     .map_err(direct_error)?;
+    // Room for every statement a request path runs, transaction control
+    // included (rusqlite's default of 16 would evict and re-parse).
+    conn.set_prepared_statement_cache_capacity(32);
     // Statements run on the request's thread: another process holding the
     // database (a migration, a backup) makes it 503 soon rather than park
     // the thread for long.
@@ -78,22 +81,31 @@ pub(super) struct Readers {
     closed: AtomicBool,
 }
 
+/// One transaction-control statement, prepared once per connection (each
+/// write runs several: parsing them anew was measurable per request).
+fn control(conn: &Connection, sql: &str) -> StoreResult<()> {
+    conn.prepare_cached(sql)
+        .and_then(|mut statement| statement.execute([]))
+        .map(|_| ())
+        .map_err(direct_error)
+}
+
 /// Runs `write` in one `BEGIN IMMEDIATE` transaction, committed if it
 /// returns Ok and rolled back otherwise. A transaction a failed rollback may
-/// have left open is ended first (rusqlite ignores rollback errors on drop).
+/// have left open is ended first.
 fn transact<R>(
-    conn: &mut Connection,
+    conn: &Connection,
     write: impl FnOnce(&Connection) -> StoreResult<R>,
 ) -> StoreResult<R> {
     if !conn.is_autocommit() {
-        conn.execute_batch("ROLLBACK").map_err(direct_error)?;
+        control(conn, "ROLLBACK")?;
     }
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(direct_error)?;
-    let result = write(&tx)?;
-    tx.commit().map_err(direct_error)?;
-    Ok(result)
+    control(conn, "BEGIN IMMEDIATE")?;
+    let outcome = write(conn).and_then(|result| control(conn, "COMMIT").map(|()| result));
+    if outcome.is_err() && !conn.is_autocommit() {
+        let _ = control(conn, "ROLLBACK");
+    }
+    outcome
 }
 
 impl Readers {
@@ -166,9 +178,9 @@ impl Readers {
         &self,
         write: impl FnOnce(&Connection) -> StoreResult<R>,
     ) -> StoreResult<R> {
-        let mut conn = self.conns[0].lock().await;
+        let conn = self.conns[0].lock().await;
         self.check_open()?;
-        transact(&mut conn, write)
+        transact(&conn, write)
     }
 
     /// Statements outside a transaction (index DDL), on the first connection.
@@ -278,11 +290,9 @@ impl WriterState {
     fn batch(&mut self) -> StoreResult<(u64, watch::Receiver<Option<StoreResult<()>>>)> {
         if self.batch.is_none() {
             if !self.conn.is_autocommit() {
-                self.conn.execute_batch("ROLLBACK").map_err(direct_error)?;
+                control(&self.conn, "ROLLBACK")?;
             }
-            self.conn
-                .execute_batch("BEGIN IMMEDIATE")
-                .map_err(direct_error)?;
+            control(&self.conn, "BEGIN IMMEDIATE")?;
             self.next_batch += 1;
             self.batch = Some(Batch {
                 id: self.next_batch,
@@ -303,15 +313,15 @@ impl WriterState {
         &mut self,
         write: impl FnOnce(&Connection) -> StoreResult<R>,
     ) -> StoreResult<StoreResult<R>> {
-        self.conn
-            .execute_batch("SAVEPOINT w")
-            .map_err(direct_error)?;
+        control(&self.conn, "SAVEPOINT w")?;
         let result = write(&self.conn);
         let end = match result {
-            Ok(_) => "RELEASE w",
-            Err(_) => "ROLLBACK TO w; RELEASE w",
+            Ok(_) => control(&self.conn, "RELEASE w"),
+            Err(_) => {
+                control(&self.conn, "ROLLBACK TO w").and_then(|()| control(&self.conn, "RELEASE w"))
+            }
         };
-        if let Err(e) = self.conn.execute_batch(end).map_err(direct_error) {
+        if let Err(e) = end {
             self.finish(Err(e.clone()));
             return Err(e);
         }
@@ -330,7 +340,7 @@ impl WriterState {
         if self.batch.is_none() {
             return Ok(());
         }
-        let outcome = self.conn.execute_batch("COMMIT").map_err(direct_error);
+        let outcome = control(&self.conn, "COMMIT");
         self.finish(outcome.clone());
         outcome
     }
@@ -338,7 +348,7 @@ impl WriterState {
     /// Ends the batch with `outcome`: rolled back unless it is Ok.
     fn finish(&mut self, outcome: StoreResult<()>) {
         if outcome.is_err() && !self.conn.is_autocommit() {
-            let _ = self.conn.execute_batch("ROLLBACK");
+            let _ = control(&self.conn, "ROLLBACK");
         }
         if let Some(batch) = self.batch.take() {
             batch.done.send_replace(Some(outcome));
