@@ -99,7 +99,8 @@ pub struct LocalBuckets {
 impl LocalBuckets {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self {
-            // An idle tenant's bucket is full anyway: evicting it loses nothing.
+            // Bounded; past 100,000 tenants the least used go. An idle tenant's
+            // bucket is full anyway, so evicting it loses nothing.
             buckets: Cache::new(100_000),
             clock,
         }

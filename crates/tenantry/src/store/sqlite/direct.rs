@@ -195,9 +195,9 @@ impl Readers {
 /// of them waits for its commit.
 const MAX_BATCH: usize = 64;
 
-/// A database's one writer connection, opened at the first write: most
-/// requests only read, and a dedicated database the LRU let go is re-opened
-/// by a read far more often than by a write.
+/// The shared database's one writer connection (a dedicated database writes
+/// on its only connection, `Readers::write`), opened at the first write:
+/// most requests only read.
 ///
 /// Group commit: writes that queue up behind one another share a
 /// transaction. Each runs in its own savepoint (a failing one undoes only
