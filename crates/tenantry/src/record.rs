@@ -69,6 +69,22 @@ pub struct CollectionDef {
     pub updated_at: DateTime<Utc>,
 }
 
+impl CollectionDef {
+    /// The definition a first write creates: no schema, no unique or
+    /// indexed fields, no required feature.
+    pub fn implicit(name: &str, at: DateTime<Utc>) -> Self {
+        Self {
+            name: name.to_owned(),
+            schema: None,
+            unique: Vec::new(),
+            indexed: Vec::new(),
+            required_feature: None,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+}
+
 /// One record.
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Record {

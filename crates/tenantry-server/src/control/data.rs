@@ -281,16 +281,7 @@ impl Services {
         let def = match cached {
             Some(def) => def,
             None if implicit => {
-                let now = self.clock.now();
-                let def = CollectionDef {
-                    name: name.to_owned(),
-                    schema: None,
-                    unique: Vec::new(),
-                    indexed: Vec::new(),
-                    required_feature: None,
-                    created_at: now,
-                    updated_at: now,
-                };
+                let def = CollectionDef::implicit(name, self.clock.now());
                 // Never an upsert: an admin's concurrent definition wins.
                 let audit = audit_entry(
                     &acting.principal,

@@ -281,15 +281,7 @@ const COLLECTION_COLUMNS: &str =
     "name, schema, unique_fields, indexed_fields, required_feature, created_at, updated_at";
 
 fn read_collection(r: &rusqlite::Row<'_>) -> rusqlite::Result<CollectionRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-    ))
+    r.try_into()
 }
 
 fn collection_def(row: CollectionRow) -> StoreResult<CollectionDef> {
@@ -825,14 +817,8 @@ struct RecordRow(String, String, i64, String, String, Option<String>);
 
 impl RecordRow {
     fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self(
-            r.get(0)?,
-            r.get(1)?,
-            r.get(2)?,
-            r.get(3)?,
-            r.get(4)?,
-            r.get(5)?,
-        ))
+        let (id, data, version, created_at, updated_at, created_by) = r.try_into()?;
+        Ok(Self(id, data, version, created_at, updated_at, created_by))
     }
 
     fn record(self) -> StoreResult<Record> {
@@ -940,15 +926,7 @@ mod tests {
         };
         plane.provision(&tenant).await.expect("provision");
         let handle = plane.handle(&tenant).await.expect("handle");
-        let def = CollectionDef {
-            name: "notes".into(),
-            schema: None,
-            unique: Vec::new(),
-            indexed: Vec::new(),
-            required_feature: None,
-            created_at: now,
-            updated_at: now,
-        };
+        let def = CollectionDef::implicit("notes", now);
         let audit = NewAuditEntry::new("u", "tenant", "collection.create", "notes");
         handle
             .create_collection_if_absent(&def, &audit)
