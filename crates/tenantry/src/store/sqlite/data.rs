@@ -31,6 +31,16 @@ pub(crate) fn tenant_schema_version() -> i64 {
     latest_version(&MIGRATIONS)
 }
 
+/// Page size of tenant databases created from now on (SQLite's default is
+/// 4 KiB; a database keeps the size it was created with). The WAL logs whole
+/// pages: a create changes a few bytes on each of half a dozen pages (records,
+/// three indexes, usage, audit), so the page size is most of what a write
+/// costs in WAL writes, their checksums and the fsyncs of checkpoints.
+/// 2 KiB: creates +10-20% over 4 KiB in the load benchmark, reads and lists
+/// unchanged; 1 KiB wrote no faster and splits more records into overflow
+/// pages.
+const TENANT_PAGE_SIZE: u32 = 2048;
+
 /// Opens a tenant database. Migrations run when it is created (and by the
 /// migration command), not on every lazy re-open: with thousands of dedicated
 /// tenants cycling through the open-database bound, that check would be paid
@@ -39,6 +49,7 @@ async fn open_pool(path: &Path, create: bool, max_connections: u32) -> StoreResu
     let options = SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(create)
+        .page_size(TENANT_PAGE_SIZE)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
@@ -900,19 +911,12 @@ mod tests {
     use crate::tenant::{Slug, TenantStatus};
     use chrono::Utc;
 
-    /// A request still holding a dedicated tenant's handle when the tenant
-    /// is purged must not write into (or read from) the deleted file.
-    #[tokio::test]
-    async fn a_handle_held_across_a_purge_refuses_further_use() {
-        let dir = tempfile::tempdir().expect("dir");
-        let plane = SqliteDataPlane::open(dir.path(), 16, MigratePolicy::Apply)
-            .await
-            .expect("open");
+    fn dedicated_tenant(slug: &str) -> Tenant {
         let now = Utc::now();
-        let tenant = Tenant {
+        Tenant {
             id: TenantId::new(),
-            slug: Slug::parse("purged").expect("slug"),
-            name: "Purged".into(),
+            slug: Slug::parse(slug).expect("slug"),
+            name: slug.into(),
             plan: "enterprise".into(),
             status: TenantStatus::Active,
             isolation: Isolation::Dedicated,
@@ -923,7 +927,19 @@ mod tests {
             created_at: now,
             updated_at: now,
             placement: None,
-        };
+        }
+    }
+
+    /// A request still holding a dedicated tenant's handle when the tenant
+    /// is purged must not write into (or read from) the deleted file.
+    #[tokio::test]
+    async fn a_handle_held_across_a_purge_refuses_further_use() {
+        let dir = tempfile::tempdir().expect("dir");
+        let plane = SqliteDataPlane::open(dir.path(), 16, MigratePolicy::Apply)
+            .await
+            .expect("open");
+        let now = Utc::now();
+        let tenant = dedicated_tenant("purged");
         plane.provision(&tenant).await.expect("provision");
         let handle = plane.handle(&tenant).await.expect("handle");
         let def = CollectionDef::implicit("notes", now);
@@ -953,5 +969,22 @@ mod tests {
             handle.collections().await,
             Err(StoreError::NotFound)
         ));
+    }
+
+    /// New tenant databases, shared and dedicated, get the smaller pages.
+    #[tokio::test]
+    async fn new_tenant_databases_use_the_tenant_page_size() {
+        let dir = tempfile::tempdir().expect("dir");
+        let plane = SqliteDataPlane::open(dir.path(), 16, MigratePolicy::Apply)
+            .await
+            .expect("open");
+        let tenant = dedicated_tenant("paged");
+        plane.provision(&tenant).await.expect("provision");
+        for path in [dir.path().join("shared.db"), plane.path(tenant.id)] {
+            let size: u32 = Connection::open(&path)
+                .and_then(|c| c.query_row("PRAGMA page_size", [], |r| r.get(0)))
+                .expect("page size");
+            assert_eq!(size, TENANT_PAGE_SIZE, "{}", path.display());
+        }
     }
 }

@@ -11,6 +11,7 @@
 use crate::store::{StoreError, StoreResult};
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tokio::sync::{Mutex, watch};
 
@@ -57,8 +58,11 @@ fn connect(path: &Path, cache_kib: u32) -> StoreResult<Connection> {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(direct_error)?;
+    // temp_store: the group commit's savepoint journals stay in memory
+    // instead of spilling into temporary files past 64 KiB.
     conn.execute_batch(&format!(
-        "PRAGMA cache_size = -{cache_kib}; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;"
+        "PRAGMA cache_size = -{cache_kib}; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; \
+         PRAGMA temp_store = MEMORY;"
     ))
     .map_err(direct_error)?;
     // Room for every statement a request path runs, transaction control
@@ -208,7 +212,7 @@ const MAX_BATCH: usize = 64;
 /// this one connection, and the page writes were most of their cost.
 pub(super) struct Writer {
     path: PathBuf,
-    state: tokio::sync::OnceCell<Mutex<WriterState>>,
+    state: tokio::sync::OnceCell<Arc<Mutex<WriterState>>>,
     /// Writes waiting for the connection for the first time.
     queued: AtomicUsize,
 }
@@ -217,27 +221,46 @@ struct WriterState {
     conn: Connection,
     batch: Option<Batch>,
     next_batch: u64,
-    _checkpointer: Checkpointer,
+    /// Set right after the state is made (the checkpointer refers to it).
+    checkpointer: Option<Checkpointer>,
 }
 
 /// How often the checkpointer moves the WAL's pages into the database.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// WAL pages past which the writer checkpoints itself after all, should the
 /// checkpointer fall behind (SQLite's own default is 1,000).
-const WRITER_CHECKPOINT_PAGES: u32 = 16_384;
+const WRITER_CHECKPOINT_PAGES: u32 = 65_536;
 
 /// Checkpoints a busy database's WAL from a thread of its own. SQLite's
 /// automatic checkpoint runs inside the commit that crosses 1,000 WAL pages:
 /// on the writer, holding every queued write (and a runtime worker thread)
-/// through page copies and an fsync. Once a second, in the background,
-/// copies each page changed many times meanwhile only once. Stops when
-/// dropped.
+/// through page copies and an fsync of everything written since the last
+/// one. Once a second, in the background, this copies each page changed
+/// many times meanwhile only once.
+///
+/// Under a steady stream of commits a checkpoint that never waits for the
+/// writer never catches up with it either, and SQLite starts the WAL over
+/// only once every page in it has been copied: the WAL would grow until the
+/// writer's own checkpoint (`WRITER_CHECKPOINT_PAGES`) ran inline after all.
+/// So the checkpointer copies in two background passes (the second only
+/// what was written during the first), then holds the writer (an async
+/// lock: waiting writes park no thread) for the little written meanwhile,
+/// committing any open batch first. The next write starts the WAL from its
+/// beginning. Stops when the writer is dropped.
 struct Checkpointer {
     _stop: std::sync::mpsc::Sender<()>,
 }
 
+/// One PASSIVE checkpoint (never waits for readers or the writer): the
+/// pages the WAL held when it began (0: nothing written since it started
+/// over). What is written while it runs stays for the next one.
+fn checkpoint(conn: &Connection) -> StoreResult<i64> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+        .map_err(direct_error)
+}
+
 impl Checkpointer {
-    fn start(path: &Path) -> StoreResult<Self> {
+    fn start(path: &Path, writer: std::sync::Weak<Mutex<WriterState>>) -> StoreResult<Self> {
         // Checkpointing reads pages once: no cache worth keeping.
         let conn = connect(path, 64)?;
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
@@ -247,15 +270,26 @@ impl Checkpointer {
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                     stopped.recv_timeout(CHECKPOINT_EVERY)
                 {
-                    // PASSIVE: never waits for (or blocks) readers and the writer.
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    {
+                    if let Err(e) = Self::round(&conn, &writer) {
                         tracing::warn!(error = %e, "WAL checkpoint failed");
                     }
                 }
             })
             .map_err(|e| StoreError::Internal(format!("starting the checkpointer: {e}")))?;
         Ok(Self { _stop: stop })
+    }
+
+    fn round(conn: &Connection, writer: &std::sync::Weak<Mutex<WriterState>>) -> StoreResult<()> {
+        checkpoint(conn)?;
+        if checkpoint(conn)? == 0 {
+            return Ok(());
+        }
+        let Some(writer) = writer.upgrade() else {
+            return Ok(());
+        };
+        let mut state = writer.blocking_lock();
+        state.commit()?;
+        checkpoint(conn).map(drop)
     }
 }
 
@@ -366,19 +400,24 @@ impl Writer {
     }
 
     async fn state(&self) -> StoreResult<&Mutex<WriterState>> {
-        self.state
+        let state = self
+            .state
             .get_or_try_init(|| async {
                 let conn = connect(&self.path, SHARED_CACHE_KIB)?;
                 conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)
                     .map_err(direct_error)?;
-                Ok(Mutex::new(WriterState {
+                let state = Arc::new(Mutex::new(WriterState {
                     conn,
                     batch: None,
                     next_batch: 0,
-                    _checkpointer: Checkpointer::start(&self.path)?,
-                }))
+                    checkpointer: None,
+                }));
+                let checkpointer = Checkpointer::start(&self.path, Arc::downgrade(&state))?;
+                state.lock().await.checkpointer = Some(checkpointer);
+                Ok::<_, StoreError>(state)
             })
-            .await
+            .await?;
+        Ok(state)
     }
 
     /// One write, committed (with whichever writes queued alongside it)
@@ -517,5 +556,52 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "never checkpointed");
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
+    }
+
+    /// Under writes that never pause, the checkpointer still gets the WAL
+    /// started over (by finishing with the writer held). Each commit adds the
+    /// one page it changes to the WAL: never started over, it would hold
+    /// them all.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_starts_over_under_a_steady_stream_of_writes() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("t.db");
+        Connection::open(&path)
+            .and_then(|c| {
+                c.execute_batch(
+                    "PRAGMA journal_mode = WAL; CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB);
+                     INSERT INTO t VALUES (1, NULL);",
+                )
+            })
+            .expect("create");
+        let writer = Arc::new(Writer::new(&path));
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(4);
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let writer = writer.clone();
+                tokio::spawn(async move {
+                    while std::time::Instant::now() < until {
+                        writer
+                            .write(|conn| {
+                                conn.execute("UPDATE t SET v = randomblob(200) WHERE k = 1", [])
+                                    .map_err(direct_error)
+                            })
+                            .await
+                            .expect("write");
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("task");
+        }
+        let commits = writer.state().await.expect("state").lock().await.next_batch;
+        let wal = std::fs::metadata(dir.path().join("t.db-wal"))
+            .expect("wal")
+            .len();
+        assert!(
+            wal < commits * 4096 / 2,
+            "WAL {wal} bytes after {commits} commits: it never started over"
+        );
     }
 }
