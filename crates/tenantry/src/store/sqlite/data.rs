@@ -36,9 +36,9 @@ pub(crate) fn tenant_schema_version() -> i64 {
 /// pages: a create changes a few bytes on each of half a dozen pages (records,
 /// three indexes, usage, audit), so the page size is most of what a write
 /// costs in WAL writes, their checksums and the fsyncs of checkpoints.
-/// 2 KiB: creates +10-20% over 4 KiB in the load benchmark, reads and lists
-/// unchanged; 1 KiB wrote no faster and splits more records into overflow
-/// pages.
+/// 2 KiB: creates +10-20% over 4 KiB in the load benchmark, reads unchanged,
+/// lists within a few percent; 1 KiB wrote no faster and splits more records
+/// into overflow pages.
 const TENANT_PAGE_SIZE: u32 = 2048;
 
 /// Opens a tenant database. Migrations run when it is created (and by the

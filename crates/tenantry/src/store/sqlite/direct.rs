@@ -221,7 +221,8 @@ struct WriterState {
     conn: Connection,
     batch: Option<Batch>,
     next_batch: u64,
-    /// Set right after the state is made (the checkpointer refers to it).
+    /// Set right after the state is made (the checkpointer refers to it);
+    /// dropped with it, which stops the checkpointer's thread.
     checkpointer: Option<Checkpointer>,
 }
 
