@@ -911,9 +911,14 @@ mod tests {
     use crate::tenant::{Slug, TenantStatus};
     use chrono::Utc;
 
-    fn dedicated_tenant(slug: &str) -> Tenant {
+    /// A data plane in a fresh directory with one dedicated tenant provisioned.
+    async fn provisioned(slug: &str) -> (tempfile::TempDir, SqliteDataPlane, Tenant) {
+        let dir = tempfile::tempdir().expect("dir");
+        let plane = SqliteDataPlane::open(dir.path(), 16, MigratePolicy::Apply)
+            .await
+            .expect("open");
         let now = Utc::now();
-        Tenant {
+        let tenant = Tenant {
             id: TenantId::new(),
             slug: Slug::parse(slug).expect("slug"),
             name: slug.into(),
@@ -927,20 +932,17 @@ mod tests {
             created_at: now,
             updated_at: now,
             placement: None,
-        }
+        };
+        plane.provision(&tenant).await.expect("provision");
+        (dir, plane, tenant)
     }
 
     /// A request still holding a dedicated tenant's handle when the tenant
     /// is purged must not write into (or read from) the deleted file.
     #[tokio::test]
     async fn a_handle_held_across_a_purge_refuses_further_use() {
-        let dir = tempfile::tempdir().expect("dir");
-        let plane = SqliteDataPlane::open(dir.path(), 16, MigratePolicy::Apply)
-            .await
-            .expect("open");
+        let (dir, plane, tenant) = provisioned("purged").await;
         let now = Utc::now();
-        let tenant = dedicated_tenant("purged");
-        plane.provision(&tenant).await.expect("provision");
         let handle = plane.handle(&tenant).await.expect("handle");
         let def = CollectionDef::implicit("notes", now);
         let audit = NewAuditEntry::new("u", "tenant", "collection.create", "notes");
@@ -974,12 +976,7 @@ mod tests {
     /// New tenant databases, shared and dedicated, get the smaller pages.
     #[tokio::test]
     async fn new_tenant_databases_use_the_tenant_page_size() {
-        let dir = tempfile::tempdir().expect("dir");
-        let plane = SqliteDataPlane::open(dir.path(), 16, MigratePolicy::Apply)
-            .await
-            .expect("open");
-        let tenant = dedicated_tenant("paged");
-        plane.provision(&tenant).await.expect("provision");
+        let (dir, plane, tenant) = provisioned("paged").await;
         for path in [dir.path().join("shared.db"), plane.path(tenant.id)] {
             let size: u32 = Connection::open(&path)
                 .and_then(|c| c.query_row("PRAGMA page_size", [], |r| r.get(0)))
