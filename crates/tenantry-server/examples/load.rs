@@ -291,22 +291,17 @@ async fn quiet_latency(
             lat
         }));
     }
-    let mut lat = Vec::new();
+    let mut quiet = Outcome::default();
     for w in workers {
-        lat.extend(w.await.unwrap_or_default());
+        quiet.latencies.extend(w.await.unwrap_or_default());
     }
     for f in flooders {
         let _ = f.await;
     }
-    lat.sort_unstable();
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
-            .map_or(0.0, |v| *v as f64 / 1000.0)
-    };
     (
-        pct(0.5),
-        pct(0.99),
-        lat.len(),
+        quiet.percentile(0.5),
+        quiet.percentile(0.99),
+        quiet.latencies.len(),
         refused.load(std::sync::atomic::Ordering::Relaxed),
     )
 }

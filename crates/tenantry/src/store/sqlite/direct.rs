@@ -476,19 +476,21 @@ impl Writer {
 mod tests {
     use super::*;
 
+    /// A database in WAL mode made with `schema`, in a fresh directory.
+    fn wal_database(schema: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("t.db");
+        Connection::open(&path)
+            .and_then(|c| c.execute_batch(&format!("PRAGMA journal_mode = WAL; {schema}")))
+            .expect("create");
+        (dir, path)
+    }
+
     /// Writes that queue behind one another share commits; one that fails
     /// undoes only itself, and every other one is there once they return.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn queued_writes_share_commits_and_fail_alone() {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("t.db");
-        Connection::open(&path)
-            .and_then(|c| {
-                c.execute_batch(
-                    "PRAGMA journal_mode = WAL; CREATE TABLE t (k INTEGER PRIMARY KEY);",
-                )
-            })
-            .expect("create");
+        let (_dir, path) = wal_database("CREATE TABLE t (k INTEGER PRIMARY KEY);");
         let writer = std::sync::Arc::new(Writer::new(&path));
         let tasks: Vec<_> = (0..40)
             .map(|i| {
@@ -530,11 +532,7 @@ mod tests {
     /// having crossed SQLite's own 1,000-page threshold.
     #[tokio::test]
     async fn the_checkpointer_moves_the_wal_into_the_database() {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("t.db");
-        Connection::open(&path)
-            .and_then(|c| c.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (v TEXT);"))
-            .expect("create");
+        let (_dir, path) = wal_database("CREATE TABLE t (v TEXT);");
         let before = std::fs::metadata(&path).expect("size").len();
         let writer = Writer::new(&path);
         writer
@@ -565,16 +563,9 @@ mod tests {
     /// them all.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_wal_starts_over_under_a_steady_stream_of_writes() {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("t.db");
-        Connection::open(&path)
-            .and_then(|c| {
-                c.execute_batch(
-                    "PRAGMA journal_mode = WAL; CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB);
-                     INSERT INTO t VALUES (1, NULL);",
-                )
-            })
-            .expect("create");
+        let (dir, path) = wal_database(
+            "CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB); INSERT INTO t VALUES (1, NULL);",
+        );
         let writer = Arc::new(Writer::new(&path));
         let until = std::time::Instant::now() + std::time::Duration::from_secs(4);
         let tasks: Vec<_> = (0..8)
