@@ -57,3 +57,7 @@ id_type!(
     /// Identifies a record of a collection.
     RecordId
 );
+id_type!(
+    /// Identifies a background job (export, import, move, delete).
+    JobId
+);

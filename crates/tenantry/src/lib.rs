@@ -11,6 +11,7 @@ pub mod cache;
 pub mod clock;
 pub mod context;
 pub mod ids;
+pub mod job;
 pub mod placement;
 pub mod plan;
 pub mod record;
@@ -19,6 +20,6 @@ pub mod store;
 pub mod tenant;
 
 pub use context::{Principal, Role};
-pub use ids::{OrgId, RecordId, TenantId, UserId};
+pub use ids::{JobId, OrgId, RecordId, TenantId, UserId};
 pub use plan::{Limits, Plan};
 pub use tenant::{Isolation, Slug, Tenant, TenantStatus};

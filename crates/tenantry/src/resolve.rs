@@ -271,7 +271,7 @@ fn finish(tenant: Tenant, cross_tenant: bool) -> Result<Resolution, ResolveError
             cross_tenant,
         }),
         TenantStatus::Suspended => Err(ResolveError::Suspended),
-        TenantStatus::Deleted => Err(ResolveError::NotFound),
+        TenantStatus::Deleting | TenantStatus::Deleted => Err(ResolveError::NotFound),
     }
 }
 

@@ -73,6 +73,9 @@ impl fmt::Display for Slug {
 pub enum TenantStatus {
     Active,
     Suspended,
+    /// Being purged: refused everywhere as unknown, its slug and domain
+    /// already free; `deleted` once the sweeper has removed its data.
+    Deleting,
     Deleted,
 }
 
@@ -81,14 +84,21 @@ impl TenantStatus {
         match self {
             TenantStatus::Active => "active",
             TenantStatus::Suspended => "suspended",
+            TenantStatus::Deleting => "deleting",
             TenantStatus::Deleted => "deleted",
         }
+    }
+
+    /// Active or suspended: a tenant that exists for its users.
+    pub fn is_live(self) -> bool {
+        matches!(self, TenantStatus::Active | TenantStatus::Suspended)
     }
 
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "active" => TenantStatus::Active,
             "suspended" => TenantStatus::Suspended,
+            "deleting" => TenantStatus::Deleting,
             "deleted" => TenantStatus::Deleted,
             _ => return None,
         })

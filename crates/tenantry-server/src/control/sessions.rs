@@ -97,7 +97,7 @@ impl Services {
         match tenant.status {
             TenantStatus::Active => Ok(tenant),
             TenantStatus::Suspended => Err(Error::TenantSuspended),
-            TenantStatus::Deleted => Err(Error::TenantNotFound),
+            TenantStatus::Deleting | TenantStatus::Deleted => Err(Error::TenantNotFound),
         }
     }
 

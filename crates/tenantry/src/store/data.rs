@@ -8,6 +8,7 @@ use crate::audit::{AuditEntry, AuditFilter, NewAuditEntry};
 use crate::ids::RecordId;
 use crate::record::{CollectionDef, Record, RecordQuery};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -17,6 +18,42 @@ pub struct Usage {
     pub records: u64,
     /// Bytes of the records' data as stored.
     pub storage_bytes: u64,
+}
+
+/// Data written into a tenant's copy as it was read elsewhere (an export, or
+/// the copy a move leaves), in one transaction. Unlike the request writes it
+/// keeps versions and timestamps, ignores the seal (jobs restore into sealed
+/// copies) and enforces no quota; unique claims and usage follow the
+/// records, so they are right whatever order the rows arrive in.
+#[derive(Clone, Debug, Default)]
+pub struct Restore {
+    /// Definitions created or replaced as given (a changed unique field
+    /// rebuilds the collection's claims).
+    pub collections: Vec<CollectionDef>,
+    /// Records created or replaced as given: `(collection, record)`.
+    pub records: Vec<(String, Record)>,
+    /// Records deleted if present.
+    pub removed: Vec<(String, RecordId)>,
+    /// Data-chain entries stored exactly as they are, with their seq: the
+    /// same tenant's chain, continued where this copy's head is.
+    pub audit: Vec<(i64, AuditEntry)>,
+    /// Entries linked onto this copy's chain as new links (new id, seq and
+    /// hashes; actor, action, resource, time and request id kept): another
+    /// tenant's history, imported.
+    pub relink: Vec<(NewAuditEntry, DateTime<Utc>)>,
+    /// Appended last, after `relink` (the restore's own record).
+    pub append: Option<NewAuditEntry>,
+}
+
+impl Restore {
+    pub fn is_empty(&self) -> bool {
+        self.collections.is_empty()
+            && self.records.is_empty()
+            && self.removed.is_empty()
+            && self.audit.is_empty()
+            && self.relink.is_empty()
+            && self.append.is_none()
+    }
 }
 
 #[async_trait]
@@ -105,4 +142,32 @@ pub trait TenantData: Send + Sync {
         after_seq: i64,
         limit: u32,
     ) -> StoreResult<Vec<(i64, AuditEntry)>>;
+
+    // What jobs (export, import, move, delete) use besides the above.
+
+    /// The data chain's last entry: `(seq, hash)`; `None` when empty.
+    async fn audit_head(&self) -> StoreResult<Option<(i64, String)>>;
+
+    /// Every record of every collection, in `(collection, id)` order, after
+    /// `after`: a job reads a tenant page by page in constant memory.
+    async fn scan_records(
+        &self,
+        after: Option<&(String, RecordId)>,
+        limit: u32,
+    ) -> StoreResult<Vec<(String, Record)>>;
+
+    /// Writes `restore` in one transaction.
+    async fn restore(&self, restore: &Restore) -> StoreResult<()>;
+
+    /// Refuses this copy's writes from now on, on every instance: writes
+    /// already in a transaction finish first, later ones fail with
+    /// `Sealed`. A move seals the copy it leaves, a deletion the copy it
+    /// purges, an import the copy it fills.
+    async fn seal(&self) -> StoreResult<()>;
+    async fn unseal(&self) -> StoreResult<()>;
+
+    /// Removes the tenant's collections, records and claims from this copy
+    /// and zeroes its usage, keeping the audit chain and the seal: a restore
+    /// that must start over.
+    async fn clear(&self) -> StoreResult<()>;
 }

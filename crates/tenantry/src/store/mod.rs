@@ -8,12 +8,13 @@ pub mod migrate;
 pub mod postgres;
 pub mod sqlite;
 
-pub use data::{DataPlane, TenantData, Usage};
+pub use data::{DataPlane, Restore, TenantData, Usage};
 pub use identity::{IdentityStore, OtpRecord, RefreshRecord, TenantUser};
 
 use crate::Role;
-use crate::audit::NewAuditEntry;
-use crate::ids::{OrgId, TenantId, UserId};
+use crate::audit::{AuditEntry, NewAuditEntry};
+use crate::ids::{JobId, OrgId, TenantId, UserId};
+use crate::job::{Claim, Job, JobFilter, JobOutcome};
 use crate::plan::Plan;
 use crate::tenant::{Isolation, Tenant, TenantStatus};
 use async_trait::async_trait;
@@ -39,6 +40,15 @@ pub enum StoreError {
     /// The write would take the tenant past its storage quota.
     #[error("storage quota exceeded")]
     QuotaExceeded,
+    /// This copy of the tenant's data takes no writes: a move, an import or a
+    /// deletion sealed it. The caller looks the tenant up again (it may have
+    /// moved) and retries, or waits.
+    #[error("the tenant's data is sealed")]
+    Sealed,
+    /// This copy of the tenant's data does not exist (never provisioned,
+    /// moved away or purged): look the tenant up again.
+    #[error("the tenant's data is not here")]
+    Absent,
     /// The schema is behind the binary: `tenantry migrate` brings it up to date.
     #[error("migrations pending: {0}")]
     Pending(String),
@@ -139,8 +149,10 @@ pub trait ControlStore: Send + Sync + 'static {
         wrapped_key: &[u8],
         audit: &NewAuditEntry,
     ) -> StoreResult<()>;
-    /// A live (not deleted) tenant by id.
+    /// A live (active or suspended) tenant by id.
     async fn tenant_by_id(&self, id: TenantId) -> StoreResult<Option<Tenant>>;
+    /// A tenant by id whatever its status (jobs finish deletions with it).
+    async fn tenant_any(&self, id: TenantId) -> StoreResult<Option<Tenant>>;
     /// A live tenant by slug.
     async fn tenant_by_slug(&self, slug: &str) -> StoreResult<Option<Tenant>>;
     /// A live tenant by custom domain.
@@ -160,9 +172,30 @@ pub trait ControlStore: Send + Sync + 'static {
         status: TenantStatus,
         audit: &NewAuditEntry,
     ) -> StoreResult<()>;
-    /// Marks the tenant deleted and removes everything it owns in the
-    /// control store but its audit chain (the data plane purges the rest).
+    /// Starts a deletion in one transaction: a live tenant becomes
+    /// `deleting` (its slug and domain free at once), its queued jobs fail
+    /// and `job`, its purge, is queued. `NotFound` if it is not live;
+    /// `Conflict("job")` while one of its jobs runs.
+    async fn mark_tenant_deleting(
+        &self,
+        tenant: &Tenant,
+        job: &Job,
+        audit: &NewAuditEntry,
+    ) -> StoreResult<()>;
+    /// Finishes a deletion: removes everything a `deleting` tenant owns in
+    /// the control store but its audit chain and tombstone row — its data
+    /// key too, so whatever encrypted value survives anywhere is unreadable
+    /// — and marks it `deleted` (the data plane is purged before).
     async fn purge_tenant(&self, tenant: &Tenant, audit: &NewAuditEntry) -> StoreResult<()>;
+    /// Points a live tenant's data at its new home (`to.isolation`,
+    /// `to.placement`) if it is still where `from` says: a move's switch.
+    /// `NotFound` if it was deleted or moved meanwhile.
+    async fn relocate_tenant(
+        &self,
+        from: &Tenant,
+        to: &Tenant,
+        audit: &NewAuditEntry,
+    ) -> StoreResult<()>;
 
     async fn tenant_wrapped_key(&self, tenant: &Tenant) -> StoreResult<Vec<u8>>;
 
@@ -202,6 +235,62 @@ pub trait ControlStore: Send + Sync + 'static {
         key: &str,
         audit: &NewAuditEntry,
     ) -> StoreResult<bool>;
+
+    // Jobs.
+
+    /// Queues a job for a live tenant, recording `audit` in its chain;
+    /// `Conflict("job")` when the tenant has an unfinished job already.
+    async fn insert_job(&self, tenant: &Tenant, job: &Job, audit: &NewAuditEntry)
+    -> StoreResult<()>;
+    async fn job(&self, id: JobId) -> StoreResult<Option<Job>>;
+    /// Newest first; the page cursor is a job id.
+    async fn list_jobs(&self, filter: &JobFilter, page: &PageRequest) -> StoreResult<Vec<Job>>;
+    /// Takes the oldest claimable job atomically (queued and due, or
+    /// running on a lease that ran out), marking it running for `claim.worker`.
+    async fn claim_job(&self, claim: &Claim<'_>) -> StoreResult<Option<Job>>;
+    /// Records progress (and a new `state`, when given) of a job `worker`
+    /// still holds; false when it holds it no more (its lease was taken over).
+    async fn heartbeat_job(
+        &self,
+        id: JobId,
+        worker: &str,
+        now: DateTime<Utc>,
+        progress: f64,
+        state: Option<&serde_json::Value>,
+    ) -> StoreResult<bool>;
+    /// Ends a run of a job `worker` holds; false when it holds it no more.
+    async fn finish_job(
+        &self,
+        id: JobId,
+        worker: &str,
+        now: DateTime<Utc>,
+        outcome: &JobOutcome,
+    ) -> StoreResult<bool>;
+
+    // Imports.
+
+    /// Writes config entries as exported (sealed values stay sealed), in one transaction.
+    async fn restore_config(&self, tenant: &Tenant, entries: &[ConfigEntry]) -> StoreResult<()>;
+    /// An import's last control-store step, in one transaction: the
+    /// tenant's restored fields (name, metadata, branding from `fields`),
+    /// its request counts, the exported control chain linked onto its own
+    /// (new ids and hashes, original fields), then `audit`.
+    async fn finish_import(
+        &self,
+        tenant: &Tenant,
+        fields: &Tenant,
+        counts: &[(chrono::NaiveDate, u64)],
+        relink: &[(NewAuditEntry, DateTime<Utc>)],
+        audit: &NewAuditEntry,
+    ) -> StoreResult<AuditEntry>;
+    /// Undoes an import that failed midway: removes the users and config
+    /// keys it wrote.
+    async fn undo_restore(
+        &self,
+        tenant: &Tenant,
+        users: &[UserId],
+        config_keys: &[String],
+    ) -> StoreResult<()>;
 }
 
 /// The whole store: control plane and identity, one backend.
@@ -229,6 +318,28 @@ pub(crate) fn check_quota(current: u64, delta: i64, max: Option<u64>) -> StoreRe
             Err(StoreError::QuotaExceeded)
         }
         _ => Ok(()),
+    }
+}
+
+/// How a job's outcome is stored: status, progress (`None`: unchanged),
+/// result url, error and the time it may run again.
+pub(crate) fn outcome_columns(
+    outcome: &JobOutcome,
+    now: DateTime<Utc>,
+) -> (
+    crate::job::JobStatus,
+    Option<f64>,
+    Option<String>,
+    Option<String>,
+    DateTime<Utc>,
+) {
+    use crate::job::JobStatus as S;
+    match outcome {
+        JobOutcome::Succeeded { result_url } => (S::Succeeded, Some(1.0), result_url.clone(), None, now),
+        JobOutcome::Failed { error } => (S::Failed, None, None, Some(error.clone()), now),
+        JobOutcome::Retry { error, run_after } => {
+            (S::Queued, None, None, Some(error.clone()), *run_after)
+        }
     }
 }
 

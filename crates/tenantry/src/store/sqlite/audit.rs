@@ -71,6 +71,16 @@ pub(super) async fn append(
     at: &ChainAt,
     new: &NewAuditEntry,
 ) -> StoreResult<AuditEntry> {
+    append_at(conn, at, new, Utc::now()).await
+}
+
+/// `append` with the entry's time given (an imported entry keeps its own).
+pub(super) async fn append_at(
+    conn: &mut SqliteConnection,
+    at: &ChainAt,
+    new: &NewAuditEntry,
+    time: chrono::DateTime<Utc>,
+) -> StoreResult<AuditEntry> {
     let mut q = at.select();
     q.push(" ORDER BY seq DESC LIMIT 1");
     let head = q
@@ -88,8 +98,7 @@ pub(super) async fn append(
     };
     // Microseconds, as hashed (and as PostgreSQL keeps them): the entry
     // stored is the entry that was hashed.
-    let now = Utc::now().trunc_subsecs(6);
-    let entry = AuditEntry::chain(at.kind, at.tenant, new, prev, now);
+    let entry = AuditEntry::chain(at.kind, at.tenant, new, prev, time.trunc_subsecs(6));
     let sql = format!(
         "INSERT INTO {} (tenant_id, seq, id, actor, actor_scope, action, resource, at, request_id, prev_hash, hash)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -150,24 +159,51 @@ pub(super) fn append_direct(
     at: &ChainAt,
     new: &NewAuditEntry,
 ) -> StoreResult<AuditEntry> {
+    append_direct_at(tx, at, new, Utc::now())
+}
+
+/// `append_direct` with the entry's time given (an imported entry keeps its own).
+pub(super) fn append_direct_at(
+    tx: &rusqlite::Connection,
+    at: &ChainAt,
+    new: &NewAuditEntry,
+    time: chrono::DateTime<Utc>,
+) -> StoreResult<AuditEntry> {
+    let (seq, prev) = match head_direct(tx, at)? {
+        Some((seq, hash)) => (seq + 1, Some(hash)),
+        None => (1, None),
+    };
+    let entry = AuditEntry::chain(at.kind, at.tenant, new, prev, time.trunc_subsecs(6));
+    insert_direct(tx, at, seq, &entry)?;
+    Ok(entry)
+}
+
+/// The chain's last entry: `(seq, hash)`.
+pub(super) fn head_direct(
+    conn: &rusqlite::Connection,
+    at: &ChainAt,
+) -> StoreResult<Option<(i64, String)>> {
     use super::direct::direct_error;
     let head_sql = format!(
         "SELECT seq, hash FROM {} WHERE tenant_id IS ?1 ORDER BY seq DESC LIMIT 1",
         at.table
     );
     let tenant = at.tenant.map(|t| t.to_string());
-    let head: Option<(i64, String)> = tx
-        .prepare_cached(&head_sql)
+    conn.prepare_cached(&head_sql)
         .map_err(direct_error)?
         .query_row([&tenant], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
-        .map_err(direct_error)?;
-    let (seq, prev) = match head {
-        Some((seq, hash)) => (seq + 1, Some(hash)),
-        None => (1, None),
-    };
-    let now = Utc::now().trunc_subsecs(6);
-    let entry = AuditEntry::chain(at.kind, at.tenant, new, prev, now);
+        .map_err(direct_error)
+}
+
+/// Stores an entry as it is, at `seq` (a move copies a chain verbatim).
+pub(super) fn insert_direct(
+    tx: &rusqlite::Connection,
+    at: &ChainAt,
+    seq: i64,
+    entry: &AuditEntry,
+) -> StoreResult<()> {
+    use super::direct::direct_error;
     let insert_sql = format!(
         "INSERT INTO {} (tenant_id, seq, id, actor, actor_scope, action, resource, at, request_id, prev_hash, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -176,7 +212,7 @@ pub(super) fn append_direct(
     tx.prepare_cached(&insert_sql)
         .map_err(direct_error)?
         .execute(rusqlite::params![
-            tenant,
+            at.tenant.map(|t| t.to_string()),
             seq,
             entry.id.to_string(),
             entry.actor,
@@ -189,7 +225,7 @@ pub(super) fn append_direct(
             entry.hash,
         ])
         .map_err(direct_error)?;
-    Ok(entry)
+    Ok(())
 }
 
 /// `list` on a direct (rusqlite) connection.

@@ -10,7 +10,7 @@ use super::direct::{DEDICATED_CACHE_KIB, Readers, SHARED_CACHE_KIB, Writer, dire
 use crate::audit::{AuditChain, AuditEntry, AuditFilter, NewAuditEntry};
 use crate::ids::{RecordId, TenantId};
 use crate::record::{CollectionDef, FilterOp, Operand, Record, RecordQuery, SortKey, json_path};
-use crate::store::data::{DataPlane, TenantData, Usage};
+use crate::store::data::{DataPlane, Restore, TenantData, Usage};
 use crate::store::migrate::{MigratePolicy, latest_version, must_run};
 use crate::store::{StoreError, StoreResult, check_quota, parse_time, strings, time_text};
 use crate::{Isolation, Tenant};
@@ -163,11 +163,9 @@ impl SqliteDataPlane {
         let path = self.path(tenant);
         self.dedicated
             .try_get_with(tenant, async move {
+                // Purged, or moved to another tier: the caller looks again.
                 if !path.exists() {
-                    return Err(StoreError::Internal(format!(
-                        "tenant database {} is missing",
-                        path.display()
-                    )));
+                    return Err(StoreError::Absent);
                 }
                 Database::dedicated(&path)
             })
@@ -185,14 +183,27 @@ impl SqliteDataPlane {
 #[async_trait]
 impl DataPlane for SqliteDataPlane {
     async fn provision(&self, tenant: &Tenant) -> StoreResult<()> {
-        if tenant.isolation == Isolation::Dedicated {
-            let path = self.path(tenant.id);
-            prepare(&path, true, MigratePolicy::Apply, "a new tenant database").await?;
-            self.dedicated
-                .insert(tenant.id, Database::dedicated(&path)?)
-                .await;
-        }
-        Ok(())
+        let db = match tenant.isolation {
+            Isolation::Shared => self.shared.clone(),
+            Isolation::Dedicated => {
+                let path = self.path(tenant.id);
+                prepare(&path, true, MigratePolicy::Apply, "a new tenant database").await?;
+                let db = Database::dedicated(&path)?;
+                self.dedicated.insert(tenant.id, db.clone()).await;
+                db
+            }
+        };
+        // The mark that the tenant's data lives here (see `writable`).
+        let id = tenant.id.to_string();
+        db.write(|tx| {
+            tx.execute(
+                "INSERT INTO usage (tenant_id) VALUES (?1) ON CONFLICT (tenant_id) DO NOTHING",
+                [&id],
+            )
+            .map_err(direct_error)?;
+            Ok(())
+        })
+        .await
     }
 
     fn schema_version(&self) -> i64 {
@@ -314,14 +325,23 @@ fn collection_def(row: CollectionRow) -> StoreResult<CollectionDef> {
 
 /// The writes' steps, each a statement or two on the open write
 /// transaction (`tx`) of one tenant (`t`).
-fn current_storage(tx: &Connection, t: &str) -> StoreResult<u64> {
-    let n: Option<i64> = tx
-        .prepare_cached("SELECT storage_bytes FROM usage WHERE tenant_id = ?1")
+///
+/// Every request write starts here: the tenant's usage row says its data
+/// lives in this database (`Absent` without it: moved away, purged, or
+/// never written before the mark existed) and takes writes (`Sealed`
+/// while a job holds the copy). Returns the stored bytes, for the quota.
+fn writable(tx: &Connection, t: &str) -> StoreResult<u64> {
+    let row: Option<(i64, bool)> = tx
+        .prepare_cached("SELECT storage_bytes, sealed FROM usage WHERE tenant_id = ?1")
         .map_err(direct_error)?
-        .query_row([t], |r| r.get(0))
+        .query_row([t], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
         .map_err(direct_error)?;
-    Ok(n.unwrap_or(0).max(0) as u64)
+    match row {
+        None => Err(StoreError::Absent),
+        Some((_, true)) => Err(StoreError::Sealed),
+        Some((bytes, false)) => Ok(bytes.max(0) as u64),
+    }
 }
 
 fn add_usage(tx: &Connection, t: &str, records: i64, bytes: i64) -> StoreResult<()> {
@@ -359,15 +379,34 @@ fn claim_uniques(
     fields: &[String],
     record: &Record,
 ) -> StoreResult<()> {
+    claim(tx, t, collection, fields, record, false)
+}
+
+/// Claims values as `claim_uniques` does, or (`take_over`) takes a claimed
+/// value over: a restore copies rows read at different times, and a value
+/// may still be claimed by a record whose newer version arrives later.
+fn claim(
+    tx: &Connection,
+    t: &str,
+    collection: &str,
+    fields: &[String],
+    record: &Record,
+    take_over: bool,
+) -> StoreResult<()> {
+    let sql = if take_over {
+        "INSERT INTO record_uniques (tenant_id, collection, field, value, record_id)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (tenant_id, collection, field, value) DO UPDATE SET record_id = excluded.record_id"
+    } else {
+        "INSERT INTO record_uniques (tenant_id, collection, field, value, record_id)
+         VALUES (?1, ?2, ?3, ?4, ?5)"
+    };
     for field in fields {
         let Some(value) = crate::record::field_value(&record.data, field).filter(|v| !v.is_null())
         else {
             continue;
         };
-        tx.prepare_cached(
-            "INSERT INTO record_uniques (tenant_id, collection, field, value, record_id)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
+        tx.prepare_cached(sql)
         .map_err(direct_error)?
         .execute(params![
             t,
@@ -394,7 +433,78 @@ fn release_uniques(tx: &Connection, t: &str, collection: &str, id: RecordId) -> 
     Ok(())
 }
 
-/// The stored version and data length of a record.
+/// A collection's unique fields as stored, if it is defined.
+fn stored_collection(tx: &Connection, t: &str, name: &str) -> StoreResult<Option<Vec<String>>> {
+    let text: Option<String> = tx
+        .prepare_cached("SELECT unique_fields FROM collections WHERE tenant_id = ?1 AND name = ?2")
+        .map_err(direct_error)?
+        .query_row([t, name], |r| r.get(0))
+        .optional()
+        .map_err(direct_error)?;
+    Ok(text.map(|t| serde_json::from_str(&t).unwrap_or_default()))
+}
+
+/// Creates or replaces a definition row (`created_at` of an existing one stays).
+fn upsert_collection(tx: &Connection, t: &str, def: &CollectionDef) -> StoreResult<()> {
+    tx.prepare_cached(
+        "INSERT INTO collections (tenant_id, name, schema, unique_fields, indexed_fields, required_feature, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (tenant_id, name) DO UPDATE SET schema = excluded.schema, unique_fields = excluded.unique_fields,
+            indexed_fields = excluded.indexed_fields, required_feature = excluded.required_feature,
+            updated_at = excluded.updated_at",
+    )
+    .map_err(direct_error)?
+    .execute(params![
+        t,
+        def.name,
+        def.schema.as_ref().map(Value::to_string),
+        serde_json::to_string(&def.unique).unwrap_or_default(),
+        serde_json::to_string(&def.indexed).unwrap_or_default(),
+        def.required_feature,
+        time_text(def.created_at),
+        time_text(def.updated_at),
+    ])
+    .map_err(direct_error)?;
+    Ok(())
+}
+
+/// Claims every record's values of the collection's unique fields anew
+/// (`take_over`: as a restore claims, see `claim`). Reads the collection's
+/// records in pages: a large collection is never held in memory whole.
+fn rebuild_claims(tx: &Connection, t: &str, def: &CollectionDef, take_over: bool) -> StoreResult<()> {
+    tx.execute(
+        "DELETE FROM record_uniques WHERE tenant_id = ?1 AND collection = ?2",
+        [t, def.name.as_str()],
+    )
+    .map_err(direct_error)?;
+    if def.unique.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "SELECT {RECORD_COLUMNS} FROM records WHERE tenant_id = ?1 AND collection = ?2 AND id > ?3
+         ORDER BY id LIMIT 1000"
+    );
+    let mut after = String::new();
+    loop {
+        let rows = tx
+            .prepare_cached(&sql)
+            .map_err(direct_error)?
+            .query_map(params![t, def.name, after], RecordRow::read)
+            .map_err(direct_error)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(direct_error)?;
+        let Some(last) = rows.last() else {
+            return Ok(());
+        };
+        after = last.0.clone();
+        for row in rows {
+            claim(tx, t, &def.name, &def.unique, &row.record()?, take_over)?;
+        }
+    }
+}
+
+/// The stored version and data length (bytes, as the quota counts them:
+/// `length` of text counts characters) of a record.
 fn stored(
     tx: &Connection,
     t: &str,
@@ -402,7 +512,7 @@ fn stored(
     id: RecordId,
 ) -> StoreResult<Option<(i64, i64)>> {
     tx.prepare_cached(
-        "SELECT version, length(data) FROM records WHERE tenant_id = ?1 AND collection = ?2 AND id = ?3",
+        "SELECT version, length(CAST(data AS BLOB)) FROM records WHERE tenant_id = ?1 AND collection = ?2 AND id = ?3",
     )
     .map_err(direct_error)?
     .query_row(params![t, collection, id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -414,6 +524,87 @@ impl SqliteTenantData {
     fn chain(&self) -> ChainAt {
         ChainAt::tenant(AuditChain::Data, self.tenant_id)
     }
+
+    /// Index DDL for the definitions' indexed fields, outside any write
+    /// transaction (IF NOT EXISTS makes it idempotent).
+    async fn ensure_indexes(&self, defs: &[CollectionDef]) -> StoreResult<()> {
+        for field in defs.iter().flat_map(|d| &d.indexed) {
+            let sql = format!(
+                "CREATE INDEX IF NOT EXISTS {} ON records (tenant_id, collection, {}, id)",
+                index_name(field),
+                sort_sql(&SortKey::Field(field.clone()))
+            );
+            self.db.execute_batch(&sql).await?;
+        }
+        Ok(())
+    }
+
+    async fn set_sealed(&self, sealed: bool) -> StoreResult<()> {
+        let t = self.tenant.as_str();
+        self.db
+            .write(|tx| {
+                tx.execute(
+                    "INSERT INTO usage (tenant_id, sealed) VALUES (?1, ?2)
+                     ON CONFLICT (tenant_id) DO UPDATE SET sealed = excluded.sealed",
+                    params![t, sealed],
+                )
+                .map_err(direct_error)?;
+                Ok(())
+            })
+            .await
+    }
+}
+
+/// `Restore`'s records and removals, on the open transaction.
+fn restore_records(tx: &Connection, t: &str, restore: &Restore) -> StoreResult<()> {
+    // Claims follow the unique fields as stored now (the restore's own
+    // definitions were written first).
+    let mut unique_fields: std::collections::HashMap<&str, Vec<String>> = Default::default();
+    for (collection, id) in &restore.removed {
+        if let Some((_, len)) = stored(tx, t, collection, *id)? {
+            tx.prepare_cached(
+                "DELETE FROM records WHERE tenant_id = ?1 AND collection = ?2 AND id = ?3",
+            )
+            .map_err(direct_error)?
+            .execute(params![t, collection, id.to_string()])
+            .map_err(direct_error)?;
+            release_uniques(tx, t, collection, *id)?;
+            add_usage(tx, t, -1, -len)?;
+        }
+    }
+    for (collection, r) in &restore.records {
+        let data = r.data.to_string();
+        let old = stored(tx, t, collection, r.id)?;
+        tx.prepare_cached(
+            "INSERT INTO records (tenant_id, collection, id, data, version, created_at, updated_at, created_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (tenant_id, collection, id) DO UPDATE SET data = excluded.data,
+                version = excluded.version, created_at = excluded.created_at,
+                updated_at = excluded.updated_at, created_by = excluded.created_by",
+        )
+        .map_err(direct_error)?
+        .execute(params![
+            t,
+            collection,
+            r.id.to_string(),
+            data,
+            r.version,
+            time_text(r.created_at),
+            time_text(r.updated_at),
+            r.created_by.map(|u| u.to_string()),
+        ])
+        .map_err(direct_error)?;
+        release_uniques(tx, t, collection, r.id)?;
+        if !unique_fields.contains_key(collection.as_str()) {
+            let fields = stored_collection(tx, t, collection)?.unwrap_or_default();
+            unique_fields.insert(collection, fields);
+        }
+        let fields = unique_fields.get(collection.as_str()).map_or(&[][..], Vec::as_slice);
+        claim(tx, t, collection, fields, r, true)?;
+        let (added, old_len) = old.map_or((1, 0), |(_, len)| (0, len));
+        add_usage(tx, t, added, data.len() as i64 - old_len)?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -455,67 +646,18 @@ impl TenantData for SqliteTenantData {
     }
 
     async fn put_collection(&self, def: &CollectionDef, a: &NewAuditEntry) -> StoreResult<bool> {
-        // Index DDL first (outside the write transaction; IF NOT EXISTS makes it idempotent).
-        for field in &def.indexed {
-            let sql = format!(
-                "CREATE INDEX IF NOT EXISTS {} ON records (tenant_id, collection, {}, id)",
-                index_name(field),
-                sort_sql(&SortKey::Field(field.clone()))
-            );
-            self.db.execute_batch(&sql).await?;
-        }
+        self.ensure_indexes(std::slice::from_ref(def)).await?;
         let t = self.tenant.as_str();
         let chain = self.chain();
         self.db
             .write(|tx| {
-                let existed: Option<i64> = tx
-                    .query_row(
-                        "SELECT 1 FROM collections WHERE tenant_id = ?1 AND name = ?2",
-                        [t, def.name.as_str()],
-                        |r| r.get(0),
-                    )
-                    .optional()
-                    .map_err(direct_error)?;
+                writable(tx, t)?;
+                let existed = stored_collection(tx, t, &def.name)?.is_some();
+                upsert_collection(tx, t, def)?;
                 // Rebuild the unique claims for the (possibly new) unique fields.
-                tx.execute(
-                    "DELETE FROM record_uniques WHERE tenant_id = ?1 AND collection = ?2",
-                    [t, def.name.as_str()],
-                )
-                .map_err(direct_error)?;
-                if !def.unique.is_empty() {
-                    let sql = format!(
-                        "SELECT {RECORD_COLUMNS} FROM records WHERE tenant_id = ?1 AND collection = ?2"
-                    );
-                    let mut statement = tx.prepare(&sql).map_err(direct_error)?;
-                    let rows = statement
-                        .query_map([t, def.name.as_str()], RecordRow::read)
-                        .map_err(direct_error)?
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(direct_error)?;
-                    for row in rows {
-                        claim_uniques(tx, t, &def.name, &def.unique, &row.record()?)?;
-                    }
-                }
-                tx.execute(
-                    "INSERT INTO collections (tenant_id, name, schema, unique_fields, indexed_fields, required_feature, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                     ON CONFLICT (tenant_id, name) DO UPDATE SET schema = excluded.schema, unique_fields = excluded.unique_fields,
-                        indexed_fields = excluded.indexed_fields, required_feature = excluded.required_feature,
-                        updated_at = excluded.updated_at",
-                    params![
-                        t,
-                        def.name,
-                        def.schema.as_ref().map(Value::to_string),
-                        serde_json::to_string(&def.unique).unwrap_or_default(),
-                        serde_json::to_string(&def.indexed).unwrap_or_default(),
-                        def.required_feature,
-                        time_text(def.created_at),
-                        time_text(def.updated_at),
-                    ],
-                )
-                .map_err(direct_error)?;
+                rebuild_claims(tx, t, def, false)?;
                 audit::append_direct(tx, &chain, a)?;
-                Ok(existed.is_none())
+                Ok(!existed)
             })
             .await
     }
@@ -526,14 +668,16 @@ impl TenantData for SqliteTenantData {
         a: &NewAuditEntry,
     ) -> StoreResult<()> {
         let chain = self.chain();
+        let t = self.tenant.as_str();
         self.db
             .write(|tx| {
+                writable(tx, t)?;
                 let created = tx
                     .execute(
                         "INSERT INTO collections (tenant_id, name, schema, unique_fields, indexed_fields, required_feature, created_at, updated_at)
                          VALUES (?1, ?2, NULL, '[]', '[]', NULL, ?3, ?4) ON CONFLICT (tenant_id, name) DO NOTHING",
                         params![
-                            self.tenant,
+                            t,
                             def.name,
                             time_text(def.created_at),
                             time_text(def.updated_at)
@@ -560,7 +704,7 @@ impl TenantData for SqliteTenantData {
         let chain = self.chain();
         self.db
             .write(|tx| {
-                check_quota(current_storage(tx, t)?, data.len() as i64, max_storage)?;
+                check_quota(writable(tx, t)?, data.len() as i64, max_storage)?;
                 tx.prepare_cached(
                     "INSERT INTO records (tenant_id, collection, id, data, version, created_at, updated_at, created_by)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -678,13 +822,14 @@ impl TenantData for SqliteTenantData {
         let chain = self.chain();
         self.db
             .write(|tx| {
+                let current = writable(tx, t)?;
                 let (version, old_len) =
                     stored(tx, t, &def.name, r.id)?.ok_or(StoreError::NotFound)?;
                 if version != expected {
                     return Err(StoreError::VersionMismatch);
                 }
                 let delta = data.len() as i64 - old_len;
-                check_quota(current_storage(tx, t)?, delta, max_storage)?;
+                check_quota(current, delta, max_storage)?;
                 tx.prepare_cached(
                     "UPDATE records SET data = ?1, version = ?2, updated_at = ?3
                      WHERE tenant_id = ?4 AND collection = ?5 AND id = ?6",
@@ -720,6 +865,7 @@ impl TenantData for SqliteTenantData {
         let chain = self.chain();
         self.db
             .write(|tx| {
+                writable(tx, t)?;
                 let (version, len) = stored(tx, t, &def.name, id)?.ok_or(StoreError::NotFound)?;
                 if expected.is_some_and(|e| e != version) {
                     return Err(StoreError::VersionMismatch);
@@ -801,6 +947,112 @@ impl TenantData for SqliteTenantData {
         self.db
             .readers
             .read(|c| audit::list_direct(c, &chain, filter, after_seq, limit))
+            .await
+    }
+
+    async fn audit_head(&self) -> StoreResult<Option<(i64, String)>> {
+        let chain = self.chain();
+        self.db
+            .readers
+            .read(|c| audit::head_direct(c, &chain))
+            .await
+    }
+
+    async fn scan_records(
+        &self,
+        after: Option<&(String, RecordId)>,
+        limit: u32,
+    ) -> StoreResult<Vec<(String, Record)>> {
+        let (collection, id) = after.map_or((String::new(), String::new()), |(c, id)| {
+            (c.clone(), id.to_string())
+        });
+        let sql = format!(
+            "SELECT collection, {RECORD_COLUMNS} FROM records
+             WHERE tenant_id = ?1 AND (collection, id) > (?2, ?3)
+             ORDER BY collection, id LIMIT ?4"
+        );
+        let rows: Vec<(String, RecordRow)> = self
+            .db
+            .readers
+            .read(|c| {
+                let mut statement = c.prepare_cached(&sql).map_err(direct_error)?;
+                let rows = statement
+                    .query_map(
+                        params![self.tenant, collection, id, i64::from(limit.max(1))],
+                        |r| {
+                            let (c, id, data, version, created_at, updated_at, created_by) =
+                                r.try_into()?;
+                            Ok((c, RecordRow(id, data, version, created_at, updated_at, created_by)))
+                        },
+                    )
+                    .map_err(direct_error)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(direct_error)
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(c, row)| Ok((c, row.record()?)))
+            .collect()
+    }
+
+    async fn restore(&self, restore: &Restore) -> StoreResult<()> {
+        if restore.is_empty() {
+            return Ok(());
+        }
+        self.ensure_indexes(&restore.collections).await?;
+        let t = self.tenant.as_str();
+        let chain = self.chain();
+        self.db
+            .write(|tx| {
+                tx.execute(
+                    "INSERT INTO usage (tenant_id) VALUES (?1) ON CONFLICT (tenant_id) DO NOTHING",
+                    [t],
+                )
+                .map_err(direct_error)?;
+                for def in &restore.collections {
+                    let before = stored_collection(tx, t, &def.name)?;
+                    upsert_collection(tx, t, def)?;
+                    if before.as_ref() != Some(&def.unique) {
+                        rebuild_claims(tx, t, def, true)?;
+                    }
+                }
+                restore_records(tx, t, restore)?;
+                for (seq, entry) in &restore.audit {
+                    audit::insert_direct(tx, &chain, *seq, entry)?;
+                }
+                for (entry, at) in &restore.relink {
+                    audit::append_direct_at(tx, &chain, entry, *at)?;
+                }
+                if let Some(entry) = &restore.append {
+                    audit::append_direct(tx, &chain, entry)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn seal(&self) -> StoreResult<()> {
+        self.set_sealed(true).await
+    }
+
+    async fn unseal(&self) -> StoreResult<()> {
+        self.set_sealed(false).await
+    }
+
+    async fn clear(&self) -> StoreResult<()> {
+        let t = self.tenant.as_str();
+        self.db
+            .write(|tx| {
+                for table in ["record_uniques", "records", "collections"] {
+                    tx.execute(&format!("DELETE FROM {table} WHERE tenant_id = ?1"), [t])
+                        .map_err(direct_error)?;
+                }
+                tx.execute(
+                    "UPDATE usage SET records = 0, storage_bytes = 0 WHERE tenant_id = ?1",
+                    [t],
+                )
+                .map_err(direct_error)?;
+                Ok(())
+            })
             .await
     }
 }

@@ -151,7 +151,7 @@ impl Readers {
 
     fn check_open(&self) -> StoreResult<()> {
         if self.closed.load(Ordering::SeqCst) {
-            Err(StoreError::NotFound)
+            Err(StoreError::Absent)
         } else {
             Ok(())
         }

@@ -1,7 +1,9 @@
 //! SQLite implementation of the identity store.
 
 use super::audit::{self, ChainAt};
-use super::{SqliteControlStore, begin_write, control_chain, db_error, opt_uuid_col, uuid_col};
+use super::{
+    SqliteControlStore, begin_write, control_chain, db_error, opt_uuid_col, require_live, uuid_col,
+};
 use crate::audit::{AuditEntry, AuditFilter, NewAuditEntry};
 use crate::ids::UserId;
 use crate::store::identity::{IdentityStore, OtpRecord, RefreshRecord, TenantUser};
@@ -73,6 +75,7 @@ impl IdentityStore for SqliteControlStore {
         a: &NewAuditEntry,
     ) -> StoreResult<()> {
         let mut tx = begin_write(&self.pool).await?;
+        require_live(&mut tx, t).await?;
         let count: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE tenant_id = ?")
             .bind(t.id.to_string())
             .fetch_one(&mut *tx)
@@ -185,14 +188,43 @@ impl IdentityStore for SqliteControlStore {
         Ok(n.max(0) as u64)
     }
 
+    async fn restore_users(&self, t: &Tenant, users: &[TenantUser]) -> StoreResult<()> {
+        let mut tx = begin_write(&self.pool).await?;
+        require_live(&mut tx, t).await?;
+        for u in users {
+            sqlx::query(
+                "INSERT INTO users (tenant_id, id, email, name, role, phone, password_hash, active, created_at, updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(t.id.to_string())
+            .bind(u.id.to_string())
+            .bind(&u.email)
+            .bind(&u.name)
+            .bind(u.role.as_str())
+            .bind(&u.phone)
+            .bind(&u.password_hash)
+            .bind(u.active)
+            .bind(u.created_at)
+            .bind(u.updated_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)
+    }
+
     async fn insert_refresh(&self, r: &RefreshRecord) -> StoreResult<()> {
-        sqlx::query(
+        // A tenant user's token only while its tenant lives: a login racing
+        // the tenant's deletion must not leave a token behind the purge.
+        let tenant = r.tenant_id.map(|t| t.to_string());
+        let done = sqlx::query(
             "INSERT INTO refresh_tokens (token_hash, family_id, tenant_id, user_id, expires_at, used_at, revoked_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+             WHERE ?3 IS NULL OR EXISTS (SELECT 1 FROM tenants WHERE id = ?3 AND status IN ('active', 'suspended'))",
         )
         .bind(&r.token_hash)
         .bind(r.family_id.to_string())
-        .bind(r.tenant_id.map(|t| t.to_string()))
+        .bind(tenant)
         .bind(r.user_id.to_string())
         .bind(r.expires_at)
         .bind(r.used_at)
@@ -200,6 +232,9 @@ impl IdentityStore for SqliteControlStore {
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
         Ok(())
     }
 
@@ -240,7 +275,9 @@ impl IdentityStore for SqliteControlStore {
 
     async fn put_otp(&self, t: &Tenant, otp: &OtpRecord) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO otp_codes (tenant_id, phone, code_hash, expires_at, attempts) VALUES (?, ?, ?, ?, ?)
+            "INSERT INTO otp_codes (tenant_id, phone, code_hash, expires_at, attempts)
+             SELECT ?1, ?2, ?3, ?4, ?5
+             WHERE EXISTS (SELECT 1 FROM tenants WHERE id = ?1 AND status IN ('active', 'suspended'))
              ON CONFLICT (tenant_id, phone) DO UPDATE
              SET code_hash = excluded.code_hash, expires_at = excluded.expires_at, attempts = excluded.attempts",
         )
