@@ -85,6 +85,16 @@ pub(super) async fn append(
     at: &ChainAt,
     new: &NewAuditEntry,
 ) -> StoreResult<AuditEntry> {
+    append_at(conn, at, new, Utc::now()).await
+}
+
+/// `append` with the entry's time given (an imported entry keeps its own).
+pub(super) async fn append_at(
+    conn: &mut PgConnection,
+    at: &ChainAt,
+    new: &NewAuditEntry,
+    time: chrono::DateTime<Utc>,
+) -> StoreResult<AuditEntry> {
     let lock_key = at
         .tenant
         .map_or_else(|| "platform".to_owned(), |t| t.0.to_string());
@@ -94,21 +104,24 @@ pub(super) async fn append(
         .execute(&mut *conn)
         .await
         .map_err(pg_error)?;
-    let mut q = at.select();
-    q.push(" ORDER BY seq DESC LIMIT 1");
-    let head = q
-        .build()
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(pg_error)?;
-    let (seq, prev) = match head {
-        Some(row) => (col::<i64>(&row, "seq")? + 1, Some(col(&row, "hash")?)),
+    let (seq, prev) = match head(conn, at).await? {
+        Some((seq, hash)) => (seq + 1, Some(hash)),
         None => (1, None),
     };
     // timestamptz keeps microseconds: truncate first, so the entry we
     // return is the entry a later read returns.
-    let now = Utc::now().trunc_subsecs(6);
-    let entry = AuditEntry::chain(at.kind, at.tenant, new, prev, now);
+    let entry = AuditEntry::chain(at.kind, at.tenant, new, prev, time.trunc_subsecs(6));
+    insert(conn, at, seq, &entry).await?;
+    Ok(entry)
+}
+
+/// Stores an entry as it is, at `seq` (a move copies a chain verbatim).
+pub(super) async fn insert(
+    conn: &mut PgConnection,
+    at: &ChainAt,
+    seq: i64,
+    entry: &AuditEntry,
+) -> StoreResult<()> {
     let sql = format!(
         "INSERT INTO {} (tenant_id, seq, id, actor, actor_scope, action, resource, at, request_id, prev_hash, hash)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -129,7 +142,23 @@ pub(super) async fn append(
         .execute(&mut *conn)
         .await
         .map_err(pg_error)?;
-    Ok(entry)
+    Ok(())
+}
+
+/// The chain's last entry: `(seq, hash)`.
+pub(super) async fn head(
+    conn: &mut PgConnection,
+    at: &ChainAt,
+) -> StoreResult<Option<(i64, String)>> {
+    let mut q = at.select();
+    q.push(" ORDER BY seq DESC LIMIT 1");
+    let row = q
+        .build()
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(pg_error)?;
+    row.map(|r| Ok((col(&r, "seq")?, col(&r, "hash")?)))
+        .transpose()
 }
 
 /// Entries after `after_seq` matching `filter`, in link order, with each

@@ -3,13 +3,16 @@
 use super::audit::{self, ChainAt};
 use super::{PgDatabase, pg_error, set_tenant, tenant_schema_version, tenant_tx};
 use crate::Role;
-use crate::audit::NewAuditEntry;
-use crate::ids::{OrgId, TenantId, UserId};
+use crate::audit::{AuditEntry, NewAuditEntry};
+use crate::ids::{JobId, OrgId, TenantId, UserId};
+use crate::job::{Claim, Job, JobFilter, JobKind, JobOutcome, JobStatus};
 use crate::plan::Plan;
 use crate::store::{
     ConfigEntry, ControlStore, Organization, PageRequest, PlatformUser, StoreError, StoreResult,
-    TenantFilter, decode, isolation, page_limit, substring_pattern,
+    TenantFilter, decode, isolation, outcome_columns, page_limit, substring_pattern,
 };
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
 use crate::tenant::{Slug, Tenant, TenantStatus};
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
@@ -43,7 +46,7 @@ impl PgControlStore {
         T: for<'q> sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + Send,
     {
         sqlx::query(&format!(
-            "SELECT * FROM tenants WHERE {condition} AND status <> 'deleted'"
+            "SELECT * FROM tenants WHERE {condition} AND status IN ('active', 'suspended')"
         ))
         .bind(value)
         .fetch_optional(&self.db.runtime)
@@ -53,6 +56,80 @@ impl PgControlStore {
         .map(tenant_from_row)
         .transpose()
     }
+}
+
+/// `NotFound` unless the tenant is live, inside the caller's transaction.
+/// `FOR SHARE` holds the tenant row until commit: a deletion's update of it
+/// waits for this write, and a write after the deletion sees `deleting` and
+/// is refused, so a racing write never recreates a row the purge removes.
+pub(super) async fn require_live(conn: &mut PgConnection, t: &Tenant) -> StoreResult<()> {
+    let live: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM tenants WHERE id = $1 AND status IN ('active', 'suspended') FOR SHARE",
+    )
+    .bind(t.id.0)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(pg_error)?;
+    live.map(|_| ()).ok_or(StoreError::NotFound)
+}
+
+fn job_from_row(row: &PgRow) -> StoreResult<Job> {
+    let kind: String = col(row, "kind")?;
+    let status: String = col(row, "status")?;
+    let attempts: i32 = col(row, "attempts")?;
+    Ok(Job {
+        id: JobId(col(row, "id")?),
+        tenant_id: TenantId(col(row, "tenant_id")?),
+        kind: decode(&kind, JobKind::parse, "job kind")?,
+        status: decode(&status, JobStatus::parse, "job status")?,
+        progress: col(row, "progress")?,
+        params: col(row, "params")?,
+        state: col(row, "state")?,
+        result_url: col(row, "result_url")?,
+        error: col(row, "error")?,
+        attempts: u32::try_from(attempts.max(0)).unwrap_or(0),
+        heartbeat_at: col(row, "heartbeat_at")?,
+        worker: col(row, "worker")?,
+        node: col(row, "node")?,
+        run_after: col(row, "run_after")?,
+        created_by: col(row, "created_by")?,
+        created_at: col(row, "created_at")?,
+        updated_at: col(row, "updated_at")?,
+    })
+}
+
+/// Inserts a queued job; the partial unique index refuses a second
+/// unfinished job of one tenant.
+async fn insert_job_row(conn: &mut PgConnection, j: &Job) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO jobs (id, tenant_id, kind, status, progress, params, state, result_url, error, attempts,
+                           heartbeat_at, worker, node, run_after, created_by, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+    )
+    .bind(j.id.0)
+    .bind(j.tenant_id.0)
+    .bind(j.kind.as_str())
+    .bind(j.status.as_str())
+    .bind(j.progress)
+    .bind(&j.params)
+    .bind(&j.state)
+    .bind(&j.result_url)
+    .bind(&j.error)
+    .bind(i32::try_from(j.attempts).unwrap_or(i32::MAX))
+    .bind(j.heartbeat_at)
+    .bind(&j.worker)
+    .bind(&j.node)
+    .bind(j.run_after)
+    .bind(&j.created_by)
+    .bind(j.created_at)
+    .bind(j.updated_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| match pg_error(e) {
+        StoreError::Conflict(_) => StoreError::Conflict("job".into()),
+        other => other,
+    })?;
+    Ok(())
 }
 
 /// One column of a row, decoding failures mapped like any other store error.
@@ -337,6 +414,17 @@ impl ControlStore for PgControlStore {
         self.live_tenant_where("id = $1", id.0).await
     }
 
+    async fn tenant_any(&self, id: TenantId) -> StoreResult<Option<Tenant>> {
+        sqlx::query("SELECT * FROM tenants WHERE id = $1")
+            .bind(id.0)
+            .fetch_optional(&self.db.runtime)
+            .await
+            .map_err(pg_error)?
+            .as_ref()
+            .map(tenant_from_row)
+            .transpose()
+    }
+
     async fn tenant_by_slug(&self, slug: &str) -> StoreResult<Option<Tenant>> {
         self.live_tenant_where("slug = $1", slug.to_owned()).await
     }
@@ -390,7 +478,7 @@ impl ControlStore for PgControlStore {
         let done = sqlx::query(
             "UPDATE tenants SET slug = $1, name = $2, plan = $3, isolation = $4, organization_id = $5,
                     domain = $6, metadata = $7, branding = $8, updated_at = $9
-             WHERE id = $10 AND status <> 'deleted'",
+             WHERE id = $10 AND status IN ('active', 'suspended')",
         )
         .bind(t.slug.as_str())
         .bind(&t.name)
@@ -420,7 +508,7 @@ impl ControlStore for PgControlStore {
     ) -> StoreResult<()> {
         let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
         let done = sqlx::query(
-            "UPDATE tenants SET status = $1, updated_at = $2 WHERE id = $3 AND status <> 'deleted'",
+            "UPDATE tenants SET status = $1, updated_at = $2 WHERE id = $3 AND status IN ('active', 'suspended')",
         )
         .bind(status.as_str())
         .bind(chrono::Utc::now())
@@ -432,6 +520,64 @@ impl ControlStore for PgControlStore {
             return Err(StoreError::NotFound);
         }
         audit::append(&mut tx, &ChainAt::control(t.id), a).await?;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    async fn mark_tenant_deleting(
+        &self,
+        t: &Tenant,
+        job: &Job,
+        a: &NewAuditEntry,
+    ) -> StoreResult<()> {
+        let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
+        let done = sqlx::query(
+            "UPDATE tenants SET status = 'deleting', updated_at = $1
+             WHERE id = $2 AND status IN ('active', 'suspended')",
+        )
+        .bind(job.created_at)
+        .bind(t.id.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query(
+            "UPDATE jobs SET status = 'failed', error = 'cancelled: the tenant is being deleted', updated_at = $1
+             WHERE tenant_id = $2 AND status = 'queued'",
+        )
+        .bind(job.created_at)
+        .bind(t.id.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        // A running job keeps its unfinished slot: the insert is refused.
+        insert_job_row(&mut tx, job).await?;
+        audit::append(&mut tx, &ChainAt::control(t.id), a).await?;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    async fn relocate_tenant(&self, from: &Tenant, to: &Tenant, a: &NewAuditEntry) -> StoreResult<()> {
+        let mut tx = tenant_tx(&self.db.runtime, from.id).await?;
+        let done = sqlx::query(
+            "UPDATE tenants SET isolation = $1, placement = $2, schema_version = $3, updated_at = $4
+             WHERE id = $5 AND status IN ('active', 'suspended') AND isolation = $6
+               AND placement IS NOT DISTINCT FROM $7",
+        )
+        .bind(to.isolation.as_str())
+        .bind(&to.placement)
+        .bind(tenant_schema_version())
+        .bind(to.updated_at)
+        .bind(from.id.0)
+        .bind(from.isolation.as_str())
+        .bind(&from.placement)
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        audit::append(&mut tx, &ChainAt::control(from.id), a).await?;
         tx.commit().await.map_err(pg_error)
     }
 
@@ -448,7 +594,7 @@ impl ControlStore for PgControlStore {
             "DELETE FROM users WHERE tenant_id = $1",
             "DELETE FROM tenant_keys WHERE tenant_id = $1",
             "UPDATE tenants SET status = 'deleted', domain = NULL, metadata = '{}', branding = '{}',
-                    updated_at = now() WHERE id = $1",
+                    updated_at = now() WHERE id = $1 AND status = 'deleting'",
         ] {
             sqlx::query(sql)
                 .bind(t.id.0)
@@ -522,8 +668,11 @@ impl ControlStore for PgControlStore {
         let mut tx = self.db.runtime.begin().await.map_err(pg_error)?;
         for (tenant, day, n) in &counts {
             set_tenant(&mut tx, *tenant).await?;
+            // Counts of a tenant deleted since are dropped, not written back.
             sqlx::query(
-                "INSERT INTO request_counts (tenant_id, day, requests) VALUES ($1, $2, $3)
+                "INSERT INTO request_counts (tenant_id, day, requests)
+                 SELECT $1, $2, $3 WHERE EXISTS (
+                     SELECT 1 FROM tenants WHERE id = $1 AND status IN ('active', 'suspended') FOR SHARE)
                  ON CONFLICT (tenant_id, day) DO UPDATE
                  SET requests = request_counts.requests + excluded.requests",
             )
@@ -583,6 +732,7 @@ impl ControlStore for PgControlStore {
 
     async fn put_config(&self, t: &Tenant, e: &ConfigEntry, a: &NewAuditEntry) -> StoreResult<()> {
         let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
+        require_live(&mut tx, t).await?;
         sqlx::query(
             "INSERT INTO tenant_config (tenant_id, key, value, encrypted, updated_at)
              VALUES ($1, $2, $3, $4, $5)
@@ -616,4 +766,219 @@ impl ControlStore for PgControlStore {
         tx.commit().await.map_err(pg_error)?;
         Ok(deleted)
     }
+    async fn insert_job(&self, t: &Tenant, job: &Job, a: &NewAuditEntry) -> StoreResult<()> {
+        let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
+        require_live(&mut tx, t).await?;
+        insert_job_row(&mut tx, job).await?;
+        audit::append(&mut tx, &ChainAt::control(t.id), a).await?;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    async fn job(&self, id: JobId) -> StoreResult<Option<Job>> {
+        sqlx::query("SELECT * FROM jobs WHERE id = $1")
+            .bind(id.0)
+            .fetch_optional(&self.db.runtime)
+            .await
+            .map_err(pg_error)?
+            .as_ref()
+            .map(job_from_row)
+            .transpose()
+    }
+
+    async fn list_jobs(&self, f: &JobFilter, page: &PageRequest) -> StoreResult<Vec<Job>> {
+        let mut q = QueryBuilder::<Postgres>::new(
+            "SELECT jobs.* FROM jobs JOIN tenants ON tenants.id = jobs.tenant_id WHERE true",
+        );
+        if let Some(t) = f.tenant {
+            q.push(" AND jobs.tenant_id = ").push_bind(t.0);
+        }
+        if let Some(org) = f.organization {
+            q.push(" AND tenants.organization_id = ").push_bind(org.0);
+        }
+        if let Some(status) = f.status {
+            q.push(" AND jobs.status = ").push_bind(status.as_str());
+        }
+        if let Some(after) = page.after {
+            q.push(" AND jobs.id < ").push_bind(after);
+        }
+        q.push(" ORDER BY jobs.id DESC LIMIT ")
+            .push_bind(page_limit(page));
+        q.build()
+            .fetch_all(&self.db.runtime)
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(job_from_row)
+            .collect()
+    }
+
+    async fn claim_job(&self, c: &Claim<'_>) -> StoreResult<Option<Job>> {
+        // SKIP LOCKED: concurrent claimers pass over a row another is taking
+        // instead of waiting for it, and never take the same one.
+        sqlx::query(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, heartbeat_at = $1,
+                    worker = $2, updated_at = $1
+             WHERE id = (
+                SELECT id FROM jobs
+                WHERE (node IS NULL OR node = $3) AND ($4::uuid IS NULL OR id = $4)
+                  AND ((status = 'queued' AND run_after <= $1) OR (status = 'running' AND heartbeat_at < $5))
+                ORDER BY created_at LIMIT 1
+                FOR UPDATE SKIP LOCKED)
+             RETURNING *",
+        )
+        .bind(c.now)
+        .bind(c.worker)
+        .bind(c.node)
+        .bind(c.only.map(|j| j.0))
+        .bind(c.now - c.lease)
+        .fetch_optional(&self.db.runtime)
+        .await
+        .map_err(pg_error)?
+        .as_ref()
+        .map(job_from_row)
+        .transpose()
+    }
+
+    async fn heartbeat_job(
+        &self,
+        id: JobId,
+        worker: &str,
+        now: DateTime<Utc>,
+        progress: f64,
+        state: Option<&serde_json::Value>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET heartbeat_at = $1, progress = $2, state = coalesce($3, state), updated_at = $1
+             WHERE id = $4 AND worker = $5 AND status = 'running'",
+        )
+        .bind(now)
+        .bind(progress.clamp(0.0, 1.0))
+        .bind(state)
+        .bind(id.0)
+        .bind(worker)
+        .execute(&self.db.runtime)
+        .await
+        .map_err(pg_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn finish_job(
+        &self,
+        id: JobId,
+        worker: &str,
+        now: DateTime<Utc>,
+        outcome: &JobOutcome,
+    ) -> StoreResult<bool> {
+        let (status, progress, result_url, error, run_after) = outcome_columns(outcome, now);
+        let done = sqlx::query(
+            "UPDATE jobs SET status = $1, progress = coalesce($2, progress), result_url = $3, error = $4,
+                    run_after = $5, updated_at = $6
+             WHERE id = $7 AND worker = $8 AND status = 'running'",
+        )
+        .bind(status.as_str())
+        .bind(progress)
+        .bind(result_url)
+        .bind(error)
+        .bind(run_after)
+        .bind(now)
+        .bind(id.0)
+        .bind(worker)
+        .execute(&self.db.runtime)
+        .await
+        .map_err(pg_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn restore_config(&self, t: &Tenant, entries: &[ConfigEntry]) -> StoreResult<()> {
+        let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
+        require_live(&mut tx, t).await?;
+        for e in entries {
+            sqlx::query(
+                "INSERT INTO tenant_config (tenant_id, key, value, encrypted, updated_at)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (tenant_id, key) DO UPDATE
+                 SET value = excluded.value, encrypted = excluded.encrypted, updated_at = excluded.updated_at",
+            )
+            .bind(t.id.0)
+            .bind(&e.key)
+            .bind(&e.value)
+            .bind(e.encrypted)
+            .bind(e.updated_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        }
+        tx.commit().await.map_err(pg_error)
+    }
+
+    async fn finish_import(
+        &self,
+        t: &Tenant,
+        fields: &Tenant,
+        counts: &[(chrono::NaiveDate, u64)],
+        relink: &[(NewAuditEntry, DateTime<Utc>)],
+        a: &NewAuditEntry,
+    ) -> StoreResult<AuditEntry> {
+        let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
+        require_live(&mut tx, t).await?;
+        sqlx::query(
+            "UPDATE tenants SET name = $1, metadata = $2, branding = $3, updated_at = now() WHERE id = $4",
+        )
+        .bind(&fields.name)
+        .bind(&fields.metadata)
+        .bind(&fields.branding)
+        .bind(t.id.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        for (day, n) in counts {
+            sqlx::query(
+                "INSERT INTO request_counts (tenant_id, day, requests) VALUES ($1, $2, $3)
+                 ON CONFLICT (tenant_id, day) DO UPDATE
+                 SET requests = request_counts.requests + excluded.requests",
+            )
+            .bind(t.id.0)
+            .bind(*day)
+            .bind(i64::try_from(*n).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        }
+        let chain = ChainAt::control(t.id);
+        for (entry, at) in relink {
+            audit::append_at(&mut tx, &chain, entry, *at).await?;
+        }
+        let entry = audit::append(&mut tx, &chain, a).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(entry)
+    }
+
+    async fn undo_restore(
+        &self,
+        t: &Tenant,
+        users: &[UserId],
+        config_keys: &[String],
+    ) -> StoreResult<()> {
+        let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
+        let users: Vec<Uuid> = users.iter().map(|u| u.0).collect();
+        for sql in [
+            "DELETE FROM refresh_tokens WHERE tenant_id = $1 AND user_id = ANY($2)",
+            "DELETE FROM users WHERE tenant_id = $1 AND id = ANY($2)",
+        ] {
+            sqlx::query(sql)
+                .bind(t.id.0)
+                .bind(&users)
+                .execute(&mut *tx)
+                .await
+                .map_err(pg_error)?;
+        }
+        sqlx::query("DELETE FROM tenant_config WHERE tenant_id = $1 AND key = ANY($2)")
+            .bind(t.id.0)
+            .bind(config_keys)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)
+    }
+
 }

@@ -19,7 +19,7 @@ use crate::audit::{AuditEntry, AuditFilter, NewAuditEntry};
 use crate::ids::{RecordId, TenantId};
 use crate::placement::Server;
 use crate::record::{CollectionDef, FilterOp, Operand, Record, RecordQuery, SortKey};
-use crate::store::data::{DataPlane, TenantData, Usage};
+use crate::store::data::{DataPlane, Restore, TenantData, Usage};
 use crate::store::migrate::MigratePolicy;
 use crate::store::{StoreError, StoreResult, check_quota, strings, time_text};
 use crate::{Isolation, Tenant};
@@ -378,18 +378,26 @@ async fn sweep_idle(registry: Weak<Registry>) {
 /// The data plane's operations on this server.
 impl PgServer {
     async fn provision(&self, tenant: &Tenant) -> StoreResult<()> {
-        if tenant.isolation != Isolation::Dedicated {
-            return Ok(());
-        }
-        let name = self.db_name(tenant.id);
-        ensure_database(&self.db.admin_options, &name, Some(&self.template)).await?;
-        // Usable: the runtime role gets through to the new database.
-        let entry = self.dedicated_entry(tenant.id).await?;
-        let mut tx = tenant_tx(&entry.pool, tenant.id).await?;
-        sqlx::query(&format!("SELECT 1 FROM {DATA_SCHEMA}.usage LIMIT 1"))
-            .execute(&mut *tx)
-            .await
-            .map_err(pg_error)?;
+        let entry;
+        let pool = match tenant.isolation {
+            Isolation::Shared => &self.db.runtime,
+            Isolation::Dedicated => {
+                let name = self.db_name(tenant.id);
+                ensure_database(&self.db.admin_options, &name, Some(&self.template)).await?;
+                entry = self.dedicated_entry(tenant.id).await?;
+                &entry.pool
+            }
+        };
+        // The mark that the tenant's data lives here (see `lock_usage`),
+        // written through the runtime role: it also proves the role gets in.
+        let mut tx = tenant_tx(pool, tenant.id).await?;
+        sqlx::query(&format!(
+            "INSERT INTO {DATA_SCHEMA}.usage (tenant_id) VALUES ($1) ON CONFLICT (tenant_id) DO NOTHING"
+        ))
+        .bind(tenant.id.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)
     }
 
@@ -675,21 +683,121 @@ impl PgTenantData {
         tenant_tx(self.pool(), self.tenant).await
     }
 
-    /// Locks the tenant's usage row (creating it) and returns its storage:
-    /// every write takes it first, so a tenant's writes are serialised as on
-    /// SQLite — quota checks, version checks and unique claims see each
-    /// other, and locks are always taken in the same order.
+    /// Locks the tenant's usage row and returns its storage: every write
+    /// takes it first, so a tenant's writes are serialised as on SQLite —
+    /// quota checks, version checks and unique claims see each other, and
+    /// locks are always taken in the same order. The row says the tenant's
+    /// data lives here (`Absent` without it: moved away, purged, or never
+    /// written before the mark existed) and takes writes (`Sealed` while a
+    /// job holds the copy); a seal waits for the writes holding the lock.
     async fn lock_usage(&self, conn: &mut PgConnection) -> StoreResult<u64> {
-        let n: i64 = sqlx::query_scalar(&format!(
-            "INSERT INTO {DATA_SCHEMA}.usage AS u (tenant_id) VALUES ($1)
-             ON CONFLICT (tenant_id) DO UPDATE SET records = u.records
-             RETURNING u.storage_bytes"
+        let row: Option<(i64, bool)> = sqlx::query_as(&format!(
+            "SELECT storage_bytes, sealed FROM {DATA_SCHEMA}.usage WHERE tenant_id = $1 FOR UPDATE"
         ))
         .bind(self.tenant.0)
-        .fetch_one(&mut *conn)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(pg_error)?;
-        Ok(n.max(0) as u64)
+        match row {
+            None => Err(StoreError::Absent),
+            Some((_, true)) => Err(StoreError::Sealed),
+            Some((n, false)) => Ok(n.max(0) as u64),
+        }
+    }
+
+    /// The usage row locked for a restore, created if missing (restores
+    /// ignore the seal).
+    async fn lock_usage_for_restore(&self, conn: &mut PgConnection) -> StoreResult<()> {
+        sqlx::query(&format!(
+            "INSERT INTO {DATA_SCHEMA}.usage AS u (tenant_id) VALUES ($1)
+             ON CONFLICT (tenant_id) DO UPDATE SET records = u.records"
+        ))
+        .bind(self.tenant.0)
+        .execute(&mut *conn)
+        .await
+        .map_err(pg_error)?;
+        Ok(())
+    }
+
+    /// Creates or replaces a definition row (`created_at` of an existing one stays).
+    async fn upsert_collection(&self, conn: &mut PgConnection, def: &CollectionDef) -> StoreResult<()> {
+        sqlx::query(&format!(
+            "INSERT INTO {DATA_SCHEMA}.collections (tenant_id, name, schema, unique_fields, indexed_fields,
+                required_feature, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (tenant_id, name) DO UPDATE SET schema = excluded.schema,
+                unique_fields = excluded.unique_fields, indexed_fields = excluded.indexed_fields,
+                required_feature = excluded.required_feature, updated_at = excluded.updated_at"
+        ))
+        .bind(self.tenant.0)
+        .bind(&def.name)
+        .bind(def.schema.as_ref().map(Json))
+        .bind(Json(&def.unique))
+        .bind(Json(&def.indexed))
+        .bind(&def.required_feature)
+        .bind(def.created_at)
+        .bind(def.updated_at)
+        .execute(&mut *conn)
+        .await
+        .map_err(pg_error)?;
+        Ok(())
+    }
+
+    async fn set_sealed(&self, sealed: bool) -> StoreResult<()> {
+        let mut tx = self.tx().await?;
+        sqlx::query(&format!(
+            "INSERT INTO {DATA_SCHEMA}.usage (tenant_id, sealed) VALUES ($1, $2)
+             ON CONFLICT (tenant_id) DO UPDATE SET sealed = excluded.sealed"
+        ))
+        .bind(self.tenant.0)
+        .bind(sealed)
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    /// Claims every record's values of the collection's unique fields anew,
+    /// a page of records at a time (`take_over`: as a restore claims).
+    async fn rebuild_claims(
+        &self,
+        conn: &mut PgConnection,
+        def: &CollectionDef,
+        take_over: bool,
+    ) -> StoreResult<()> {
+        sqlx::query(&format!(
+            "DELETE FROM {DATA_SCHEMA}.record_uniques WHERE tenant_id = $1 AND collection = $2"
+        ))
+        .bind(self.tenant.0)
+        .bind(&def.name)
+        .execute(&mut *conn)
+        .await
+        .map_err(pg_error)?;
+        if def.unique.is_empty() {
+            return Ok(());
+        }
+        let mut after = Uuid::nil();
+        loop {
+            let rows = sqlx::query(&format!(
+                "SELECT {RECORD_COLUMNS} FROM {DATA_SCHEMA}.records
+                 WHERE tenant_id = $1 AND collection = $2 AND id > $3 ORDER BY id LIMIT 1000"
+            ))
+            .bind(self.tenant.0)
+            .bind(&def.name)
+            .bind(after)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(pg_error)?;
+            let Some(last) = rows.last() else {
+                return Ok(());
+            };
+            after = last.try_get("id").map_err(pg_error)?;
+            for row in &rows {
+                let record = record_from_row(row)?;
+                self.claim(conn, &def.name, &def.unique, &record, take_over)
+                    .await?;
+            }
+        }
     }
 
     async fn add_usage(
@@ -731,6 +839,23 @@ impl PgTenantData {
         Ok(fields.map(|Json(f)| f).unwrap_or_default())
     }
 
+    /// A collection's unique fields as stored, if it is defined.
+    async fn stored_unique_opt(
+        &self,
+        conn: &mut PgConnection,
+        collection: &str,
+    ) -> StoreResult<Option<Vec<String>>> {
+        let fields: Option<Json<Vec<String>>> = sqlx::query_scalar(&format!(
+            "SELECT unique_fields FROM {DATA_SCHEMA}.collections WHERE tenant_id = $1 AND name = $2"
+        ))
+        .bind(self.tenant.0)
+        .bind(collection)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(pg_error)?;
+        Ok(fields.map(|Json(f)| f))
+    }
+
     /// Claims the record's values of `fields`; a taken one is `Conflict(field)`.
     async fn claim_uniques(
         &self,
@@ -739,6 +864,25 @@ impl PgTenantData {
         fields: &[String],
         record: &Record,
     ) -> StoreResult<()> {
+        self.claim(conn, collection, fields, record, false).await
+    }
+
+    /// Claims as `claim_uniques` does, or (`take_over`) takes a claimed
+    /// value over: a restore copies rows read at different times, and a
+    /// value may still be claimed by a record whose newer version arrives later.
+    async fn claim(
+        &self,
+        conn: &mut PgConnection,
+        collection: &str,
+        fields: &[String],
+        record: &Record,
+        take_over: bool,
+    ) -> StoreResult<()> {
+        let on_conflict = if take_over {
+            " ON CONFLICT (tenant_id, collection, field, value) DO UPDATE SET record_id = excluded.record_id"
+        } else {
+            ""
+        };
         for field in fields {
             let Some(value) =
                 crate::record::field_value(&record.data, field).filter(|v| !v.is_null())
@@ -747,7 +891,7 @@ impl PgTenantData {
             };
             sqlx::query(&format!(
                 "INSERT INTO {DATA_SCHEMA}.record_uniques (tenant_id, collection, field, value, record_id)
-                 VALUES ($1, $2, $3, $4, $5)"
+                 VALUES ($1, $2, $3, $4, $5){on_conflict}"
             ))
             .bind(self.tenant.0)
             .bind(collection)
@@ -1025,48 +1169,8 @@ impl TenantData for PgTenantData {
         .await
         .map_err(pg_error)?;
         // Rebuild the unique claims for the (possibly new) unique fields.
-        sqlx::query(&format!(
-            "DELETE FROM {DATA_SCHEMA}.record_uniques WHERE tenant_id = $1 AND collection = $2"
-        ))
-        .bind(self.tenant.0)
-        .bind(&def.name)
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?;
-        if !def.unique.is_empty() {
-            let rows = sqlx::query(&format!(
-                "SELECT {RECORD_COLUMNS} FROM {DATA_SCHEMA}.records
-                 WHERE tenant_id = $1 AND collection = $2"
-            ))
-            .bind(self.tenant.0)
-            .bind(&def.name)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(pg_error)?;
-            for row in &rows {
-                self.claim_uniques(&mut tx, &def.name, &def.unique, &record_from_row(row)?)
-                    .await?;
-            }
-        }
-        sqlx::query(&format!(
-            "INSERT INTO {DATA_SCHEMA}.collections (tenant_id, name, schema, unique_fields, indexed_fields,
-                required_feature, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (tenant_id, name) DO UPDATE SET schema = excluded.schema,
-                unique_fields = excluded.unique_fields, indexed_fields = excluded.indexed_fields,
-                required_feature = excluded.required_feature, updated_at = excluded.updated_at"
-        ))
-        .bind(self.tenant.0)
-        .bind(&def.name)
-        .bind(def.schema.as_ref().map(Json))
-        .bind(Json(&def.unique))
-        .bind(Json(&def.indexed))
-        .bind(&def.required_feature)
-        .bind(def.created_at)
-        .bind(def.updated_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?;
+        self.rebuild_claims(&mut tx, def, false).await?;
+        self.upsert_collection(&mut tx, def).await?;
         audit::append(&mut tx, &ChainAt::data(self.tenant), a).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(existed.is_none())
@@ -1078,6 +1182,7 @@ impl TenantData for PgTenantData {
         a: &NewAuditEntry,
     ) -> StoreResult<()> {
         let mut tx = self.tx().await?;
+        self.lock_usage(&mut tx).await?;
         let done = sqlx::query(&format!(
             "INSERT INTO {DATA_SCHEMA}.collections (tenant_id, name, schema, unique_fields, indexed_fields,
                 required_feature, created_at, updated_at)
@@ -1374,4 +1479,145 @@ impl TenantData for PgTenantData {
         tx.commit().await.map_err(pg_error)?;
         Ok(entries)
     }
+    async fn audit_head(&self) -> StoreResult<Option<(i64, String)>> {
+        let mut tx = self.tx().await?;
+        let head = audit::head(&mut tx, &ChainAt::data(self.tenant)).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(head)
+    }
+
+    async fn scan_records(
+        &self,
+        after: Option<&(String, RecordId)>,
+        limit: u32,
+    ) -> StoreResult<Vec<(String, Record)>> {
+        // The primary key's order (default collation): an index scan, page by page.
+        let (collection, id) = after.map_or((String::new(), Uuid::nil()), |(c, id)| (c.clone(), id.0));
+        let mut tx = self.tx().await?;
+        let rows = sqlx::query(&format!(
+            "SELECT collection, {RECORD_COLUMNS} FROM {DATA_SCHEMA}.records
+             WHERE tenant_id = $1 AND (collection, id) > ($2, $3)
+             ORDER BY collection, id LIMIT $4"
+        ))
+        .bind(self.tenant.0)
+        .bind(collection)
+        .bind(id)
+        .bind(i64::from(limit.max(1)))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("collection").map_err(pg_error)?, record_from_row(r)?)))
+            .collect()
+    }
+
+    async fn restore(&self, restore: &Restore) -> StoreResult<()> {
+        if restore.is_empty() {
+            return Ok(());
+        }
+        for def in &restore.collections {
+            self.ensure_indexes(def).await?;
+        }
+        let mut tx = self.tx().await?;
+        self.lock_usage_for_restore(&mut tx).await?;
+        for def in &restore.collections {
+            let before = self.stored_unique_opt(&mut tx, &def.name).await?;
+            self.upsert_collection(&mut tx, def).await?;
+            if before.as_ref() != Some(&def.unique) {
+                self.rebuild_claims(&mut tx, def, true).await?;
+            }
+        }
+        for (collection, id) in &restore.removed {
+            if let Some((_, size)) = self.stored(&mut tx, collection, *id).await? {
+                sqlx::query(&format!(
+                    "DELETE FROM {DATA_SCHEMA}.records WHERE tenant_id = $1 AND collection = $2 AND id = $3"
+                ))
+                .bind(self.tenant.0)
+                .bind(collection)
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await
+                .map_err(pg_error)?;
+                self.release_uniques(&mut tx, collection, *id).await?;
+                self.add_usage(&mut tx, -1, -size).await?;
+            }
+        }
+        let mut unique_fields: HashMap<&str, Vec<String>> = HashMap::new();
+        for (collection, r) in &restore.records {
+            let size = r.data.to_string().len() as i64;
+            let old = self.stored(&mut tx, collection, r.id).await?;
+            sqlx::query(&format!(
+                "INSERT INTO {DATA_SCHEMA}.records (tenant_id, collection, id, data, size, version,
+                    created_at, updated_at, created_by)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 ON CONFLICT (tenant_id, collection, id) DO UPDATE SET data = excluded.data,
+                    size = excluded.size, version = excluded.version, created_at = excluded.created_at,
+                    updated_at = excluded.updated_at, created_by = excluded.created_by"
+            ))
+            .bind(self.tenant.0)
+            .bind(collection)
+            .bind(r.id.0)
+            .bind(Json(&r.data))
+            .bind(size)
+            .bind(r.version)
+            .bind(r.created_at)
+            .bind(r.updated_at)
+            .bind(r.created_by.map(|u| u.0))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+            self.release_uniques(&mut tx, collection, r.id).await?;
+            if !unique_fields.contains_key(collection.as_str()) {
+                let fields = self.stored_unique(&mut tx, collection).await?;
+                unique_fields.insert(collection, fields);
+            }
+            let fields = unique_fields.get(collection.as_str()).map_or(&[][..], Vec::as_slice);
+            self.claim(&mut tx, collection, fields, r, true).await?;
+            let (added, old_size) = old.map_or((1, 0), |(_, s)| (0, s));
+            self.add_usage(&mut tx, added, size - old_size).await?;
+        }
+        let chain = ChainAt::data(self.tenant);
+        for (seq, entry) in &restore.audit {
+            audit::insert(&mut tx, &chain, *seq, entry).await?;
+        }
+        for (entry, at) in &restore.relink {
+            audit::append_at(&mut tx, &chain, entry, *at).await?;
+        }
+        if let Some(entry) = &restore.append {
+            audit::append(&mut tx, &chain, entry).await?;
+        }
+        tx.commit().await.map_err(pg_error)
+    }
+
+    async fn seal(&self) -> StoreResult<()> {
+        self.set_sealed(true).await
+    }
+
+    async fn unseal(&self) -> StoreResult<()> {
+        self.set_sealed(false).await
+    }
+
+    async fn clear(&self) -> StoreResult<()> {
+        let mut tx = self.tx().await?;
+        self.lock_usage_for_restore(&mut tx).await?;
+        for table in ["record_uniques", "records", "collections"] {
+            sqlx::query(&format!(
+                "DELETE FROM {DATA_SCHEMA}.{table} WHERE tenant_id = $1"
+            ))
+            .bind(self.tenant.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        }
+        sqlx::query(&format!(
+            "UPDATE {DATA_SCHEMA}.usage SET records = 0, storage_bytes = 0 WHERE tenant_id = $1"
+        ))
+        .bind(self.tenant.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)
+    }
+
 }

@@ -112,6 +112,7 @@ impl IdentityStore for PgControlStore {
         // Concurrent sign-ups of one tenant queue here, so the count below
         // includes every user committed before this one.
         lock_tenant(&mut tx, LOCK_USERS, t).await?;
+        super::control::require_live(&mut tx, t).await?;
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE tenant_id = $1")
             .bind(t.id.0)
             .fetch_one(&mut *tx)
@@ -228,10 +229,40 @@ impl IdentityStore for PgControlStore {
         Ok(count(n))
     }
 
+    async fn restore_users(&self, t: &Tenant, users: &[TenantUser]) -> StoreResult<()> {
+        let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
+        lock_tenant(&mut tx, LOCK_USERS, t).await?;
+        super::control::require_live(&mut tx, t).await?;
+        for u in users {
+            sqlx::query(
+                "INSERT INTO users (tenant_id, id, email, name, role, phone, password_hash, active, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(t.id.0)
+            .bind(u.id.0)
+            .bind(&u.email)
+            .bind(&u.name)
+            .bind(u.role.as_str())
+            .bind(&u.phone)
+            .bind(&u.password_hash)
+            .bind(u.active)
+            .bind(u.created_at)
+            .bind(u.updated_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        }
+        tx.commit().await.map_err(pg_error)
+    }
+
     async fn insert_refresh(&self, r: &RefreshRecord) -> StoreResult<()> {
-        sqlx::query(
+        // A tenant user's token only while its tenant lives: a login racing
+        // the tenant's deletion must not leave a token behind the purge.
+        let done = sqlx::query(
             "INSERT INTO refresh_tokens (token_hash, family_id, tenant_id, user_id, expires_at, used_at, revoked_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             SELECT $1, $2, $3, $4, $5, $6, $7
+             WHERE $3::uuid IS NULL OR EXISTS (
+                 SELECT 1 FROM tenants WHERE id = $3 AND status IN ('active', 'suspended') FOR SHARE)",
         )
         .bind(&r.token_hash)
         .bind(r.family_id)
@@ -247,6 +278,9 @@ impl IdentityStore for PgControlStore {
             StoreError::Conflict(_) => StoreError::Conflict("hash".into()),
             other => other,
         })?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
         Ok(())
     }
 
@@ -290,6 +324,7 @@ impl IdentityStore for PgControlStore {
 
     async fn put_otp(&self, t: &Tenant, otp: &OtpRecord) -> StoreResult<()> {
         let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
+        super::control::require_live(&mut tx, t).await?;
         sqlx::query(
             "INSERT INTO otp_codes (tenant_id, phone, code_hash, expires_at, attempts)
              VALUES ($1, $2, $3, $4, $5)

@@ -437,6 +437,8 @@ pub(crate) fn pg_error(e: sqlx::Error) -> StoreError {
             };
             StoreError::Conflict(field.to_owned())
         }
+        // The tenant's own database was dropped (purged, or moved away).
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("3D000") => StoreError::Absent,
         sqlx::Error::Database(db)
             if db.code().is_some_and(|c| {
                 // 08: connection exception; 57P: operator intervention
