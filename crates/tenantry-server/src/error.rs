@@ -55,6 +55,14 @@ pub enum Error {
     RateLimited { retry_after_secs: u64 },
     #[error("service temporarily unavailable")]
     Unavailable(String),
+    /// The tenant's data is sealed by a job (a move's freeze, an import):
+    /// writers wait and retry (`control::data`); past the wait, a 503.
+    #[error("the tenant's data is being moved or restored; retry shortly")]
+    Sealed,
+    /// The tenant's data is not where the request looked (moved away or
+    /// purged): looked up again and retried; if it escapes, the tenant is gone.
+    #[error("tenant not found")]
+    Absent,
     /// Anything unexpected. The message is logged, never sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -77,6 +85,8 @@ impl From<StoreError> for Error {
             StoreError::NotFound => Error::NotFound("resource".into()),
             StoreError::VersionMismatch => Error::PreconditionFailed,
             StoreError::QuotaExceeded => Error::QuotaExceeded("quota exhausted".into()),
+            StoreError::Sealed => Error::Sealed,
+            StoreError::Absent => Error::Absent,
             StoreError::Internal(msg) | StoreError::Pending(msg) => Error::Internal(msg),
         }
     }

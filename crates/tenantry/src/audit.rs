@@ -34,7 +34,7 @@ pub fn current_request_id() -> Option<String> {
 pub const MAX_RESOURCE_CHARS: usize = 512;
 
 /// Which hash chain an entry belongs to; where it is stored, not hashed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AuditChain {
     Platform,

@@ -14,6 +14,7 @@ pub mod ids;
 pub mod job;
 pub mod placement;
 pub mod plan;
+pub mod portable;
 pub mod record;
 pub mod resolve;
 pub mod store;

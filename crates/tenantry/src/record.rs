@@ -56,6 +56,36 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
+/// The audit resource of a collection's definition. The data chain's
+/// resources name what each entry changed: a move catches up on a tenant's
+/// writes by reading them back (`touched`), so every data write records one
+/// of these two.
+pub fn collection_resource(collection: &str) -> String {
+    format!("collections/{collection}")
+}
+
+/// The audit resource of one record.
+pub fn record_resource(collection: &str, id: RecordId) -> String {
+    format!("collections/{collection}/records/{id}")
+}
+
+/// What a data-chain entry changed.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Touched {
+    Collection(String),
+    Record(String, RecordId),
+}
+
+/// Reads `collection_resource` and `record_resource` back.
+pub fn touched(resource: &str) -> Option<Touched> {
+    let rest = resource.strip_prefix("collections/")?;
+    match rest.split_once("/records/") {
+        Some((collection, id)) => Some(Touched::Record(collection.to_owned(), id.parse().ok()?)),
+        None if !rest.contains('/') => Some(Touched::Collection(rest.to_owned())),
+        None => None,
+    }
+}
+
 /// A collection's definition.
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct CollectionDef {
@@ -234,6 +264,21 @@ mod tests {
         assert!(!valid_field("a..b"));
         assert!(!valid_field("x'); DROP TABLE records; --"));
         assert!(!valid_field("$.a"));
+    }
+
+    #[test]
+    fn resources_read_back_as_what_they_name() {
+        let id = RecordId::new();
+        assert_eq!(
+            touched(&record_resource("complaints", id)),
+            Some(Touched::Record("complaints".into(), id))
+        );
+        assert_eq!(
+            touched(&collection_resource("complaints")),
+            Some(Touched::Collection("complaints".into()))
+        );
+        assert_eq!(touched("tenants/x"), None);
+        assert_eq!(touched("collections/a/records/not-an-id"), None);
     }
 
     #[test]

@@ -45,7 +45,8 @@ impl Error {
             Error::PayloadTooLarge => (S::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Error::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Error::RateLimited { .. } => (S::TOO_MANY_REQUESTS, "rate_limited"),
-            Error::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable"),
+            Error::Unavailable(_) | Error::Sealed => (S::SERVICE_UNAVAILABLE, "unavailable"),
+            Error::Absent => (S::NOT_FOUND, "tenant_not_found"),
             Error::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -94,7 +95,7 @@ impl IntoResponse for Error {
         };
         let retry_after = match &self {
             Error::RateLimited { retry_after_secs } => Some(retry_after_secs.max(&1).to_string()),
-            Error::Unavailable(_) => Some("1".to_owned()),
+            Error::Unavailable(_) | Error::Sealed => Some("1".to_owned()),
             _ => None,
         };
         let errors = match self {

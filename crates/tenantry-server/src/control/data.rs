@@ -13,6 +13,7 @@ use std::sync::Arc;
 use tenantry::audit::NewAuditEntry;
 use tenantry::record::{
     CollectionDef, Filter, FilterOp, Operand, Record, RecordCursor, RecordQuery, SortKey,
+    collection_resource, record_resource,
     merge_patch, sort_value, valid_collection_name, valid_field,
 };
 use tenantry::store::{PageRequest, StoreError, TenantData, TenantFilter};
@@ -163,9 +164,69 @@ fn write_error(e: StoreError) -> Error {
     }
 }
 
+/// How long a request waits for a sealed copy of its tenant's data (a
+/// move's freeze lasts well under a second) before answering 503.
+const SEALED_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Between two looks at a sealed copy.
+const SEALED_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
 impl Services {
     pub async fn tenant_data(&self, tenant: &Tenant) -> Result<Arc<dyn TenantData>> {
         Ok(self.data.handle(tenant).await?)
+    }
+
+    /// Runs `op` on the tenant's data where it lives now. The request's
+    /// tenant may predate a move: a copy that is gone (moved away, purged)
+    /// or sealed (a move's freeze, an import, a deletion) sends the tenant
+    /// back to the control store, bypassing every cache. Moved: `op` runs
+    /// again on the new copy. Deleted: 404. Still sealed in place: `op`
+    /// waits and retries, so a writer caught in a move's freeze is delayed,
+    /// never refused. A shared-tier tenant created before copies carried
+    /// their mark (the usage row) gets it once.
+    pub async fn on_tenant_data<T, F, Fut>(&self, tenant: &Tenant, op: F) -> Result<T>
+    where
+        F: Fn(Arc<dyn TenantData>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + SEALED_WAIT;
+        let mut tenant = std::borrow::Cow::Borrowed(tenant);
+        let mut provisioned = false;
+        loop {
+            let outcome = match self.data.handle(&tenant).await {
+                Ok(data) => op(data).await,
+                Err(e) => Err(e.into()),
+            };
+            let sealed = match outcome {
+                Err(Error::Sealed) => true,
+                Err(Error::Absent) => false,
+                other => return other,
+            };
+            let fresh = self
+                .store
+                .tenant_by_id(tenant.id)
+                .await?
+                .ok_or(Error::TenantNotFound)?;
+            if (fresh.isolation, &fresh.placement) != (tenant.isolation, &tenant.placement) {
+                self.resolver.invalidate();
+                tenant = std::borrow::Cow::Owned(fresh);
+                continue;
+            }
+            if sealed {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(Error::Sealed);
+                }
+                tokio::time::sleep(SEALED_POLL).await;
+            } else if fresh.isolation == tenantry::Isolation::Shared && !provisioned {
+                self.data.provision(&fresh).await?;
+                provisioned = true;
+            } else {
+                return Err(Error::Internal(format!(
+                    "the data of tenant {} is missing from its {} tier",
+                    fresh.id,
+                    fresh.isolation.as_str()
+                )));
+            }
+        }
     }
 
     fn require_admin(acting: &Acting) -> Result<()> {
@@ -220,32 +281,43 @@ impl Services {
             );
         }
         v.finish()?;
-        let data = self.tenant_data(&acting.tenant).await?;
         let now = self.clock.now();
-        let existing = data.collection(name).await?;
         let dedup = |mut l: Vec<String>| {
             l.sort();
             l.dedup();
             l
         };
-        let def = CollectionDef {
+        let template = CollectionDef {
             name: name.to_owned(),
             schema: body.schema,
             unique: dedup(body.unique),
             indexed: dedup(body.indexed),
             required_feature: body.required_feature,
-            created_at: existing.as_ref().map_or(now, |e| e.created_at),
+            created_at: now,
             updated_at: now,
         };
         let audit = audit_entry(
             &acting.principal,
             "collection.put",
-            format!("collections/{name}"),
+            collection_resource(name),
         );
-        let created = data
-            .put_collection(&def, &audit)
-            .await
-            .map_err(write_error)?;
+        let (def, created) = self
+            .on_tenant_data(&acting.tenant, |data| {
+                let (template, audit) = (&template, &audit);
+                async move {
+                    let existing = data.collection(name).await?;
+                    let def = CollectionDef {
+                        created_at: existing.as_ref().map_or(now, |e| e.created_at),
+                        ..template.clone()
+                    };
+                    let created = data
+                        .put_collection(&def, audit)
+                        .await
+                        .map_err(write_error)?;
+                    Ok((def, created))
+                }
+            })
+            .await?;
         self.caches
             .collections
             .invalidate(&(acting.tenant.id, def.name.clone()));
@@ -286,7 +358,7 @@ impl Services {
                 let audit = audit_entry(
                     &acting.principal,
                     "collection.create",
-                    format!("collections/{name}"),
+                    collection_resource(name),
                 );
                 data.create_collection_if_absent(&def, &audit).await?;
                 self.caches.collections.invalidate(&key);
@@ -313,12 +385,6 @@ impl Services {
         if !body.is_object() {
             return Err(Error::invalid("body", "a record is a JSON object"));
         }
-        let data = self.tenant_data(&acting.tenant).await?;
-        let def = self
-            .usable_collection(acting, data.as_ref(), collection, true)
-            .await?
-            .ok_or_else(|| Error::NotFound("collection".into()))?;
-        schema_errors(&def, &body)?;
         let now = self.clock.now();
         let record = Record {
             id: RecordId::new(),
@@ -329,20 +395,33 @@ impl Services {
             created_by: Some(acting.principal.user_id),
         };
         let max = self.max_storage(&acting.tenant).await?;
-        let audit = record_audit(acting, "record.create", &def, record.id);
-        data.insert_record(&def, &record, max, &audit)
-            .await
-            .map_err(write_error)?;
+        self.on_tenant_data(&acting.tenant, |data| {
+            let record = &record;
+            async move {
+                let def = self
+                    .usable_collection(acting, data.as_ref(), collection, true)
+                    .await?
+                    .ok_or_else(|| Error::NotFound("collection".into()))?;
+                schema_errors(&def, &record.data)?;
+                let audit = record_audit(acting, "record.create", &def, record.id);
+                data.insert_record(&def, record, max, &audit)
+                    .await
+                    .map_err(write_error)
+            }
+        })
+        .await?;
         Ok(record)
     }
 
     pub async fn get_record(&self, acting: &Acting, collection: &str, id: &str) -> Result<Record> {
         let id = record_id(id)?;
-        let data = self.tenant_data(&acting.tenant).await?;
-        self.usable_collection(acting, data.as_ref(), collection, false)
-            .await?
-            .ok_or_else(not_found)?;
-        data.record(collection, id).await?.ok_or_else(not_found)
+        self.on_tenant_data(&acting.tenant, |data| async move {
+            self.usable_collection(acting, data.as_ref(), collection, false)
+                .await?
+                .ok_or_else(not_found)?;
+            data.record(collection, id).await?.ok_or_else(not_found)
+        })
+        .await
     }
 
     pub async fn list_records(
@@ -458,12 +537,35 @@ impl Services {
         if !patch && !body.is_object() {
             return Err(Error::invalid("body", "a record is a JSON object"));
         }
-        let data = self.tenant_data(&acting.tenant).await?;
-        let def = self
-            .usable_collection(acting, data.as_ref(), collection, false)
-            .await?
-            .ok_or_else(not_found)?;
         let max = self.max_storage(&acting.tenant).await?;
+        self.on_tenant_data(&acting.tenant, |data| {
+            let body = &body;
+            async move {
+                let def = self
+                    .usable_collection(acting, data.as_ref(), collection, false)
+                    .await?
+                    .ok_or_else(not_found)?;
+                self.rewrite(acting, data.as_ref(), &def, id, body, patch, if_match, max)
+                    .await
+            }
+        })
+        .await
+    }
+
+    /// `write_record` on one copy of the tenant's data.
+    #[allow(clippy::too_many_arguments)]
+    async fn rewrite(
+        &self,
+        acting: &Acting,
+        data: &dyn TenantData,
+        def: &CollectionDef,
+        id: RecordId,
+        body: &Value,
+        patch: bool,
+        if_match: Option<IfMatch>,
+        max: Option<u64>,
+    ) -> Result<Record> {
+        let collection = def.name.as_str();
         for _attempt in 0..5 {
             let current = data.record(collection, id).await?.ok_or_else(not_found)?;
             if let Some(IfMatch::Version(v)) = if_match
@@ -473,7 +575,7 @@ impl Services {
             }
             let mut next = current.clone();
             if patch {
-                merge_patch(&mut next.data, &body);
+                merge_patch(&mut next.data, body);
                 if !next.data.is_object() {
                     return Err(Error::invalid(
                         "body",
@@ -483,13 +585,13 @@ impl Services {
             } else {
                 next.data = body.clone();
             }
-            schema_errors(&def, &next.data)?;
+            schema_errors(def, &next.data)?;
             next.version = current.version + 1;
             next.updated_at = self.clock.now();
             let action = if patch { "record.patch" } else { "record.put" };
-            let audit = record_audit(acting, action, &def, next.id);
+            let audit = record_audit(acting, action, def, next.id);
             match data
-                .update_record(&def, &next, current.version, max, &audit)
+                .update_record(def, &next, current.version, max, &audit)
                 .await
             {
                 Ok(()) => return Ok(next),
@@ -516,19 +618,21 @@ impl Services {
         if_match: Option<IfMatch>,
     ) -> Result<()> {
         let id = record_id(id)?;
-        let data = self.tenant_data(&acting.tenant).await?;
-        let def = self
-            .usable_collection(acting, data.as_ref(), collection, false)
-            .await?
-            .ok_or_else(not_found)?;
         let expected = match if_match {
             Some(IfMatch::Version(v)) => Some(v),
             _ => None,
         };
-        let audit = record_audit(acting, "record.delete", &def, id);
-        data.delete_record(&def, id, expected, &audit)
-            .await
-            .map_err(write_error)
+        self.on_tenant_data(&acting.tenant, |data| async move {
+            let def = self
+                .usable_collection(acting, data.as_ref(), collection, false)
+                .await?
+                .ok_or_else(not_found)?;
+            let audit = record_audit(acting, "record.delete", &def, id);
+            data.delete_record(&def, id, expected, &audit)
+                .await
+                .map_err(write_error)
+        })
+        .await
     }
 
     pub async fn stats(&self, acting: &Acting, collection: &str, group_by: &str) -> Result<Stats> {
@@ -670,6 +774,6 @@ fn record_audit(acting: &Acting, action: &str, def: &CollectionDef, id: RecordId
     audit_entry(
         &acting.principal,
         action,
-        format!("collections/{}/records/{id}", def.name),
+        record_resource(&def.name, id),
     )
 }
