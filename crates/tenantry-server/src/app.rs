@@ -118,6 +118,14 @@ pub async fn open_services_with_clock(
         otp_key: Sha256::digest([b"otp:".as_slice(), jwt_secret.as_slice()].concat()).to_vec(),
         multi_tenant: settings.multi_tenant,
         caches: Default::default(),
+        jobs: crate::jobs::JobQueue {
+            node: crate::jobs::node_id(&settings.data_dir)?,
+            lease: std::time::Duration::from_secs(settings.job_lease_secs.max(1)),
+            wake: tokio::sync::Notify::new(),
+            dir: settings.data_dir.clone(),
+            import_max_bytes: settings.import_max_bytes,
+            source_grace: std::time::Duration::from_millis(settings.move_source_grace_ms),
+        },
         rate_limiter: if settings.rate_limits {
             Some(RateLimiter::new(
                 clock.clone(),
@@ -282,29 +290,64 @@ impl App {
     }
 
     /// Serves until `shutdown` resolves, then finishes in-flight requests.
+    /// Owns every background task of the server: the job workers and the
+    /// request-count flusher start here and stop here, and the counts are
+    /// flushed one last time after the last request.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let router = self.router();
-        axum::serve(
+        self.serve_router(router, listener, shutdown).await
+    }
+
+    /// `serve` with a router built over this app's state (tests add routes).
+    pub async fn serve_router(
+        self,
+        router: axum::Router,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let services = self.state.services.clone();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let workers = crate::jobs::spawn_workers(
+            services.clone(),
+            self.state.settings.job_workers,
+            stopped.clone(),
+        );
+        let flusher = spawn_count_flusher(services.clone(), stopped);
+        let served = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)
-        .await?;
+        .await;
+        let _ = stop.send(true);
+        // Running jobs go back to the queue; the next start resumes them.
+        let _ = workers.await;
+        let _ = flusher.await;
+        if let Err(e) = services.daily_quota.flush().await {
+            tracing::warn!(error = %e, "the last flush of request counts failed");
+        }
+        served?;
         Ok(())
     }
 }
 
-/// Writes request counts every few seconds: counters survive a crash with at
-/// most that much loss, without a database write per request.
-pub fn spawn_count_flusher(services: Arc<Services>) -> tokio::task::JoinHandle<()> {
+/// Writes request counts every few seconds until `stop`: counters survive a
+/// crash with at most that much loss, without a database write per request.
+fn spawn_count_flusher(
+    services: Arc<Services>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
             if let Err(e) = services.daily_quota.flush().await {
                 tracing::warn!(error = %e, "flushing request counts failed; will retry");
             }

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod control;
 pub mod enforce;
 pub mod error;
+pub mod jobs;
 pub mod keys;
 pub mod migrate;
 pub mod monitor;

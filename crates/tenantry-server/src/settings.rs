@@ -78,6 +78,18 @@ pub struct Settings {
     /// used closed first). An open one costs its connections' memory (about
     /// 0.3 MB in the load benchmark), no thread.
     pub max_open_tenant_databases: u64,
+    /// Jobs (exports, imports, moves, deletions) run at once by this instance.
+    pub job_workers: usize,
+    /// A running job whose worker has not been heard from for this long
+    /// (seconds) is taken over by another worker: its worker died.
+    pub job_lease_secs: u64,
+    /// Largest import file accepted, in bytes (an upload past it is refused
+    /// with 413; a file given to the CLI fails its job).
+    pub import_max_bytes: u64,
+    /// How long a moved tenant's old copy is kept, sealed, before it is
+    /// dropped, in milliseconds: instances that still have the old
+    /// placement cached (for up to the resolver's 5 s) read it meanwhile.
+    pub move_source_grace_ms: u64,
     /// How OTP codes are delivered: `log` or `webhook`.
     pub otp_sender: String,
     /// Where the `webhook` sender POSTs `{tenant, phone, code}`.
@@ -115,6 +127,10 @@ impl Default for Settings {
             max_concurrent_per_tenant: 16,
             tenant_queue_wait_ms: 1000,
             max_open_tenant_databases: 1024,
+            job_workers: 2,
+            job_lease_secs: 30,
+            import_max_bytes: 1 << 30,
+            move_source_grace_ms: 10_000,
             otp_sender: "log".to_owned(),
             otp_webhook_url: None,
         }

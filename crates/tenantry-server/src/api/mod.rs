@@ -7,6 +7,7 @@ pub mod auth;
 pub mod collections;
 pub mod config;
 pub mod extract;
+pub mod jobs;
 pub mod observe;
 pub mod ops;
 pub mod orgs;
@@ -73,6 +74,7 @@ pub fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(collections::router())
         .merge(analytics::router())
         .merge(audit::router())
+        .merge(jobs::router())
         .split_for_parts()
 }
 

@@ -30,7 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Filters and paging of the tenant list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct TenantQuery {
-    /// `active`, `suspended` or `deleted`; live tenants when absent.
+    /// `active`, `suspended`, `deleting` or `deleted`; all but deleted when absent.
     pub status: Option<String>,
     pub plan: Option<String>,
     pub organization_id: Option<String>,
@@ -76,7 +76,7 @@ async fn list_tenants(
         v.check(
             parsed.is_some(),
             "status",
-            "must be active, suspended or deleted",
+            "must be active, suspended, deleting or deleted",
         );
         parsed
     });
@@ -131,18 +131,31 @@ async fn patch_tenant(
     Ok(with_tenant(tenant.id, Json(shown_to(&actor, tenant))))
 }
 
-/// Deletes the tenant and purges its data; its slug may be reused.
+/// Deletes the tenant: from this answer on it is unknown to every
+/// tenant-scoped route and its slug may be reused; its data, keys and files
+/// are purged by a job (`Job-Id` header) that this waits for up to
+/// `DELETE_WAIT`, and that is retried until it has succeeded.
 #[utoipa::path(delete, path = "/api/v1/tenants/{id}", tag = "tenants",
     params(("id" = String, Path, description = "tenant id or slug")),
-    responses((status = 204), (status = 404, body = Problem)))]
+    responses((status = 204, headers(("job-id" = String, description = "the purge job"))),
+              (status = 404, body = Problem), (status = 409, body = Problem)))]
 async fn delete_tenant(
     State(state): State<AppState>,
     Authenticated(actor): Authenticated,
     Path(id): Path<String>,
-) -> Result<StatusCode, Error> {
-    state.services.delete_tenant(&actor, &id).await?;
-    Ok(StatusCode::NO_CONTENT)
+) -> Result<Response, Error> {
+    let job = state.services.delete_tenant(&actor, &id).await?;
+    state.services.wait_for_job(job, DELETE_WAIT).await?;
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&job.to_string()) {
+        res.headers_mut().insert("job-id", v);
+    }
+    Ok(res)
 }
+
+/// How long `DELETE /tenants/{id}` waits for its purge (usually well under
+/// a second); past it the purge goes on in the background.
+const DELETE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn set_status(
     state: AppState,
@@ -178,21 +191,26 @@ async fn activate_tenant(
     set_status(state, &actor, &id, TenantStatus::Active).await
 }
 
-/// Moves the tenant to another plan.
+/// Moves the tenant to another plan: 200 with the tenant, or 202 `{job_id}`
+/// when the new plan's `default_isolation` moves its data (online).
 #[utoipa::path(post, path = "/api/v1/tenants/{id}/plan", tag = "tenants", request_body = PlanChange,
     params(("id" = String, Path, description = "tenant id or slug")),
-    responses((status = 200, body = Tenant), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = Tenant), (status = 202, body = crate::control::jobs::JobAccepted),
+              (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn change_plan(
     State(state): State<AppState>,
     Authenticated(actor): Authenticated,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<PlanChange>,
 ) -> Result<Response, Error> {
-    let tenant = state
+    let (tenant, job) = state
         .services
         .set_tenant_plan(&actor, &id, body.plan)
         .await?;
-    Ok(with_tenant(tenant.id, Json(shown_to(&actor, tenant))))
+    match job {
+        Some(job) => Ok(super::jobs::accepted(&job)),
+        None => Ok(with_tenant(tenant.id, Json(shown_to(&actor, tenant)))),
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

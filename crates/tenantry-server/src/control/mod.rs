@@ -6,6 +6,7 @@ pub mod admins;
 pub mod audit;
 pub mod config;
 pub mod data;
+pub mod jobs;
 pub mod orgs;
 pub mod plans;
 pub mod policy;
@@ -45,6 +46,8 @@ pub struct Services {
     pub tenant_gate: crate::enforce::concurrency::TenantGate,
     /// `None` when rate limits are switched off.
     pub rate_limiter: Option<crate::enforce::rate_limit::RateLimiter>,
+    /// The job queue as this node sees it.
+    pub jobs: crate::jobs::JobQueue,
 }
 
 /// Hot-path lookups every request would otherwise repeat. Each entry is
@@ -85,6 +88,14 @@ pub fn console_operator() -> Principal {
 }
 
 impl Services {
+    /// Forgets every cached lookup of tenants and what they hold: a tenant
+    /// was deleted or moved.
+    pub fn forget_tenant(&self) {
+        self.resolver.invalidate();
+        self.caches.users.invalidate_all();
+        self.caches.collections.invalidate_all();
+    }
+
     /// Finds a live tenant by id or slug as `actor` may see it: a tenant
     /// outside an org admin's organization is reported as unknown, exactly
     /// like one that never existed.

@@ -4,9 +4,10 @@ use super::{Services, audit_entry};
 use crate::error::{Error, Result, Validator};
 use chrono::Utc;
 use serde::{Deserialize, Deserializer};
-use serde_json::Value;
+use serde_json::{Value, json};
+use tenantry::job::{Job, JobKind};
 use tenantry::store::{PageRequest, TenantFilter};
-use tenantry::{Isolation, OrgId, Principal, Role, Slug, Tenant, TenantId, TenantStatus};
+use tenantry::{Isolation, JobId, OrgId, Principal, Role, Slug, Tenant, TenantId, TenantStatus};
 
 /// Body of `POST /api/v1/tenants`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -304,17 +305,27 @@ impl Services {
         self.save_tenant(actor, "tenant.update", tenant).await
     }
 
+    /// Changes the tenant's plan; where the new plan's `default_isolation`
+    /// differs from the tenant's tier, also queues the move there (the job).
     pub async fn set_tenant_plan(
         &self,
         actor: &Principal,
         id_or_slug: &str,
         plan: String,
-    ) -> Result<Tenant> {
+    ) -> Result<(Tenant, Option<Job>)> {
         let patch = TenantPatch {
             plan: Some(plan),
             ..TenantPatch::default()
         };
-        self.update_tenant(actor, id_or_slug, patch).await
+        let tenant = self.update_tenant(actor, id_or_slug, patch).await?;
+        let plan = self.plan(&tenant.plan).await?;
+        if plan.default_isolation == tenant.isolation {
+            return Ok((tenant, None));
+        }
+        let mut target = tenant.clone();
+        target.isolation = plan.default_isolation;
+        let job = self.enqueue_move(actor, &tenant, &target).await?;
+        Ok((tenant, Some(job)))
     }
 
     pub async fn set_tenant_status(
@@ -340,18 +351,28 @@ impl Services {
         Ok(tenant)
     }
 
-    /// Marks the tenant deleted and purges everything it owns; its slug and
-    /// domain become free again.
-    pub async fn delete_tenant(&self, actor: &Principal, id_or_slug: &str) -> Result<()> {
+    /// Starts the tenant's deletion: it is `deleting` at once (unknown to
+    /// every tenant-scoped route, its slug and domain free, its data sealed
+    /// against writes on every instance), and the sweeper job purges it.
+    pub async fn delete_tenant(&self, actor: &Principal, id_or_slug: &str) -> Result<JobId> {
         let tenant = self.administered_tenant(actor, id_or_slug).await?;
+        let job = self.new_job(actor, &tenant, JobKind::Delete, json!({}), None);
         let audit = audit_entry(actor, "tenant.delete", tenant_resource(&tenant));
-        self.store.purge_tenant(&tenant, &audit).await?;
-        self.resolver.invalidate();
-        self.caches.users.invalidate_all();
-        self.caches.collections.invalidate_all();
-        self.data.purge(&tenant).await?;
-        tracing::info!(tenant_id = %tenant.id, "tenant deleted and purged");
-        Ok(())
+        self.store
+            .mark_tenant_deleting(&tenant, &job, &audit)
+            .await
+            .map_err(super::jobs::job_conflict)?;
+        self.forget_tenant();
+        // Requests that resolved the tenant before this are refused by the
+        // seal from now on (the sweeper seals again if this fails).
+        if let Ok(data) = self.data.handle(&tenant).await
+            && let Err(e) = data.seal().await
+        {
+            tracing::warn!(tenant_id = %tenant.id, error = %e, "sealing a deleted tenant's data failed; the sweeper will");
+        }
+        self.jobs.wake.notify_waiters();
+        tracing::info!(tenant_id = %tenant.id, job_id = %job.id, "tenant deletion started");
+        Ok(job.id)
     }
 
     /// Writes a changed tenant, recording `action` by `actor` with it.

@@ -115,7 +115,7 @@ async fn a_panicking_handler_becomes_a_500_problem_without_internals() {
         }),
     );
     let router = tenantry_server::api::edge(routes, built.state.clone());
-    let app = TestApp::serve(dir, built.state, router).await;
+    let app = TestApp::serve(dir, built, router).await;
     let res = app.get("/boom", None).await;
     res.assert_problem(500, "internal_error");
     assert!(

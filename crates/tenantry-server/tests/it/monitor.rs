@@ -29,7 +29,7 @@ async fn spawn_with_failing_route(
         get(|_scope: TenantScope| async { Error::Internal("deliberate".into()) }),
     );
     let router = tenantry_server::api::edge(routes, built.state.clone());
-    TestApp::serve(dir, built.state, router).await
+    TestApp::serve(dir, built, router).await
 }
 
 /// A tenant-scoped request by the super-admin, inside `slug`.

@@ -67,7 +67,7 @@ async fn two_instances_share_one_bucket_per_tenant() {
         .await
         .expect("second instance builds");
     let router = built.router();
-    let two = TestApp::serve(tempfile::tempdir().expect("dir"), built.state, router).await;
+    let two = TestApp::serve(tempfile::tempdir().expect("dir"), built, router).await;
     let (tenant, token) = tenant_on_five_per_second(&one, "shared-rl").await;
 
     let started = Instant::now();

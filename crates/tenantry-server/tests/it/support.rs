@@ -162,27 +162,22 @@ impl TestApp {
         let app = App::build_with_clock(settings, clock)
             .await
             .expect("app builds");
-        let app_state = app.state.clone();
-        Self::serve(dir, app_state, app.router()).await
+        let router = app.router();
+        Self::serve(dir, app, router).await
     }
 
-    /// Serves an arbitrary router built over this app's state.
-    pub async fn serve(
-        dir: TempDir,
-        app_state: tenantry_server::AppState,
-        router: axum::Router,
-    ) -> Self {
+    /// Serves `app` with `router` (its own, or one with extra routes) the
+    /// way `tenantry serve` does: `App::serve_router` runs the job workers
+    /// and the count flusher, and flushes when stopped.
+    pub async fn serve(dir: TempDir, app: App, router: axum::Router) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let app_state = app.state.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(async {
+            app.serve_router(router, listener, async {
                 let _ = stopped.await;
             })
             .await
@@ -211,15 +206,8 @@ impl TestApp {
             let _ = stop.send(());
         }
         if let Some(task) = task {
-            let _ = task.await;
+            task.await.expect("the server stopped cleanly");
         }
-        // What `serve` does after its graceful shutdown.
-        app_state
-            .services
-            .daily_quota
-            .flush()
-            .await
-            .expect("flush request counts");
         drop(app_state);
         dir
     }

@@ -11,8 +11,10 @@ const RUNTIME_ROLE: &str = "tenantry_app";
 /// Tables that hold a `tenant_id` but are deliberately outside RLS: a
 /// refresh token is looked up by the hash of its secret before any tenant
 /// is known, and holds no tenant data; the platform's audit chain keeps the
-/// audit layout, but its `tenant_id` is always NULL (a CHECK holds it so).
-const NOT_TENANT_DATA: [&str; 2] = ["refresh_tokens", "platform_audit"];
+/// audit layout, but its `tenant_id` is always NULL (a CHECK holds it so);
+/// a job row is the platform's record of work on a tenant (kind, progress,
+/// an error text, a result path), claimed by workers across tenants.
+const NOT_TENANT_DATA: [&str; 3] = ["refresh_tokens", "platform_audit", "jobs"];
 
 async fn connect(app: &TestApp, role: Option<&str>, database: Option<&str>) -> PgConnection {
     let url = app.app_state.settings.database_url.clone().expect("pg url");

@@ -79,9 +79,6 @@ pub trait IdentityStore: Send + Sync + 'static {
         audit: &NewAuditEntry,
     ) -> StoreResult<bool>;
     async fn count_users(&self, tenant: &Tenant) -> StoreResult<u64>;
-    /// Inserts users as exported (ids, hashes and times kept; no quota),
-    /// in one transaction: `Conflict("email"|"phone"|"id")` on a duplicate.
-    async fn restore_users(&self, tenant: &Tenant, users: &[TenantUser]) -> StoreResult<()>;
 
     async fn insert_refresh(&self, record: &RefreshRecord) -> StoreResult<()>;
     async fn refresh_by_hash(&self, token_hash: &str) -> StoreResult<Option<RefreshRecord>>;

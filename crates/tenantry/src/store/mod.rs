@@ -12,7 +12,7 @@ pub use data::{DataPlane, Restore, TenantData, Usage};
 pub use identity::{IdentityStore, OtpRecord, RefreshRecord, TenantUser};
 
 use crate::Role;
-use crate::audit::{AuditEntry, NewAuditEntry};
+use crate::audit::NewAuditEntry;
 use crate::ids::{JobId, OrgId, TenantId, UserId};
 use crate::job::{Claim, Job, JobFilter, JobOutcome};
 use crate::plan::Plan;
@@ -88,6 +88,24 @@ pub struct ConfigEntry {
     pub value: serde_json::Value,
     pub encrypted: bool,
     pub updated_at: DateTime<Utc>,
+}
+
+/// What one step of an import writes to the control store (`import_control`).
+#[derive(Clone, Debug, Default)]
+pub struct ControlImport {
+    /// Users as exported (ids, hashes and times kept; no quota).
+    pub users: Vec<TenantUser>,
+    /// Config entries as exported (sealed values sealed for this tenant).
+    pub config: Vec<ConfigEntry>,
+    /// Request counts added to the tenant's days.
+    pub counts: Vec<(chrono::NaiveDate, u64)>,
+    /// Exported control-chain entries linked onto the tenant's own chain
+    /// (new ids and hashes, original fields and times).
+    pub relink: Vec<(NewAuditEntry, DateTime<Utc>)>,
+    /// The tenant's restored fields: name, metadata, branding.
+    pub fields: Option<Tenant>,
+    /// Appended last: the import's own entry.
+    pub audit: Option<NewAuditEntry>,
 }
 
 /// Keyset pagination: items strictly after `after`, ordered by id.
@@ -269,20 +287,18 @@ pub trait ControlStore: Send + Sync + 'static {
 
     // Imports.
 
-    /// Writes config entries as exported (sealed values stay sealed), in one transaction.
-    async fn restore_config(&self, tenant: &Tenant, entries: &[ConfigEntry]) -> StoreResult<()>;
-    /// An import's last control-store step, in one transaction: the
-    /// tenant's restored fields (name, metadata, branding from `fields`),
-    /// its request counts, the exported control chain linked onto its own
-    /// (new ids and hashes, original fields), then `audit`.
-    async fn finish_import(
+    /// One step of an import's control-store part, in one transaction
+    /// together with the job's new `state`: a resumed import knows exactly
+    /// what was written. `NotFound` if the tenant is not live; `Conflict`
+    /// on a duplicate user; `Unavailable` if `worker` lost the job.
+    async fn import_control(
         &self,
         tenant: &Tenant,
-        fields: &Tenant,
-        counts: &[(chrono::NaiveDate, u64)],
-        relink: &[(NewAuditEntry, DateTime<Utc>)],
-        audit: &NewAuditEntry,
-    ) -> StoreResult<AuditEntry>;
+        job: JobId,
+        worker: &str,
+        state: &serde_json::Value,
+        step: &ControlImport,
+    ) -> StoreResult<()>;
     /// Undoes an import that failed midway: removes the users and config
     /// keys it wrote.
     async fn undo_restore(

@@ -3,12 +3,12 @@
 use super::audit::{self, ChainAt};
 use super::{PgDatabase, pg_error, set_tenant, tenant_schema_version, tenant_tx};
 use crate::Role;
-use crate::audit::{AuditEntry, NewAuditEntry};
+use crate::audit::NewAuditEntry;
 use crate::ids::{JobId, OrgId, TenantId, UserId};
 use crate::job::{Claim, Job, JobFilter, JobKind, JobOutcome, JobStatus};
 use crate::plan::Plan;
 use crate::store::{
-    ConfigEntry, ControlStore, Organization, PageRequest, PlatformUser, StoreError, StoreResult,
+    ConfigEntry, ControlImport, ControlStore, Organization, PageRequest, PlatformUser, StoreError, StoreResult,
     TenantFilter, decode, isolation, outcome_columns, page_limit, substring_pattern,
 };
 use chrono::{DateTime, Utc};
@@ -530,6 +530,19 @@ impl ControlStore for PgControlStore {
         a: &NewAuditEntry,
     ) -> StoreResult<()> {
         let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
+        // A job that has started (running, or queued again after an
+        // interrupted run) may have work to undo: it finishes first.
+        let started: Option<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE tenant_id = $1
+             AND (status = 'running' OR (status = 'queued' AND attempts > 0)) FOR UPDATE",
+        )
+        .bind(t.id.0)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        if started.is_some() {
+            return Err(StoreError::Conflict("job".into()));
+        }
         let done = sqlx::query(
             "UPDATE tenants SET status = 'deleting', updated_at = $1
              WHERE id = $2 AND status IN ('active', 'suspended')",
@@ -544,14 +557,13 @@ impl ControlStore for PgControlStore {
         }
         sqlx::query(
             "UPDATE jobs SET status = 'failed', error = 'cancelled: the tenant is being deleted', updated_at = $1
-             WHERE tenant_id = $2 AND status = 'queued'",
+             WHERE tenant_id = $2 AND status = 'queued' AND attempts = 0",
         )
         .bind(job.created_at)
         .bind(t.id.0)
         .execute(&mut *tx)
         .await
         .map_err(pg_error)?;
-        // A running job keeps its unfinished slot: the insert is refused.
         insert_job_row(&mut tx, job).await?;
         audit::append(&mut tx, &ChainAt::control(t.id), a).await?;
         tx.commit().await.map_err(pg_error)
@@ -889,10 +901,36 @@ impl ControlStore for PgControlStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn restore_config(&self, t: &Tenant, entries: &[ConfigEntry]) -> StoreResult<()> {
+    async fn import_control(
+        &self,
+        t: &Tenant,
+        job: JobId,
+        worker: &str,
+        state: &serde_json::Value,
+        step: &ControlImport,
+    ) -> StoreResult<()> {
         let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
         require_live(&mut tx, t).await?;
-        for e in entries {
+        for u in &step.users {
+            sqlx::query(
+                "INSERT INTO users (tenant_id, id, email, name, role, phone, password_hash, active, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(t.id.0)
+            .bind(u.id.0)
+            .bind(&u.email)
+            .bind(&u.name)
+            .bind(u.role.as_str())
+            .bind(&u.phone)
+            .bind(&u.password_hash)
+            .bind(u.active)
+            .bind(u.created_at)
+            .bind(u.updated_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        }
+        for e in &step.config {
             sqlx::query(
                 "INSERT INTO tenant_config (tenant_id, key, value, encrypted, updated_at)
                  VALUES ($1, $2, $3, $4, $5)
@@ -908,30 +946,7 @@ impl ControlStore for PgControlStore {
             .await
             .map_err(pg_error)?;
         }
-        tx.commit().await.map_err(pg_error)
-    }
-
-    async fn finish_import(
-        &self,
-        t: &Tenant,
-        fields: &Tenant,
-        counts: &[(chrono::NaiveDate, u64)],
-        relink: &[(NewAuditEntry, DateTime<Utc>)],
-        a: &NewAuditEntry,
-    ) -> StoreResult<AuditEntry> {
-        let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
-        require_live(&mut tx, t).await?;
-        sqlx::query(
-            "UPDATE tenants SET name = $1, metadata = $2, branding = $3, updated_at = now() WHERE id = $4",
-        )
-        .bind(&fields.name)
-        .bind(&fields.metadata)
-        .bind(&fields.branding)
-        .bind(t.id.0)
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?;
-        for (day, n) in counts {
+        for (day, n) in &step.counts {
             sqlx::query(
                 "INSERT INTO request_counts (tenant_id, day, requests) VALUES ($1, $2, $3)
                  ON CONFLICT (tenant_id, day) DO UPDATE
@@ -944,13 +959,39 @@ impl ControlStore for PgControlStore {
             .await
             .map_err(pg_error)?;
         }
+        if let Some(f) = &step.fields {
+            sqlx::query(
+                "UPDATE tenants SET name = $1, metadata = $2, branding = $3, updated_at = now() WHERE id = $4",
+            )
+            .bind(&f.name)
+            .bind(&f.metadata)
+            .bind(&f.branding)
+            .bind(t.id.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        }
         let chain = ChainAt::control(t.id);
-        for (entry, at) in relink {
+        for (entry, at) in &step.relink {
             audit::append_at(&mut tx, &chain, entry, *at).await?;
         }
-        let entry = audit::append(&mut tx, &chain, a).await?;
-        tx.commit().await.map_err(pg_error)?;
-        Ok(entry)
+        if let Some(entry) = &step.audit {
+            audit::append(&mut tx, &chain, entry).await?;
+        }
+        let held = sqlx::query(
+            "UPDATE jobs SET state = $1, heartbeat_at = now(), updated_at = now()
+             WHERE id = $2 AND worker = $3 AND status = 'running'",
+        )
+        .bind(state)
+        .bind(job.0)
+        .bind(worker)
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        if held.rows_affected() == 0 {
+            return Err(StoreError::Unavailable("the job was taken over".into()));
+        }
+        tx.commit().await.map_err(pg_error)
     }
 
     async fn undo_restore(

@@ -229,32 +229,6 @@ impl IdentityStore for PgControlStore {
         Ok(count(n))
     }
 
-    async fn restore_users(&self, t: &Tenant, users: &[TenantUser]) -> StoreResult<()> {
-        let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
-        lock_tenant(&mut tx, LOCK_USERS, t).await?;
-        super::control::require_live(&mut tx, t).await?;
-        for u in users {
-            sqlx::query(
-                "INSERT INTO users (tenant_id, id, email, name, role, phone, password_hash, active, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(t.id.0)
-            .bind(u.id.0)
-            .bind(&u.email)
-            .bind(&u.name)
-            .bind(u.role.as_str())
-            .bind(&u.phone)
-            .bind(&u.password_hash)
-            .bind(u.active)
-            .bind(u.created_at)
-            .bind(u.updated_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(pg_error)?;
-        }
-        tx.commit().await.map_err(pg_error)
-    }
-
     async fn insert_refresh(&self, r: &RefreshRecord) -> StoreResult<()> {
         // A tenant user's token only while its tenant lives: a login racing
         // the tenant's deletion must not leave a token behind the purge.

@@ -188,31 +188,6 @@ impl IdentityStore for SqliteControlStore {
         Ok(n.max(0) as u64)
     }
 
-    async fn restore_users(&self, t: &Tenant, users: &[TenantUser]) -> StoreResult<()> {
-        let mut tx = begin_write(&self.pool).await?;
-        require_live(&mut tx, t).await?;
-        for u in users {
-            sqlx::query(
-                "INSERT INTO users (tenant_id, id, email, name, role, phone, password_hash, active, created_at, updated_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(t.id.to_string())
-            .bind(u.id.to_string())
-            .bind(&u.email)
-            .bind(&u.name)
-            .bind(u.role.as_str())
-            .bind(&u.phone)
-            .bind(&u.password_hash)
-            .bind(u.active)
-            .bind(u.created_at)
-            .bind(u.updated_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        }
-        tx.commit().await.map_err(db_error)
-    }
-
     async fn insert_refresh(&self, r: &RefreshRecord) -> StoreResult<()> {
         // A tenant user's token only while its tenant lives: a login racing
         // the tenant's deletion must not leave a token behind the purge.

@@ -9,11 +9,11 @@ pub use data::SqliteDataPlane;
 
 use super::migrate::{MigratePolicy, must_run};
 use super::{
-    ConfigEntry, ControlStore, Organization, PageRequest, PlatformUser, StoreError, StoreResult,
+    ConfigEntry, ControlImport, ControlStore, Organization, PageRequest, PlatformUser, StoreError, StoreResult,
     TenantFilter, decode, isolation, outcome_columns, page_limit, substring_pattern,
 };
 use crate::Role;
-use crate::audit::{AuditChain, AuditEntry, NewAuditEntry};
+use crate::audit::{AuditChain, NewAuditEntry};
 use crate::ids::{JobId, OrgId, TenantId, UserId};
 use crate::job::{Claim, Job, JobFilter, JobKind, JobOutcome, JobStatus};
 use chrono::{DateTime, Utc};
@@ -610,7 +610,12 @@ impl ControlStore for SqliteControlStore {
         let id = t.id.to_string();
         let mut tx = begin_write(&self.pool).await?;
         let running: Option<String> =
-            sqlx::query_scalar("SELECT id FROM jobs WHERE tenant_id = ? AND status = 'running'")
+            // A job that has started (running, or queued again after an
+            // interrupted run) may have work to undo: it finishes first.
+            sqlx::query_scalar(
+                "SELECT id FROM jobs WHERE tenant_id = ?
+                 AND (status = 'running' OR (status = 'queued' AND attempts > 0))",
+            )
                 .bind(&id)
                 .fetch_optional(&mut *tx)
                 .await
@@ -631,7 +636,7 @@ impl ControlStore for SqliteControlStore {
         }
         sqlx::query(
             "UPDATE jobs SET status = 'failed', error = 'cancelled: the tenant is being deleted', updated_at = ?
-             WHERE tenant_id = ? AND status = 'queued'",
+             WHERE tenant_id = ? AND status = 'queued' AND attempts = 0",
         )
         .bind(job.created_at)
         .bind(&id)
@@ -977,16 +982,43 @@ impl ControlStore for SqliteControlStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn restore_config(&self, t: &Tenant, entries: &[ConfigEntry]) -> StoreResult<()> {
+    async fn import_control(
+        &self,
+        t: &Tenant,
+        job: JobId,
+        worker: &str,
+        state: &serde_json::Value,
+        step: &ControlImport,
+    ) -> StoreResult<()> {
+        let id = t.id.to_string();
         let mut tx = begin_write(&self.pool).await?;
         require_live(&mut tx, t).await?;
-        for e in entries {
+        for u in &step.users {
+            sqlx::query(
+                "INSERT INTO users (tenant_id, id, email, name, role, phone, password_hash, active, created_at, updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&id)
+            .bind(u.id.to_string())
+            .bind(&u.email)
+            .bind(&u.name)
+            .bind(u.role.as_str())
+            .bind(&u.phone)
+            .bind(&u.password_hash)
+            .bind(u.active)
+            .bind(u.created_at)
+            .bind(u.updated_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        }
+        for e in &step.config {
             sqlx::query(
                 "INSERT INTO tenant_config (tenant_id, key, value, encrypted, updated_at) VALUES (?, ?, ?, ?, ?)
                  ON CONFLICT (tenant_id, key) DO UPDATE
                  SET value = excluded.value, encrypted = excluded.encrypted, updated_at = excluded.updated_at",
             )
-            .bind(t.id.to_string())
+            .bind(&id)
             .bind(&e.key)
             .bind(to_json(&e.value)?)
             .bind(e.encrypted)
@@ -995,30 +1027,7 @@ impl ControlStore for SqliteControlStore {
             .await
             .map_err(db_error)?;
         }
-        tx.commit().await.map_err(db_error)
-    }
-
-    async fn finish_import(
-        &self,
-        t: &Tenant,
-        fields: &Tenant,
-        counts: &[(chrono::NaiveDate, u64)],
-        relink: &[(NewAuditEntry, DateTime<Utc>)],
-        a: &NewAuditEntry,
-    ) -> StoreResult<AuditEntry> {
-        let id = t.id.to_string();
-        let mut tx = begin_write(&self.pool).await?;
-        require_live(&mut tx, t).await?;
-        sqlx::query("UPDATE tenants SET name = ?, metadata = ?, branding = ?, updated_at = ? WHERE id = ?")
-            .bind(&fields.name)
-            .bind(to_json(&fields.metadata)?)
-            .bind(to_json(&fields.branding)?)
-            .bind(Utc::now())
-            .bind(&id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        for (day, n) in counts {
+        for (day, n) in &step.counts {
             sqlx::query(
                 "INSERT INTO request_counts (tenant_id, day, requests) VALUES (?, ?, ?)
                  ON CONFLICT (tenant_id, day) DO UPDATE SET requests = requests + excluded.requests",
@@ -1030,13 +1039,39 @@ impl ControlStore for SqliteControlStore {
             .await
             .map_err(db_error)?;
         }
+        if let Some(f) = &step.fields {
+            sqlx::query("UPDATE tenants SET name = ?, metadata = ?, branding = ?, updated_at = ? WHERE id = ?")
+                .bind(&f.name)
+                .bind(to_json(&f.metadata)?)
+                .bind(to_json(&f.branding)?)
+                .bind(Utc::now())
+                .bind(&id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        }
         let chain = control_chain(t);
-        for (entry, at) in relink {
+        for (entry, at) in &step.relink {
             audit::append_at(&mut tx, &chain, entry, *at).await?;
         }
-        let entry = audit::append(&mut tx, &chain, a).await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(entry)
+        if let Some(entry) = &step.audit {
+            audit::append(&mut tx, &chain, entry).await?;
+        }
+        let held = sqlx::query(
+            "UPDATE jobs SET state = ?1, heartbeat_at = ?2, updated_at = ?2
+             WHERE id = ?3 AND worker = ?4 AND status = 'running'",
+        )
+        .bind(to_json(state)?)
+        .bind(Utc::now())
+        .bind(job.to_string())
+        .bind(worker)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        if held.rows_affected() == 0 {
+            return Err(StoreError::Unavailable("the job was taken over".into()));
+        }
+        tx.commit().await.map_err(db_error)
     }
 
     async fn undo_restore(

@@ -1,0 +1,340 @@
+//! Online move of a tenant's data to another tier or server: copy, catch
+//! up, freeze, switch, verify, drop.
+//!
+//! 1. **Copy** while the tenant keeps working: its data chain (verbatim,
+//!    same seq and hashes), collections and records, page by page, into the
+//!    target copy. The source's chain head when the copy began is the
+//!    watermark.
+//! 2. **Catch up**: every write commits with a data-chain entry naming what
+//!    it changed (`tenantry::record::touched`), so the entries after the
+//!    watermark list the collections and records to copy again, as they are
+//!    now (or to remove). Rounds repeat while the tail shrinks.
+//! 3. **Freeze**: the source is sealed — writes in flight finish, later ones
+//!    (on any instance) wait and retry — and a last round copies the tail.
+//!    Only this tenant's writes pause, and only for that round.
+//! 4. **Switch**: counts compared, then the control store points the tenant
+//!    at the target (only if it still points at the source). Waiting
+//!    writers look the tenant up again and continue on the target.
+//! 5. **Verify**: an order-independent checksum of every record on both
+//!    sides, leaving out those the target changed since the switch.
+//! 6. **Drop** the source after a grace period (instances that cached the
+//!    old placement read its frozen copy meanwhile).
+//!
+//! A run cut short before the switch starts the copy over (the target is
+//! cleared; a sealed source stays sealed until the next freeze); after the
+//! switch it goes on from verification. A move that fails unseals the
+//! source and clears the target: the tenant stays where it was.
+
+use super::{JobError, JobResult, Run};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Instant;
+use tenantry::audit::AuditFilter;
+use tenantry::record::{Touched, touched};
+use tenantry::store::{Restore, StoreError, TenantData};
+use tenantry::{Isolation, RecordId, Tenant};
+
+/// Rows per page and keys per catch-up batch.
+const PAGE: u32 = 1000;
+/// Catch-up rounds before the freeze, at most; fewer once the tail is short.
+const MAX_ROUNDS: usize = 10;
+/// A tail this short is copied inside the freeze.
+const SHORT_TAIL: usize = 200;
+
+#[derive(Debug, Deserialize)]
+struct Params {
+    isolation: Isolation,
+    server: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    /// Set once the control store points at the target.
+    switched: bool,
+    from_isolation: Option<Isolation>,
+    from_server: Option<String>,
+    /// The data chain's seq at the switch: later entries are the target's own.
+    switch_seq: i64,
+    freeze_ms: u64,
+}
+
+pub async fn run(run: &mut Run<'_>) -> JobResult<Option<String>> {
+    let p: Params = run.params()?;
+    let s = run.services;
+    let tenant = s
+        .store
+        .tenant_by_id(run.job.tenant_id)
+        .await?
+        .ok_or_else(|| JobError::Fatal("the tenant no longer exists".into()))?;
+    let mut state: State = serde_json::from_value(run.job.state.clone()).unwrap_or_default();
+    let at_target = tenant.isolation == p.isolation && tenant.placement == p.server;
+    let (source, target) = if state.switched && at_target {
+        let mut source = tenant.clone();
+        source.isolation = state.from_isolation.unwrap_or(tenant.isolation);
+        source.placement = state.from_server.clone();
+        (source, tenant)
+    } else if at_target {
+        return Err(JobError::Fatal(
+            "the tenant's data is there already".into(),
+        ));
+    } else {
+        let mut target = tenant.clone();
+        target.isolation = p.isolation;
+        target.placement = p.server.clone();
+        match move_data(run, &tenant, &target).await {
+            Ok(s) => state = s,
+            Err(JobError::Fatal(e)) => {
+                roll_back(run, &tenant, &target).await;
+                return Err(JobError::Fatal(e));
+            }
+            Err(e) => {
+                if run.is_last_attempt() {
+                    roll_back(run, &tenant, &target).await;
+                }
+                return Err(e);
+            }
+        }
+        (tenant, target)
+    };
+    run.set_progress(0.9);
+    verify(run, &source, &target, state.switch_seq).await?;
+    tokio::time::sleep(s.jobs.source_grace).await;
+    match s.data.purge(&source).await {
+        Ok(()) | Err(StoreError::Absent) => {}
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(tenant_id = %target.id, freeze_ms = state.freeze_ms, "tenant moved");
+    Ok(None)
+}
+
+/// Steps 1 to 4; returns the state after the switch.
+async fn move_data(run: &mut Run<'_>, tenant: &Tenant, target: &Tenant) -> JobResult<State> {
+    let s = run.services;
+    let from = s.data.handle(tenant).await?;
+    s.data.provision(target).await?;
+    let to = s.data.handle(target).await?;
+    // What an earlier, cut-short run left is copied anew.
+    to.clear().await?;
+    to.unseal().await?;
+
+    let mut mark = copy_chain(from.as_ref(), to.as_ref()).await?;
+    let defs = from.collections().await?;
+    to.restore(&Restore {
+        collections: defs,
+        ..Restore::default()
+    })
+    .await?;
+    let total = from.usage().await?.records.max(1) as f64;
+    let mut after: Option<(String, RecordId)> = None;
+    let mut copied = 0u64;
+    loop {
+        let page = from.scan_records(after.as_ref(), PAGE).await?;
+        let Some((c, r)) = page.last() else { break };
+        after = Some((c.clone(), r.id));
+        copied += page.len() as u64;
+        to.restore(&Restore {
+            records: page,
+            ..Restore::default()
+        })
+        .await?;
+        run.set_progress(0.7 * copied as f64 / total);
+    }
+    for _ in 0..MAX_ROUNDS {
+        let (next, caught) = catch_up(from.as_ref(), to.as_ref(), mark).await?;
+        mark = next;
+        if caught < SHORT_TAIL {
+            break;
+        }
+    }
+    run.set_progress(0.8);
+
+    let frozen = Instant::now();
+    from.seal().await?;
+    let (switch_seq, _) = catch_up(from.as_ref(), to.as_ref(), mark).await?;
+    let (a, b) = (from.usage().await?, to.usage().await?);
+    let (ca, cb) = (from.collections().await?.len(), to.collections().await?.len());
+    if a.records != b.records || ca != cb {
+        return Err(JobError::Fatal(format!(
+            "the copy differs from the source: {} records and {ca} collections against {} and {cb}",
+            a.records, b.records
+        )));
+    }
+    let audit = run.audit(
+        "tenant.move",
+        format!(
+            "tenants/{} {}{} -> {}{}",
+            tenant.id,
+            tenant.isolation.as_str(),
+            tenant.placement.as_deref().map(|p| format!("@{p}")).unwrap_or_default(),
+            target.isolation.as_str(),
+            target.placement.as_deref().map(|p| format!("@{p}")).unwrap_or_default(),
+        ),
+    );
+    let mut switched = target.clone();
+    switched.updated_at = chrono::Utc::now();
+    s.store
+        .relocate_tenant(tenant, &switched, &audit)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => JobError::Fatal("the tenant was deleted or moved meanwhile".into()),
+            other => other.into(),
+        })?;
+    s.forget_tenant();
+    let state = State {
+        switched: true,
+        from_isolation: Some(tenant.isolation),
+        from_server: tenant.placement.clone(),
+        switch_seq,
+        freeze_ms: frozen.elapsed().as_millis() as u64,
+    };
+    run.checkpoint(json!(state)).await?;
+    metrics::histogram!("tenant_move_freeze_seconds").record(frozen.elapsed().as_secs_f64());
+    Ok(state)
+}
+
+/// Copies the source's data-chain entries after the target's head, as they
+/// are; returns the new head. The target's own head must be the source's
+/// entry at that seq (a shared tier keeps a chain from an earlier stay).
+async fn copy_chain(from: &dyn TenantData, to: &dyn TenantData) -> JobResult<i64> {
+    let mut after = match to.audit_head().await? {
+        None => 0,
+        Some((seq, hash)) => {
+            let same = from
+                .list_audit(&AuditFilter::default(), seq - 1, 1)
+                .await?
+                .first()
+                .is_some_and(|(s, e)| *s == seq && e.hash == hash);
+            if !same {
+                return Err(JobError::Fatal(
+                    "the target holds another audit chain of this tenant".into(),
+                ));
+            }
+            seq
+        }
+    };
+    loop {
+        let page = from.list_audit(&AuditFilter::default(), after, PAGE).await?;
+        let Some((last, _)) = page.last() else {
+            return Ok(after);
+        };
+        after = *last;
+        to.restore(&Restore {
+            audit: page,
+            ..Restore::default()
+        })
+        .await?;
+    }
+}
+
+/// One catch-up round: what the entries after `mark` touched, copied again
+/// as it is now, with the entries. Returns the new mark and how many
+/// entries there were.
+async fn catch_up(from: &dyn TenantData, to: &dyn TenantData, mark: i64) -> JobResult<(i64, usize)> {
+    let mut at = mark;
+    let mut seen = 0;
+    loop {
+        let entries = from.list_audit(&AuditFilter::default(), at, PAGE).await?;
+        let Some((last, _)) = entries.last() else {
+            return Ok((at, seen));
+        };
+        at = *last;
+        seen += entries.len();
+        let keys: BTreeSet<Touched> = entries.iter().filter_map(|(_, e)| touched(&e.resource)).collect();
+        let mut restore = Restore {
+            audit: entries,
+            ..Restore::default()
+        };
+        for key in keys {
+            match key {
+                Touched::Collection(name) => {
+                    if let Some(def) = from.collection(&name).await? {
+                        restore.collections.push(def);
+                    }
+                }
+                Touched::Record(collection, id) => match from.record(&collection, id).await? {
+                    Some(r) => restore.records.push((collection, r)),
+                    None => restore.removed.push((collection, id)),
+                },
+            }
+        }
+        to.restore(&restore).await?;
+    }
+}
+
+/// Step 5: every record the target has not changed since the switch must
+/// be on both sides, alike.
+async fn verify(run: &Run<'_>, source: &Tenant, target: &Tenant, switch_seq: i64) -> JobResult<()> {
+    let s = run.services;
+    let from = s.data.handle(source).await?;
+    let to = s.data.handle(target).await?;
+    let mut changed = BTreeSet::new();
+    let mut at = switch_seq;
+    loop {
+        let page = to.list_audit(&AuditFilter::default(), at, PAGE).await?;
+        let Some((last, _)) = page.last() else { break };
+        at = *last;
+        changed.extend(page.iter().filter_map(|(_, e)| match touched(&e.resource) {
+            Some(Touched::Record(c, id)) => Some((c, id)),
+            _ => None,
+        }));
+    }
+    let (a, b) = (checksum(from, &changed).await?, checksum(to, &changed).await?);
+    if a != b {
+        return Err(JobError::Fatal(format!(
+            "verification failed: the source has {} records (checksum {:032x}), the target {} ({:032x}); the source is kept",
+            a.0, a.1, b.0, b.1
+        )));
+    }
+    Ok(())
+}
+
+/// Count and order-independent sum of the records' digests.
+async fn checksum(
+    data: Arc<dyn TenantData>,
+    skip: &BTreeSet<(String, RecordId)>,
+) -> JobResult<(u64, u128)> {
+    let (mut n, mut sum) = (0u64, 0u128);
+    let mut after: Option<(String, RecordId)> = None;
+    loop {
+        let page = data.scan_records(after.as_ref(), PAGE).await?;
+        let Some((c, r)) = page.last() else {
+            return Ok((n, sum));
+        };
+        after = Some((c.clone(), r.id));
+        for (c, r) in &page {
+            if skip.contains(&(c.clone(), r.id)) {
+                continue;
+            }
+            let digest = Sha256::new()
+                .chain_update(c.as_bytes())
+                .chain_update(r.id.0.as_bytes())
+                .chain_update(r.version.to_le_bytes())
+                .chain_update(r.data.to_string().as_bytes())
+                .chain_update(r.updated_at.timestamp_micros().to_le_bytes())
+                .finalize();
+            let mut half = [0u8; 16];
+            half.copy_from_slice(&digest[..16]);
+            sum = sum.wrapping_add(u128::from_le_bytes(half));
+            n += 1;
+        }
+    }
+}
+
+/// A failed move leaves the tenant where it was: source writable again,
+/// target emptied (its audit chain stays, append-only; a later move
+/// continues it).
+async fn roll_back(run: &Run<'_>, source: &Tenant, target: &Tenant) {
+    let s = run.services;
+    if let Ok(from) = s.data.handle(source).await
+        && let Err(e) = from.unseal().await
+    {
+        tracing::warn!(tenant_id = %source.id, error = %e, "unsealing the source of a failed move failed");
+    }
+    match s.data.purge(target).await {
+        Ok(()) | Err(StoreError::Absent) => {}
+        Err(e) => tracing::warn!(tenant_id = %source.id, error = %e, "removing a failed move's copy failed"),
+    }
+}
