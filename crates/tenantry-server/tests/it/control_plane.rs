@@ -154,7 +154,14 @@ async fn tenant_lifecycle_create_get_patch_suspend_activate_delete() {
             json!({"plan": "enterprise"}),
         )
         .await;
-    assert_eq!(plan.body["plan"], "enterprise");
+    // Enterprise tenants default to a database of their own: the plan
+    // change moves the tenant there, online, as a job.
+    assert_eq!(plan.status, 202, "{}", plan.text);
+    let job = app.wait_job(&token, &plan.body["job_id"]).await;
+    assert_eq!(job["kind"], "move");
+    let moved = app.get(&format!("/api/v1/tenants/{id}"), Some(&token)).await;
+    assert_eq!(moved.body["plan"], "enterprise");
+    assert_eq!(moved.body["isolation"], "dedicated");
     app.post(
         &format!("/api/v1/tenants/{id}/plan"),
         Some(&token),

@@ -75,6 +75,9 @@ pub fn test_settings(dir: &Path) -> Settings {
         admin_password: Some(ADMIN_PASSWORD.into()),
         // The limits have their own tests; elsewhere requests run at full speed.
         rate_limits: false,
+        // A moved tenant's old copy need not wait for other instances' caches.
+        move_source_grace_ms: 0,
+        job_lease_secs: 3,
         ..Settings::default()
     }
 }
@@ -367,6 +370,29 @@ impl TestApp {
             req = req.json(&b);
         }
         Self::read(req.send().await.expect("send")).await
+    }
+
+    /// Polls a job until it has finished (at most 60 s) and returns it;
+    /// panics if it failed.
+    pub async fn wait_job(&self, token: &str, id: &Value) -> Value {
+        let job = self.wait_job_end(token, id).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+        job
+    }
+
+    /// Polls a job until it has finished, succeeded or failed.
+    pub async fn wait_job_end(&self, token: &str, id: &Value) -> Value {
+        let id = id.as_str().expect("job id");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let res = self.get(&format!("/api/v1/jobs/{id}"), Some(token)).await;
+            assert_eq!(res.status, 200, "{}", res.text);
+            if matches!(res.body["status"].as_str(), Some("succeeded" | "failed")) {
+                return res.body;
+            }
+            assert!(std::time::Instant::now() < deadline, "job {id} did not finish: {}", res.text);
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
     }
 
     /// Creates a tenant as the super-admin and returns its JSON.

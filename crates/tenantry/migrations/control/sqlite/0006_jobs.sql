@@ -1,13 +1,20 @@
--- no-transaction
 -- Tenant mobility: deletion becomes a job (a tenant is `deleting` until the
 -- sweeper has purged it), and the durable job queue.
 --
 -- SQLite cannot change a CHECK constraint in place: the tenants table is
--- rebuilt (SQLite's documented procedure: foreign keys off, which is only
--- possible outside a transaction, then one transaction for the rebuild).
-PRAGMA foreign_keys = OFF;
-BEGIN;
-CREATE TABLE tenants_rebuilt (
+-- rebuilt, inside the migration's transaction, with foreign keys deferred.
+-- Dropping the old table counts every row that refers to a tenant as
+-- orphaned; inserting the tenants into the new table counts them back, so
+-- the transaction commits with no violation (and would refuse to if any
+-- row were left pointing at nothing).
+PRAGMA defer_foreign_keys = ON;
+CREATE TEMP TABLE tenants_copy AS SELECT * FROM tenants;
+DROP INDEX tenants_slug;
+DROP INDEX tenants_domain;
+DROP INDEX tenants_organization;
+DROP INDEX tenants_schema_version;
+DROP TABLE tenants;
+CREATE TABLE tenants (
     id TEXT PRIMARY KEY,
     slug TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -23,12 +30,11 @@ CREATE TABLE tenants_rebuilt (
     schema_version INTEGER NOT NULL DEFAULT 0,
     placement TEXT
 );
-INSERT INTO tenants_rebuilt (id, slug, name, plan, status, isolation, organization_id, domain,
-                             metadata, branding, created_at, updated_at, schema_version, placement)
+INSERT INTO tenants (id, slug, name, plan, status, isolation, organization_id, domain,
+                     metadata, branding, created_at, updated_at, schema_version, placement)
 SELECT id, slug, name, plan, status, isolation, organization_id, domain,
-       metadata, branding, created_at, updated_at, schema_version, placement FROM tenants;
-DROP TABLE tenants;
-ALTER TABLE tenants_rebuilt RENAME TO tenants;
+       metadata, branding, created_at, updated_at, schema_version, placement FROM tenants_copy;
+DROP TABLE tenants_copy;
 -- A deleting tenant frees its slug and domain at once.
 CREATE UNIQUE INDEX tenants_slug ON tenants (slug) WHERE status IN ('active', 'suspended');
 CREATE UNIQUE INDEX tenants_domain ON tenants (domain) WHERE status IN ('active', 'suspended') AND domain IS NOT NULL;
@@ -61,5 +67,3 @@ CREATE TABLE jobs (
 CREATE UNIQUE INDEX jobs_unfinished ON jobs (tenant_id) WHERE status IN ('queued', 'running');
 CREATE INDEX jobs_claim ON jobs (status, run_after);
 CREATE INDEX jobs_tenant ON jobs (tenant_id, id);
-COMMIT;
-PRAGMA foreign_keys = ON;
