@@ -1,6 +1,7 @@
 //! The command line. Every command calls the same services as the HTTP API.
 
 use crate::app::{App, open_services, shutdown_signal};
+use crate::control::jobs::{ExportRequest, JobQuery, MoveRequest};
 use crate::control::tenants::NewTenant;
 use crate::control::{Services, console_operator};
 use crate::settings::{Overrides, Settings};
@@ -10,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tenantry::store::{PageRequest, TenantFilter};
+use tenantry::job::{Job, JobStatus};
 use tenantry::{Isolation, Role, Tenant, TenantStatus};
 use tracing_subscriber::EnvFilter;
 
@@ -93,8 +95,46 @@ pub enum TenantCommand {
     Suspend { tenant: String },
     /// Re-activate a suspended tenant.
     Activate { tenant: String },
-    /// Delete a tenant and purge its data.
+    /// Delete a tenant and purge its data (waits for the purge job).
     Delete { tenant: String },
+    /// Export everything a tenant owns to a file (waits for the job).
+    Export {
+        tenant: String,
+        /// Where to write the export; the data dir's copy is kept too.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// `ndjson` (default) or `json`.
+        #[arg(long, default_value = "ndjson")]
+        format: String,
+        /// Comma-separated: tenant, config, users, collections, records, usage, audit.
+        #[arg(long, value_delimiter = ',')]
+        data_types: Option<Vec<String>>,
+    },
+    /// Restore an export file into an empty tenant (waits for the job).
+    Import {
+        tenant: String,
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Move a tenant's data to another tier or server, online (waits for the job).
+    Move {
+        tenant: String,
+        /// `shared` or `dedicated`.
+        #[arg(long)]
+        isolation: Option<String>,
+        /// A `[[placement.servers]]` name.
+        #[arg(long)]
+        server: Option<String>,
+    },
+    /// List jobs, newest first.
+    Jobs {
+        /// Tenant id or slug.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// `queued`, `running`, `succeeded` or `failed`.
+        #[arg(long)]
+        status: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -344,7 +384,7 @@ async fn tenant_command(services: &Arc<Services>, cmd: &TenantCommand) -> anyhow
                 None => None,
                 Some(s) => Some(
                     TenantStatus::parse(s)
-                        .context("--status must be active, suspended or deleted")?,
+                        .context("--status must be active, suspended, deleting or deleted")?,
                 ),
             };
             let filter = TenantFilter {
@@ -389,13 +429,161 @@ async fn tenant_command(services: &Arc<Services>, cmd: &TenantCommand) -> anyhow
                 .map_err(describe)?,
         ),
         TenantCommand::Delete { tenant } => {
-            services
+            let job = services
                 .delete_tenant(&operator, tenant)
                 .await
                 .map_err(describe)?;
+            follow(services, job, "delete").await?;
             println!("deleted {tenant}");
             Ok(())
         }
+        TenantCommand::Export {
+            tenant,
+            output,
+            format,
+            data_types,
+        } => {
+            let request = ExportRequest {
+                data_types: data_types
+                    .as_ref()
+                    .map(|types| {
+                        types
+                            .iter()
+                            .map(|t| serde_json::from_value(serde_json::json!(t.trim())))
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                    .transpose()
+                    .context("--data-types: tenant, config, users, collections, records, usage, audit")?,
+                format: serde_json::from_value(serde_json::json!(format))
+                    .context("--format must be ndjson or json")?,
+            };
+            let job = services
+                .start_export(&operator, tenant, request)
+                .await
+                .map_err(describe)?;
+            let job = follow(services, job.id, "export").await?;
+            let ext = job.params["format"].as_str().unwrap_or("ndjson");
+            let path = services.jobs.export_path(job.tenant_id, job.id, ext);
+            match output {
+                Some(out) => {
+                    std::fs::copy(&path, out)
+                        .with_context(|| format!("copying the export to {}", out.display()))?;
+                    println!("exported {tenant} to {}", out.display());
+                }
+                None => println!("exported {tenant} to {}", path.display()),
+            }
+            Ok(())
+        }
+        TenantCommand::Import { tenant, file } => {
+            let target = services
+                .administered_tenant(&operator, tenant)
+                .await
+                .map_err(describe)?;
+            let file = std::fs::canonicalize(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let job = services
+                .start_import(&operator, &target, file, false)
+                .await
+                .map_err(describe)?;
+            follow(services, job.id, "import").await?;
+            println!("imported into {tenant}");
+            Ok(())
+        }
+        TenantCommand::Move {
+            tenant,
+            isolation,
+            server,
+        } => {
+            let isolation = match isolation.as_deref() {
+                None => None,
+                Some(s) => {
+                    Some(Isolation::parse(s).context("--isolation must be shared or dedicated")?)
+                }
+            };
+            let request = MoveRequest {
+                isolation,
+                server: server.clone(),
+            };
+            let job = services
+                .start_move(&operator, tenant, request)
+                .await
+                .map_err(describe)?;
+            follow(services, job.id, "move").await?;
+            let moved = services
+                .administered_tenant(&operator, tenant)
+                .await
+                .map_err(describe)?;
+            println!(
+                "moved {tenant} to {}{}",
+                moved.isolation.as_str(),
+                moved.placement.map(|p| format!(" on {p}")).unwrap_or_default()
+            );
+            Ok(())
+        }
+        TenantCommand::Jobs { tenant, status } => {
+            let status = match status.as_deref() {
+                None => None,
+                Some(s) => Some(
+                    JobStatus::parse(s)
+                        .context("--status must be queued, running, succeeded or failed")?,
+                ),
+            };
+            let query = JobQuery {
+                tenant: tenant.clone(),
+                status,
+            };
+            let page = PageRequest {
+                after: None,
+                limit: 500,
+            };
+            println!(
+                "{:<36}  {:<36}  {:<7} {:<9} {:>5}  error",
+                "id", "tenant", "kind", "status", "done"
+            );
+            for j in services
+                .list_jobs(&operator, query, &page)
+                .await
+                .map_err(describe)?
+            {
+                println!(
+                    "{:<36}  {:<36}  {:<7} {:<9} {:>4.0}%  {}",
+                    j.id,
+                    j.tenant_id,
+                    j.kind.as_str(),
+                    j.status.as_str(),
+                    j.progress * 100.0,
+                    j.error.unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Runs a job to its end in this process (or waits for the server that
+/// took it): a progress bar on a terminal, a line per tenth otherwise.
+/// Fails if the job failed.
+async fn follow(services: &Services, id: tenantry::JobId, what: &str) -> anyhow::Result<Job> {
+    use std::io::IsTerminal;
+    let terminal = std::io::stderr().is_terminal();
+    let bar = crate::migrate::progress_bar(if terminal { 1000 } else { 0 }, what);
+    let mut shown = 0;
+    let job = crate::jobs::run_to_end(services, id, |p| {
+        let per_mille = (p.clamp(0.0, 1.0) * 1000.0) as u64;
+        bar.set_position(per_mille);
+        if !terminal && per_mille / 100 > shown {
+            shown = per_mille / 100;
+            eprintln!("{what}: {}%", shown * 10);
+        }
+    })
+    .await?;
+    bar.finish_and_clear();
+    match job.status {
+        JobStatus::Succeeded => Ok(job),
+        _ => anyhow::bail!(
+            "{what} job {id} failed: {}",
+            job.error.as_deref().unwrap_or("unknown error")
+        ),
     }
 }
 

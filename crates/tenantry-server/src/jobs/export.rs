@@ -130,7 +130,13 @@ pub async fn run(run: &mut Run<'_>) -> JobResult<Option<String>> {
     if wants(DataType::Usage) {
         let today = s.clock.now().date_naive();
         let from = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or(today);
-        for (date, requests) in s.store.request_counts(&tenant, from, today).await? {
+        // Counted but not flushed yet, as the usage report shows them.
+        let mut days: BTreeMap<chrono::NaiveDate, u64> =
+            s.store.request_counts(&tenant, from, today).await?.into_iter().collect();
+        for (day, n) in s.daily_quota.pending(tenant.id) {
+            *days.entry(day).or_default() += n;
+        }
+        for (date, requests) in days {
             out.item(&Item::RequestCount(portable::RequestCountItem {
                 tenant_id: id,
                 date,

@@ -9,6 +9,7 @@ mod hardening;
 mod identity;
 mod limits;
 mod migrate;
+mod mobility;
 mod monitor;
 mod oracle;
 mod pg;

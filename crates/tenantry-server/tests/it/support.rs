@@ -230,6 +230,76 @@ impl TestApp {
             .expect("owner connection")
     }
 
+    /// Rows naming `tenant_id` in every table of the app's databases that
+    /// has a `tenant_id` column (the control store, the shared tier, the
+    /// tenant's own database if it has one), read behind the server's back
+    /// (PostgreSQL: as the owner, which row-level security does not hold).
+    /// Tables with none are left out.
+    pub async fn tenant_rows(&self, tenant_id: &str) -> Vec<(String, i64)> {
+        let mut found = Vec::new();
+        match crate::BACKEND {
+            Backend::Sqlite => {
+                use sqlx::Connection;
+                let dir = self.dir.path();
+                let mut files = vec![dir.join("control.db"), dir.join("shared.db")];
+                let own = dir.join("tenants").join(format!("{tenant_id}.db"));
+                if own.exists() {
+                    files.push(own);
+                }
+                for file in files {
+                    let url = format!("sqlite://{}?mode=ro", file.display());
+                    let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("open");
+                    let tables: Vec<String> = sqlx::query_scalar(
+                        "SELECT m.name FROM sqlite_schema m, pragma_table_info(m.name) c
+                         WHERE m.type = 'table' AND c.name = 'tenant_id'",
+                    )
+                    .fetch_all(&mut conn)
+                    .await
+                    .expect("tables");
+                    for table in tables {
+                        let n: i64 = sqlx::query_scalar(&format!(
+                            "SELECT count(*) FROM {table} WHERE tenant_id = ?"
+                        ))
+                        .bind(tenant_id)
+                        .fetch_one(&mut conn)
+                        .await
+                        .expect("count");
+                        if n > 0 {
+                            found.push((format!("{}:{table}", file.display()), n));
+                        }
+                    }
+                }
+            }
+            Backend::Postgres => {
+                let mut conn = self.pg_owner().await;
+                let tables: Vec<String> = sqlx::query_scalar(
+                    "SELECT table_schema || '.' || table_name FROM information_schema.columns
+                     WHERE column_name = 'tenant_id' AND table_schema IN ('public', 'tenant_data')",
+                )
+                .fetch_all(&mut conn)
+                .await
+                .expect("tables");
+                for table in tables {
+                    let n: i64 = sqlx::query_scalar(&format!(
+                        "SELECT count(*) FROM {table} WHERE tenant_id = $1::uuid"
+                    ))
+                    .bind(tenant_id)
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect("count");
+                    if n > 0 {
+                        found.push((table, n));
+                    }
+                }
+                assert!(
+                    !self.dedicated_storage_exists(tenant_id).await,
+                    "the tenant's own database is gone too"
+                );
+            }
+        }
+        found
+    }
+
     /// Whether the dedicated tenant's own database (file or PostgreSQL database) exists.
     pub async fn dedicated_storage_exists(&self, tenant_id: &str) -> bool {
         match crate::BACKEND {

@@ -17,6 +17,8 @@ mod identity;
 mod limits;
 #[path = "../it/migrate.rs"]
 mod migrate;
+#[path = "../it/mobility.rs"]
+mod mobility;
 #[path = "../it/monitor.rs"]
 mod monitor;
 #[path = "../it/oracle.rs"]
