@@ -182,7 +182,8 @@ impl Services {
     /// again on the new copy. Deleted: 404. Still sealed in place: `op`
     /// waits and retries, so a writer caught in a move's freeze is delayed,
     /// never refused. A shared-tier tenant created before copies carried
-    /// their mark (the usage row) gets it once.
+    /// their mark (the usage row) gets it once. A miss (404) is checked
+    /// once against the tenant's placement: the copy may have been dropped.
     pub async fn on_tenant_data<T, F, Fut>(&self, tenant: &Tenant, op: F) -> Result<T>
     where
         F: Fn(Arc<dyn TenantData>) -> Fut,
@@ -191,6 +192,7 @@ impl Services {
         let deadline = tokio::time::Instant::now() + SEALED_WAIT;
         let mut tenant = std::borrow::Cow::Borrowed(tenant);
         let mut provisioned = false;
+        let mut moved = false;
         loop {
             let outcome = match self.data.handle(&tenant).await {
                 Ok(data) => op(data).await,
@@ -199,6 +201,22 @@ impl Services {
             let sealed = match outcome {
                 Err(Error::Sealed) => true,
                 Err(Error::Absent) => false,
+                // A copy a move has just emptied answers "no such record"
+                // to a request that resolved the tenant before the switch.
+                Err(Error::NotFound(what)) if !moved => {
+                    match self.store.tenant_by_id(tenant.id).await? {
+                        Some(fresh)
+                            if (fresh.isolation, &fresh.placement)
+                                != (tenant.isolation, &tenant.placement) =>
+                        {
+                            self.resolver.invalidate();
+                            tenant = std::borrow::Cow::Owned(fresh);
+                            moved = true;
+                            continue;
+                        }
+                        _ => return Err(Error::NotFound(what)),
+                    }
+                }
                 other => return other,
             };
             let fresh = self
@@ -209,6 +227,7 @@ impl Services {
             if (fresh.isolation, &fresh.placement) != (tenant.isolation, &tenant.placement) {
                 self.resolver.invalidate();
                 tenant = std::borrow::Cow::Owned(fresh);
+                moved = true;
                 continue;
             }
             if sealed {
@@ -350,6 +369,11 @@ impl Services {
             .collections
             .get_or_try_insert_with(&key, data.collection(name))
             .await?;
+        if cached.is_none() {
+            // Absence is not kept: it may be read from a copy of the
+            // tenant's data that a move has just emptied.
+            self.caches.collections.invalidate(&key);
+        }
         let def = match cached {
             Some(def) => def,
             None if implicit => {
