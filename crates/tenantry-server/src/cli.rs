@@ -10,8 +10,8 @@ use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tenantry::store::{PageRequest, TenantFilter};
 use tenantry::job::{Job, JobStatus};
+use tenantry::store::{PageRequest, TenantFilter};
 use tenantry::{Isolation, Role, Tenant, TenantStatus};
 use tracing_subscriber::EnvFilter;
 
@@ -453,7 +453,9 @@ async fn tenant_command(services: &Arc<Services>, cmd: &TenantCommand) -> anyhow
                             .collect::<Result<Vec<_>, _>>()
                     })
                     .transpose()
-                    .context("--data-types: tenant, config, users, collections, records, usage, audit")?,
+                    .context(
+                        "--data-types: tenant, config, users, collections, records, usage, audit",
+                    )?,
                 format: serde_json::from_value(serde_json::json!(format))
                     .context("--format must be ndjson or json")?,
             };
@@ -516,7 +518,10 @@ async fn tenant_command(services: &Arc<Services>, cmd: &TenantCommand) -> anyhow
             println!(
                 "moved {tenant} to {}{}",
                 moved.isolation.as_str(),
-                moved.placement.map(|p| format!(" on {p}")).unwrap_or_default()
+                moved
+                    .placement
+                    .map(|p| format!(" on {p}"))
+                    .unwrap_or_default()
             );
             Ok(())
         }

@@ -152,8 +152,12 @@ pub struct JobFilter {
 /// How a run ended.
 #[derive(Clone, Debug, PartialEq)]
 pub enum JobOutcome {
-    Succeeded { result_url: Option<String> },
-    Failed { error: String },
+    Succeeded {
+        result_url: Option<String>,
+    },
+    Failed {
+        error: String,
+    },
     /// Back to the queue, claimable again from `run_after` (a transient
     /// failure; a deletion is retried until it succeeds).
     Retry {

@@ -38,7 +38,9 @@ pub const VERSION: u32 = 1;
 pub const HEADER_BYTES: usize = 2048;
 
 /// What an export may hold; all of it by default.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DataType {
     /// The tenant row: name, plan, metadata, branding…
@@ -484,9 +486,8 @@ mod tests {
     fn items_naming_another_tenant_or_unknown_fields_are_refused_with_their_line() {
         let t = TenantId::new();
         let other = TenantId::new();
-        let line = format!(
-            r#"{{"type":"usage","tenant_id":"{other}","records":1,"storage_bytes":2}}"#
-        );
+        let line =
+            format!(r#"{{"type":"usage","tenant_id":"{other}","records":1,"storage_bytes":2}}"#);
         let e = parse_item(7, &line, t).expect_err("foreign");
         assert_eq!(e.line, 7);
         assert!(e.message.contains(&other.to_string()), "{e}");

@@ -5,7 +5,9 @@ use super::extract::{ApiJson, ApiQuery, Page, PageParams};
 use super::{Problem, with_tenant};
 use crate::app::AppState;
 use crate::auth::Authenticated;
-use crate::control::jobs::{ExportFormat, ExportRequest, JobAccepted, JobQuery, JobView, MoveRequest};
+use crate::control::jobs::{
+    ExportFormat, ExportRequest, JobAccepted, JobQuery, JobView, MoveRequest,
+};
 use crate::error::{Error, Validator};
 use axum::Json;
 use axum::body::Body;
@@ -116,18 +118,27 @@ async fn job_result(
         .get("format")
         .and_then(|f| serde_json::from_value(f.clone()).ok())
         .unwrap_or_default();
-    let path = s.jobs.export_path(job.tenant_id, job.id, format.extension());
+    let path = s
+        .jobs
+        .export_path(job.tenant_id, job.id, format.extension());
     // Another node's data dir holds it, or the tenant was deleted since.
     let file = tokio::fs::File::open(&path)
         .await
         .map_err(|_| Error::NotFound("export file".into()))?;
     if let Some(tenant) = s.store.tenant_by_id(job.tenant_id).await? {
-        s.audit(Some(&tenant), &actor, "tenant.export_download", &format!("jobs/{}", job.id))
-            .await?;
+        s.audit(
+            Some(&tenant),
+            &actor,
+            "tenant.export_download",
+            &format!("jobs/{}", job.id),
+        )
+        .await?;
     }
     let mut res = Body::from_stream(tokio_util::io::ReaderStream::new(file)).into_response();
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
     if let Ok(v) = HeaderValue::from_str(&format!(
         "attachment; filename=\"tenant-{}-{}.{}\"",
         job.tenant_id,
@@ -200,7 +211,14 @@ async fn import_tenant(
             }
             stored
         }
-        Err(_) => save(body.into_data_stream().map_err(std::io::Error::other), &path, limit).await,
+        Err(_) => {
+            save(
+                body.into_data_stream().map_err(std::io::Error::other),
+                &path,
+                limit,
+            )
+            .await
+        }
     };
     if let Err(e) = stored {
         let _ = tokio::fs::remove_file(&path).await;

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use tenantry::audit::NewAuditEntry;
 use tenantry::record::{
     CollectionDef, Filter, FilterOp, Operand, Record, RecordCursor, RecordQuery, SortKey,
-    collection_resource, record_resource,
-    merge_patch, sort_value, valid_collection_name, valid_field,
+    collection_resource, merge_patch, record_resource, sort_value, valid_collection_name,
+    valid_field,
 };
 use tenantry::store::{PageRequest, StoreError, TenantData, TenantFilter};
 use tenantry::{Principal, RecordId, Role, Tenant, TenantStatus};
@@ -795,9 +795,5 @@ impl Services {
 
 /// The audit entry of a record change.
 fn record_audit(acting: &Acting, action: &str, def: &CollectionDef, id: RecordId) -> NewAuditEntry {
-    audit_entry(
-        &acting.principal,
-        action,
-        record_resource(&def.name, id),
-    )
+    audit_entry(&acting.principal, action, record_resource(&def.name, id))
 }

@@ -196,11 +196,26 @@ impl Services {
         }
         match actor.role {
             Role::SuperAdmin => {}
-            Role::OrgAdmin => filter.organization = Some(actor.org_id.ok_or(Error::Forbidden("no organization".into()))?),
-            Role::Admin => filter.tenant = Some(actor.tenant_id.ok_or(Error::Forbidden("no tenant".into()))?),
+            Role::OrgAdmin => {
+                filter.organization = Some(
+                    actor
+                        .org_id
+                        .ok_or(Error::Forbidden("no organization".into()))?,
+                )
+            }
+            Role::Admin => {
+                filter.tenant = Some(
+                    actor
+                        .tenant_id
+                        .ok_or(Error::Forbidden("no tenant".into()))?,
+                )
+            }
             _ => return Err(Error::Forbidden("admins only".into())),
         }
-        if filter.tenant.is_some_and(|t| actor.tenant_id.is_some_and(|own| own != t)) {
+        if filter
+            .tenant
+            .is_some_and(|t| actor.tenant_id.is_some_and(|own| own != t))
+        {
             return Ok(Vec::new());
         }
         Ok(self.store.list_jobs(&filter, page).await?)
@@ -230,7 +245,8 @@ impl Services {
         request: ExportRequest,
     ) -> Result<Job> {
         let tenant = self.administered_tenant(actor, id_or_slug).await?;
-        let mut params = serde_json::to_value(&request).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut params =
+            serde_json::to_value(&request).map_err(|e| Error::Internal(e.to_string()))?;
         if request.data_types.is_none() {
             params["data_types"] = json!(DataType::ALL);
         }
@@ -285,7 +301,8 @@ impl Services {
                 return Err(Error::invalid(
                     "server",
                     if known.is_empty() {
-                        "this deployment has one database server: [[placement.servers]] lists none".to_owned()
+                        "this deployment has one database server: [[placement.servers]] lists none"
+                            .to_owned()
                     } else {
                         format!("not a configured server (configured: {})", known.join(", "))
                     },
@@ -329,7 +346,13 @@ impl Services {
     ) -> Result<Job> {
         let params = serde_json::to_value(crate::jobs::import::Params { file, remove_file })
             .map_err(|e| Error::Internal(e.to_string()))?;
-        self.enqueue(actor, tenant, JobKind::Import, params, Some(self.jobs.node.clone()))
-            .await
+        self.enqueue(
+            actor,
+            tenant,
+            JobKind::Import,
+            params,
+            Some(self.jobs.node.clone()),
+        )
+        .await
     }
 }

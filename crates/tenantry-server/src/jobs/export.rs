@@ -96,7 +96,8 @@ pub async fn run(run: &mut Run<'_>) -> JobResult<Option<String>> {
         loop {
             let users = s.store.list_users(&tenant, &page).await?;
             for u in &users {
-                out.item(&Item::User(portable::UserItem::new(id, u))).await?;
+                out.item(&Item::User(portable::UserItem::new(id, u)))
+                    .await?;
             }
             match users.last() {
                 Some(last) if users.len() == PAGE as usize => page.after = Some(last.id.0),
@@ -131,8 +132,12 @@ pub async fn run(run: &mut Run<'_>) -> JobResult<Option<String>> {
         let today = s.clock.now().date_naive();
         let from = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or(today);
         // Counted but not flushed yet, as the usage report shows them.
-        let mut days: BTreeMap<chrono::NaiveDate, u64> =
-            s.store.request_counts(&tenant, from, today).await?.into_iter().collect();
+        let mut days: BTreeMap<chrono::NaiveDate, u64> = s
+            .store
+            .request_counts(&tenant, from, today)
+            .await?
+            .into_iter()
+            .collect();
         for (day, n) in s.daily_quota.pending(tenant.id) {
             *days.entry(day).or_default() += n;
         }
@@ -177,7 +182,9 @@ pub async fn run(run: &mut Run<'_>) -> JobResult<Option<String>> {
 async fn export_data_chain(out: &mut Writer, data: &dyn TenantData, t: &Tenant) -> JobResult<()> {
     let mut after = 0;
     loop {
-        let page = data.list_audit(&AuditFilter::default(), after, PAGE).await?;
+        let page = data
+            .list_audit(&AuditFilter::default(), after, PAGE)
+            .await?;
         for (seq, e) in &page {
             out.item(&Item::Audit(portable::AuditItem::new(t.id, *seq, e)))
                 .await?;
@@ -257,7 +264,11 @@ impl Writer {
         if self.format == ExportFormat::Ndjson {
             self.out.write_all(b"\n").await?;
         }
-        *self.header.counts.entry(item.kind().to_owned()).or_default() += 1;
+        *self
+            .header
+            .counts
+            .entry(item.kind().to_owned())
+            .or_default() += 1;
         self.written += 1;
         Ok(())
     }

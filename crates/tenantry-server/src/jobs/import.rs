@@ -201,9 +201,8 @@ impl Lines {
         let header_text = match first.strip_prefix("{\"header\":") {
             Some(rest) => {
                 lines.json = true;
-                rest.strip_suffix(',').ok_or_else(|| {
-                    LineError::new(1, "a JSON export's first line ends with `,`")
-                })?
+                rest.strip_suffix(',')
+                    .ok_or_else(|| LineError::new(1, "a JSON export's first line ends with `,`"))?
             }
             None => first,
         };
@@ -290,9 +289,10 @@ async fn check_file(run: &Run<'_>, path: &Path) -> Result<Summary, Checked> {
                     let key = summary.key.as_deref().ok_or_else(|| {
                         bad("an encrypted value, but no key item before it".into())
                     })?;
-                    let sealed = c.value.as_str().ok_or_else(|| {
-                        bad("an encrypted value must be its sealed text".into())
-                    })?;
+                    let sealed = c
+                        .value
+                        .as_str()
+                        .ok_or_else(|| bad("an encrypted value must be its sealed text".into()))?;
                     s.keyring
                         .open_value(source, key, &c.key, sealed)
                         .map_err(|_| {
@@ -362,7 +362,16 @@ async fn check_file(run: &Run<'_>, path: &Path) -> Result<Summary, Checked> {
 /// An import restores into an empty tenant only.
 async fn check_empty(run: &Run<'_>, t: &Tenant, data: &dyn TenantData) -> JobResult<()> {
     let s = run.services;
-    let users = s.store.list_users(t, &PageRequest { after: None, limit: 1 }).await?;
+    let users = s
+        .store
+        .list_users(
+            t,
+            &PageRequest {
+                after: None,
+                limit: 1,
+            },
+        )
+        .await?;
     let config = s.store.list_config(t).await?;
     let collections = data.collections().await?;
     if users.is_empty() && config.is_empty() && collections.is_empty() {
@@ -400,7 +409,11 @@ async fn apply_rows(
         last = no;
         match portable::parse_item(no, &text, source).map_err(|e| JobError::Fatal(e.to_string()))? {
             Item::User(u) => control.users.push(u.user()),
-            Item::Config(c) => control.config.push(reseal(run, summary, source, target, &target_key, &c)?),
+            Item::Config(c) => {
+                control
+                    .config
+                    .push(reseal(run, summary, source, target, &target_key, &c)?)
+            }
             Item::Collection(c) => rows.collections.push(c.def()),
             Item::Record(r) => rows.records.push((r.collection.clone(), r.record())),
             _ => continue,
@@ -442,9 +455,9 @@ async fn flush(
 /// on a retry.
 fn fatal_conflict(e: tenantry::store::StoreError) -> JobError {
     match e {
-        tenantry::store::StoreError::Conflict(field) => {
-            JobError::Fatal(format!("the file conflicts with the tenant's data on `{field}`"))
-        }
+        tenantry::store::StoreError::Conflict(field) => JobError::Fatal(format!(
+            "the file conflicts with the tenant's data on `{field}`"
+        )),
         other => other.into(),
     }
 }
@@ -495,7 +508,9 @@ async fn relink_data_chain(
     let mut batch = Restore::default();
     let mut linked = 0u64;
     while let Some((no, text)) = lines.next().await.map_err(checked)? {
-        let Item::Audit(a) = portable::parse_item(no, &text, source).map_err(|e| JobError::Fatal(e.to_string()))? else {
+        let Item::Audit(a) =
+            portable::parse_item(no, &text, source).map_err(|e| JobError::Fatal(e.to_string()))?
+        else {
             continue;
         };
         if a.chain != AuditChain::Data {
@@ -564,16 +579,30 @@ async fn finish_control(
     }
     step.audit = Some(run.audit(
         "tenant.import",
-        format!("tenants/{}/jobs/{} from tenant {source}", target.id, run.job.id),
+        format!(
+            "tenants/{}/jobs/{} from tenant {source}",
+            target.id, run.job.id
+        ),
     ));
     s.store
-        .import_control(target, run.job.id, &run.worker, &json!({"phase": "done"}), &step)
+        .import_control(
+            target,
+            run.job.id,
+            &run.worker,
+            &json!({"phase": "done"}),
+            &step,
+        )
         .await?;
     Ok(())
 }
 
 /// Removes what phase 1 wrote: the tenant is empty again, as before the import.
-async fn undo(run: &Run<'_>, summary: &Summary, t: &Tenant, data: &dyn TenantData) -> JobResult<()> {
+async fn undo(
+    run: &Run<'_>,
+    summary: &Summary,
+    t: &Tenant,
+    data: &dyn TenantData,
+) -> JobResult<()> {
     run.services
         .store
         .undo_restore(t, &summary.users, &summary.config_keys)

@@ -162,7 +162,13 @@ impl Run<'_> {
         let held = self
             .services
             .store
-            .heartbeat_job(self.job.id, &self.worker, Utc::now(), progress, Some(&state))
+            .heartbeat_job(
+                self.job.id,
+                &self.worker,
+                Utc::now(),
+                progress,
+                Some(&state),
+            )
             .await?;
         if !held {
             return Err(JobError::Transient(
@@ -310,7 +316,9 @@ async fn run(
     match &outcome {
         JobOutcome::Succeeded { .. } => tracing::info!(job_id = %id, "job succeeded"),
         JobOutcome::Failed { error } => tracing::warn!(job_id = %id, %error, "job failed"),
-        JobOutcome::Retry { error, .. } => tracing::warn!(job_id = %id, %error, "job will be retried"),
+        JobOutcome::Retry { error, .. } => {
+            tracing::warn!(job_id = %id, %error, "job will be retried")
+        }
     }
     if let Err(e) = services.store.finish_job(id, worker, now, &outcome).await {
         // The lease runs out and the job is claimed again.

@@ -159,7 +159,9 @@ async fn tenant_lifecycle_create_get_patch_suspend_activate_delete() {
     assert_eq!(plan.status, 202, "{}", plan.text);
     let job = app.wait_job(&token, &plan.body["job_id"]).await;
     assert_eq!(job["kind"], "move");
-    let moved = app.get(&format!("/api/v1/tenants/{id}"), Some(&token)).await;
+    let moved = app
+        .get(&format!("/api/v1/tenants/{id}"), Some(&token))
+        .await;
     assert_eq!(moved.body["plan"], "enterprise");
     assert_eq!(moved.body["isolation"], "dedicated");
     app.post(

@@ -139,7 +139,15 @@ fn comparable(items: &[Value]) -> BTreeMap<String, Vec<Value>> {
         object.remove("tenant_id");
         let kind = object["type"].as_str().expect("type").to_owned();
         let drop: &[&str] = match kind.as_str() {
-            "tenant" => &["slug", "plan", "isolation", "organization_id", "domain", "created_at", "updated_at"],
+            "tenant" => &[
+                "slug",
+                "plan",
+                "isolation",
+                "organization_id",
+                "domain",
+                "created_at",
+                "updated_at",
+            ],
             "key" => &["wrapped_key"],
             "config" if object["encrypted"] == true => &["value"],
             "audit" => &["seq", "id", "prev_hash", "hash"],
@@ -169,11 +177,16 @@ async fn export_then_import_then_export_gives_the_same_content_on_both_tiers_and
         assert_eq!(header["counts"]["user"], 2);
         let user = items.iter().find(|i| i["type"] == "user").expect("a user");
         assert!(
-            user["password_hash"].as_str().is_some_and(|h| h.starts_with("$argon2id$")),
+            user["password_hash"]
+                .as_str()
+                .is_some_and(|h| h.starts_with("$argon2id$")),
             "hashes, never passwords: {user}"
         );
         assert!(!file.contains(USER_PASSWORD), "no plaintext password");
-        assert!(!file.contains(&format!("secret-of-{src}")), "encrypted values stay encrypted");
+        assert!(
+            !file.contains(&format!("secret-of-{src}")),
+            "encrypted values stay encrypted"
+        );
         let patched = items
             .iter()
             .find(|i| i["type"] == "record" && i["data"]["status"] == "resolved")
@@ -181,7 +194,11 @@ async fn export_then_import_then_export_gives_the_same_content_on_both_tiers_and
         assert_eq!(patched["version"], 3);
 
         // Into a new, empty tenant (another tier than the source's, even).
-        let other = if tier == "shared" { "dedicated" } else { "shared" };
+        let other = if tier == "shared" {
+            "dedicated"
+        } else {
+            "shared"
+        };
         app.post(
             "/api/v1/tenants",
             Some(&staff),
@@ -195,10 +212,16 @@ async fn export_then_import_then_export_gives_the_same_content_on_both_tiers_and
         let (mut a, mut b) = (comparable(&items), comparable(&items2));
         // The target's own chain holds the source's entries, in order,
         // among its own (its creation, the import).
-        let (audit_a, audit_b) = (a.remove("audit").unwrap_or_default(), b.remove("audit").unwrap_or_default());
+        let (audit_a, audit_b) = (
+            a.remove("audit").unwrap_or_default(),
+            b.remove("audit").unwrap_or_default(),
+        );
         let mut rest = audit_b.iter();
         for entry in &audit_a {
-            assert!(rest.any(|e| e == entry), "{entry} missing from the imported chain");
+            assert!(
+                rest.any(|e| e == entry),
+                "{entry} missing from the imported chain"
+            );
         }
         assert_eq!(a, b, "everything but the audit chain comes back as it was");
         assert_eq!(header2["counts"]["record"], header["counts"]["record"]);
@@ -209,11 +232,22 @@ async fn export_then_import_then_export_gives_the_same_content_on_both_tiers_and
             .tenant_login(&dst, &format!("clerk@{src}.example"), USER_PASSWORD)
             .await;
         assert_eq!(login.status, 200, "{}", login.text);
-        let clerk = login.body["access_token"].as_str().expect("token").to_owned();
+        let clerk = login.body["access_token"]
+            .as_str()
+            .expect("token")
+            .to_owned();
         let secret = app
-            .get(&format!("/api/v1/tenants/{dst}/config/sms.api_key?reveal=true"), Some(&staff))
+            .get(
+                &format!("/api/v1/tenants/{dst}/config/sms.api_key?reveal=true"),
+                Some(&staff),
+            )
             .await;
-        assert_eq!(secret.body["value"], format!("secret-of-{src}"), "{}", secret.text);
+        assert_eq!(
+            secret.body["value"],
+            format!("secret-of-{src}"),
+            "{}",
+            secret.text
+        );
         app.post(
             "/api/v1/collections/complaints/records",
             Some(&clerk),
@@ -221,18 +255,35 @@ async fn export_then_import_then_export_gives_the_same_content_on_both_tiers_and
         )
         .await
         .assert_problem(409, "conflict");
-        let usage = app.get(&format!("/api/v1/tenants/{dst}/usage"), Some(&staff)).await;
+        let usage = app
+            .get(&format!("/api/v1/tenants/{dst}/usage"), Some(&staff))
+            .await;
         assert_eq!(usage.body["records"], 12);
-        let verify = app.get(&format!("/api/v1/tenants/{dst}/audit/verify"), Some(&staff)).await;
+        let verify = app
+            .get(&format!("/api/v1/tenants/{dst}/audit/verify"), Some(&staff))
+            .await;
         assert_eq!(verify.body["valid"], true, "{}", verify.text);
         // The job carries its tenant; it is this tenant admin's to see.
         let admin = app
             .tenant_login(&dst, &format!("admin@{src}.example"), USER_PASSWORD)
             .await;
-        let admin = admin.body["access_token"].as_str().expect("token").to_owned();
-        let own = app.get(&format!("/api/v1/jobs/{}", done["id"].as_str().expect("id")), Some(&admin)).await;
+        let admin = admin.body["access_token"]
+            .as_str()
+            .expect("token")
+            .to_owned();
+        let own = app
+            .get(
+                &format!("/api/v1/jobs/{}", done["id"].as_str().expect("id")),
+                Some(&admin),
+            )
+            .await;
         assert_eq!(own.status, 200, "{}", own.text);
-        let theirs = app.get(&format!("/api/v1/jobs/{}", job["id"].as_str().expect("id")), Some(&admin)).await;
+        let theirs = app
+            .get(
+                &format!("/api/v1/jobs/{}", job["id"].as_str().expect("id")),
+                Some(&admin),
+            )
+            .await;
         theirs.assert_problem(404, "not_found");
     }
 }
@@ -247,9 +298,15 @@ async fn an_export_holds_nothing_of_another_tenant() {
     let (_, file) = export(&app, &staff, "alpha", "ndjson").await;
     let (header, items) = parse(&file);
     assert_eq!(header["tenant_id"], a["id"]);
-    assert!(items.iter().all(|i| i["tenant_id"] == a["id"]), "every item is alpha's");
+    assert!(
+        items.iter().all(|i| i["tenant_id"] == a["id"]),
+        "every item is alpha's"
+    );
     for other in [&b, &c] {
-        assert!(!file.contains(other["id"].as_str().expect("id")), "no other tenant's id");
+        assert!(
+            !file.contains(other["id"].as_str().expect("id")),
+            "no other tenant's id"
+        );
     }
     for word in ["bravo", "charlie"] {
         assert!(!file.contains(word), "no other tenant's data ({word})");
@@ -266,7 +323,10 @@ async fn bad_import_files_fail_the_job_naming_the_line_and_leave_the_target_as_i
     let (src, _) = seeded(&app, &staff, "origin", "shared").await;
     let (_, file) = export(&app, &staff, "origin", "ndjson").await;
     let lines: Vec<&str> = file.lines().collect();
-    let foreign = lines[5].replace(src["id"].as_str().expect("id"), &uuid::Uuid::now_v7().to_string());
+    let foreign = lines[5].replace(
+        src["id"].as_str().expect("id"),
+        &uuid::Uuid::now_v7().to_string(),
+    );
     let with_line = |n: usize, text: &str| {
         let mut l = lines.clone();
         l[n] = text;
@@ -274,7 +334,10 @@ async fn bad_import_files_fail_the_job_naming_the_line_and_leave_the_target_as_i
     };
     let cases = [
         (with_line(4, "{not json"), "line 5"),
-        (file.replacen("\"version\":1", "\"version\":9", 1), "unknown format version 9"),
+        (
+            file.replacen("\"version\":1", "\"version\":9", 1),
+            "unknown format version 9",
+        ),
         (with_line(5, &foreign), "line 6"),
         (lines[..lines.len() - 1].join("\n"), "header counts"),
     ];
@@ -292,23 +355,43 @@ async fn bad_import_files_fail_the_job_naming_the_line_and_leave_the_target_as_i
         assert!(error.contains(expected), "{expected:?} in {error:?}");
         // Exactly as before: no users, config or data, and writes work (no seal left).
         let users = app
-            .call_with(Method::GET, "/api/v1/users", Some(&staff), &[("x-tenant-slug", &slug)], None)
+            .call_with(
+                Method::GET,
+                "/api/v1/users",
+                Some(&staff),
+                &[("x-tenant-slug", &slug)],
+                None,
+            )
             .await;
         assert_eq!(users.body["items"], json!([]), "{}", users.text);
-        let config = app.get(&format!("/api/v1/tenants/{slug}/config"), Some(&staff)).await;
+        let config = app
+            .get(&format!("/api/v1/tenants/{slug}/config"), Some(&staff))
+            .await;
         assert_eq!(config.body, json!({}));
-        let usage = app.get(&format!("/api/v1/tenants/{slug}/usage"), Some(&staff)).await;
+        let usage = app
+            .get(&format!("/api/v1/tenants/{slug}/usage"), Some(&staff))
+            .await;
         assert_eq!(usage.body["records"], 0);
         let write = app
-            .call_with(Method::POST, "/api/v1/collections/x/records", Some(&staff),
-                       &[("x-tenant-slug", &slug)], Some(json!({"ok": true})))
+            .call_with(
+                Method::POST,
+                "/api/v1/collections/x/records",
+                Some(&staff),
+                &[("x-tenant-slug", &slug)],
+                Some(json!({"ok": true})),
+            )
             .await;
         assert_eq!(write.status, 201, "{}", write.text);
     }
     // A tenant that holds data already is no import target.
     let job = import(&app, &staff, "target-0", file.clone()).await;
     assert_eq!(job["status"], "failed");
-    assert!(job["error"].as_str().is_some_and(|e| e.contains("not empty")), "{job}");
+    assert!(
+        job["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not empty")),
+        "{job}"
+    );
     // Past the configured limit: refused at the door (the upload) ...
     let big = format!("{file}{}", " ".repeat(200_001));
     let res = app
@@ -319,18 +402,34 @@ async fn bad_import_files_fail_the_job_naming_the_line_and_leave_the_target_as_i
         .send()
         .await
         .expect("send");
-    TestApp::read(res).await.assert_problem(413, "payload_too_large");
+    TestApp::read(res)
+        .await
+        .assert_problem(413, "payload_too_large");
     // ... and by the job itself for a file handed over otherwise (the CLI).
     let path = app.dir.path().join("big.ndjson");
     std::fs::write(&path, big).expect("write");
     let services = &app.app_state.services;
-    let target = services.find_tenant("target-2").await.expect("store").expect("tenant");
+    let target = services
+        .find_tenant("target-2")
+        .await
+        .expect("store")
+        .expect("tenant");
     let queued = services
-        .start_import(&tenantry_server::control::console_operator(), &target, path, false)
+        .start_import(
+            &tenantry_server::control::console_operator(),
+            &target,
+            path,
+            false,
+        )
         .await
         .expect("queued");
     let job = app.wait_job_end(&staff, &json!(queued.id)).await;
-    assert!(job["error"].as_str().is_some_and(|e| e.contains("over the limit")), "{job}");
+    assert!(
+        job["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("over the limit")),
+        "{job}"
+    );
 }
 
 #[tokio::test]
@@ -342,49 +441,98 @@ async fn jobs_are_seen_by_staff_over_the_tenant_and_its_own_admins_only() {
         let staff = staff.clone();
         let name = name.to_owned();
         async move {
-            let o = app.post("/api/v1/organizations", Some(&staff), json!({"name": name})).await;
+            let o = app
+                .post("/api/v1/organizations", Some(&staff), json!({"name": name}))
+                .await;
             let id = o.body["id"].as_str().expect("org").to_owned();
             let email = format!("boss@{name}.example");
-            app.post(&format!("/api/v1/organizations/{id}/admins"), Some(&staff),
-                     json!({"email": email, "password": USER_PASSWORD, "name": "Boss"})).await;
+            app.post(
+                &format!("/api/v1/organizations/{id}/admins"),
+                Some(&staff),
+                json!({"email": email, "password": USER_PASSWORD, "name": "Boss"}),
+            )
+            .await;
             let login = app.login(&email, USER_PASSWORD).await;
-            (id, login.body["access_token"].as_str().expect("token").to_owned())
+            (
+                id,
+                login.body["access_token"]
+                    .as_str()
+                    .expect("token")
+                    .to_owned(),
+            )
         }
     };
     let (org_a, boss_a) = org("north").await;
     let (_, boss_b) = org("south").await;
     let t = app
-        .post("/api/v1/tenants", Some(&boss_a),
-              json!({"name": "N", "slug": "north-1", "plan": "basic", "organization_id": org_a}))
+        .post(
+            "/api/v1/tenants",
+            Some(&boss_a),
+            json!({"name": "N", "slug": "north-1", "plan": "basic", "organization_id": org_a}),
+        )
         .await;
     assert_eq!(t.status, 201, "{}", t.text);
-    let (_, admin) = app.tenant_user(&staff, "north-1", "a@north.example", "admin").await;
-    let (_, user) = app.tenant_user(&staff, "north-1", "u@north.example", "user").await;
-    let started = app.post("/api/v1/tenants/north-1/export", Some(&boss_a), json!({})).await;
+    let (_, admin) = app
+        .tenant_user(&staff, "north-1", "a@north.example", "admin")
+        .await;
+    let (_, user) = app
+        .tenant_user(&staff, "north-1", "u@north.example", "user")
+        .await;
+    let started = app
+        .post("/api/v1/tenants/north-1/export", Some(&boss_a), json!({}))
+        .await;
     assert_eq!(started.status, 202, "{}", started.text);
     assert!(started.headers.get("location").is_some());
     let id = started.body["job_id"].as_str().expect("job").to_owned();
     let path = format!("/api/v1/jobs/{id}");
     app.wait_job(&staff, &json!(id)).await;
-    for (token, status) in [(&staff, 200), (&boss_a, 200), (&admin, 200), (&boss_b, 404), (&user, 404)] {
+    for (token, status) in [
+        (&staff, 200),
+        (&boss_a, 200),
+        (&admin, 200),
+        (&boss_b, 404),
+        (&user, 404),
+    ] {
         assert_eq!(app.get(&path, Some(token)).await.status.as_u16(), status);
         let download = app.get(&format!("{path}/result"), Some(token)).await;
         assert_eq!(download.status.as_u16(), status, "{}", download.text);
     }
-    let listed = app.get("/api/v1/jobs?tenant=north-1&status=succeeded", Some(&boss_a)).await;
-    assert_eq!(listed.body["items"].as_array().map(Vec::len), Some(1), "{}", listed.text);
+    let listed = app
+        .get(
+            "/api/v1/jobs?tenant=north-1&status=succeeded",
+            Some(&boss_a),
+        )
+        .await;
+    assert_eq!(
+        listed.body["items"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        listed.text
+    );
     assert_eq!(listed.body["items"][0]["id"], id.as_str());
     let none = app.get("/api/v1/jobs?tenant=north-1", Some(&boss_b)).await;
     assert_eq!(none.body["items"], json!([]));
-    app.get("/api/v1/jobs?status=nonsense", Some(&staff)).await.assert_problem(422, "validation_failed");
-    app.get("/api/v1/jobs/not-a-job", Some(&staff)).await.assert_problem(404, "not_found");
+    app.get("/api/v1/jobs?status=nonsense", Some(&staff))
+        .await
+        .assert_problem(422, "validation_failed");
+    app.get("/api/v1/jobs/not-a-job", Some(&staff))
+        .await
+        .assert_problem(404, "not_found");
     // A move must go somewhere it is not, and to a configured server.
-    app.post("/api/v1/tenants/north-1/move", Some(&staff), json!({"isolation": "shared"}))
-        .await
-        .assert_problem(422, "validation_failed");
-    app.post("/api/v1/tenants/north-1/move", Some(&staff), json!({"server": "nowhere"}))
-        .await
-        .assert_problem(422, "validation_failed");
+    app.post(
+        "/api/v1/tenants/north-1/move",
+        Some(&staff),
+        json!({"isolation": "shared"}),
+    )
+    .await
+    .assert_problem(422, "validation_failed");
+    app.post(
+        "/api/v1/tenants/north-1/move",
+        Some(&staff),
+        json!({"server": "nowhere"}),
+    )
+    .await
+    .assert_problem(422, "validation_failed");
 }
 
 #[tokio::test]
@@ -393,27 +541,64 @@ async fn one_unfinished_job_per_tenant_and_a_deletion_cancels_what_has_not_start
     let app = TestApp::spawn_with(tempfile::tempdir().expect("dir"), |s| s.job_workers = 0).await;
     let staff = app.admin_token().await;
     app.create_tenant(&staff, "busy", "basic").await;
-    let export = app.post("/api/v1/tenants/busy/export", Some(&staff), json!({})).await;
+    let export = app
+        .post("/api/v1/tenants/busy/export", Some(&staff), json!({}))
+        .await;
     assert_eq!(export.status, 202, "{}", export.text);
-    app.post("/api/v1/tenants/busy/move", Some(&staff), json!({"isolation": "dedicated"}))
-        .await
-        .assert_problem(409, "conflict");
+    app.post(
+        "/api/v1/tenants/busy/move",
+        Some(&staff),
+        json!({"isolation": "dedicated"}),
+    )
+    .await
+    .assert_problem(409, "conflict");
     // A deletion takes precedence over a job that has not started.
-    let deleted = app.call(Method::DELETE, "/api/v1/tenants/busy", Some(&staff), None).await;
+    let deleted = app
+        .call(Method::DELETE, "/api/v1/tenants/busy", Some(&staff), None)
+        .await;
     assert_eq!(deleted.status, 204, "{}", deleted.text);
-    let cancelled = app.get(&format!("/api/v1/jobs/{}", export.body["job_id"].as_str().expect("id")), Some(&staff)).await;
+    let cancelled = app
+        .get(
+            &format!(
+                "/api/v1/jobs/{}",
+                export.body["job_id"].as_str().expect("id")
+            ),
+            Some(&staff),
+        )
+        .await;
     assert_eq!(cancelled.body["status"], "failed");
-    assert!(cancelled.body["error"].as_str().is_some_and(|e| e.contains("deleted")), "{}", cancelled.text);
+    assert!(
+        cancelled.body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("deleted")),
+        "{}",
+        cancelled.text
+    );
     // Deleting at once: unknown to everyone, purge still queued.
-    app.get("/api/v1/tenants/busy", Some(&staff)).await.assert_problem(404, "tenant_not_found");
-    let listed = app.get("/api/v1/tenants?status=deleting", Some(&staff)).await;
+    app.get("/api/v1/tenants/busy", Some(&staff))
+        .await
+        .assert_problem(404, "tenant_not_found");
+    let listed = app
+        .get("/api/v1/tenants?status=deleting", Some(&staff))
+        .await;
     assert_eq!(listed.body["items"][0]["slug"], "busy", "{}", listed.text);
-    let purge: tenantry::JobId = deleted.headers["job-id"].to_str().expect("id").parse().expect("job id");
+    let purge: tenantry::JobId = deleted.headers["job-id"]
+        .to_str()
+        .expect("id")
+        .parse()
+        .expect("job id");
     let job = tenantry_server::jobs::run_to_end(&app.app_state.services, purge, |_| {})
         .await
         .expect("purged");
-    assert_eq!(job.status, tenantry::job::JobStatus::Succeeded, "{:?}", job.error);
-    let listed = app.get("/api/v1/tenants?status=deleted", Some(&staff)).await;
+    assert_eq!(
+        job.status,
+        tenantry::job::JobStatus::Succeeded,
+        "{:?}",
+        job.error
+    );
+    let listed = app
+        .get("/api/v1/tenants?status=deleted", Some(&staff))
+        .await;
     assert_eq!(listed.body["items"][0]["slug"], "busy", "{}", listed.text);
 }
 
@@ -423,10 +608,19 @@ async fn all_records(app: &TestApp, token: &str, collection: &str) -> Vec<Value>
     let mut cursor = String::new();
     loop {
         let page = app
-            .get(&format!("/api/v1/collections/{collection}/records?limit=500&cursor={cursor}"), Some(token))
+            .get(
+                &format!("/api/v1/collections/{collection}/records?limit=500&cursor={cursor}"),
+                Some(token),
+            )
             .await;
         assert_eq!(page.status, 200, "{}", page.text);
-        out.extend(page.body["items"].as_array().expect("items").iter().cloned());
+        out.extend(
+            page.body["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .cloned(),
+        );
         match page.body["next_cursor"].as_str() {
             Some(c) => cursor = c.to_owned(),
             None => return out,
@@ -445,7 +639,8 @@ async fn move_under_load(app: &TestApp, staff: &str, token: &str, to: &str) {
     let writers: Vec<_> = (0..4)
         .map(|w| {
             let (client, base, token) = (app.client.clone(), app.base.clone(), token.to_owned());
-            let (acknowledged, start, collection) = (acknowledged.clone(), start.clone(), collection.clone());
+            let (acknowledged, start, collection) =
+                (acknowledged.clone(), start.clone(), collection.clone());
             tokio::spawn(async move {
                 start.wait().await;
                 let mut mine: Vec<String> = Vec::new();
@@ -460,14 +655,20 @@ async fn move_under_load(app: &TestApp, staff: &str, token: &str, to: &str) {
                     } else {
                         let id = &mine[i % mine.len()];
                         client
-                            .patch(format!("{base}/api/v1/collections/{collection}/records/{id}"))
+                            .patch(format!(
+                                "{base}/api/v1/collections/{collection}/records/{id}"
+                            ))
                             .bearer_auth(&token)
                             .json(&json!({"n": i}))
                             .send()
                             .await
                     };
                     let res = TestApp::read(res.expect("send")).await;
-                    assert!(res.status.is_success(), "write {i} of writer {w}: {}", res.text);
+                    assert!(
+                        res.status.is_success(),
+                        "write {i} of writer {w}: {}",
+                        res.text
+                    );
                     let id = res.body["id"].as_str().expect("id").to_owned();
                     if res.status == 201 {
                         mine.push(id.clone());
@@ -484,7 +685,11 @@ async fn move_under_load(app: &TestApp, staff: &str, token: &str, to: &str) {
     start.wait().await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let moved = app
-        .post("/api/v1/tenants/loaded/move", Some(staff), json!({"isolation": to}))
+        .post(
+            "/api/v1/tenants/loaded/move",
+            Some(staff),
+            json!({"isolation": to}),
+        )
         .await;
     assert_eq!(moved.status, 202, "{}", moved.text);
     for w in writers {
@@ -495,17 +700,33 @@ async fn move_under_load(app: &TestApp, staff: &str, token: &str, to: &str) {
     assert_eq!(tenant.body["isolation"], to);
     let stored = all_records(app, token, &collection).await;
     let acknowledged = acknowledged.lock().expect("lock").clone();
-    let distinct: std::collections::HashSet<&str> =
-        stored.iter().map(|r| r["id"].as_str().expect("id")).collect();
+    let distinct: std::collections::HashSet<&str> = stored
+        .iter()
+        .map(|r| r["id"].as_str().expect("id"))
+        .collect();
     assert_eq!(distinct.len(), stored.len(), "no record twice");
-    assert_eq!(stored.len(), acknowledged.len(), "every acknowledged record");
+    assert_eq!(
+        stored.len(),
+        acknowledged.len(),
+        "every acknowledged record"
+    );
     for r in &stored {
         let (version, data) = &acknowledged[r["id"].as_str().expect("id")];
-        assert_eq!((&r["version"].as_i64().expect("v"), &r["data"]), (version, data), "last version kept");
+        assert_eq!(
+            (&r["version"].as_i64().expect("v"), &r["data"]),
+            (version, data),
+            "last version kept"
+        );
     }
     let usage = app.get("/api/v1/tenants/loaded/usage", Some(staff)).await;
-    assert!(usage.body["records"].as_u64() >= Some(stored.len() as u64), "{}", usage.text);
-    let verify = app.get("/api/v1/tenants/loaded/audit/verify", Some(staff)).await;
+    assert!(
+        usage.body["records"].as_u64() >= Some(stored.len() as u64),
+        "{}",
+        usage.text
+    );
+    let verify = app
+        .get("/api/v1/tenants/loaded/audit/verify", Some(staff))
+        .await;
     assert_eq!(verify.body["valid"], true, "{}", verify.text);
 }
 
@@ -514,15 +735,23 @@ async fn a_move_under_concurrent_writes_loses_no_acknowledged_write_either_way()
     let app = TestApp::spawn().await;
     let staff = app.admin_token().await;
     let t = app
-        .post("/api/v1/tenants", Some(&staff),
-              json!({"name": "L", "slug": "loaded", "plan": "premium", "isolation": "shared"}))
+        .post(
+            "/api/v1/tenants",
+            Some(&staff),
+            json!({"name": "L", "slug": "loaded", "plan": "premium", "isolation": "shared"}),
+        )
         .await;
     let id = t.body["id"].as_str().expect("id").to_owned();
-    let (_, token) = app.tenant_user(&staff, "loaded", "w@loaded.example", "admin").await;
+    let (_, token) = app
+        .tenant_user(&staff, "loaded", "w@loaded.example", "admin")
+        .await;
     move_under_load(&app, &staff, &token, "dedicated").await;
     assert!(app.dedicated_storage_exists(&id).await);
     move_under_load(&app, &staff, &token, "shared").await;
-    assert!(!app.dedicated_storage_exists(&id).await, "the old copy is dropped");
+    assert!(
+        !app.dedicated_storage_exists(&id).await,
+        "the old copy is dropped"
+    );
 }
 
 #[tokio::test]
@@ -554,14 +783,26 @@ async fn a_deletion_under_concurrent_writes_leaves_no_row_of_the_tenant() {
             })
             .collect();
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let deleted = app.call(Method::DELETE, &format!("/api/v1/tenants/{slug}"), Some(&staff), None).await;
+        let deleted = app
+            .call(
+                Method::DELETE,
+                &format!("/api/v1/tenants/{slug}"),
+                Some(&staff),
+                None,
+            )
+            .await;
         assert_eq!(deleted.status, 204, "{}", deleted.text);
         for w in writers {
             let statuses = w.await.expect("writer");
             // Before the deletion: created; after it: the tenant is unknown.
-            let first_refusal = statuses.iter().position(|s| *s != 201).unwrap_or(statuses.len());
+            let first_refusal = statuses
+                .iter()
+                .position(|s| *s != 201)
+                .unwrap_or(statuses.len());
             assert!(
-                statuses[first_refusal..].iter().all(|s| *s == 401 || *s == 404),
+                statuses[first_refusal..]
+                    .iter()
+                    .all(|s| *s == 401 || *s == 404),
                 "{statuses:?}"
             );
         }
@@ -577,11 +818,25 @@ async fn a_deletion_under_concurrent_writes_leaves_no_row_of_the_tenant() {
             .filter(|(table, _)| !table.ends_with("audit_log") && !table.ends_with("jobs"))
             .collect();
         assert_eq!(left, Vec::<(String, i64)>::new(), "tier {tier}");
-        let listed = app.get(&format!("/api/v1/tenants?status=deleted&q={slug}"), Some(&staff)).await;
-        assert_eq!(listed.body["items"][0]["status"], "deleted", "{}", listed.text);
+        let listed = app
+            .get(
+                &format!("/api/v1/tenants?status=deleted&q={slug}"),
+                Some(&staff),
+            )
+            .await;
+        assert_eq!(
+            listed.body["items"][0]["status"], "deleted",
+            "{}",
+            listed.text
+        );
         // Its slug is free again.
-        let again = app.post("/api/v1/tenants", Some(&staff),
-                             json!({"name": "again", "slug": slug, "plan": "basic"})).await;
+        let again = app
+            .post(
+                "/api/v1/tenants",
+                Some(&staff),
+                json!({"name": "again", "slug": slug, "plan": "basic"}),
+            )
+            .await;
         assert_eq!(again.status, 201, "{}", again.text);
     }
 }

@@ -460,7 +460,11 @@ impl TestApp {
             if matches!(res.body["status"].as_str(), Some("succeeded" | "failed")) {
                 return res.body;
             }
-            assert!(std::time::Instant::now() < deadline, "job {id} did not finish: {}", res.text);
+            assert!(
+                std::time::Instant::now() < deadline,
+                "job {id} did not finish: {}",
+                res.text
+            );
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
     }

@@ -258,8 +258,12 @@ pub trait ControlStore: Send + Sync + 'static {
 
     /// Queues a job for a live tenant, recording `audit` in its chain;
     /// `Conflict("job")` when the tenant has an unfinished job already.
-    async fn insert_job(&self, tenant: &Tenant, job: &Job, audit: &NewAuditEntry)
-    -> StoreResult<()>;
+    async fn insert_job(
+        &self,
+        tenant: &Tenant,
+        job: &Job,
+        audit: &NewAuditEntry,
+    ) -> StoreResult<()>;
     async fn job(&self, id: JobId) -> StoreResult<Option<Job>>;
     /// Newest first; the page cursor is a job id.
     async fn list_jobs(&self, filter: &JobFilter, page: &PageRequest) -> StoreResult<Vec<Job>>;
@@ -351,7 +355,9 @@ pub(crate) fn outcome_columns(
 ) {
     use crate::job::JobStatus as S;
     match outcome {
-        JobOutcome::Succeeded { result_url } => (S::Succeeded, Some(1.0), result_url.clone(), None, now),
+        JobOutcome::Succeeded { result_url } => {
+            (S::Succeeded, Some(1.0), result_url.clone(), None, now)
+        }
         JobOutcome::Failed { error } => (S::Failed, None, None, Some(error.clone()), now),
         JobOutcome::Retry { error, run_after } => {
             (S::Queued, None, None, Some(error.clone()), *run_after)

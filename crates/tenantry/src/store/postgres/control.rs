@@ -8,13 +8,13 @@ use crate::ids::{JobId, OrgId, TenantId, UserId};
 use crate::job::{Claim, Job, JobFilter, JobKind, JobOutcome, JobStatus};
 use crate::plan::Plan;
 use crate::store::{
-    ConfigEntry, ControlImport, ControlStore, Organization, PageRequest, PlatformUser, StoreError, StoreResult,
-    TenantFilter, decode, isolation, outcome_columns, page_limit, substring_pattern,
+    ConfigEntry, ControlImport, ControlStore, Organization, PageRequest, PlatformUser, StoreError,
+    StoreResult, TenantFilter, decode, isolation, outcome_columns, page_limit, substring_pattern,
 };
-use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
 use crate::tenant::{Slug, Tenant, TenantStatus};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{Postgres, QueryBuilder, Row};
@@ -569,7 +569,12 @@ impl ControlStore for PgControlStore {
         tx.commit().await.map_err(pg_error)
     }
 
-    async fn relocate_tenant(&self, from: &Tenant, to: &Tenant, a: &NewAuditEntry) -> StoreResult<()> {
+    async fn relocate_tenant(
+        &self,
+        from: &Tenant,
+        to: &Tenant,
+        a: &NewAuditEntry,
+    ) -> StoreResult<()> {
         let mut tx = tenant_tx(&self.db.runtime, from.id).await?;
         let done = sqlx::query(
             "UPDATE tenants SET isolation = $1, placement = $2, schema_version = $3, updated_at = $4
@@ -1021,5 +1026,4 @@ impl ControlStore for PgControlStore {
             .map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)
     }
-
 }

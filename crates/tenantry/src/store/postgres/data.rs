@@ -720,7 +720,11 @@ impl PgTenantData {
     }
 
     /// Creates or replaces a definition row (`created_at` of an existing one stays).
-    async fn upsert_collection(&self, conn: &mut PgConnection, def: &CollectionDef) -> StoreResult<()> {
+    async fn upsert_collection(
+        &self,
+        conn: &mut PgConnection,
+        def: &CollectionDef,
+    ) -> StoreResult<()> {
         sqlx::query(&format!(
             "INSERT INTO {DATA_SCHEMA}.collections (tenant_id, name, schema, unique_fields, indexed_fields,
                 required_feature, created_at, updated_at)
@@ -1492,7 +1496,8 @@ impl TenantData for PgTenantData {
         limit: u32,
     ) -> StoreResult<Vec<(String, Record)>> {
         // The primary key's order (default collation): an index scan, page by page.
-        let (collection, id) = after.map_or((String::new(), Uuid::nil()), |(c, id)| (c.clone(), id.0));
+        let (collection, id) =
+            after.map_or((String::new(), Uuid::nil()), |(c, id)| (c.clone(), id.0));
         let mut tx = self.tx().await?;
         let rows = sqlx::query(&format!(
             "SELECT collection, {RECORD_COLUMNS} FROM {DATA_SCHEMA}.records
@@ -1508,7 +1513,12 @@ impl TenantData for PgTenantData {
         .map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)?;
         rows.iter()
-            .map(|r| Ok((r.try_get("collection").map_err(pg_error)?, record_from_row(r)?)))
+            .map(|r| {
+                Ok((
+                    r.try_get("collection").map_err(pg_error)?,
+                    record_from_row(r)?,
+                ))
+            })
             .collect()
     }
 
@@ -1572,7 +1582,9 @@ impl TenantData for PgTenantData {
                 let fields = self.stored_unique(&mut tx, collection).await?;
                 unique_fields.insert(collection, fields);
             }
-            let fields = unique_fields.get(collection.as_str()).map_or(&[][..], Vec::as_slice);
+            let fields = unique_fields
+                .get(collection.as_str())
+                .map_or(&[][..], Vec::as_slice);
             self.claim(&mut tx, collection, fields, r, true).await?;
             let (added, old_size) = old.map_or((1, 0), |(_, s)| (0, s));
             self.add_usage(&mut tx, added, size - old_size).await?;
@@ -1619,5 +1631,4 @@ impl TenantData for PgTenantData {
         .map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)
     }
-
 }

@@ -407,18 +407,18 @@ fn claim(
             continue;
         };
         tx.prepare_cached(sql)
-        .map_err(direct_error)?
-        .execute(params![
-            t,
-            collection,
-            field,
-            value.to_string(),
-            record.id.to_string()
-        ])
-        .map_err(|e| match direct_error(e) {
-            StoreError::Conflict(_) => StoreError::Conflict(field.clone()),
-            other => other,
-        })?;
+            .map_err(direct_error)?
+            .execute(params![
+                t,
+                collection,
+                field,
+                value.to_string(),
+                record.id.to_string()
+            ])
+            .map_err(|e| match direct_error(e) {
+                StoreError::Conflict(_) => StoreError::Conflict(field.clone()),
+                other => other,
+            })?;
     }
     Ok(())
 }
@@ -471,7 +471,12 @@ fn upsert_collection(tx: &Connection, t: &str, def: &CollectionDef) -> StoreResu
 /// Claims every record's values of the collection's unique fields anew
 /// (`take_over`: as a restore claims, see `claim`). Reads the collection's
 /// records in pages: a large collection is never held in memory whole.
-fn rebuild_claims(tx: &Connection, t: &str, def: &CollectionDef, take_over: bool) -> StoreResult<()> {
+fn rebuild_claims(
+    tx: &Connection,
+    t: &str,
+    def: &CollectionDef,
+    take_over: bool,
+) -> StoreResult<()> {
     tx.execute(
         "DELETE FROM record_uniques WHERE tenant_id = ?1 AND collection = ?2",
         [t, def.name.as_str()],
@@ -599,7 +604,9 @@ fn restore_records(tx: &Connection, t: &str, restore: &Restore) -> StoreResult<(
             let fields = stored_collection(tx, t, collection)?.unwrap_or_default();
             unique_fields.insert(collection, fields);
         }
-        let fields = unique_fields.get(collection.as_str()).map_or(&[][..], Vec::as_slice);
+        let fields = unique_fields
+            .get(collection.as_str())
+            .map_or(&[][..], Vec::as_slice);
         claim(tx, t, collection, fields, r, true)?;
         let (added, old_len) = old.map_or((1, 0), |(_, len)| (0, len));
         add_usage(tx, t, added, data.len() as i64 - old_len)?;
@@ -982,7 +989,10 @@ impl TenantData for SqliteTenantData {
                         |r| {
                             let (c, id, data, version, created_at, updated_at, created_by) =
                                 r.try_into()?;
-                            Ok((c, RecordRow(id, data, version, created_at, updated_at, created_by)))
+                            Ok((
+                                c,
+                                RecordRow(id, data, version, created_at, updated_at, created_by),
+                            ))
                         },
                     )
                     .map_err(direct_error)?;
@@ -1218,11 +1228,14 @@ mod tests {
             created_by: None,
         };
         let refused = handle.insert_record(&def, &record, None, &audit).await;
-        assert!(matches!(refused, Err(StoreError::NotFound)), "{refused:?}");
-        assert!(matches!(
-            handle.collections().await,
-            Err(StoreError::NotFound)
-        ));
+        // Absent, not NotFound: the caller re-resolves the tenant (it may have
+        // moved) instead of reporting a missing record.
+        assert!(matches!(refused, Err(StoreError::Absent)), "{refused:?}");
+        let listed = handle.collections().await;
+        assert!(
+            matches!(listed, Err(StoreError::Absent | StoreError::NotFound)),
+            "{listed:?}"
+        );
     }
 
     /// New tenant databases, shared and dedicated, get the smaller pages.

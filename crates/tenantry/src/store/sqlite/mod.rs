@@ -9,18 +9,18 @@ pub use data::SqliteDataPlane;
 
 use super::migrate::{MigratePolicy, must_run};
 use super::{
-    ConfigEntry, ControlImport, ControlStore, Organization, PageRequest, PlatformUser, StoreError, StoreResult,
-    TenantFilter, decode, isolation, outcome_columns, page_limit, substring_pattern,
+    ConfigEntry, ControlImport, ControlStore, Organization, PageRequest, PlatformUser, StoreError,
+    StoreResult, TenantFilter, decode, isolation, outcome_columns, page_limit, substring_pattern,
 };
 use crate::Role;
 use crate::audit::{AuditChain, NewAuditEntry};
 use crate::ids::{JobId, OrgId, TenantId, UserId};
 use crate::job::{Claim, Job, JobFilter, JobKind, JobOutcome, JobStatus};
-use chrono::{DateTime, Utc};
 use crate::plan::Plan;
 use crate::tenant::{Slug, Tenant, TenantStatus};
 use async_trait::async_trait;
 use audit::ChainAt;
+use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
@@ -667,7 +667,12 @@ impl ControlStore for SqliteControlStore {
         tx.commit().await.map_err(db_error)
     }
 
-    async fn relocate_tenant(&self, from: &Tenant, to: &Tenant, a: &NewAuditEntry) -> StoreResult<()> {
+    async fn relocate_tenant(
+        &self,
+        from: &Tenant,
+        to: &Tenant,
+        a: &NewAuditEntry,
+    ) -> StoreResult<()> {
         let mut tx = begin_write(&self.pool).await?;
         let done = sqlx::query(
             "UPDATE tenants SET isolation = ?, placement = ?, schema_version = ?, updated_at = ?
@@ -1105,5 +1110,4 @@ impl ControlStore for SqliteControlStore {
         }
         tx.commit().await.map_err(db_error)
     }
-
 }
