@@ -568,7 +568,7 @@ async fn tenant_command(services: &Arc<Services>, cmd: &TenantCommand) -> anyhow
 /// Runs a job to its end in this process (or waits for the server that
 /// took it): a progress bar on a terminal, a line per tenth otherwise.
 /// Fails if the job failed.
-async fn follow(services: &Services, id: tenantry::JobId, what: &str) -> anyhow::Result<Job> {
+async fn follow(services: &Arc<Services>, id: tenantry::JobId, what: &str) -> anyhow::Result<Job> {
     use std::io::IsTerminal;
     let terminal = std::io::stderr().is_terminal();
     let bar = crate::migrate::progress_bar(if terminal { 1000 } else { 0 }, what);

@@ -122,6 +122,7 @@ pub async fn run(run: &mut Run<'_>) -> JobResult<Option<String>> {
             }
             done += rows.len() as u64;
             run.set_progress(0.9 * done as f64 / total);
+            tokio::task::yield_now().await;
             match rows.into_iter().last() {
                 Some((c, r)) => after = Some((c, r.id)),
                 None => break,

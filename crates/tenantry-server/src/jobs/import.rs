@@ -448,6 +448,7 @@ async fn flush(
     run.set_progress(0.8 * state.line as f64 / summary.lines.max(1) as f64);
     *control = ControlImport::default();
     *rows = Restore::default();
+    tokio::task::yield_now().await;
     Ok(())
 }
 
@@ -526,6 +527,7 @@ async fn relink_data_chain(
             data.restore(&batch).await?;
             batch = Restore::default();
             run.set_progress(0.8 + 0.1 * linked as f64 / total.max(1) as f64);
+            tokio::task::yield_now().await;
         }
     }
     // The copy's record of the import itself ends the phase (skip > 0 here

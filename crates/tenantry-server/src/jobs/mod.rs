@@ -7,6 +7,11 @@
 //! the restarted server) claims it again. Every job therefore resumes from
 //! whatever point it was cut at: each kind keeps a checkpoint in the job's
 //! `state` and makes each step safe to repeat.
+//!
+//! The heartbeat is a task of its own, and job loops yield after each page
+//! (`yield_now`): SQLite statements run on the async thread without
+//! yielding, and a job polled alongside its heartbeat once starved it past
+//! the lease, so a long copy was taken over again and again.
 
 pub mod export;
 pub mod import;
@@ -270,7 +275,7 @@ async fn claim(
 /// lease stops the run without an outcome (the new holder gives it one); a
 /// stop hands the job back to the queue.
 async fn run(
-    services: &Services,
+    services: &Arc<Services>,
     worker: &str,
     job: Job,
     progress: Arc<Mutex<f64>>,
@@ -289,15 +294,20 @@ async fn run(
             "gave up after {MAX_ATTEMPTS} interrupted runs"
         )))
     } else {
-        let beat = heartbeat(services, id, worker, progress);
-        tokio::select! {
+        // A task of its own: the job's statements may run for long without
+        // yielding (SQLite's run on the async thread), and a heartbeat
+        // polled alongside them would miss its lease.
+        let mut beat = tokio::spawn(heartbeat(services.clone(), id, worker.to_owned(), progress));
+        let outcome = tokio::select! {
             outcome = execute(&mut run) => outcome,
-            () = beat => {
+            _ = &mut beat => {
                 tracing::warn!(job_id = %id, "job lease lost; another worker has it");
                 return;
             }
             _ = stop.changed() => Err(JobError::Interrupted),
-        }
+        };
+        beat.abort();
+        outcome
     };
     let now = Utc::now();
     let outcome = match outcome {
@@ -335,13 +345,13 @@ fn retry(error: String, attempts: u32, now: chrono::DateTime<Utc>) -> JobOutcome
 }
 
 /// Renews the job's lease every third of it; returns once the lease is lost.
-async fn heartbeat(services: &Services, id: JobId, worker: &str, progress: Arc<Mutex<f64>>) {
+async fn heartbeat(services: Arc<Services>, id: JobId, worker: String, progress: Arc<Mutex<f64>>) {
     loop {
         tokio::time::sleep(services.jobs.lease / 3).await;
         let p = *progress.lock().unwrap_or_else(|e| e.into_inner());
         match services
             .store
-            .heartbeat_job(id, worker, Utc::now(), p, None)
+            .heartbeat_job(id, &worker, Utc::now(), p, None)
             .await
         {
             Ok(true) => {}
@@ -364,7 +374,7 @@ async fn execute(run: &mut Run<'_>) -> JobResult<Option<String>> {
 /// be running to take it), or until a server's worker that claimed it first
 /// has finished it. `on_progress` sees the progress as it moves.
 pub async fn run_to_end(
-    services: &Services,
+    services: &Arc<Services>,
     id: JobId,
     mut on_progress: impl FnMut(f64),
 ) -> anyhow::Result<Job> {

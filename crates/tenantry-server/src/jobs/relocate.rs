@@ -28,10 +28,10 @@
 use super::{JobError, JobResult, Run};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::time::Instant;
 use tenantry::audit::AuditFilter;
-use tenantry::record::{Touched, touched};
+use tenantry::record::{Record, Touched, touched};
 use tenantry::store::{Restore, StoreError, TenantData};
 use tenantry::{Isolation, RecordId, Tenant};
 
@@ -137,6 +137,7 @@ async fn move_data(run: &mut Run<'_>, tenant: &Tenant, target: &Tenant) -> JobRe
         })
         .await?;
         run.set_progress(0.7 * copied as f64 / total);
+        tokio::task::yield_now().await;
     }
     for _ in 0..MAX_ROUNDS {
         let (next, caught) = catch_up(from.as_ref(), to.as_ref(), mark).await?;
@@ -237,6 +238,7 @@ async fn copy_chain(from: &dyn TenantData, to: &dyn TenantData) -> JobResult<i64
             ..Restore::default()
         })
         .await?;
+        tokio::task::yield_now().await;
     }
 }
 
@@ -279,28 +281,36 @@ async fn catch_up(
             }
         }
         to.restore(&restore).await?;
+        tokio::task::yield_now().await;
     }
 }
 
 /// Step 5: every record of the source (sealed: it no longer changes) is
 /// on the target as it is, unless the target changed it since the switch.
-/// The target's changes are read after the comparison, so a write that
-/// lands while it runs is known by then. (That the target holds nothing
-/// more was checked by the counts at the switch, before it took writes.)
+/// Both copies are read in id order, collection by collection, and merged:
+/// a page per statement, no lookup per record. The target's changes are
+/// read after the comparison, so a write that lands while it runs is known
+/// by then. (That the target holds nothing more was checked by the counts
+/// at the switch, before it took writes.)
 async fn verify(run: &Run<'_>, source: &Tenant, target: &Tenant, switch_seq: i64) -> JobResult<()> {
     let s = run.services;
     let from = s.data.handle(source).await?;
     let to = s.data.handle(target).await?;
     let mut differing = Vec::new();
-    let mut after: Option<(String, RecordId)> = None;
     let mut compared = 0u64;
-    loop {
-        let page = from.scan_records(after.as_ref(), PAGE).await?;
-        let Some((c, r)) = page.last() else { break };
-        after = Some((c.clone(), r.id));
-        for (c, r) in page {
-            if to.record(&c, r.id).await?.as_ref() != Some(&r) {
-                differing.push((c, r.id));
+    for def in from.collections().await? {
+        let mut theirs = Records::new(to.as_ref(), &def.name);
+        let mut ours = Records::new(from.as_ref(), &def.name);
+        while let Some(r) = ours.next().await? {
+            while theirs.peek().await?.is_some_and(|t| t.id < r.id) {
+                theirs.next().await?;
+            }
+            let same = match theirs.peek().await? {
+                Some(t) if t.id == r.id => theirs.next().await?.as_ref() == Some(&r),
+                _ => false,
+            };
+            if !same {
+                differing.push((def.name.clone(), r.id));
             }
             compared += 1;
         }
@@ -314,6 +324,53 @@ async fn verify(run: &Run<'_>, source: &Tenant, target: &Tenant, switch_seq: i64
         )));
     }
     Ok(())
+}
+
+/// One collection's records in id order, a page at a time. (Within one
+/// collection the order is the uuids' bytes on both engines; across
+/// collections it is the database's collation, which Rust cannot mirror.)
+struct Records<'a> {
+    data: &'a dyn TenantData,
+    collection: &'a str,
+    after: RecordId,
+    page: VecDeque<Record>,
+    ended: bool,
+}
+
+impl<'a> Records<'a> {
+    fn new(data: &'a dyn TenantData, collection: &'a str) -> Self {
+        Self {
+            data,
+            collection,
+            after: RecordId(uuid::Uuid::nil()),
+            page: Default::default(),
+            ended: false,
+        }
+    }
+
+    async fn peek(&mut self) -> JobResult<Option<&Record>> {
+        if self.page.is_empty() && !self.ended {
+            let key = (self.collection.to_owned(), self.after);
+            let rows = self.data.scan_records(Some(&key), PAGE).await?;
+            self.page = rows
+                .into_iter()
+                .take_while(|(c, _)| c == self.collection)
+                .map(|(_, r)| r)
+                .collect();
+            // A short page: the collection (or the table) ended in it.
+            self.ended = self.page.len() < PAGE as usize;
+            if let Some(last) = self.page.back() {
+                self.after = last.id;
+            }
+            tokio::task::yield_now().await;
+        }
+        Ok(self.page.front())
+    }
+
+    async fn next(&mut self) -> JobResult<Option<Record>> {
+        self.peek().await?;
+        Ok(self.page.pop_front())
+    }
 }
 
 /// The records the copy's chain says were changed after `seq`.

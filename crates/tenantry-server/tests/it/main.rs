@@ -3,6 +3,7 @@
 mod audit;
 mod binary;
 mod control_plane;
+mod crash;
 mod data;
 mod edges;
 mod hardening;

@@ -632,8 +632,16 @@ async fn all_records(app: &TestApp, token: &str, collection: &str) -> Vec<Value>
 /// created), while the tenant moves. Every write must be acknowledged (a
 /// move delays writes, it never refuses them), and afterwards every
 /// acknowledged record is there exactly once with its last version.
-async fn move_under_load(app: &TestApp, staff: &str, token: &str, to: &str) {
-    let collection = format!("load_{to}");
+/// `label` names the round's collection; `target` is the move's body.
+pub async fn move_under_load(
+    app: &TestApp,
+    staff: &str,
+    token: &str,
+    slug: &str,
+    label: &str,
+    target: Value,
+) {
+    let collection = format!("load_{label}");
     let acknowledged: Arc<Mutex<HashMap<String, (i64, Value)>>> = Default::default();
     let start = Arc::new(tokio::sync::Barrier::new(5));
     let writers: Vec<_> = (0..4)
@@ -686,9 +694,9 @@ async fn move_under_load(app: &TestApp, staff: &str, token: &str, to: &str) {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let moved = app
         .post(
-            "/api/v1/tenants/loaded/move",
+            &format!("/api/v1/tenants/{slug}/move"),
             Some(staff),
-            json!({"isolation": to}),
+            target.clone(),
         )
         .await;
     assert_eq!(moved.status, 202, "{}", moved.text);
@@ -696,8 +704,17 @@ async fn move_under_load(app: &TestApp, staff: &str, token: &str, to: &str) {
         w.await.expect("writer");
     }
     app.wait_job(staff, &moved.body["job_id"]).await;
-    let tenant = app.get("/api/v1/tenants/loaded", Some(staff)).await;
-    assert_eq!(tenant.body["isolation"], to);
+    let tenant = app
+        .get(&format!("/api/v1/tenants/{slug}"), Some(staff))
+        .await;
+    for (field, wanted) in target.as_object().expect("move body") {
+        let shown = if field == "server" {
+            "placement"
+        } else {
+            field
+        };
+        assert_eq!(&tenant.body[shown], wanted, "{}", tenant.text);
+    }
     let stored = all_records(app, token, &collection).await;
     let acknowledged = acknowledged.lock().expect("lock").clone();
     let distinct: std::collections::HashSet<&str> = stored
@@ -718,14 +735,16 @@ async fn move_under_load(app: &TestApp, staff: &str, token: &str, to: &str) {
             "last version kept"
         );
     }
-    let usage = app.get("/api/v1/tenants/loaded/usage", Some(staff)).await;
+    let usage = app
+        .get(&format!("/api/v1/tenants/{slug}/usage"), Some(staff))
+        .await;
     assert!(
         usage.body["records"].as_u64() >= Some(stored.len() as u64),
         "{}",
         usage.text
     );
     let verify = app
-        .get("/api/v1/tenants/loaded/audit/verify", Some(staff))
+        .get(&format!("/api/v1/tenants/{slug}/audit/verify"), Some(staff))
         .await;
     assert_eq!(verify.body["valid"], true, "{}", verify.text);
 }
@@ -745,13 +764,12 @@ async fn a_move_under_concurrent_writes_loses_no_acknowledged_write_either_way()
     let (_, token) = app
         .tenant_user(&staff, "loaded", "w@loaded.example", "admin")
         .await;
-    move_under_load(&app, &staff, &token, "dedicated").await;
-    assert!(app.dedicated_storage_exists(&id).await);
-    move_under_load(&app, &staff, &token, "shared").await;
-    assert!(
-        !app.dedicated_storage_exists(&id).await,
-        "the old copy is dropped"
-    );
+    for to in ["dedicated", "shared"] {
+        let body = json!({ "isolation": to });
+        move_under_load(&app, &staff, &token, "loaded", to, body).await;
+        // Back on shared, the dedicated copy is dropped.
+        assert_eq!(app.dedicated_storage_exists(&id).await, to == "dedicated");
+    }
 }
 
 #[tokio::test]

@@ -25,9 +25,9 @@ pub enum Backend {
 }
 
 pub struct TestApp {
-    pub base: String,
+    /// Requests to the app (`app.get(…)`, `app.base`: through `Deref`).
+    pub http: Http,
     pub dir: TempDir,
-    pub client: reqwest::Client,
     pub app_state: tenantry_server::AppState,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -187,9 +187,8 @@ impl TestApp {
             .expect("serve");
         });
         Self {
-            base,
+            http: Http::new(base),
             dir,
-            client: reqwest::Client::new(),
             app_state,
             stop: Some(stop),
             task: Some(task),
@@ -319,6 +318,34 @@ impl TestApp {
                         .expect("pg_database");
                 found.is_some()
             }
+        }
+    }
+
+    pub async fn read(res: reqwest::Response) -> Res {
+        Http::read(res).await
+    }
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Http;
+
+    fn deref(&self) -> &Http {
+        &self.http
+    }
+}
+
+/// A JSON client of one running server: the in-process app, or the real
+/// binary in the crash tests.
+pub struct Http {
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+impl Http {
+    pub fn new(base: String) -> Self {
+        Self {
+            base,
+            client: reqwest::Client::new(),
         }
     }
 

@@ -7,6 +7,8 @@
 mod audit;
 #[path = "../it/control_plane.rs"]
 mod control_plane;
+#[path = "../it/crash.rs"]
+mod crash;
 #[path = "../it/data.rs"]
 mod data;
 #[path = "../it/hardening.rs"]

@@ -3,6 +3,7 @@
 //! super-admins see where, organization admins do not, and it all survives
 //! a restart.
 
+use crate::mobility::move_under_load;
 use crate::pg::{Cluster, free_port};
 use crate::support::{ADMIN_PASSWORD, TestApp, USER_PASSWORD};
 use serde_json::json;
@@ -153,4 +154,90 @@ async fn tenants_go_to_the_least_loaded_server_and_their_data_lives_there() {
             .await;
         assert_eq!(listed.body["items"][0]["data"]["slug"], slug.as_str());
     }
+}
+
+/// The tenant's rows in the shared records table of one cluster.
+async fn shared_records_on(cluster: &Cluster, tenant_id: uuid::Uuid) -> i64 {
+    let mut db = PgConnection::connect(&format!("{}/tenantry", cluster.url()))
+        .await
+        .expect("connect");
+    sqlx::query_scalar("SELECT count(*) FROM tenant_data.records WHERE tenant_id = $1")
+        .bind(tenant_id)
+        .fetch_one(&mut db)
+        .await
+        .expect("records")
+}
+
+/// An online move from one PostgreSQL server to another, under writers, on
+/// both tiers: nothing acknowledged is lost and the old server is left
+/// without the tenant's rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tenant_moves_between_servers_under_writes_and_leaves_nothing_behind() {
+    let clusters = [
+        Cluster::start(free_port()).await,
+        Cluster::start(free_port()).await,
+    ];
+    let servers: Vec<Server> = ["pg-a", "pg-b"]
+        .iter()
+        .zip(&clusters)
+        .map(|(name, c)| Server {
+            name: (*name).to_owned(),
+            url: format!("{}/tenantry", c.url()),
+            weight: 1.0,
+        })
+        .collect();
+    let app = TestApp::spawn_with(tempfile::tempdir().expect("dir"), move |s| {
+        s.placement.servers = servers;
+    })
+    .await;
+    let staff = app.admin_token().await;
+    let t = app
+        .post(
+            "/api/v1/tenants",
+            Some(&staff),
+            json!({"name": "Loaded", "slug": "loaded", "plan": "enterprise",
+                   "isolation": "shared"}),
+        )
+        .await;
+    assert_eq!(t.status, 201, "{}", t.text);
+    let id: uuid::Uuid = t.body["id"].as_str().expect("id").parse().expect("uuid");
+    let (_, token) = app
+        .tenant_user(&staff, "loaded", "w@loaded.example", "admin")
+        .await;
+    let shown = app.get("/api/v1/tenants/loaded", Some(&staff)).await;
+    let first = shown.body["placement"]
+        .as_str()
+        .expect("placement")
+        .to_owned();
+    let other = |name: &str| if name == "pg-a" { "pg-b" } else { "pg-a" };
+    let index = |name: &str| usize::from(name == "pg-b");
+
+    // Shared on one server → shared on the other.
+    let second = other(&first);
+    move_under_load(
+        &app,
+        &staff,
+        &token,
+        "loaded",
+        "servers",
+        json!({"server": second}),
+    )
+    .await;
+    assert_eq!(shared_records_on(&clusters[index(&first)], id).await, 0);
+    assert!(shared_records_on(&clusters[index(second)], id).await > 0);
+
+    // Back, and to a database of its own there, in one move.
+    let body = json!({"server": first, "isolation": "dedicated"});
+    move_under_load(&app, &staff, &token, "loaded", "both", body).await;
+    assert_eq!(shared_records_on(&clusters[index(second)], id).await, 0);
+    let mut owner = PgConnection::connect(&format!("{}/postgres", clusters[index(&first)].url()))
+        .await
+        .expect("connect");
+    let databases: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = 'tenantry_' || $1")
+            .bind(id.simple().to_string())
+            .fetch_one(&mut owner)
+            .await
+            .expect("pg_database");
+    assert_eq!(databases, 1, "a database of its own on {first}");
 }

@@ -95,6 +95,22 @@ pub(super) async fn append_at(
     new: &NewAuditEntry,
     time: chrono::DateTime<Utc>,
 ) -> StoreResult<AuditEntry> {
+    let mut linked = append_all_at(conn, at, std::slice::from_ref(&(new.clone(), time))).await?;
+    linked
+        .pop()
+        .ok_or_else(|| crate::store::StoreError::Internal("no audit entry appended".into()))
+}
+
+/// Appends entries in order, each at its own time, under one lock and in
+/// one statement per thousand (an import relinks a whole chain).
+pub(super) async fn append_all_at(
+    conn: &mut PgConnection,
+    at: &ChainAt,
+    entries: &[(NewAuditEntry, chrono::DateTime<Utc>)],
+) -> StoreResult<Vec<AuditEntry>> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
     let lock_key = at
         .tenant
         .map_or_else(|| "platform".to_owned(), |t| t.0.to_string());
@@ -104,44 +120,51 @@ pub(super) async fn append_at(
         .execute(&mut *conn)
         .await
         .map_err(pg_error)?;
-    let (seq, prev) = match head(conn, at).await? {
-        Some((seq, hash)) => (seq + 1, Some(hash)),
-        None => (1, None),
+    let (mut seq, mut prev) = match head(conn, at).await? {
+        Some((seq, hash)) => (seq, Some(hash)),
+        None => (0, None),
     };
-    // timestamptz keeps microseconds: truncate first, so the entry we
-    // return is the entry a later read returns.
-    let entry = AuditEntry::chain(at.kind, at.tenant, new, prev, time.trunc_subsecs(6));
-    insert(conn, at, seq, &entry).await?;
-    Ok(entry)
+    let mut linked = Vec::with_capacity(entries.len());
+    for (new, time) in entries {
+        seq += 1;
+        // timestamptz keeps microseconds: truncate first, so the entry we
+        // return is the entry a later read returns.
+        let entry = AuditEntry::chain(at.kind, at.tenant, new, prev, time.trunc_subsecs(6));
+        prev = Some(entry.hash.clone());
+        linked.push((seq, entry));
+    }
+    insert_all(conn, at, &linked).await?;
+    Ok(linked.into_iter().map(|(_, e)| e).collect())
 }
 
-/// Stores an entry as it is, at `seq` (a move copies a chain verbatim).
-pub(super) async fn insert(
+/// Stores entries as they are, each at its seq (a move copies a chain
+/// verbatim), a thousand rows per statement.
+pub(super) async fn insert_all(
     conn: &mut PgConnection,
     at: &ChainAt,
-    seq: i64,
-    entry: &AuditEntry,
+    entries: &[(i64, AuditEntry)],
 ) -> StoreResult<()> {
-    let sql = format!(
-        "INSERT INTO {} (tenant_id, seq, id, actor, actor_scope, action, resource, at, request_id, prev_hash, hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        at.table
-    );
-    sqlx::query(&sql)
-        .bind(at.tenant.map(|t| t.0))
-        .bind(seq)
-        .bind(entry.id)
-        .bind(&entry.actor)
-        .bind(&entry.actor_scope)
-        .bind(&entry.action)
-        .bind(&entry.resource)
-        .bind(entry.at)
-        .bind(&entry.request_id)
-        .bind(&entry.prev_hash)
-        .bind(&entry.hash)
-        .execute(&mut *conn)
-        .await
-        .map_err(pg_error)?;
+    // 11 parameters a row, under PostgreSQL's 65535 per statement.
+    for chunk in entries.chunks(1000) {
+        let mut q = QueryBuilder::<Postgres>::new(format!(
+            "INSERT INTO {} (tenant_id, seq, id, actor, actor_scope, action, resource, at, request_id, prev_hash, hash) ",
+            at.table
+        ));
+        q.push_values(chunk, |mut row, (seq, entry)| {
+            row.push_bind(at.tenant.map(|t| t.0))
+                .push_bind(*seq)
+                .push_bind(entry.id)
+                .push_bind(&entry.actor)
+                .push_bind(&entry.actor_scope)
+                .push_bind(&entry.action)
+                .push_bind(&entry.resource)
+                .push_bind(entry.at)
+                .push_bind(&entry.request_id)
+                .push_bind(&entry.prev_hash)
+                .push_bind(&entry.hash);
+        });
+        q.build().execute(&mut *conn).await.map_err(pg_error)?;
+    }
     Ok(())
 }
 

@@ -977,9 +977,7 @@ impl ControlStore for PgControlStore {
             .map_err(pg_error)?;
         }
         let chain = ChainAt::control(t.id);
-        for (entry, at) in &step.relink {
-            audit::append_at(&mut tx, &chain, entry, *at).await?;
-        }
+        audit::append_all_at(&mut tx, &chain, &step.relink).await?;
         if let Some(entry) = &step.audit {
             audit::append(&mut tx, &chain, entry).await?;
         }

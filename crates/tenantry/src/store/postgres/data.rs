@@ -29,7 +29,7 @@ use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -912,6 +912,103 @@ impl PgTenantData {
         Ok(())
     }
 
+    /// Restored records, a statement per step for each collection's batch
+    /// (an import or a move writes them by the thousand): sizes of those
+    /// present, one upsert, their claims released and taken anew, and the
+    /// usage moved once. A key given twice keeps its last record, as
+    /// one-by-one upserts would.
+    async fn restore_records(
+        &self,
+        conn: &mut PgConnection,
+        records: &[(String, Record)],
+    ) -> StoreResult<()> {
+        let mut last: HashMap<(&str, Uuid), usize> = HashMap::new();
+        for (i, (collection, r)) in records.iter().enumerate() {
+            last.insert((collection.as_str(), r.id.0), i);
+        }
+        let mut by_collection: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
+        for (i, (collection, r)) in records.iter().enumerate() {
+            if last.get(&(collection.as_str(), r.id.0)) == Some(&i) {
+                by_collection.entry(collection).or_default().push(r);
+            }
+        }
+        let (mut added, mut bytes) = (0i64, 0i64);
+        for (collection, rows) in by_collection {
+            let ids: Vec<Uuid> = rows.iter().map(|r| r.id.0).collect();
+            let sizes: Vec<i64> = rows
+                .iter()
+                .map(|r| r.data.to_string().len() as i64)
+                .collect();
+            let old: HashMap<Uuid, i64> = sqlx::query_as::<_, (Uuid, i64)>(&format!(
+                "SELECT id, size FROM {DATA_SCHEMA}.records
+                 WHERE tenant_id = $1 AND collection = $2 AND id = ANY($3) FOR UPDATE"
+            ))
+            .bind(self.tenant.0)
+            .bind(collection)
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(pg_error)?
+            .into_iter()
+            .collect();
+            sqlx::query(&format!(
+                "INSERT INTO {DATA_SCHEMA}.records (tenant_id, collection, id, data, size, version,
+                    created_at, updated_at, created_by)
+                 SELECT $1, $2, r.* FROM unnest($3::uuid[], $4::jsonb[], $5::int8[], $6::int8[],
+                    $7::timestamptz[], $8::timestamptz[], $9::uuid[])
+                    AS r(id, data, size, version, created_at, updated_at, created_by)
+                 ON CONFLICT (tenant_id, collection, id) DO UPDATE SET data = excluded.data,
+                    size = excluded.size, version = excluded.version, created_at = excluded.created_at,
+                    updated_at = excluded.updated_at, created_by = excluded.created_by"
+            ))
+            .bind(self.tenant.0)
+            .bind(collection)
+            .bind(&ids)
+            .bind(rows.iter().map(|r| Json(&r.data)).collect::<Vec<_>>())
+            .bind(&sizes)
+            .bind(rows.iter().map(|r| r.version).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
+            .bind(
+                rows.iter()
+                    .map(|r| r.created_by.map(|u| u.0))
+                    .collect::<Vec<_>>(),
+            )
+            .execute(&mut *conn)
+            .await
+            .map_err(pg_error)?;
+            sqlx::query(&format!(
+                "DELETE FROM {DATA_SCHEMA}.record_uniques
+                 WHERE tenant_id = $1 AND collection = $2 AND record_id = ANY($3)"
+            ))
+            .bind(self.tenant.0)
+            .bind(collection)
+            .bind(&ids)
+            .execute(&mut *conn)
+            .await
+            .map_err(pg_error)?;
+            let fields = self.stored_unique(conn, collection).await?;
+            if !fields.is_empty() {
+                for r in &rows {
+                    self.claim(conn, collection, &fields, r, true).await?;
+                }
+            }
+            for (r, size) in rows.iter().zip(&sizes) {
+                match old.get(&r.id.0) {
+                    Some(before) => bytes += size - before,
+                    None => {
+                        added += 1;
+                        bytes += size;
+                    }
+                }
+            }
+        }
+        if added != 0 || bytes != 0 {
+            self.add_usage(conn, added, bytes).await?;
+        }
+        Ok(())
+    }
+
     async fn release_uniques(
         &self,
         conn: &mut PgConnection,
@@ -1553,49 +1650,10 @@ impl TenantData for PgTenantData {
                 self.add_usage(&mut tx, -1, -size).await?;
             }
         }
-        let mut unique_fields: HashMap<&str, Vec<String>> = HashMap::new();
-        for (collection, r) in &restore.records {
-            let size = r.data.to_string().len() as i64;
-            let old = self.stored(&mut tx, collection, r.id).await?;
-            sqlx::query(&format!(
-                "INSERT INTO {DATA_SCHEMA}.records (tenant_id, collection, id, data, size, version,
-                    created_at, updated_at, created_by)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                 ON CONFLICT (tenant_id, collection, id) DO UPDATE SET data = excluded.data,
-                    size = excluded.size, version = excluded.version, created_at = excluded.created_at,
-                    updated_at = excluded.updated_at, created_by = excluded.created_by"
-            ))
-            .bind(self.tenant.0)
-            .bind(collection)
-            .bind(r.id.0)
-            .bind(Json(&r.data))
-            .bind(size)
-            .bind(r.version)
-            .bind(r.created_at)
-            .bind(r.updated_at)
-            .bind(r.created_by.map(|u| u.0))
-            .execute(&mut *tx)
-            .await
-            .map_err(pg_error)?;
-            self.release_uniques(&mut tx, collection, r.id).await?;
-            if !unique_fields.contains_key(collection.as_str()) {
-                let fields = self.stored_unique(&mut tx, collection).await?;
-                unique_fields.insert(collection, fields);
-            }
-            let fields = unique_fields
-                .get(collection.as_str())
-                .map_or(&[][..], Vec::as_slice);
-            self.claim(&mut tx, collection, fields, r, true).await?;
-            let (added, old_size) = old.map_or((1, 0), |(_, s)| (0, s));
-            self.add_usage(&mut tx, added, size - old_size).await?;
-        }
+        self.restore_records(&mut tx, &restore.records).await?;
         let chain = ChainAt::data(self.tenant);
-        for (seq, entry) in &restore.audit {
-            audit::insert(&mut tx, &chain, *seq, entry).await?;
-        }
-        for (entry, at) in &restore.relink {
-            audit::append_at(&mut tx, &chain, entry, *at).await?;
-        }
+        audit::insert_all(&mut tx, &chain, &restore.audit).await?;
+        audit::append_all_at(&mut tx, &chain, &restore.relink).await?;
         if let Some(entry) = &restore.append {
             audit::append(&mut tx, &chain, entry).await?;
         }

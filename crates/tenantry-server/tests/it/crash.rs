@@ -1,0 +1,267 @@
+//! Jobs survive a crash: the real `tenantry serve` is killed with SIGKILL
+//! while an import, an export and a move run, and started again. The job
+//! is claimed again once its lease runs out and ends as if nothing had
+//! happened: every record there once, the audit chain intact.
+
+use crate::pg::free_port;
+use crate::support::{ADMIN_EMAIL, ADMIN_PASSWORD, Http, settings_for};
+use serde_json::{Value, json};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Records in the imported tenant: enough that each job runs for a while.
+const RECORDS: usize = 80_000;
+
+/// The real binary on `dir`, on this test binary's engine.
+struct Server {
+    dir: tempfile::TempDir,
+    database_url: Option<String>,
+    child: Option<Child>,
+    http: Http,
+}
+
+impl Server {
+    async fn start(dir: tempfile::TempDir) -> Self {
+        let database_url = settings_for(dir.path()).await.database_url;
+        let mut server = Self {
+            dir,
+            database_url,
+            child: None,
+            http: Http::new(String::new()),
+        };
+        server.restart().await;
+        server
+    }
+
+    /// Starts `tenantry serve` (again) and waits until it is ready.
+    async fn restart(&mut self) {
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantry"));
+        cmd.current_dir(self.dir.path())
+            .env_remove("TENANTRY_DATABASE_URL")
+            .env("TENANTRY_DATA_DIR", self.dir.path())
+            .env("TENANTRY_ADMIN_EMAIL", ADMIN_EMAIL)
+            .env("TENANTRY_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("TENANTRY_RATE_LIMITS", "false")
+            .env("TENANTRY_JOB_LEASE_SECS", "2")
+            .env("TENANTRY_MOVE_SOURCE_GRACE_MS", "0")
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(url) = &self.database_url {
+            cmd.env("TENANTRY_DATABASE_URL", url);
+        }
+        self.child = Some(cmd.spawn().expect("spawn tenantry"));
+        self.http = Http::new(format!("http://127.0.0.1:{port}"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let ready = format!("{}/readyz", self.http.base);
+        while !matches!(self.http.client.get(&ready).send().await, Ok(r) if r.status() == 200) {
+            assert!(Instant::now() < deadline, "the server never became ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGKILL: no shutdown hook runs, nothing is flushed.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill");
+            child.wait().expect("wait");
+        }
+    }
+
+    async fn admin(&self) -> String {
+        let res = self.http.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+        assert_eq!(res.status, 200, "{}", res.text);
+        res.body["access_token"].as_str().expect("token").to_owned()
+    }
+
+    /// Waits until the job is running, kills the server, starts it again,
+    /// and returns the job once it has ended. Asserts it ran twice: the
+    /// kill did hit it mid-run.
+    async fn crash_during(&mut self, job_id: &Value) -> Value {
+        let staff = self.admin().await;
+        let id = job_id.as_str().expect("job id");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let job = self
+                .http
+                .get(&format!("/api/v1/jobs/{id}"), Some(&staff))
+                .await;
+            assert!(
+                job.body["status"] == "queued" || job.body["status"] == "running",
+                "the job ended before the kill (make it longer): {}",
+                job.text
+            );
+            if job.body["status"] == "running" && job.body["progress"].as_f64() > Some(0.0) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "never started: {}", job.text);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.kill();
+        self.restart().await;
+        let staff = self.admin().await;
+        let job = self.http.wait_job_end(&staff, job_id).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+        assert!(job["attempts"].as_u64() >= Some(2), "{job}");
+        job
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An export of a one-record tenant, the record line repeated with new ids
+/// into `RECORDS` records and the header's count to match.
+fn grown(export: &str) -> String {
+    let mut lines = export.lines();
+    let mut header: Value = serde_json::from_str(lines.next().expect("header")).expect("json");
+    let mut out = Vec::new();
+    for line in lines {
+        let item: Value = serde_json::from_str(line).expect("item");
+        if item["type"] != "record" {
+            out.push(line.to_owned());
+            continue;
+        }
+        for n in 0..RECORDS {
+            let mut copy = item.clone();
+            copy["id"] = json!(uuid::Uuid::now_v7());
+            copy["data"] = json!({"n": n, "text": "a record copied for the crash test"});
+            out.push(copy.to_string());
+        }
+    }
+    header["counts"]["record"] = json!(RECORDS);
+    std::iter::once(header.to_string())
+        .chain(out)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+async fn tenant_records(http: &Http, staff: &str, slug: &str) -> u64 {
+    let usage = http
+        .get(&format!("/api/v1/tenants/{slug}/usage"), Some(staff))
+        .await;
+    usage.body["records"].as_u64().expect("records")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_export_and_move_finish_after_the_server_is_killed_mid_job() {
+    let mut server = Server::start(tempfile::tempdir().expect("dir")).await;
+    let staff = server.admin().await;
+    let http = &server.http;
+
+    // A file of RECORDS records, from a real export of a small tenant.
+    http.create_tenant(&staff, "seed", "enterprise").await;
+    let (_, token) = http
+        .tenant_user(&staff, "seed", "a@seed.example", "admin")
+        .await;
+    let r = http
+        .post(
+            "/api/v1/collections/notes/records",
+            Some(&token),
+            json!({"n": 0}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let job = http
+        .post("/api/v1/tenants/seed/export", Some(&staff), json!({}))
+        .await;
+    let job = http.wait_job(&staff, &job.body["job_id"]).await;
+    let file = http
+        .get(job["result_url"].as_str().expect("url"), Some(&staff))
+        .await;
+    let file = grown(&file.text);
+    let path = server.dir.path().join("big.ndjson");
+    std::fs::write(&path, &file).expect("write");
+
+    // Import, killed midway.
+    http.create_tenant(&staff, "big", "enterprise").await;
+    let import = server
+        .http
+        .client
+        .post(format!("{}/api/v1/tenants/big/import", server.http.base))
+        .bearer_auth(&staff)
+        .header("content-type", "application/x-ndjson")
+        .body(file)
+        .send()
+        .await
+        .expect("upload");
+    let import = Http::read(import).await;
+    assert_eq!(import.status, 202, "{}", import.text);
+    server.crash_during(&import.body["job_id"]).await;
+    let staff = server.admin().await;
+    assert_eq!(
+        tenant_records(&server.http, &staff, "big").await,
+        RECORDS as u64
+    );
+
+    // Export, killed midway: the file is whole and holds every record once.
+    let export = server
+        .http
+        .post("/api/v1/tenants/big/export", Some(&staff), json!({}))
+        .await;
+    let job = server.crash_during(&export.body["job_id"]).await;
+    let staff = server.admin().await;
+    let file = server
+        .http
+        .get(job["result_url"].as_str().expect("url"), Some(&staff))
+        .await;
+    assert_eq!(file.status, 200);
+    let ids: std::collections::HashSet<String> = file
+        .text
+        .lines()
+        .skip(1)
+        .map(|l| serde_json::from_str::<Value>(l).expect("every line whole"))
+        .filter(|i| i["type"] == "record")
+        .map(|i| i["id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(ids.len(), RECORDS);
+
+    // Move to the other tier, killed midway.
+    let shown = server.http.get("/api/v1/tenants/big", Some(&staff)).await;
+    let to = if shown.body["isolation"] == "shared" {
+        "dedicated"
+    } else {
+        "shared"
+    };
+    let moved = server
+        .http
+        .post(
+            "/api/v1/tenants/big/move",
+            Some(&staff),
+            json!({ "isolation": to }),
+        )
+        .await;
+    assert_eq!(moved.status, 202, "{}", moved.text);
+    server.crash_during(&moved.body["job_id"]).await;
+    let staff = server.admin().await;
+    let shown = server.http.get("/api/v1/tenants/big", Some(&staff)).await;
+    assert_eq!(shown.body["isolation"], to, "{}", shown.text);
+    assert_eq!(
+        tenant_records(&server.http, &staff, "big").await,
+        RECORDS as u64
+    );
+    let verify = server
+        .http
+        .get("/api/v1/tenants/big/audit/verify", Some(&staff))
+        .await;
+    assert_eq!(verify.body["valid"], true, "{}", verify.text);
+    // And the tenant takes writes where it now lives.
+    let login = server
+        .http
+        .tenant_login("big", "a@seed.example", crate::support::USER_PASSWORD)
+        .await;
+    let token = login.body["access_token"].as_str().expect("token");
+    let r = server
+        .http
+        .post(
+            "/api/v1/collections/notes/records",
+            Some(token),
+            json!({"n": -1}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+}
