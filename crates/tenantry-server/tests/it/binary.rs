@@ -176,6 +176,134 @@ fn cli_manages_tenants_and_plans_through_the_services() {
     assert!(err.contains("not found"), "{err}");
 }
 
+/// Export, import, move and the job list from the command line: each
+/// command runs its job to the end and says how far it got on stderr; a
+/// failed job fails the command with the job's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_exports_imports_moves_and_lists_jobs() {
+    let dir = tempfile::tempdir().expect("dir");
+    let run = |args: &[&str]| run_cli(dir.path(), args);
+    for (slug, name) in [("acme", "Acme Ltd"), ("copy", "Placeholder")] {
+        let (ok, _, err) = run(&[
+            "tenant", "create", "--name", name, "--slug", slug, "--plan", "premium",
+        ]);
+        assert!(ok, "{err}");
+    }
+    // Something to carry: a user and a record, written through the server.
+    let (child, base) = serve(tenantry(dir.path())).await;
+    let http = crate::support::Http::new(base);
+    let login = http
+        .login(crate::support::ADMIN_EMAIL, crate::support::ADMIN_PASSWORD)
+        .await;
+    let staff = login.body["access_token"].as_str().expect("token");
+    let (_, token) = http
+        .tenant_user(staff, "acme", "a@acme.example", "admin")
+        .await;
+    let record = http
+        .post(
+            "/api/v1/collections/notes/records",
+            Some(&token),
+            serde_json::json!({"text": "carried"}),
+        )
+        .await;
+    assert_eq!(record.status, 201, "{}", record.text);
+    stop(child);
+
+    let file = dir.path().join("acme.ndjson");
+    let file_arg = file.to_str().expect("utf-8 path");
+    let (ok, out, err) = run(&["tenant", "export", "acme", "--output", file_arg]);
+    assert!(ok, "{err}");
+    assert!(out.contains("exported acme"), "{out}");
+    assert!(err.contains("export: 100%"), "progress lines: {err}");
+    let header: Value = serde_json::from_str(
+        std::fs::read_to_string(&file)
+            .expect("the file")
+            .lines()
+            .next()
+            .expect("a header"),
+    )
+    .expect("json header");
+    assert_eq!(header["format"], "tenantry-export");
+    assert_eq!(header["slug"], "acme");
+
+    let (ok, out, err) = run(&["tenant", "import", "copy", "--file", file_arg]);
+    assert!(ok, "{err}");
+    assert!(out.contains("imported into copy"), "{out}");
+    let (_, out, _) = run(&["tenant", "show", "copy"]);
+    let copy: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(copy["name"], "Acme Ltd", "the name comes with the file");
+
+    // Not empty any more: a second import fails, naming why.
+    let (ok, _, err) = run(&["tenant", "import", "copy", "--file", file_arg]);
+    assert!(!ok);
+    assert!(err.contains("not empty"), "{err}");
+    let bad = dir.path().join("bad.ndjson");
+    std::fs::write(&bad, "{\"format\":\"tenantry-export\",\"version\":9}\n").expect("write");
+    let (ok, _, err) = run(&[
+        "tenant",
+        "import",
+        "acme",
+        "--file",
+        bad.to_str().expect("utf-8"),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("line 1"), "{err}");
+
+    let (ok, out, err) = run(&["tenant", "move", "copy", "--isolation", "dedicated"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("moved copy to dedicated"), "{out}");
+    let (_, out, _) = run(&["tenant", "show", "copy"]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).expect("json")["isolation"],
+        "dedicated"
+    );
+    let (ok, _, err) = run(&["tenant", "move", "copy", "--isolation", "sideways"]);
+    assert!(!ok);
+    assert!(err.contains("--isolation"), "{err}");
+
+    let id = copy["id"].as_str().expect("id");
+    let (ok, out, err) = run(&["tenant", "jobs", "--tenant", "copy"]);
+    assert!(ok, "{err}");
+    let rows: Vec<&str> = out.lines().skip(1).collect();
+    // Newest first: the move, the failed import, the import.
+    let kinds: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(cols[1], id, "{l}");
+            (cols[2], cols[3])
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("move", "succeeded"),
+            ("import", "failed"),
+            ("import", "succeeded")
+        ],
+        "{out}"
+    );
+    let (_, out, _) = run(&["tenant", "jobs", "--status", "failed"]);
+    assert_eq!(out.lines().count(), 3, "two failed imports: {out}");
+
+    // The record arrived, and is read where the tenant now lives.
+    let (child, base) = serve(tenantry(dir.path())).await;
+    let http = crate::support::Http::new(base);
+    let login = http
+        .tenant_login("copy", "a@acme.example", crate::support::USER_PASSWORD)
+        .await;
+    let token = login.body["access_token"].as_str().expect("token");
+    let listed = http
+        .get("/api/v1/collections/notes/records", Some(token))
+        .await;
+    assert_eq!(
+        listed.body["items"][0]["data"]["text"], "carried",
+        "{}",
+        listed.text
+    );
+    stop(child);
+}
+
 /// `tenantry migrate` from the command line: dedicated tenants behind the
 /// binary's schema stop every command that opens the stores; `migrate`
 /// brings them up and says so.
