@@ -6,11 +6,17 @@
 //! Usage: load <base-url> <admin-email> <admin-password> [tenants] [records-per-tenant] [seconds] [connections] [dedicated-every]
 //!        load <base-url> <admin-email> <admin-password> noisy [seconds]
 //!        load <base-url> <admin-email> <admin-password> provision <tenants> <shared|dedicated> <label>
+//!        load <base-url> <admin-email> <admin-password> mobility <records> <shared|dedicated> <label> <server-pid>
 //! (`provision`: creates tenants one after another and reports the latency
 //! of `POST /api/v1/tenants`, which answers only once the tenant is usable.)
 //! (`noisy`: two tenants on a 50 req/s plan; the quiet one's latency is
 //! measured alone, then while the other sends at 10x its limit, then while
 //! it sends flat out.)
+//! (`mobility`: a tenant of `records` records is exported, the file imported
+//! into a new tenant, and the first moved to the other tier and back while
+//! four writers write to it; prints records/s of each job, the server's RSS
+//! growth during the export and import, and the writers' latency during
+//! the moves.)
 //! (`dedicated-every` = 2: every second tenant is dedicated; 0: none)
 
 use rand::seq::SliceRandom;
@@ -397,6 +403,202 @@ async fn noisy(client: &reqwest::Client, base: &str, staff: &str, secs: u64) -> 
     Ok(())
 }
 
+/// The server's resident memory, in MB (Linux).
+fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Polls a job to its end; returns it with the seconds it took and the
+/// server's peak RSS growth meanwhile (MB over the RSS when it started).
+async fn run_job(
+    client: &reqwest::Client,
+    base: &str,
+    staff: &str,
+    accepted: Value,
+    pid: u32,
+) -> anyhow::Result<(Value, f64, f64)> {
+    let id = accepted["job_id"].as_str().unwrap_or_default().to_owned();
+    let (started, before) = (Instant::now(), rss_mb(pid));
+    let mut peak = before;
+    loop {
+        let job: Value = client
+            .get(format!("{base}/api/v1/jobs/{id}"))
+            .bearer_auth(staff)
+            .send()
+            .await?
+            .json()
+            .await?;
+        peak = peak.max(rss_mb(pid));
+        match job["status"].as_str() {
+            Some("succeeded") => return Ok((job, started.elapsed().as_secs_f64(), peak - before)),
+            Some("failed") => anyhow::bail!("job failed: {job}"),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// Export, import and two online moves of one tenant of `records` records.
+async fn mobility(
+    client: &reqwest::Client,
+    base: &str,
+    staff: &str,
+    records: usize,
+    isolation: &'static str,
+    label: &str,
+    pid: u32,
+) -> anyhow::Result<()> {
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    let slug = format!("m{}-{isolation}", &run[run.len() - 6..]);
+    let target = seed_tenant(
+        client.clone(),
+        base.to_owned(),
+        staff.to_owned(),
+        slug.clone(),
+        "custom",
+        isolation,
+        0,
+    )
+    .await?;
+    let token = Arc::new(target.token);
+    let sem = Arc::new(tokio::sync::Semaphore::new(32));
+    let mut seeding = Vec::with_capacity(records);
+    for n in 0..records {
+        let permit = sem.clone().acquire_owned().await?;
+        let (client, base, token) = (client.clone(), base.to_owned(), token.clone());
+        seeding.push(tokio::spawn(async move {
+            let r = post(&client, format!("{base}/api/v1/collections/complaints/records"), Some(&token),
+                json!({"title": format!("Complaint {n}"), "status": if n % 3 == 0 { "resolved" } else { "open" }, "ward": n % 7}), &[]).await;
+            drop(permit);
+            r
+        }));
+    }
+    for h in seeding {
+        h.await??;
+    }
+
+    let accepted = post(
+        client,
+        format!("{base}/api/v1/tenants/{slug}/export"),
+        Some(staff),
+        json!({}),
+        &[],
+    )
+    .await?;
+    let (job, export_s, export_mb) = run_job(client, base, staff, accepted, pid).await?;
+    let file = client
+        .get(format!(
+            "{base}{}",
+            job["result_url"].as_str().unwrap_or_default()
+        ))
+        .bearer_auth(staff)
+        .send()
+        .await?
+        .bytes()
+        .await?;
+    let copy = format!("{slug}-copy");
+    post(
+        client,
+        format!("{base}/api/v1/tenants"),
+        Some(staff),
+        json!({"name": copy, "slug": copy, "plan": "custom", "isolation": isolation}),
+        &[],
+    )
+    .await?;
+    let res = client
+        .post(format!("{base}/api/v1/tenants/{copy}/import"))
+        .bearer_auth(staff)
+        .header("content-type", "application/x-ndjson")
+        .body(file.clone())
+        .send()
+        .await?;
+    anyhow::ensure!(res.status().is_success(), "import: {}", res.status());
+    let accepted: Value = res.json().await?;
+    let (_, import_s, import_mb) = run_job(client, base, staff, accepted, pid).await?;
+
+    // Four writers, paced to a light load, while the tenant moves away and back.
+    let other = if isolation == "shared" {
+        "dedicated"
+    } else {
+        "shared"
+    };
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let latencies = Arc::new(Mutex::new(Vec::<f64>::new()));
+    let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writers: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, base, token) = (client.clone(), base.to_owned(), token.clone());
+            let (stop, latencies, errors) = (stop.clone(), latencies.clone(), errors.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let sent = Instant::now();
+                    match post(
+                        &client,
+                        format!("{base}/api/v1/collections/moving/records"),
+                        Some(&token),
+                        json!({"n": 1}),
+                        &[],
+                    )
+                    .await
+                    {
+                        Ok(_) => latencies
+                            .lock()
+                            .await
+                            .push(sent.elapsed().as_secs_f64() * 1000.0),
+                        Err(_) => {
+                            errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        })
+        .collect();
+    let mut move_s = Vec::new();
+    for to in [other, isolation] {
+        let accepted = post(
+            client,
+            format!("{base}/api/v1/tenants/{slug}/move"),
+            Some(staff),
+            json!({"isolation": to}),
+            &[],
+        )
+        .await?;
+        move_s.push(run_job(client, base, staff, accepted, pid).await?.1);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        w.await?;
+    }
+    let mut lat = latencies.lock().await.clone();
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    let per_s = |s: f64| records as f64 / s;
+    println!(
+        "| {label} | {records} | {:.0} | {export_mb:.0} | {} | {:.0} | {import_mb:.0} | {:.1} / {:.1} | {} | {:.1} | {:.1} | {} |",
+        per_s(export_s),
+        file.len() / 1_000_000,
+        per_s(import_s),
+        move_s[0],
+        move_s[1],
+        lat.len(),
+        pct(0.99),
+        lat.last().copied().unwrap_or(f64::NAN),
+        errors.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -433,6 +635,17 @@ async fn main() -> anyhow::Result<()> {
         let isolation = args.get(6).map_or("shared", String::as_str);
         let label = args.get(7).map_or(isolation, String::as_str);
         return provision(&client, &base, &staff, n.max(1), isolation, label).await;
+    }
+    if args.get(4).map(String::as_str) == Some("mobility") {
+        let records = args.get(5).and_then(|s| s.parse().ok()).unwrap_or(100_000);
+        let isolation = if args.get(6).map(String::as_str) == Some("dedicated") {
+            "dedicated"
+        } else {
+            "shared"
+        };
+        let label = args.get(7).map_or(isolation, String::as_str);
+        let pid = args.get(8).and_then(|s| s.parse().ok()).unwrap_or(0);
+        return mobility(&client, &base, &staff, records, isolation, label, pid).await;
     }
     if args.get(4).map(String::as_str) == Some("noisy") {
         let secs = args.get(5).and_then(|s| s.parse().ok()).unwrap_or(10);

@@ -119,29 +119,48 @@ async fn move_data(run: &mut Run<'_>, tenant: &Tenant, target: &Tenant) -> JobRe
     let mut mark = copy_chain(from.as_ref(), to.as_ref()).await?;
     let defs = from.collections().await?;
     to.restore(&Restore {
-        collections: defs,
+        collections: defs.clone(),
         ..Restore::default()
     })
     .await?;
+    // What existed at the mark, and no more: each collection up to its
+    // largest id as of now (taken after the mark, so it covers every record
+    // there was then). Later records are the catch-up's, from the chain's
+    // tail; a copy that chased them would never end under steady writes
+    // (new ids sort last).
     let total = from.usage().await?.records.max(1) as f64;
-    let mut after: Option<(String, RecordId)> = None;
     let mut copied = 0u64;
-    loop {
-        let page = from.scan_records(after.as_ref(), PAGE).await?;
-        let Some((c, r)) = page.last() else { break };
-        after = Some((c.clone(), r.id));
-        copied += page.len() as u64;
+    for def in &defs {
+        let Some(last) = from.last_record_id(&def.name).await? else {
+            continue;
+        };
+        let mut records = Records::new(from.as_ref(), &def.name);
+        let mut page = Vec::with_capacity(PAGE as usize);
+        while let Some(r) = records.next().await? {
+            if r.id > last {
+                break;
+            }
+            page.push((def.name.clone(), r));
+            if page.len() == PAGE as usize {
+                copied += page.len() as u64;
+                to.restore(&Restore {
+                    records: std::mem::take(&mut page),
+                    ..Restore::default()
+                })
+                .await?;
+                run.set_progress(0.7 * copied as f64 / total);
+            }
+        }
         to.restore(&Restore {
             records: page,
             ..Restore::default()
         })
         .await?;
-        run.set_progress(0.7 * copied as f64 / total);
-        tokio::task::yield_now().await;
     }
-    for _ in 0..MAX_ROUNDS {
+    for round in 0..MAX_ROUNDS {
         let (next, caught) = catch_up(from.as_ref(), to.as_ref(), mark).await?;
         mark = next;
+        run.set_progress(0.7 + 0.1 * (round + 1) as f64 / MAX_ROUNDS as f64);
         if caught < SHORT_TAIL {
             break;
         }
@@ -243,19 +262,23 @@ async fn copy_chain(from: &dyn TenantData, to: &dyn TenantData) -> JobResult<i64
 }
 
 /// One catch-up round: what the entries after `mark` touched, copied again
-/// as it is now, with the entries. Returns the new mark and how many
-/// entries there were.
+/// as it is now, with the entries, up to the chain's head when the round
+/// began (entries written meanwhile are the next round's: a round that
+/// read to the end would never end under steady writes). Returns the new
+/// mark and how many entries there were.
 async fn catch_up(
     from: &dyn TenantData,
     to: &dyn TenantData,
     mark: i64,
 ) -> JobResult<(i64, usize)> {
+    let until = from.audit_head().await?.map_or(mark, |(seq, _)| seq);
     let mut at = mark;
     let mut seen = 0;
-    loop {
-        let entries = from.list_audit(&AuditFilter::default(), at, PAGE).await?;
+    while at < until {
+        let mut entries = from.list_audit(&AuditFilter::default(), at, PAGE).await?;
+        entries.retain(|(seq, _)| *seq <= until);
         let Some((last, _)) = entries.last() else {
-            return Ok((at, seen));
+            break;
         };
         at = *last;
         seen += entries.len();
@@ -283,6 +306,7 @@ async fn catch_up(
         to.restore(&restore).await?;
         tokio::task::yield_now().await;
     }
+    Ok((at, seen))
 }
 
 /// Step 5: every record of the source (sealed: it no longer changes) is

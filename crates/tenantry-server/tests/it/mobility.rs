@@ -628,10 +628,12 @@ async fn all_records(app: &TestApp, token: &str, collection: &str) -> Vec<Value>
     }
 }
 
-/// Four writers, 500 writes each (creates, then patches of what they
-/// created), while the tenant moves. Every write must be acknowledged (a
-/// move delays writes, it never refuses them), and afterwards every
-/// acknowledged record is there exactly once with its last version.
+/// Four writers (creates, then patches of what they created) writing from
+/// before the move starts until after it has ended: every write must be
+/// acknowledged (a move delays writes, it never refuses them), the move
+/// must end although the writes never pause (its copy must not chase
+/// them), and afterwards every acknowledged record is there exactly once
+/// with its last version.
 /// `label` names the round's collection; `target` is the move's body.
 pub async fn move_under_load(
     app: &TestApp,
@@ -644,15 +646,22 @@ pub async fn move_under_load(
     let collection = format!("load_{label}");
     let acknowledged: Arc<Mutex<HashMap<String, (i64, Value)>>> = Default::default();
     let start = Arc::new(tokio::sync::Barrier::new(5));
+    let moved_away = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writers: Vec<_> = (0..4)
         .map(|w| {
             let (client, base, token) = (app.client.clone(), app.base.clone(), token.to_owned());
             let (acknowledged, start, collection) =
                 (acknowledged.clone(), start.clone(), collection.clone());
+            let moved_away = moved_away.clone();
             tokio::spawn(async move {
                 start.wait().await;
                 let mut mine: Vec<String> = Vec::new();
-                for i in 0..500 {
+                // At least 200 each; on until the move has ended (bounded,
+                // so a move that never ends fails the test instead of hanging).
+                for i in 0..20_000 {
+                    if i >= 200 && moved_away.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
                     let res = if i % 2 == 0 || mine.is_empty() {
                         client
                             .post(format!("{base}/api/v1/collections/{collection}/records"))
@@ -700,10 +709,11 @@ pub async fn move_under_load(
         )
         .await;
     assert_eq!(moved.status, 202, "{}", moved.text);
+    app.wait_job(staff, &moved.body["job_id"]).await;
+    moved_away.store(true, std::sync::atomic::Ordering::Relaxed);
     for w in writers {
         w.await.expect("writer");
     }
-    app.wait_job(staff, &moved.body["job_id"]).await;
     let tenant = app
         .get(&format!("/api/v1/tenants/{slug}"), Some(staff))
         .await;
@@ -757,7 +767,7 @@ async fn a_move_under_concurrent_writes_loses_no_acknowledged_write_either_way()
         .post(
             "/api/v1/tenants",
             Some(&staff),
-            json!({"name": "L", "slug": "loaded", "plan": "premium", "isolation": "shared"}),
+            json!({"name": "L", "slug": "loaded", "plan": "custom", "isolation": "shared"}),
         )
         .await;
     let id = t.body["id"].as_str().expect("id").to_owned();

@@ -195,7 +195,7 @@ async fn a_tenant_moves_between_servers_under_writes_and_leaves_nothing_behind()
         .post(
             "/api/v1/tenants",
             Some(&staff),
-            json!({"name": "Loaded", "slug": "loaded", "plan": "enterprise",
+            json!({"name": "Loaded", "slug": "loaded", "plan": "custom",
                    "isolation": "shared"}),
         )
         .await;

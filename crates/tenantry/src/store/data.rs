@@ -156,6 +156,10 @@ pub trait TenantData: Send + Sync {
         limit: u32,
     ) -> StoreResult<Vec<(String, Record)>>;
 
+    /// The largest record id of `collection` now (ids sort as their bytes
+    /// within a collection on every engine): what a move's copy must reach.
+    async fn last_record_id(&self, collection: &str) -> StoreResult<Option<RecordId>>;
+
     /// Writes `restore` in one transaction.
     async fn restore(&self, restore: &Restore) -> StoreResult<()>;
 

@@ -1587,6 +1587,21 @@ impl TenantData for PgTenantData {
         Ok(head)
     }
 
+    async fn last_record_id(&self, collection: &str) -> StoreResult<Option<RecordId>> {
+        let mut tx = self.tx().await?;
+        let id: Option<Uuid> = sqlx::query_scalar(&format!(
+            "SELECT id FROM {DATA_SCHEMA}.records WHERE tenant_id = $1 AND collection = $2
+             ORDER BY id DESC LIMIT 1"
+        ))
+        .bind(self.tenant.0)
+        .bind(collection)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(id.map(RecordId))
+    }
+
     async fn scan_records(
         &self,
         after: Option<&(String, RecordId)>,

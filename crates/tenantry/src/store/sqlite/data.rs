@@ -965,6 +965,30 @@ impl TenantData for SqliteTenantData {
             .await
     }
 
+    async fn last_record_id(&self, collection: &str) -> StoreResult<Option<RecordId>> {
+        let id: Option<String> = self
+            .db
+            .readers
+            .read(|c| {
+                c.prepare_cached(
+                    "SELECT id FROM records WHERE tenant_id = ?1 AND collection = ?2
+                     ORDER BY id DESC LIMIT 1",
+                )
+                .and_then(|mut st| {
+                    st.query_row(params![self.tenant, collection], |r| r.get(0))
+                        .optional()
+                })
+                .map_err(direct_error)
+            })
+            .await?;
+        id.map(|id| {
+            id.parse()
+                .map(RecordId)
+                .map_err(|e| StoreError::Internal(format!("stored record id {id:?}: {e}")))
+        })
+        .transpose()
+    }
+
     async fn scan_records(
         &self,
         after: Option<&(String, RecordId)>,
