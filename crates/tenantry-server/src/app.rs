@@ -2,7 +2,7 @@
 
 use crate::api;
 use crate::auth::TokenKeys;
-use crate::auth::guard::LoginGuard;
+use crate::auth::guard::{Limit, Limits, LoginGuard};
 use crate::auth::otp::OtpSender;
 use crate::control::Services;
 use crate::enforce::concurrency::TenantGate;
@@ -16,7 +16,6 @@ use axum::extract::FromRef;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sha2::{Digest, Sha256};
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use tenantry::Plan;
 use tenantry::clock::{Clock, SystemClock};
@@ -104,13 +103,7 @@ pub async fn open_services_with_clock(
         keyring: Keyring::new(&master_key)?,
         tokens: TokenKeys::new(&jwt_secret),
         clock: clock.clone(),
-        login_guard: LoginGuard::new(
-            settings.login_max_failures,
-            settings.login_max_failures_per_address,
-            chrono::Duration::seconds(
-                i64::try_from(settings.login_window_secs).unwrap_or(i64::MAX / 1000),
-            ),
-        ),
+        login_guard: LoginGuard::new(attempt_limits(settings), settings.redis_url.as_deref())?,
         otp_sender: OtpSender::from_settings(
             &settings.otp_sender,
             settings.otp_webhook_url.as_deref(),
@@ -139,6 +132,31 @@ pub async fn open_services_with_clock(
         services.ensure_default_tenant().await?;
     }
     Ok(services)
+}
+
+fn attempt_limits(settings: &Settings) -> Limits {
+    let window = chrono::Duration::seconds(
+        i64::try_from(settings.login_window_secs).unwrap_or(i64::MAX / 1000),
+    );
+    let hour = chrono::Duration::hours(1);
+    Limits {
+        account: Limit {
+            max: settings.login_max_failures,
+            window,
+        },
+        address: Limit {
+            max: settings.login_max_failures_per_address,
+            window,
+        },
+        otp_address: Limit {
+            max: settings.otp_sends_per_address_per_hour,
+            window: hour,
+        },
+        otp_tenant: Limit {
+            max: settings.otp_sends_per_tenant_per_hour,
+            window: hour,
+        },
+    }
 }
 
 /// Dedicated tenants' databases must be at the binary's schema before
@@ -317,12 +335,9 @@ impl App {
             stopped.clone(),
         );
         let flusher = spawn_count_flusher(services.clone(), stopped);
-        let served = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await;
+        let header_timeout =
+            std::time::Duration::from_millis(self.state.settings.header_read_timeout_ms.max(1));
+        let served = serve_connections(listener, router, header_timeout, shutdown).await;
         let _ = stop.send(true);
         // Running jobs go back to the queue; the next start resumes them.
         let _ = workers.await;
@@ -333,6 +348,64 @@ impl App {
         served?;
         Ok(())
     }
+}
+
+/// Accepts connections until `shutdown`, then lets the requests in flight
+/// finish. hyper directly rather than `axum::serve`, for the header-read
+/// timeout: a client that never finishes its headers (slowloris) is cut off
+/// instead of holding its connection for ever.
+async fn serve_connections(
+    listener: TcpListener,
+    router: axum::Router,
+    header_timeout: std::time::Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use tower::ServiceExt;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // Out of file descriptors and the like: pause, don't spin.
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let service =
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                router.clone().oneshot(req)
+            });
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            // A client gone or too slow: nothing to report.
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// Writes request counts every few seconds until `stop`: counters survive a

@@ -51,6 +51,9 @@ pub enum Error {
     PayloadTooLarge,
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// The client did not send its request (the body) in time.
+    #[error("the request was not received in time")]
+    RequestTimeout,
     #[error("too many requests")]
     RateLimited { retry_after_secs: u64 },
     #[error("service temporarily unavailable")]

@@ -13,7 +13,7 @@ use base64::engine::general_purpose::STANDARD;
 use rand::RngCore;
 use std::fs::OpenOptions;
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use tenantry::TenantId;
 use zeroize::Zeroizing;
@@ -40,6 +40,19 @@ pub fn load_or_create(dir: &Path, name: &str, len: usize) -> anyhow::Result<Zero
             Ok(fresh)
         }
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            // As ssh does with private keys: a key others may read is
+            // refused, not used (it may already have leaked).
+            let mode = std::fs::metadata(&path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .permissions()
+                .mode();
+            anyhow::ensure!(
+                mode & 0o077 == 0,
+                "{} is readable by other users (mode {:o}); run `chmod 600 {}`",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            );
             let existing = Zeroizing::new(
                 std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
             );
@@ -151,7 +164,6 @@ fn aad(tenant: TenantId, key: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn key_files_are_created_once_with_mode_0600() {
@@ -164,6 +176,16 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_key_file_others_may_read_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        load_or_create(dir.path(), "k", 32).expect("create");
+        let path = dir.path().join("k");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let refused = load_or_create(dir.path(), "k", 32).expect_err("refused");
+        assert!(refused.to_string().contains("chmod 600"), "{refused}");
     }
 
     #[test]

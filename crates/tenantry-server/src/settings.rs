@@ -57,7 +57,13 @@ pub struct Settings {
     pub metrics_token: Option<String>,
     /// Request body limit in bytes.
     pub max_body_bytes: usize,
-    /// Proxies whose `X-Forwarded-Host` is believed.
+    /// Time for the client to send a request's body, and again for the
+    /// server to answer it (imports' uploads excepted), in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Time for the client to send a request's headers, in milliseconds.
+    pub header_read_timeout_ms: u64,
+    /// Proxies whose `X-Forwarded-Host`, `X-Forwarded-For` and `Forwarded`
+    /// are believed (the client address of per-address limits).
     pub trusted_proxies: Vec<IpAddr>,
     /// Log filter (tracing `EnvFilter` syntax).
     pub log: String,
@@ -67,6 +73,10 @@ pub struct Settings {
     pub login_max_failures_per_address: u32,
     /// The lockout window, in seconds.
     pub login_window_secs: u64,
+    /// OTP codes one client address may request per hour.
+    pub otp_sends_per_address_per_hour: u32,
+    /// OTP codes sent for one tenant per hour.
+    pub otp_sends_per_tenant_per_hour: u32,
     /// Enforce the plans' per-tenant request rates (`false` only for test
     /// suites that exercise other behaviour at full speed).
     pub rate_limits: bool,
@@ -118,11 +128,15 @@ impl Default for Settings {
             metrics_top_tenants: 20,
             metrics_token: None,
             max_body_bytes: 1024 * 1024,
+            request_timeout_ms: 30_000,
+            header_read_timeout_ms: 10_000,
             trusted_proxies: Vec::new(),
             log: "info".to_owned(),
             login_max_failures: 5,
             login_max_failures_per_address: 50,
             login_window_secs: 15 * 60,
+            otp_sends_per_address_per_hour: 10,
+            otp_sends_per_tenant_per_hour: 1000,
             rate_limits: true,
             max_concurrent_per_tenant: 16,
             tenant_queue_wait_ms: 1000,
@@ -181,9 +195,26 @@ impl Settings {
         {
             Some(path) => Ok(Database::Sqlite(PathBuf::from(path))),
             None => anyhow::bail!(
-                "TENANTRY_DATABASE_URL must start with sqlite:// or postgres://, got {url:?}"
+                "TENANTRY_DATABASE_URL must start with sqlite:// or postgres://, got {:?}",
+                without_password(url)
             ),
         }
+    }
+}
+
+/// A URL fit for a message: its password, if any, replaced by `***`.
+pub fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    // The userinfo ends at the last '@' before the path.
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) if rest[..at].contains(':') => {
+            let user = rest[..at].split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***{}", &rest[at..])
+        }
+        _ => url.to_owned(),
     }
 }
 
@@ -201,6 +232,29 @@ mod tests {
     #![allow(clippy::result_large_err)] // figment's Jail closures return its own large error
     use super::*;
     use figment::Jail;
+
+    #[test]
+    fn urls_in_messages_carry_no_password() {
+        assert_eq!(
+            without_password("mysql://root:s3cret@db:3306/app"),
+            "mysql://root:***@db:3306/app"
+        );
+        assert_eq!(
+            without_password("postgres://u:p@ss@host/db?x=@"),
+            "postgres://u:***@host/db?x=@"
+        );
+        assert_eq!(without_password("postgres://host/db"), "postgres://host/db");
+        assert_eq!(
+            without_password("postgres://u@host/db"),
+            "postgres://u@host/db"
+        );
+        let bad = Settings {
+            database_url: Some("mysql://root:s3cret@db/app".into()),
+            ..Settings::default()
+        };
+        let err = bad.database().expect_err("refused").to_string();
+        assert!(!err.contains("s3cret"), "{err}");
+    }
 
     #[test]
     fn flags_beat_environment_which_beats_the_file() {

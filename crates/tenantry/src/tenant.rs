@@ -9,7 +9,7 @@ use std::fmt;
 pub const RESERVED_SLUGS: &[&str] = &["www", "api", "admin", "app", "default"];
 
 /// A validated tenant slug: 3–63 chars of `[a-z0-9-]`, not starting or ending
-/// with `-`, and not reserved. The rule keeps slugs usable as DNS labels.
+/// with `-`, not reserved, and not a UUID. The rule keeps slugs usable as DNS labels.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
 #[schema(value_type = String)]
@@ -26,6 +26,10 @@ pub enum SlugError {
     Hyphen,
     #[error("is reserved")]
     Reserved,
+    /// Paths take a tenant's id or its slug: a slug that parses as a UUID
+    /// would name two tenants.
+    #[error("must not have the form of a UUID")]
+    UuidShaped,
 }
 
 impl Slug {
@@ -52,6 +56,9 @@ impl Slug {
         }
         if s.starts_with('-') || s.ends_with('-') {
             return Err(SlugError::Hyphen);
+        }
+        if s.parse::<uuid::Uuid>().is_ok() {
+            return Err(SlugError::UuidShaped);
         }
         Ok(Self(s.to_owned()))
     }
@@ -174,6 +181,14 @@ mod tests {
             ("abc-", Err(SlugError::Hyphen)),
             ("www", Err(SlugError::Reserved)),
             ("default", Err(SlugError::Reserved)),
+            (
+                "123e4567-e89b-12d3-a456-426614174000",
+                Err(SlugError::UuidShaped),
+            ),
+            (
+                "123e4567e89b12d3a456426614174000",
+                Err(SlugError::UuidShaped),
+            ),
         ];
         for (input, expected) in cases {
             assert_eq!(Slug::parse(input).map(|_| ()), *expected, "slug {input:?}");

@@ -1,7 +1,8 @@
 //! `/api/v1/auth`: login, registration, OTP, refresh, logout, me.
 
 use super::Problem;
-use super::extract::{ApiJson, ClientAddr};
+use super::client_addr::ClientAddr;
+use super::extract::ApiJson;
 use crate::app::AppState;
 use crate::auth::Authenticated;
 use crate::control::sessions::{

@@ -4,8 +4,10 @@
 pub mod analytics;
 pub mod audit;
 pub mod auth;
+pub mod client_addr;
 pub mod collections;
 pub mod config;
+pub mod deadline;
 pub mod extract;
 pub mod jobs;
 pub mod observe;
@@ -87,7 +89,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Wraps routes in what every request passes through: problem+json
-/// fallbacks, the body limit, panic recovery and observation.
+/// fallbacks, the body limit, panic recovery, deadlines and observation.
 pub fn edge(routes: Router<AppState>, state: AppState) -> Router {
     let max_body = state.settings.max_body_bytes;
     routes
@@ -98,6 +100,10 @@ pub fn edge(routes: Router<AppState>, state: AppState) -> Router {
             |_panic: Box<dyn std::any::Any + Send>| {
                 Error::Internal("a handler panicked".into()).into_response()
             },
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            deadline::deadline,
         ))
         .layer(middleware::from_fn_with_state(
             state.clone(),

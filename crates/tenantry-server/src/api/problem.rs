@@ -44,6 +44,7 @@ impl Error {
             Error::InvalidJson(_) => (S::BAD_REQUEST, "invalid_json"),
             Error::PayloadTooLarge => (S::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Error::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Error::RequestTimeout => (S::REQUEST_TIMEOUT, "request_timeout"),
             Error::RateLimited { .. } => (S::TOO_MANY_REQUESTS, "rate_limited"),
             Error::Unavailable(_) | Error::Sealed => (S::SERVICE_UNAVAILABLE, "unavailable"),
             Error::Absent => (S::NOT_FOUND, "tenant_not_found"),

@@ -47,12 +47,21 @@ fn valid_key(key: &str) -> bool {
         })
 }
 
+/// The longest access-token lifetime a tenant may set: a stolen access
+/// token cannot be revoked, so it must not live for long.
+pub const MAX_SESSION_TIMEOUT_SECS: u64 = 24 * 60 * 60;
+
 /// Checks the values of the keys the server itself reads; other keys are free-form.
 pub fn validate_config_value(key: &str, value: &Value) -> std::result::Result<(), String> {
-    let positive_int = |v: &Value| v.as_u64().is_some_and(|n| n >= 1);
     match key {
-        "session.timeout" if !positive_int(value) => {
-            Err("must be a whole number of seconds, at least 1".into())
+        "session.timeout"
+            if !value
+                .as_u64()
+                .is_some_and(|n| (1..=MAX_SESSION_TIMEOUT_SECS).contains(&n)) =>
+        {
+            Err(format!(
+                "must be a whole number of seconds, from 1 to {MAX_SESSION_TIMEOUT_SECS}"
+            ))
         }
         "file_upload.max_size" if value.as_u64().is_none() => {
             Err("must be a whole number of bytes".into())
@@ -344,16 +353,20 @@ impl Services {
         id_or_slug: &str,
         branding: Value,
     ) -> Result<Value> {
-        let mut tenant = self
+        let tenant = self
             .settings_tenant(actor, id_or_slug, "branding.write")
             .await?;
         if !branding.is_object() {
             return Err(Error::invalid("body", "branding must be a JSON object"));
         }
         self.require_feature(&tenant, "custom_branding").await?;
-        tenant.branding = branding;
+        let change = tenantry::store::TenantChange {
+            branding: Some(branding),
+            updated_at: self.clock.now(),
+            ..Default::default()
+        };
         Ok(self
-            .save_tenant(actor, "tenant.branding", tenant)
+            .change_tenant(actor, "tenant.branding", &tenant, &change)
             .await?
             .branding)
     }
@@ -383,6 +396,8 @@ mod tests {
         assert!(validate_config_value("session.timeout", &json!(1)).is_ok());
         assert!(validate_config_value("session.timeout", &json!(0)).is_err());
         assert!(validate_config_value("session.timeout", &json!("60")).is_err());
+        assert!(validate_config_value("session.timeout", &json!(86_400)).is_ok());
+        assert!(validate_config_value("session.timeout", &json!(86_401)).is_err());
         assert!(validate_config_value("auth.otp", &json!("yes")).is_err());
         assert!(
             validate_config_value("security.password_policy", &json!({"min_length": 14})).is_ok()

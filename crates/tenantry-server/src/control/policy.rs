@@ -52,14 +52,15 @@ impl Services {
         check_password(&policy, password)
     }
 
-    /// The tenant's access-token lifetime (`session.timeout`, at least 1 s).
+    /// The tenant's access-token lifetime (`session.timeout`, 1 s to a day;
+    /// a value stored before the upper bound existed is held to it).
     pub async fn session_timeout(&self, tenant: &Tenant) -> Result<u64> {
         let config = self.effective_config(tenant).await?;
         Ok(config
             .get("session.timeout")
             .and_then(Value::as_u64)
             .unwrap_or(3600)
-            .max(1))
+            .clamp(1, super::config::MAX_SESSION_TIMEOUT_SECS))
     }
 
     pub async fn config_flag(&self, tenant: &Tenant, key: &str) -> Result<bool> {

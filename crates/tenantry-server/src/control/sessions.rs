@@ -12,7 +12,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tenantry::audit::NewAuditEntry;
-use tenantry::store::{OtpRecord, RefreshRecord, TenantUser};
+use tenantry::store::{OtpRecord, RefreshRecord, StoreError, TenantUser};
 use tenantry::{Principal, Role, Tenant, TenantStatus};
 use uuid::Uuid;
 
@@ -107,7 +107,7 @@ impl Services {
         principal: Principal,
         tenant: Option<Tenant>,
         user: UserView,
-        family: Option<Uuid>,
+        rotates: Option<&RefreshRecord>,
     ) -> Result<LoginResponse> {
         let lifetime = match &tenant {
             Some(t) => self.session_timeout(t).await?,
@@ -116,17 +116,21 @@ impl Services {
         let mut raw = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut raw);
         let refresh_token = URL_SAFE_NO_PAD.encode(raw);
-        self.store
-            .insert_refresh(&RefreshRecord {
-                token_hash: hash_refresh(&refresh_token),
-                family_id: family.unwrap_or_else(Uuid::now_v7),
-                tenant_id: principal.tenant_id,
-                user_id: principal.user_id,
-                expires_at: self.clock.now() + Duration::days(REFRESH_TOKEN_DAYS),
-                used_at: None,
-                revoked_at: None,
-            })
-            .await?;
+        let record = RefreshRecord {
+            token_hash: hash_refresh(&refresh_token),
+            family_id: rotates.map_or_else(Uuid::now_v7, |r| r.family_id),
+            tenant_id: principal.tenant_id,
+            user_id: principal.user_id,
+            expires_at: self.clock.now() + Duration::days(REFRESH_TOKEN_DAYS),
+            used_at: None,
+            revoked_at: None,
+        };
+        let parent = rotates.map(|r| r.token_hash.as_str());
+        match self.store.insert_refresh(&record, parent).await {
+            // A logout or password change revoked the family meanwhile.
+            Err(StoreError::NotFound) if rotates.is_some() => return Err(Error::Unauthorized),
+            other => other?,
+        }
         Ok(LoginResponse {
             access_token: self.tokens.issue(&principal, lifetime)?,
             refresh_token,
@@ -172,11 +176,11 @@ impl Services {
         &self,
         tenant: Tenant,
         user: &TenantUser,
-        family: Option<Uuid>,
+        rotates: Option<&RefreshRecord>,
     ) -> Result<LoginResponse> {
         let principal = Self::tenant_principal(&tenant, user);
         let view = UserView::tenant_user(&tenant, user);
-        self.issue_session(principal, Some(tenant), view, family)
+        self.issue_session(principal, Some(tenant), view, rotates)
             .await
     }
 
@@ -192,8 +196,11 @@ impl Services {
             .as_ref()
             .map_or("platform".to_owned(), |t| t.id.to_string());
         let account = format!("{scope}/{}", req.email.trim());
+        // Counted before the password is checked: parallel guesses cannot
+        // outrun the limit. A success gives the attempt back.
         self.login_guard
-            .check(&account, address.as_deref(), now)
+            .login_attempt(&account, address.as_deref(), now)
+            .await
             .map_err(|secs| Error::RateLimited {
                 retry_after_secs: secs,
             })?;
@@ -210,7 +217,9 @@ impl Services {
                     .await?;
                 return match platform.filter(|_| ok) {
                     Some(user) => {
-                        self.login_guard.succeeded(&account);
+                        self.login_guard
+                            .login_succeeded(&account, address.as_deref())
+                            .await;
                         let principal = Principal {
                             user_id: user.id,
                             role: user.role,
@@ -220,10 +229,7 @@ impl Services {
                         self.issue_session(principal, None, UserView::platform_user(&user), None)
                             .await
                     }
-                    None => {
-                        self.login_guard.failed(&account, address.as_deref(), now);
-                        Err(Error::Unauthorized)
-                    }
+                    None => Err(Error::Unauthorized),
                 };
             }
         }
@@ -242,13 +248,12 @@ impl Services {
             .await?;
         match user.filter(|_| ok) {
             Some(user) => {
-                self.login_guard.succeeded(&account);
+                self.login_guard
+                    .login_succeeded(&account, address.as_deref())
+                    .await;
                 self.tenant_session(tenant, &user, None).await
             }
-            None => {
-                self.login_guard.failed(&account, address.as_deref(), now);
-                Err(Error::Unauthorized)
-            }
+            None => Err(Error::Unauthorized),
         }
     }
 
@@ -292,7 +297,7 @@ impl Services {
                     principal,
                     None,
                     UserView::platform_user(&user),
-                    Some(record.family_id),
+                    Some(&record),
                 )
                 .await
             }
@@ -310,8 +315,7 @@ impl Services {
                     .await?
                     .filter(|u| u.active)
                     .ok_or(Error::Unauthorized)?;
-                self.tenant_session(tenant, &user, Some(record.family_id))
-                    .await
+                self.tenant_session(tenant, &user, Some(&record)).await
             }
         }
     }
@@ -422,14 +426,14 @@ impl Services {
             ));
         }
         let now = self.clock.now();
-        let account = format!("{}/otp/{}", tenant.id, req.phone);
+        // Each request counts, per phone, client address and tenant, so
+        // codes can be neither sprayed nor pumped.
         self.login_guard
-            .check(&account, address.as_deref(), now)
+            .otp_send(tenant.id, &req.phone, address.as_deref(), now)
+            .await
             .map_err(|secs| Error::RateLimited {
                 retry_after_secs: secs,
             })?;
-        // Each request counts toward the phone's limit, so codes cannot be sprayed.
-        self.login_guard.failed(&account, None, now);
         let known = self
             .store
             .user_by_phone(&tenant, &req.phone)

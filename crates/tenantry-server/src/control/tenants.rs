@@ -6,7 +6,7 @@ use chrono::Utc;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 use tenantry::job::{Job, JobKind};
-use tenantry::store::{PageRequest, TenantFilter};
+use tenantry::store::{PageRequest, TenantChange, TenantFilter};
 use tenantry::{Isolation, JobId, OrgId, Principal, Role, Slug, Tenant, TenantId, TenantStatus};
 
 /// Body of `POST /api/v1/tenants`.
@@ -74,7 +74,12 @@ fn normalize_domain(v: &mut Validator, domain: &str) -> Option<String> {
             && !l.starts_with('-')
             && !l.ends_with('-')
     };
-    if d.len() <= 253 && d.contains('.') && d.split('.').all(label_ok) {
+    // An address is not a domain (and could be the platform's own host).
+    let numeric_top = d
+        .rsplit('.')
+        .next()
+        .is_some_and(|top| top.bytes().all(|b| b.is_ascii_digit()));
+    if d.len() <= 253 && d.contains('.') && d.split('.').all(label_ok) && !numeric_top {
         Some(d)
     } else {
         v.push("domain", "must be a DNS name such as crm.example.com");
@@ -264,7 +269,7 @@ impl Services {
         id_or_slug: &str,
         patch: TenantPatch,
     ) -> Result<Tenant> {
-        let mut tenant = self.administered_tenant(actor, id_or_slug).await?;
+        let tenant = self.administered_tenant(actor, id_or_slug).await?;
         let mut v = Validator::default();
         if let Some(name) = &patch.name {
             check_name(&mut v, name);
@@ -283,26 +288,20 @@ impl Services {
             v.push("plan", format!("unknown plan `{plan}`"));
         }
         v.finish()?;
-        if let Some(name) = patch.name {
-            tenant.name = name.trim().to_owned();
-        }
-        if let Some(Some(slug)) = slug {
-            tenant.slug = slug;
-        }
-        if let Some(domain) = domain {
-            tenant.domain = domain;
-        }
-        if let Some(metadata) = patch.metadata {
-            tenant.metadata = metadata;
-        }
-        if let Some(plan) = patch.plan {
-            tenant.plan = plan;
-        }
-        if let Some(branding) = patch.branding {
+        if patch.branding.is_some() {
             self.require_feature(&tenant, "custom_branding").await?;
-            tenant.branding = branding;
         }
-        self.save_tenant(actor, "tenant.update", tenant).await
+        let change = TenantChange {
+            slug: slug.flatten(),
+            name: patch.name.map(|n| n.trim().to_owned()),
+            plan: patch.plan,
+            domain,
+            metadata: patch.metadata,
+            branding: patch.branding,
+            updated_at: self.clock.now(),
+        };
+        self.change_tenant(actor, "tenant.update", &tenant, &change)
+            .await
     }
 
     /// Changes the tenant's plan; where the new plan's `default_isolation`
@@ -376,16 +375,19 @@ impl Services {
     }
 
     /// Writes a changed tenant, recording `action` by `actor` with it.
-    pub(super) async fn save_tenant(
+    /// Writes only the fields `change` sets (a concurrent PATCH of others,
+    /// a move switching the tier, a suspension: none is undone).
+    pub(super) async fn change_tenant(
         &self,
         actor: &Principal,
         action: &str,
-        mut tenant: Tenant,
+        tenant: &Tenant,
+        change: &TenantChange,
     ) -> Result<Tenant> {
-        tenant.updated_at = Utc::now();
-        let audit = audit_entry(actor, action, tenant_resource(&tenant));
-        self.store
-            .update_tenant(&tenant, &audit)
+        let audit = audit_entry(actor, action, tenant_resource(tenant));
+        let tenant = self
+            .store
+            .change_tenant(tenant.id, change, &audit)
             .await
             .map_err(gone)?;
         self.resolver.invalidate();

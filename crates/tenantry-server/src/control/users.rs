@@ -6,7 +6,7 @@ use crate::error::{Error, Result, Validator};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use tenantry::audit::NewAuditEntry;
-use tenantry::store::{PageRequest, PlatformUser, TenantUser};
+use tenantry::store::{PageRequest, PlatformUser, TenantUser, UserChange};
 use tenantry::{OrgId, Principal, Role, Tenant, TenantId, UserId};
 
 /// A principal acting inside one resolved tenant.
@@ -272,22 +272,16 @@ impl Services {
 
     /// Changes a user. Anyone may change their own name and password; role
     /// and `active` need the right to manage the user (and its new role).
+    /// Only the fields given are written, so concurrent PATCHes of other
+    /// fields are kept; the right is judged on the user's role and the
+    /// write applies only while the user still has it (judged again if
+    /// not). A new password revokes the user's refresh tokens.
     pub async fn update_user(
         &self,
         acting: &Acting,
         id: &str,
         patch: UserPatch,
     ) -> Result<UserView> {
-        let mut user = self.target_user(acting, id).await?;
-        let actor = acting.principal.role;
-        let self_service =
-            Self::is_self(acting, &user) && patch.role.is_none() && patch.active.is_none();
-        if !self_service {
-            let new_role = patch.role.unwrap_or(user.role);
-            if !may_manage(actor, user.role) || !may_manage(actor, new_role) {
-                return Err(forbidden());
-            }
-        }
         let mut v = Validator::default();
         if let Some(name) = &patch.name {
             v.check(
@@ -311,35 +305,53 @@ impl Services {
             );
         }
         v.finish()?;
-        if let Some(pw) = patch.password {
-            self.check_tenant_password(&acting.tenant, &pw).await?;
-            user.password_hash = Some(password::hash(pw).await?);
+        let password_hash = match patch.password {
+            Some(pw) => {
+                self.check_tenant_password(&acting.tenant, &pw).await?;
+                Some(password::hash(pw).await?)
+            }
+            None => None,
+        };
+        let mut change = UserChange {
+            name: patch.name.map(|n| n.trim().to_owned()),
+            role: patch.role,
+            phone: patch.phone,
+            password_hash,
+            active: patch.active,
+            updated_at: self.clock.now(),
+            judged_role: None,
+        };
+        // A role change racing this one: judge the right again, a few times.
+        for _ in 0..3 {
+            let user = self.target_user(acting, id).await?;
+            let self_service =
+                Self::is_self(acting, &user) && change.role.is_none() && change.active.is_none();
+            if !self_service {
+                let new_role = change.role.unwrap_or(user.role);
+                if !may_manage(acting.principal.role, user.role)
+                    || !may_manage(acting.principal.role, new_role)
+                {
+                    return Err(forbidden());
+                }
+            }
+            change.judged_role = (!self_service).then_some(user.role);
+            let audit = audit_entry(
+                &acting.principal,
+                "user.update",
+                user_resource(&acting.tenant, user.id),
+            );
+            let changed = self
+                .store
+                .change_user(&acting.tenant, user.id, &change, &audit)
+                .await?;
+            self.caches
+                .users
+                .invalidate(&(Some(acting.tenant.id), user.id));
+            if let Some(user) = changed {
+                return Ok(UserView::tenant_user(&acting.tenant, &user));
+            }
         }
-        if let Some(name) = patch.name {
-            user.name = name.trim().to_owned();
-        }
-        if let Some(role) = patch.role {
-            user.role = role;
-        }
-        if let Some(active) = patch.active {
-            user.active = active;
-        }
-        if let Some(phone) = patch.phone {
-            user.phone = phone;
-        }
-        user.updated_at = self.clock.now();
-        let audit = audit_entry(
-            &acting.principal,
-            "user.update",
-            user_resource(&acting.tenant, user.id),
-        );
-        self.store
-            .update_user(&acting.tenant, &user, &audit)
-            .await?;
-        self.caches
-            .users
-            .invalidate(&(Some(acting.tenant.id), user.id));
-        Ok(UserView::tenant_user(&acting.tenant, &user))
+        Err(Error::Conflict("user".into()))
     }
 
     pub async fn delete_user(&self, acting: &Acting, id: &str) -> Result<()> {

@@ -106,28 +106,46 @@ impl DailyQuota {
             .collect()
     }
 
-    /// Writes pending counts in one batch; forgets past days once written.
+    /// Writes pending counts in one batch and learns each counter's total
+    /// across every instance (today's counters are sent even with nothing
+    /// pending, to refresh them), so N instances sharing a store overshoot
+    /// the quota by at most one flush interval's requests, not N×; forgets
+    /// past days once written.
     pub async fn flush(&self) -> StoreResult<()> {
+        let today = self.today();
         let batch: Vec<(TenantId, NaiveDate, u64)> = {
             let counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
             counters
                 .iter()
-                .filter(|(_, c)| c.pending > 0)
+                .filter(|((_, day), c)| c.pending > 0 || *day == today)
                 .map(|((t, d), c)| (*t, *d, c.pending))
                 .collect()
         };
-        if !batch.is_empty() {
-            self.store.add_request_counts(&batch).await?;
-        }
-        let today = self.today();
+        let totals = if batch.is_empty() {
+            Vec::new()
+        } else {
+            self.store.add_request_counts(&batch).await?
+        };
         let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        for (t, d, n) in batch {
-            if let Some(c) = counters.get_mut(&(t, d)) {
-                c.pending -= n.min(c.pending);
-                c.stored += n;
+        for (t, d, n) in &batch {
+            if let Some(c) = counters.get_mut(&(*t, *d)) {
+                c.pending -= (*n).min(c.pending);
             }
         }
-        counters.retain(|(_, day), c| *day >= today || c.pending > 0);
+        let mut answered = std::collections::HashSet::with_capacity(totals.len());
+        for (t, d, total) in totals {
+            if let Some(c) = counters.get_mut(&(t, d)) {
+                c.stored = total;
+            }
+            answered.insert((t, d));
+        }
+        // Kept: what is pending, and today's counters the store still
+        // counts. Dropped: past days once written, and tenants the store
+        // no longer counts (deleted) — nothing more will be added to them.
+        let sent: std::collections::HashSet<_> = batch.iter().map(|(t, d, _)| (*t, *d)).collect();
+        counters.retain(|key, c| {
+            c.pending > 0 || (key.1 >= today && (!sent.contains(key) || answered.contains(key)))
+        });
         Ok(())
     }
 }

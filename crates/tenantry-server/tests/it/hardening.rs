@@ -86,7 +86,7 @@ async fn repeated_indicators_must_agree_and_platform_hosts_name_no_tenant() {
         .await;
     assert_eq!(res.status, 200, "{}", res.text);
     // Nor may a tenant claim the base domain, or a host under it, as its custom domain.
-    for domain in ["tenants.test", "api.tenants.test"] {
+    for domain in ["tenants.test", "api.tenants.test", "127.0.0.1", "10.1.2.3"] {
         app.post(
             "/api/v1/tenants",
             Some(&staff),
@@ -112,9 +112,14 @@ async fn a_stale_tenant_write_cannot_revive_or_unsuspend_it() {
         .await;
     // A PATCH that read the tenant before the suspension writes its fields, not its status.
     let audit = tenantry::audit::NewAuditEntry::new("test", "platform", "tenant.update", "test");
+    let rename = tenantry::store::TenantChange {
+        name: Some("Renamed".into()),
+        updated_at: chrono::Utc::now(),
+        ..Default::default()
+    };
     services
         .store
-        .update_tenant(&stale, &audit)
+        .change_tenant(stale.id, &rename, &audit)
         .await
         .expect("update");
     let now = app
@@ -124,7 +129,13 @@ async fn a_stale_tenant_write_cannot_revive_or_unsuspend_it() {
     // After deletion nothing brings it back.
     app.call(Method::DELETE, "/api/v1/tenants/racy", Some(&staff), None)
         .await;
-    assert!(services.store.update_tenant(&stale, &audit).await.is_err());
+    assert!(
+        services
+            .store
+            .change_tenant(stale.id, &rename, &audit)
+            .await
+            .is_err()
+    );
     assert!(
         services
             .store
@@ -425,4 +436,128 @@ async fn a_unique_field_added_on_one_instance_binds_the_others_writes() {
     )
     .await
     .assert_problem(409, "conflict");
+}
+
+/// A deactivation and a rename of one user at once, many times: both take
+/// effect every time (a PATCH once rewrote the whole row it had read, so
+/// the rename could undo the deactivation).
+#[tokio::test]
+async fn concurrent_user_patches_of_different_fields_both_take_effect() {
+    let app = TestApp::spawn().await;
+    let staff = app.admin_token().await;
+    app.create_tenant(&staff, "lost-upd", "basic").await;
+    let (_, admin) = app
+        .tenant_user(&staff, "lost-upd", "admin@lost-upd.example", "admin")
+        .await;
+    let (user, _) = app
+        .tenant_user(&staff, "lost-upd", "u@lost-upd.example", "user")
+        .await;
+    let path = format!("/api/v1/users/{}", user["id"].as_str().expect("id"));
+    for i in 0..25 {
+        let name = format!("name {i}");
+        let (off, renamed) = tokio::join!(
+            app.call(
+                Method::PATCH,
+                &path,
+                Some(&admin),
+                Some(json!({"active": false}))
+            ),
+            app.call(
+                Method::PATCH,
+                &path,
+                Some(&admin),
+                Some(json!({"name": name}))
+            ),
+        );
+        assert_eq!(off.status, 200, "{}", off.text);
+        assert_eq!(renamed.status, 200, "{}", renamed.text);
+        let now = app.get(&path, Some(&admin)).await;
+        assert_eq!(now.body["active"], false, "round {i}: {}", now.text);
+        assert_eq!(now.body["name"], name, "round {i}");
+        let on = app
+            .call(
+                Method::PATCH,
+                &path,
+                Some(&admin),
+                Some(json!({"active": true})),
+            )
+            .await;
+        assert_eq!(on.status, 200, "{}", on.text);
+    }
+}
+
+/// Two PATCHes of one tenant at once, and a PATCH racing a move: each
+/// writes only its own fields, so none undoes another (a stale tier
+/// written back after a move would route the tenant to its old copy).
+#[tokio::test]
+async fn concurrent_tenant_patches_and_a_move_do_not_undo_each_other() {
+    let app = TestApp::spawn().await;
+    let staff = app.admin_token().await;
+    app.create_tenant(&staff, "lost-ten", "basic").await;
+    for i in 0..15 {
+        let name = format!("Name {i}");
+        let meta = json!({"round": i});
+        let (a, b) = tokio::join!(
+            app.call(
+                Method::PATCH,
+                "/api/v1/tenants/lost-ten",
+                Some(&staff),
+                Some(json!({"name": name}))
+            ),
+            app.call(
+                Method::PATCH,
+                "/api/v1/tenants/lost-ten",
+                Some(&staff),
+                Some(json!({"metadata": meta}))
+            ),
+        );
+        assert_eq!(a.status, 200, "{}", a.text);
+        assert_eq!(b.status, 200, "{}", b.text);
+        let now = app.get("/api/v1/tenants/lost-ten", Some(&staff)).await;
+        assert_eq!(now.body["name"], name, "round {i}");
+        assert_eq!(now.body["metadata"], meta, "round {i}");
+    }
+    let moved = app
+        .post(
+            "/api/v1/tenants/lost-ten/move",
+            Some(&staff),
+            json!({"isolation": "dedicated"}),
+        )
+        .await;
+    assert_eq!(moved.status, 202, "{}", moved.text);
+    let job = moved.body["job_id"].clone();
+    // PATCHes all through the move: none may write the old tier back.
+    let mut round = 0;
+    loop {
+        let res = app
+            .call(
+                Method::PATCH,
+                "/api/v1/tenants/lost-ten",
+                Some(&staff),
+                Some(json!({"name": format!("During {round}")})),
+            )
+            .await;
+        assert_eq!(res.status, 200, "{}", res.text);
+        round += 1;
+        let status = app
+            .get(
+                &format!("/api/v1/jobs/{}", job.as_str().expect("id")),
+                Some(&staff),
+            )
+            .await;
+        if status.body["status"] != "running" && status.body["status"] != "queued" {
+            assert_eq!(status.body["status"], "succeeded", "{}", status.text);
+            break;
+        }
+    }
+    app.call(
+        Method::PATCH,
+        "/api/v1/tenants/lost-ten",
+        Some(&staff),
+        Some(json!({"name": "After"})),
+    )
+    .await;
+    let now = app.get("/api/v1/tenants/lost-ten", Some(&staff)).await;
+    assert_eq!(now.body["isolation"], "dedicated", "{}", now.text);
+    assert_eq!(now.body["name"], "After");
 }

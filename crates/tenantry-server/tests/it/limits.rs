@@ -221,3 +221,69 @@ async fn a_tenant_at_its_concurrency_cap_waits_then_gets_429_while_others_procee
         200
     );
 }
+
+/// Two instances on one store share one daily quota: each learns the
+/// other's counts at its next flush, so together they admit the quota, not
+/// twice it (each once counted only its own requests).
+#[tokio::test]
+async fn two_instances_share_one_daily_quota() {
+    let a = TestApp::spawn().await;
+    let staff = a.admin_token().await;
+    let plan = json!({"name": "Twenty", "limits": {"max_users": 10, "max_storage_bytes": 1000000,
+                      "api_requests_per_day": 20, "requests_per_second": 1000}});
+    a.call(
+        Method::PUT,
+        "/api/v1/plans/twenty",
+        Some(&staff),
+        Some(plan),
+    )
+    .await;
+    a.create_tenant(&staff, "shared-day", "twenty").await;
+    let (_, user) = a
+        .tenant_user(&staff, "shared-day", "a@shared-day.example", "admin")
+        .await;
+    let same = a.app_state.settings.clone();
+    let b = TestApp::spawn_with(tempfile::tempdir().expect("dir"), move |s| {
+        s.data_dir = same.data_dir.clone();
+        s.database_url = same.database_url.clone();
+    })
+    .await;
+    // Both instances start counting the day.
+    for app in [&a, &b] {
+        assert_eq!(
+            app.get("/api/v1/collections", Some(&user)).await.status,
+            200
+        );
+    }
+    for _ in 0..14 {
+        assert_eq!(a.get("/api/v1/collections", Some(&user)).await.status, 200);
+    }
+    for app in [&a, &b] {
+        app.app_state
+            .services
+            .daily_quota
+            .flush()
+            .await
+            .expect("flush");
+    }
+    // 16 spent between them: B admits the last 4, then refuses.
+    let mut admitted = 0;
+    for _ in 0..10 {
+        if b.get("/api/v1/collections", Some(&user)).await.status == 200 {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 4, "B admitted what A had already spent");
+    // And once B's flush has told the store, A knows the day is spent.
+    for app in [&b, &a] {
+        app.app_state
+            .services
+            .daily_quota
+            .flush()
+            .await
+            .expect("flush");
+    }
+    a.get("/api/v1/collections", Some(&user))
+        .await
+        .assert_problem(403, "quota_exceeded");
+}

@@ -1,5 +1,6 @@
 //! Integration tests: the real router on a random port, a fresh data dir each.
 
+mod attempts;
 mod audit;
 mod binary;
 mod control_plane;
@@ -15,6 +16,8 @@ mod monitor;
 mod oracle;
 mod pg;
 mod redis_limits;
+mod sessions;
+mod slow_clients;
 mod support;
 
 const BACKEND: support::Backend = support::Backend::Sqlite;

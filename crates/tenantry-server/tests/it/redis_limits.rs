@@ -160,3 +160,38 @@ async fn the_redis_bucket_answers_like_the_in_process_one() {
         .expect("check");
     assert_eq!((other.remaining, other.retry_after), (19, None));
 }
+
+/// Login attempts are counted in Redis: guesses sent at once to two
+/// instances get the account's limit between them, not the limit each.
+#[tokio::test]
+async fn two_instances_share_one_login_lockout() {
+    let Some(url) = redis_url().await else {
+        return;
+    };
+    let one = TestApp::spawn_with(tempfile::tempdir().expect("dir"), |s| {
+        s.redis_url = Some(url.clone());
+    })
+    .await;
+    let built = App::build((*one.app_state.settings).clone())
+        .await
+        .expect("second instance builds");
+    let router = built.router();
+    let two = TestApp::serve(tempfile::tempdir().expect("dir"), built, router).await;
+    let staff = one.admin_token().await;
+    // A new tenant each run: its id keys the counters, so runs never meet.
+    one.create_tenant(&staff, "locked-both", "basic").await;
+    one.tenant_user(&staff, "locked-both", "v@locked-both.example", "user")
+        .await;
+    let guesses = (0..40).map(|i| {
+        let app = if i % 2 == 0 { &one } else { &two };
+        app.tenant_login("locked-both", "v@locked-both.example", "wrong-Passw0rd!")
+    });
+    let statuses: Vec<u16> = futures::future::join_all(guesses)
+        .await
+        .iter()
+        .map(|r| r.status.as_u16())
+        .collect();
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    assert_eq!(checked, 5, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 35);
+}

@@ -3,6 +3,8 @@
 //! engines cannot drift apart. Plus what only PostgreSQL has: row-level
 //! security and the runtime role.
 
+#[path = "../it/attempts.rs"]
+mod attempts;
 #[path = "../it/audit.rs"]
 mod audit;
 #[path = "../it/control_plane.rs"]
@@ -31,6 +33,11 @@ mod placement;
 mod registry;
 mod resilience;
 mod rls;
+#[path = "../it/sessions.rs"]
+mod sessions;
+#[path = "../it/slow_clients.rs"]
+mod slow_clients;
+mod statistics;
 #[path = "../it/support.rs"]
 mod support;
 

@@ -25,6 +25,22 @@ pub struct TenantUser {
     pub updated_at: DateTime<Utc>,
 }
 
+/// What a PATCH of a user sets; `None` leaves a field as it is, so two
+/// concurrent PATCHes of different fields both take effect.
+#[derive(Clone, Debug, Default)]
+pub struct UserChange {
+    pub name: Option<String>,
+    pub role: Option<Role>,
+    pub phone: Option<Option<String>>,
+    /// A new password also revokes every refresh token of the user.
+    pub password_hash: Option<String>,
+    pub active: Option<bool>,
+    pub updated_at: DateTime<Utc>,
+    /// The role the caller's right to change the user was judged on: the
+    /// change applies only while the user still has it.
+    pub judged_role: Option<Role>,
+}
+
 /// A refresh token, stored only as its hash. Tokens of one login form a
 /// family; reuse of a spent token revokes the family.
 #[derive(Clone, Debug, PartialEq)]
@@ -65,12 +81,17 @@ pub trait IdentityStore: Send + Sync + 'static {
     async fn user_by_phone(&self, tenant: &Tenant, phone: &str) -> StoreResult<Option<TenantUser>>;
     async fn list_users(&self, tenant: &Tenant, page: &PageRequest)
     -> StoreResult<Vec<TenantUser>>;
-    async fn update_user(
+    /// Applies `change` in one statement (and, with a new password, revokes
+    /// the user's refresh tokens in the same transaction): the user as it
+    /// is after, or `None` when it is gone or its role is no longer
+    /// `change.judged_role`.
+    async fn change_user(
         &self,
         tenant: &Tenant,
-        user: &TenantUser,
+        id: UserId,
+        change: &UserChange,
         audit: &NewAuditEntry,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<Option<TenantUser>>;
     /// Deletes the user and its refresh tokens; true when it existed (and audited).
     async fn delete_user(
         &self,
@@ -80,7 +101,12 @@ pub trait IdentityStore: Send + Sync + 'static {
     ) -> StoreResult<bool>;
     async fn count_users(&self, tenant: &Tenant) -> StoreResult<u64>;
 
-    async fn insert_refresh(&self, record: &RefreshRecord) -> StoreResult<()>;
+    /// Stores a new refresh token. `parent`: the spent token it replaces;
+    /// the family continues only while that one is not revoked, so a logout
+    /// or password change racing the rotation cannot miss the new token.
+    /// `NotFound` when refused (parent revoked, tenant gone).
+    async fn insert_refresh(&self, record: &RefreshRecord, parent: Option<&str>)
+    -> StoreResult<()>;
     async fn refresh_by_hash(&self, token_hash: &str) -> StoreResult<Option<RefreshRecord>>;
     /// Marks a live token spent; false when it was already spent or revoked
     /// (so two concurrent refreshes cannot both succeed).

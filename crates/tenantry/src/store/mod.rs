@@ -9,7 +9,7 @@ pub mod postgres;
 pub mod sqlite;
 
 pub use data::{DataPlane, Restore, TenantData, Usage};
-pub use identity::{IdentityStore, OtpRecord, RefreshRecord, TenantUser};
+pub use identity::{IdentityStore, OtpRecord, RefreshRecord, TenantUser, UserChange};
 
 use crate::Role;
 use crate::audit::NewAuditEntry;
@@ -108,6 +108,19 @@ pub struct ControlImport {
     pub audit: Option<NewAuditEntry>,
 }
 
+/// What a PATCH of a tenant sets; `None` leaves a field as it is, so
+/// concurrent PATCHes of different fields both take effect.
+#[derive(Clone, Debug, Default)]
+pub struct TenantChange {
+    pub slug: Option<crate::Slug>,
+    pub name: Option<String>,
+    pub plan: Option<String>,
+    pub domain: Option<Option<String>>,
+    pub metadata: Option<serde_json::Value>,
+    pub branding: Option<serde_json::Value>,
+    pub updated_at: DateTime<Utc>,
+}
+
 /// Keyset pagination: items strictly after `after`, ordered by id.
 #[derive(Clone, Debug, Default)]
 pub struct PageRequest {
@@ -180,9 +193,15 @@ pub trait ControlStore: Send + Sync + 'static {
         filter: &TenantFilter,
         page: &PageRequest,
     ) -> StoreResult<Vec<Tenant>>;
-    /// Writes the mutable fields of a live tenant (name, slug, plan, domain,
-    /// metadata, branding) but not its status; `NotFound` if it was deleted.
-    async fn update_tenant(&self, tenant: &Tenant, audit: &NewAuditEntry) -> StoreResult<()>;
+    /// Writes the fields `change` sets of a live tenant in one statement,
+    /// nothing else (not its status, tier or placement, which have their own
+    /// writers): the tenant as it is after; `NotFound` if it was deleted.
+    async fn change_tenant(
+        &self,
+        tenant: TenantId,
+        change: &TenantChange,
+        audit: &NewAuditEntry,
+    ) -> StoreResult<Tenant>;
     /// Changes the status of a live tenant; `NotFound` if it was deleted.
     async fn set_tenant_status(
         &self,
@@ -226,11 +245,13 @@ pub trait ControlStore: Send + Sync + 'static {
     /// (a new dedicated tenant starts at the version its database was created with).
     async fn set_schema_version(&self, tenant: &Tenant, version: i64) -> StoreResult<()>;
 
-    /// Adds batched request counts: `(tenant, UTC day, requests)`.
+    /// Adds batched request counts: `(tenant, UTC day, requests)`, and
+    /// answers each row's total after the addition (every instance's counts),
+    /// in the same shape; rows of a tenant deleted since are dropped.
     async fn add_request_counts(
         &self,
         counts: &[(TenantId, chrono::NaiveDate, u64)],
-    ) -> StoreResult<()>;
+    ) -> StoreResult<Vec<(TenantId, chrono::NaiveDate, u64)>>;
     /// The tenant's request counts for the days in `from..=to` that have any.
     async fn request_counts(
         &self,

@@ -9,7 +9,8 @@ use crate::job::{Claim, Job, JobFilter, JobKind, JobOutcome, JobStatus};
 use crate::plan::Plan;
 use crate::store::{
     ConfigEntry, ControlImport, ControlStore, Organization, PageRequest, PlatformUser, StoreError,
-    StoreResult, TenantFilter, decode, isolation, outcome_columns, page_limit, substring_pattern,
+    StoreResult, TenantChange, TenantFilter, decode, isolation, outcome_columns, page_limit,
+    substring_pattern,
 };
 use crate::tenant::{Slug, Tenant, TenantStatus};
 use async_trait::async_trait;
@@ -471,33 +472,39 @@ impl ControlStore for PgControlStore {
             .collect()
     }
 
-    async fn update_tenant(&self, t: &Tenant, a: &NewAuditEntry) -> StoreResult<()> {
+    async fn change_tenant(
+        &self,
+        id: TenantId,
+        c: &TenantChange,
+        a: &NewAuditEntry,
+    ) -> StoreResult<Tenant> {
         // Status is not written here (see `set_tenant_status`), so a PATCH
         // racing a suspension cannot undo it; a deleted tenant stays deleted.
-        let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
-        let done = sqlx::query(
-            "UPDATE tenants SET slug = $1, name = $2, plan = $3, isolation = $4, organization_id = $5,
-                    domain = $6, metadata = $7, branding = $8, updated_at = $9
-             WHERE id = $10 AND status IN ('active', 'suspended')",
+        let mut tx = tenant_tx(&self.db.runtime, id).await?;
+        let row = sqlx::query(
+            "UPDATE tenants SET slug = COALESCE($1, slug), name = COALESCE($2, name),
+                    plan = COALESCE($3, plan), domain = CASE WHEN $4 THEN $5 ELSE domain END,
+                    metadata = COALESCE($6, metadata), branding = COALESCE($7, branding),
+                    updated_at = $8
+             WHERE id = $9 AND status IN ('active', 'suspended')
+             RETURNING *",
         )
-        .bind(t.slug.as_str())
-        .bind(&t.name)
-        .bind(&t.plan)
-        .bind(t.isolation.as_str())
-        .bind(t.organization_id.map(|o| o.0))
-        .bind(&t.domain)
-        .bind(&t.metadata)
-        .bind(&t.branding)
-        .bind(t.updated_at)
-        .bind(t.id.0)
-        .execute(&mut *tx)
+        .bind(c.slug.as_ref().map(|s| s.as_str()))
+        .bind(&c.name)
+        .bind(&c.plan)
+        .bind(c.domain.is_some())
+        .bind(c.domain.clone().flatten())
+        .bind(&c.metadata)
+        .bind(&c.branding)
+        .bind(c.updated_at)
+        .bind(id.0)
+        .fetch_optional(&mut *tx)
         .await
-        .map_err(pg_error)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        audit::append(&mut tx, &ChainAt::control(t.id), a).await?;
-        tx.commit().await.map_err(pg_error)
+        .map_err(pg_error)?
+        .ok_or(StoreError::NotFound)?;
+        audit::append(&mut tx, &ChainAt::control(id), a).await?;
+        tx.commit().await.map_err(pg_error)?;
+        tenant_from_row(&row)
     }
 
     async fn set_tenant_status(
@@ -675,32 +682,38 @@ impl ControlStore for PgControlStore {
     async fn add_request_counts(
         &self,
         counts: &[(TenantId, chrono::NaiveDate, u64)],
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Vec<(TenantId, chrono::NaiveDate, u64)>> {
         // One transaction for the batch; the tenant context is switched
         // before each row so RLS's WITH CHECK accepts it.
         // Rows in one order everywhere: two instances flushing at once
         // then queue on the same row instead of deadlocking.
         let mut counts = counts.to_vec();
         counts.sort_unstable_by_key(|(tenant, day, _)| (tenant.0, *day));
+        let mut totals = Vec::with_capacity(counts.len());
         let mut tx = self.db.runtime.begin().await.map_err(pg_error)?;
         for (tenant, day, n) in &counts {
             set_tenant(&mut tx, *tenant).await?;
             // Counts of a tenant deleted since are dropped, not written back.
-            sqlx::query(
+            let total: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO request_counts (tenant_id, day, requests)
                  SELECT $1, $2, $3 WHERE EXISTS (
                      SELECT 1 FROM tenants WHERE id = $1 AND status IN ('active', 'suspended') FOR SHARE)
                  ON CONFLICT (tenant_id, day) DO UPDATE
-                 SET requests = request_counts.requests + excluded.requests",
+                 SET requests = request_counts.requests + excluded.requests
+                 RETURNING requests",
             )
             .bind(tenant.0)
             .bind(*day)
             .bind(i64::try_from(*n).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(pg_error)?;
+            if let Some(total) = total {
+                totals.push((*tenant, *day, total.max(0) as u64));
+            }
         }
-        tx.commit().await.map_err(pg_error)
+        tx.commit().await.map_err(pg_error)?;
+        Ok(totals)
     }
 
     async fn request_counts(

@@ -5,7 +5,7 @@ use super::control::{col, count};
 use super::{PgControlStore, pg_error, tenant_tx};
 use crate::audit::{AuditEntry, AuditFilter, NewAuditEntry};
 use crate::ids::{TenantId, UserId};
-use crate::store::identity::{IdentityStore, OtpRecord, RefreshRecord, TenantUser};
+use crate::store::identity::{IdentityStore, OtpRecord, RefreshRecord, TenantUser, UserChange};
 use crate::store::page_limit;
 use crate::store::{PageRequest, StoreError, StoreResult, decode};
 use crate::{Role, Tenant};
@@ -170,30 +170,44 @@ impl IdentityStore for PgControlStore {
         rows.iter().map(user_from_row).collect()
     }
 
-    async fn update_user(&self, t: &Tenant, u: &TenantUser, a: &NewAuditEntry) -> StoreResult<()> {
+    async fn change_user(
+        &self,
+        t: &Tenant,
+        id: UserId,
+        c: &UserChange,
+        a: &NewAuditEntry,
+    ) -> StoreResult<Option<TenantUser>> {
         let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
-        let done = sqlx::query(
-            "UPDATE users SET email = $1, name = $2, role = $3, phone = $4, password_hash = $5,
-                    active = $6, updated_at = $7
-             WHERE tenant_id = $8 AND id = $9",
+        let row = sqlx::query(
+            "UPDATE users SET name = COALESCE($1, name), role = COALESCE($2, role),
+                    phone = CASE WHEN $3 THEN $4 ELSE phone END,
+                    password_hash = COALESCE($5, password_hash),
+                    active = COALESCE($6, active), updated_at = $7
+             WHERE tenant_id = $8 AND id = $9 AND ($10::text IS NULL OR role = $10)
+             RETURNING *",
         )
-        .bind(&u.email)
-        .bind(&u.name)
-        .bind(u.role.as_str())
-        .bind(&u.phone)
-        .bind(&u.password_hash)
-        .bind(u.active)
-        .bind(u.updated_at)
+        .bind(&c.name)
+        .bind(c.role.map(|r| r.as_str()))
+        .bind(c.phone.is_some())
+        .bind(c.phone.clone().flatten())
+        .bind(&c.password_hash)
+        .bind(c.active)
+        .bind(c.updated_at)
         .bind(t.id.0)
-        .bind(u.id.0)
-        .execute(&mut *tx)
+        .bind(id.0)
+        .bind(c.judged_role.map(|r| r.as_str()))
+        .fetch_optional(&mut *tx)
         .await
         .map_err(pg_error)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        if c.password_hash.is_some() {
+            revoke_refresh(&mut tx, Revoke::User(t.id, id), c.updated_at).await?;
         }
         audit::append(&mut tx, &ChainAt::control(t.id), a).await?;
-        tx.commit().await.map_err(pg_error)
+        tx.commit().await.map_err(pg_error)?;
+        user_from_row(&row).map(Some)
     }
 
     async fn delete_user(&self, t: &Tenant, id: UserId, a: &NewAuditEntry) -> StoreResult<bool> {
@@ -229,14 +243,20 @@ impl IdentityStore for PgControlStore {
         Ok(count(n))
     }
 
-    async fn insert_refresh(&self, r: &RefreshRecord) -> StoreResult<()> {
+    async fn insert_refresh(&self, r: &RefreshRecord, parent: Option<&str>) -> StoreResult<()> {
         // A tenant user's token only while its tenant lives: a login racing
         // the tenant's deletion must not leave a token behind the purge.
+        // A rotation only while its parent is not revoked; the share lock
+        // on the parent makes a revocation in progress finish first (then
+        // this sees it), or wait for this insert (then its second look,
+        // see `revoke_refresh`, finds the new token).
         let done = sqlx::query(
             "INSERT INTO refresh_tokens (token_hash, family_id, tenant_id, user_id, expires_at, used_at, revoked_at)
              SELECT $1, $2, $3, $4, $5, $6, $7
-             WHERE $3::uuid IS NULL OR EXISTS (
-                 SELECT 1 FROM tenants WHERE id = $3 AND status IN ('active', 'suspended') FOR SHARE)",
+             WHERE ($3::uuid IS NULL OR EXISTS (
+                 SELECT 1 FROM tenants WHERE id = $3 AND status IN ('active', 'suspended') FOR SHARE))
+               AND ($8::text IS NULL OR EXISTS (
+                 SELECT 1 FROM refresh_tokens WHERE token_hash = $8 AND revoked_at IS NULL FOR SHARE))",
         )
         .bind(&r.token_hash)
         .bind(r.family_id)
@@ -245,6 +265,7 @@ impl IdentityStore for PgControlStore {
         .bind(r.expires_at)
         .bind(r.used_at)
         .bind(r.revoked_at)
+        .bind(parent)
         .execute(&self.db.runtime)
         .await
         .map_err(|e| match pg_error(e) {
@@ -285,15 +306,9 @@ impl IdentityStore for PgControlStore {
     }
 
     async fn revoke_family(&self, family_id: Uuid, at: DateTime<Utc>) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
-        )
-        .bind(at)
-        .bind(family_id)
-        .execute(&self.db.runtime)
-        .await
-        .map_err(pg_error)?;
-        Ok(())
+        let mut tx = self.db.runtime.begin().await.map_err(pg_error)?;
+        revoke_refresh(&mut tx, Revoke::Family(family_id), at).await?;
+        tx.commit().await.map_err(pg_error)
     }
 
     async fn put_otp(&self, t: &Tenant, otp: &OtpRecord) -> StoreResult<()> {
@@ -417,4 +432,48 @@ impl PgControlStore {
             None => self.db.runtime.begin().await.map_err(pg_error),
         }
     }
+}
+
+/// Whose refresh tokens to revoke.
+enum Revoke {
+    Family(Uuid),
+    User(TenantId, UserId),
+}
+
+/// Revokes refresh tokens, including one a concurrent rotation is
+/// inserting: the rows are locked first, which waits for a rotation holding
+/// its parent, and the UPDATE that follows is a new statement whose
+/// snapshot holds the rotation's new token.
+async fn revoke_refresh(
+    tx: &mut sqlx::PgConnection,
+    whose: Revoke,
+    at: DateTime<Utc>,
+) -> StoreResult<()> {
+    let (lock, update) = match whose {
+        Revoke::Family(family) => (
+            sqlx::query("SELECT 1 FROM refresh_tokens WHERE family_id = $1 FOR UPDATE").bind(family),
+            sqlx::query(
+                "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
+            )
+            .bind(family)
+            .bind(at),
+        ),
+        Revoke::User(tenant, user) => (
+            sqlx::query(
+                "SELECT 1 FROM refresh_tokens WHERE tenant_id = $1 AND user_id = $2 FOR UPDATE",
+            )
+            .bind(tenant.0)
+            .bind(user.0),
+            sqlx::query(
+                "UPDATE refresh_tokens SET revoked_at = $3
+                 WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL",
+            )
+            .bind(tenant.0)
+            .bind(user.0)
+            .bind(at),
+        ),
+    };
+    lock.execute(&mut *tx).await.map_err(pg_error)?;
+    update.execute(&mut *tx).await.map_err(pg_error)?;
+    Ok(())
 }

@@ -19,7 +19,7 @@ use moka::future::Cache;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,7 +51,7 @@ async fn open_pool(path: &Path, create: bool, max_connections: u32) -> StoreResu
         .create_if_missing(create)
         .page_size(TENANT_PAGE_SIZE)
         .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
+        .synchronous(super::SYNCHRONOUS)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(5))
         // Thousands of small databases may be open: keep each one's page
@@ -1260,6 +1260,35 @@ mod tests {
             matches!(listed, Err(StoreError::Absent | StoreError::NotFound)),
             "{listed:?}"
         );
+    }
+
+    /// Every kind of connection syncs each commit before it is acknowledged
+    /// (`synchronous = FULL`, 2): the pools' and the direct ones'.
+    #[tokio::test]
+    async fn every_connection_syncs_each_commit() {
+        let (dir, plane, tenant) = provisioned("synced").await;
+        let pool = open_pool(&plane.path(tenant.id), false, 1)
+            .await
+            .expect("pool");
+        let pooled: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&pool)
+            .await
+            .expect("pragma");
+        let direct: i64 = super::super::direct::connect(&dir.path().join("shared.db"), 64)
+            .expect("connect")
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .expect("pragma");
+        let control = crate::store::sqlite::SqliteControlStore::open(
+            &dir.path().join("control.db"),
+            MigratePolicy::Apply,
+        )
+        .await
+        .expect("control store");
+        let controlled: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&control.pool)
+            .await
+            .expect("pragma");
+        assert_eq!((pooled, direct, controlled), (2, 2, 2));
     }
 
     /// New tenant databases, shared and dedicated, get the smaller pages.

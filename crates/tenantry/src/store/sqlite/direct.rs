@@ -34,7 +34,9 @@ pub(super) fn direct_error(e: rusqlite::Error) -> StoreError {
         rusqlite::Error::SqliteFailure(f, _)
             if matches!(
                 f.code,
-                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                rusqlite::ErrorCode::DatabaseBusy
+                    | rusqlite::ErrorCode::DatabaseLocked
+                    | rusqlite::ErrorCode::DiskFull
             ) =>
         {
             StoreError::Unavailable(e.to_string())
@@ -52,16 +54,17 @@ pub(super) const DEDICATED_CACHE_KIB: u32 = 128;
 
 /// A connection to an existing database (WAL mode: sqlx set it at creation)
 /// keeping at most `cache_kib` of pages.
-fn connect(path: &Path, cache_kib: u32) -> StoreResult<Connection> {
+pub(super) fn connect(path: &Path, cache_kib: u32) -> StoreResult<Connection> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(direct_error)?;
-    // temp_store: the group commit's savepoint journals stay in memory
+    // synchronous: as `super::SYNCHRONOUS` (each commit on disk before it
+    // is acknowledged). temp_store: the group commit's savepoint journals stay in memory
     // instead of spilling into temporary files past 64 KiB.
     conn.execute_batch(&format!(
-        "PRAGMA cache_size = -{cache_kib}; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; \
+        "PRAGMA cache_size = -{cache_kib}; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; \
          PRAGMA temp_store = MEMORY;"
     ))
     .map_err(direct_error)?;

@@ -6,7 +6,7 @@ use super::{
 };
 use crate::audit::{AuditEntry, AuditFilter, NewAuditEntry};
 use crate::ids::UserId;
-use crate::store::identity::{IdentityStore, OtpRecord, RefreshRecord, TenantUser};
+use crate::store::identity::{IdentityStore, OtpRecord, RefreshRecord, TenantUser, UserChange};
 use crate::store::page_limit;
 use crate::store::{PageRequest, StoreError, StoreResult, decode};
 use crate::{Role, Tenant};
@@ -132,29 +132,54 @@ impl IdentityStore for SqliteControlStore {
             .collect()
     }
 
-    async fn update_user(&self, t: &Tenant, u: &TenantUser, a: &NewAuditEntry) -> StoreResult<()> {
+    async fn change_user(
+        &self,
+        t: &Tenant,
+        id: UserId,
+        c: &UserChange,
+        a: &NewAuditEntry,
+    ) -> StoreResult<Option<TenantUser>> {
         let mut tx = begin_write(&self.pool).await?;
-        let done = sqlx::query(
-            "UPDATE users SET email = ?, name = ?, role = ?, phone = ?, password_hash = ?, active = ?, updated_at = ?
-             WHERE tenant_id = ? AND id = ?",
+        let row = sqlx::query(
+            "UPDATE users SET name = COALESCE(?1, name), role = COALESCE(?2, role),
+                    phone = CASE WHEN ?3 THEN ?4 ELSE phone END,
+                    password_hash = COALESCE(?5, password_hash),
+                    active = COALESCE(?6, active), updated_at = ?7
+             WHERE tenant_id = ?8 AND id = ?9 AND (?10 IS NULL OR role = ?10)
+             RETURNING *",
         )
-        .bind(&u.email)
-        .bind(&u.name)
-        .bind(u.role.as_str())
-        .bind(&u.phone)
-        .bind(&u.password_hash)
-        .bind(u.active)
-        .bind(u.updated_at)
+        .bind(&c.name)
+        .bind(c.role.map(|r| r.as_str()))
+        .bind(c.phone.is_some())
+        .bind(c.phone.clone().flatten())
+        .bind(&c.password_hash)
+        .bind(c.active)
+        .bind(c.updated_at)
         .bind(t.id.to_string())
-        .bind(u.id.to_string())
-        .execute(&mut *tx)
+        .bind(id.to_string())
+        .bind(c.judged_role.map(|r| r.as_str()))
+        .fetch_optional(&mut *tx)
         .await
         .map_err(db_error)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let user = user_from_row(&row)?;
+        if c.password_hash.is_some() {
+            sqlx::query(
+                "UPDATE refresh_tokens SET revoked_at = ?1
+                 WHERE tenant_id = ?2 AND user_id = ?3 AND revoked_at IS NULL",
+            )
+            .bind(c.updated_at)
+            .bind(t.id.to_string())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
         }
         audit::append(&mut tx, &control_chain(t), a).await?;
-        tx.commit().await.map_err(db_error)
+        tx.commit().await.map_err(db_error)?;
+        Ok(Some(user))
     }
 
     async fn delete_user(&self, t: &Tenant, id: UserId, a: &NewAuditEntry) -> StoreResult<bool> {
@@ -188,14 +213,17 @@ impl IdentityStore for SqliteControlStore {
         Ok(n.max(0) as u64)
     }
 
-    async fn insert_refresh(&self, r: &RefreshRecord) -> StoreResult<()> {
+    async fn insert_refresh(&self, r: &RefreshRecord, parent: Option<&str>) -> StoreResult<()> {
         // A tenant user's token only while its tenant lives: a login racing
         // the tenant's deletion must not leave a token behind the purge.
+        // A rotation only while its parent is not revoked (writes are
+        // serial here: a revocation either came first or sees this token).
         let tenant = r.tenant_id.map(|t| t.to_string());
         let done = sqlx::query(
             "INSERT INTO refresh_tokens (token_hash, family_id, tenant_id, user_id, expires_at, used_at, revoked_at)
              SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
-             WHERE ?3 IS NULL OR EXISTS (SELECT 1 FROM tenants WHERE id = ?3 AND status IN ('active', 'suspended'))",
+             WHERE (?3 IS NULL OR EXISTS (SELECT 1 FROM tenants WHERE id = ?3 AND status IN ('active', 'suspended')))
+               AND (?8 IS NULL OR EXISTS (SELECT 1 FROM refresh_tokens WHERE token_hash = ?8 AND revoked_at IS NULL))",
         )
         .bind(&r.token_hash)
         .bind(r.family_id.to_string())
@@ -204,6 +232,7 @@ impl IdentityStore for SqliteControlStore {
         .bind(r.expires_at)
         .bind(r.used_at)
         .bind(r.revoked_at)
+        .bind(parent)
         .execute(&self.pool)
         .await
         .map_err(db_error)?;

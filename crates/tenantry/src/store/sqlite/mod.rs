@@ -10,7 +10,8 @@ pub use data::SqliteDataPlane;
 use super::migrate::{MigratePolicy, must_run};
 use super::{
     ConfigEntry, ControlImport, ControlStore, Organization, PageRequest, PlatformUser, StoreError,
-    StoreResult, TenantFilter, decode, isolation, outcome_columns, page_limit, substring_pattern,
+    StoreResult, TenantChange, TenantFilter, decode, isolation, outcome_columns, page_limit,
+    substring_pattern,
 };
 use crate::Role;
 use crate::audit::{AuditChain, NewAuditEntry};
@@ -37,6 +38,12 @@ pub struct SqliteControlStore {
     pool: SqlitePool,
 }
 
+/// Every commit is on disk before it is acknowledged. In WAL mode `NORMAL`
+/// syncs only at checkpoints, so a power cut could lose the last commits a
+/// client was told succeeded; `FULL` syncs the WAL at each commit (group
+/// commit on the shared writer shares one sync among its batch).
+pub(super) const SYNCHRONOUS: SqliteSynchronous = SqliteSynchronous::Full;
+
 impl SqliteControlStore {
     /// Opens (creating if needed) the database file; `policy` says whether
     /// a schema that is behind may be migrated.
@@ -45,7 +52,7 @@ impl SqliteControlStore {
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(SYNCHRONOUS)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
@@ -194,12 +201,25 @@ pub(super) fn db_error(e: sqlx::Error) -> StoreError {
                 .to_owned();
             StoreError::Conflict(field)
         }
+        // Busy or locked past the busy timeout, or the disk full: the
+        // database is fine and a retry later may well succeed (a 503).
+        sqlx::Error::Database(db)
+            if db
+                .code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .is_some_and(|c| TRANSIENT_CODES.contains(&(c & 0xff))) =>
+        {
+            StoreError::Unavailable(e.to_string())
+        }
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
             StoreError::Unavailable(e.to_string())
         }
         _ => StoreError::Internal(e.to_string()),
     }
 }
+
+/// SQLite's primary result codes for conditions that pass: BUSY, LOCKED, FULL.
+const TRANSIENT_CODES: [i32; 3] = [5, 6, 13];
 
 fn json_col(row: &SqliteRow, col: &str) -> StoreResult<serde_json::Value> {
     let text: String = row.try_get(col).map_err(db_error)?;
@@ -549,33 +569,40 @@ impl ControlStore for SqliteControlStore {
             .collect()
     }
 
-    async fn update_tenant(&self, t: &Tenant, a: &NewAuditEntry) -> StoreResult<()> {
+    async fn change_tenant(
+        &self,
+        id: TenantId,
+        c: &TenantChange,
+        a: &NewAuditEntry,
+    ) -> StoreResult<Tenant> {
         // Status is not written here (see `set_tenant_status`), so a PATCH
         // racing a suspension cannot undo it; a deleted tenant stays deleted.
         let mut tx = begin_write(&self.pool).await?;
-        let done = sqlx::query(
-            "UPDATE tenants SET slug = ?, name = ?, plan = ?, isolation = ?, organization_id = ?,
-                    domain = ?, metadata = ?, branding = ?, updated_at = ?
-             WHERE id = ? AND status IN ('active', 'suspended')",
+        let row = sqlx::query(
+            "UPDATE tenants SET slug = COALESCE(?1, slug), name = COALESCE(?2, name),
+                    plan = COALESCE(?3, plan), domain = CASE WHEN ?4 THEN ?5 ELSE domain END,
+                    metadata = COALESCE(?6, metadata), branding = COALESCE(?7, branding),
+                    updated_at = ?8
+             WHERE id = ?9 AND status IN ('active', 'suspended')
+             RETURNING *",
         )
-        .bind(t.slug.as_str())
-        .bind(&t.name)
-        .bind(&t.plan)
-        .bind(t.isolation.as_str())
-        .bind(t.organization_id.map(|o| o.to_string()))
-        .bind(&t.domain)
-        .bind(to_json(&t.metadata)?)
-        .bind(to_json(&t.branding)?)
-        .bind(t.updated_at)
-        .bind(t.id.to_string())
-        .execute(&mut *tx)
+        .bind(c.slug.as_ref().map(|s| s.as_str()))
+        .bind(&c.name)
+        .bind(&c.plan)
+        .bind(c.domain.is_some())
+        .bind(c.domain.clone().flatten())
+        .bind(c.metadata.as_ref().map(to_json).transpose()?)
+        .bind(c.branding.as_ref().map(to_json).transpose()?)
+        .bind(c.updated_at)
+        .bind(id.to_string())
+        .fetch_optional(&mut *tx)
         .await
-        .map_err(db_error)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        audit::append(&mut tx, &control_chain(t), a).await?;
-        tx.commit().await.map_err(db_error)
+        .map_err(db_error)?
+        .ok_or(StoreError::NotFound)?;
+        let tenant = tenant_from_row(&row)?;
+        audit::append(&mut tx, &control_chain(&tenant), a).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(tenant)
     }
 
     async fn set_tenant_status(
@@ -744,24 +771,30 @@ impl ControlStore for SqliteControlStore {
     async fn add_request_counts(
         &self,
         counts: &[(TenantId, chrono::NaiveDate, u64)],
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Vec<(TenantId, chrono::NaiveDate, u64)>> {
+        let mut totals = Vec::with_capacity(counts.len());
         let mut tx = begin_write(&self.pool).await?;
         for (tenant, day, n) in counts {
             // Counts of a tenant deleted since are dropped, not written back.
-            sqlx::query(
+            let total: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO request_counts (tenant_id, day, requests)
                  SELECT ?1, ?2, ?3
                  WHERE EXISTS (SELECT 1 FROM tenants WHERE id = ?1 AND status IN ('active', 'suspended'))
-                 ON CONFLICT (tenant_id, day) DO UPDATE SET requests = requests + excluded.requests",
+                 ON CONFLICT (tenant_id, day) DO UPDATE SET requests = requests + excluded.requests
+                 RETURNING requests",
             )
             .bind(tenant.to_string())
             .bind(day.to_string())
             .bind(i64::try_from(*n).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(db_error)?;
+            if let Some(total) = total {
+                totals.push((*tenant, *day, total.max(0) as u64));
+            }
         }
-        tx.commit().await.map_err(db_error)
+        tx.commit().await.map_err(db_error)?;
+        Ok(totals)
     }
 
     async fn request_counts(
@@ -1109,5 +1142,39 @@ impl ControlStore for SqliteControlStore {
                 .map_err(db_error)?;
         }
         tx.commit().await.map_err(db_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::{ConnectOptions, Connection};
+
+    /// A database still locked when the busy timeout runs out is a
+    /// condition that passes (503 and Retry-After), not an internal error.
+    #[tokio::test]
+    async fn busy_past_the_timeout_is_unavailable_not_internal() {
+        let dir = tempfile::tempdir().expect("dir");
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("busy.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_millis(20));
+        let mut holder = options.connect().await.expect("connect");
+        sqlx::query("CREATE TABLE t (x)")
+            .execute(&mut holder)
+            .await
+            .expect("create");
+        let mut other = options.connect().await.expect("connect");
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut holder)
+            .await
+            .expect("lock");
+        let refused = sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut other)
+            .await
+            .expect_err("busy");
+        assert!(matches!(db_error(refused), StoreError::Unavailable(_)));
+        holder.close().await.expect("close");
     }
 }
