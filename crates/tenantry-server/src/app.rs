@@ -231,6 +231,9 @@ async fn open_stores(settings: &Settings) -> anyhow::Result<(Arc<dyn Store>, Arc
                 acquire_timeout: std::time::Duration::from_millis(
                     settings.database_acquire_timeout_ms,
                 ),
+                statement_timeout: std::time::Duration::from_millis(
+                    settings.database_statement_timeout_ms,
+                ),
             };
             let policy = migrate_policy(settings);
             let db = PgDatabase::open(&server(url), policy)

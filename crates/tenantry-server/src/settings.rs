@@ -29,6 +29,9 @@ pub struct Settings {
     pub dedicated_max_connections: u32,
     /// PostgreSQL: how long a request waits for a connection before 503, in milliseconds.
     pub database_acquire_timeout_ms: u64,
+    /// PostgreSQL: the longest a statement of the runtime role runs (then
+    /// 503), in milliseconds.
+    pub database_statement_timeout_ms: u64,
     /// PostgreSQL servers tenants are placed across (`[[placement.servers]]`
     /// with `name`, `url`, `weight`); empty: everything in the main database.
     pub placement: Placement,
@@ -117,6 +120,7 @@ impl Default for Settings {
             database_max_connections: 16,
             dedicated_max_connections: 64,
             database_acquire_timeout_ms: 3000,
+            database_statement_timeout_ms: 30_000,
             placement: Placement::default(),
             migrate: false,
             migrate_parallelism: 8,

@@ -14,6 +14,23 @@ pub struct Limits {
     pub max_storage_bytes: Option<u64>,
     pub api_requests_per_day: Option<u64>,
     pub requests_per_second: Option<u64>,
+    /// Collections the tenant may define. Absent from a stored or sent
+    /// plan: the default, not unlimited.
+    #[serde(default = "default_max_collections")]
+    pub max_collections: Option<u64>,
+    /// Distinct field names the tenant may index or make unique, over all
+    /// its collections: on the shared tier each name is an index of the
+    /// table every shared tenant writes, so they are few by default.
+    #[serde(default = "default_max_indexed_fields")]
+    pub max_indexed_fields: Option<u64>,
+}
+
+fn default_max_collections() -> Option<u64> {
+    Some(100)
+}
+
+fn default_max_indexed_fields() -> Option<u64> {
+    Some(16)
 }
 
 /// A plan: what a tenant on it may do and the configuration it starts from.
@@ -162,6 +179,8 @@ impl BuiltinPlan {
                 max_storage_bytes: Some(self.storage_gb * GB),
                 api_requests_per_day: self.requests_per_day,
                 requests_per_second: Some(self.requests_per_second),
+                max_collections: Some(100 * 10u64.pow(u32::from(self.level))),
+                max_indexed_fields: Some(16 << self.level),
             },
             features,
             config_defaults,

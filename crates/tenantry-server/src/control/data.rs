@@ -58,8 +58,16 @@ pub enum IfMatch {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Stats {
     pub total: u64,
+    /// The largest groups, at most `MAX_GROUPS` of them.
     pub groups: BTreeMap<String, u64>,
+    /// Present (true) only when smaller groups were left out.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
+
+/// Groups a stats answer holds at most: a field with a value per record
+/// would otherwise answer one group per record.
+pub const MAX_GROUPS: u32 = 1000;
 
 /// One row of `GET /api/v1/analytics/compare`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -121,17 +129,38 @@ fn record_id(id: &str) -> Result<RecordId> {
     id.parse().map_err(|_| not_found())
 }
 
-fn schema_errors(def: &CollectionDef, data: &Value) -> Result<()> {
+/// Compiled JSON Schemas by (tenant, collection), each beside the schema it
+/// was compiled from, so a redefinition compiles anew: compiling costs far
+/// more than validating, and once ran on every write.
+pub type CompiledSchemas =
+    quick_cache::sync::Cache<(tenantry::TenantId, String), Arc<(Value, jsonschema::Validator)>>;
+
+fn schema_errors(
+    compiled: &CompiledSchemas,
+    tenant: tenantry::TenantId,
+    def: &CollectionDef,
+    data: &Value,
+) -> Result<()> {
     let Some(schema) = &def.schema else {
         return Ok(());
     };
-    let validator = jsonschema::validator_for(schema).map_err(|e| {
-        Error::Internal(format!(
-            "stored schema of {} does not compile: {e}",
-            def.name
-        ))
-    })?;
-    let errors: Vec<FieldError> = validator
+    let key = (tenant, def.name.clone());
+    let entry = match compiled.get(&key) {
+        Some(entry) if entry.0 == *schema => entry,
+        _ => {
+            let validator = jsonschema::validator_for(schema).map_err(|e| {
+                Error::Internal(format!(
+                    "stored schema of {} does not compile: {e}",
+                    def.name
+                ))
+            })?;
+            let entry = Arc::new((schema.clone(), validator));
+            compiled.insert(key, entry.clone());
+            entry
+        }
+    };
+    let errors: Vec<FieldError> = entry
+        .1
         .iter_errors(data)
         .map(|e| {
             let path = e.instance_path().to_string();
@@ -329,6 +358,8 @@ impl Services {
                         created_at: existing.as_ref().map_or(now, |e| e.created_at),
                         ..template.clone()
                     };
+                    self.check_collection_limits(&acting.tenant, data.as_ref(), &def)
+                        .await?;
                     let created = data
                         .put_collection(&def, audit)
                         .await
@@ -341,6 +372,40 @@ impl Services {
             .collections
             .invalidate(&(acting.tenant.id, def.name.clone()));
         Ok((def, created))
+    }
+
+    /// The plan's `max_collections` and `max_indexed_fields`, with `def` in
+    /// place of the collection of its name (or added). Two definitions at
+    /// once may pass together: the limits bound what one tenant can do to
+    /// the shared tier, they are not a count to the unit.
+    async fn check_collection_limits(
+        &self,
+        tenant: &Tenant,
+        data: &dyn TenantData,
+        def: &CollectionDef,
+    ) -> Result<()> {
+        let limits = self.plan(&tenant.plan).await?.limits.clone();
+        let all = data.collections().await?;
+        let others = || all.iter().filter(|c| c.name != def.name);
+        if let Some(max) = limits.max_collections
+            && others().count() as u64 >= max
+        {
+            return Err(Error::QuotaExceeded(format!(
+                "the plan allows {max} collections"
+            )));
+        }
+        let fields: std::collections::BTreeSet<&str> = others()
+            .chain([def])
+            .flat_map(|c| c.indexed.iter().map(String::as_str))
+            .collect();
+        if let Some(max) = limits.max_indexed_fields
+            && fields.len() as u64 > max
+        {
+            return Err(Error::QuotaExceeded(format!(
+                "the plan allows {max} distinct indexed fields over all collections"
+            )));
+        }
+        Ok(())
     }
 
     pub async fn list_collections(&self, acting: &Acting) -> Result<Vec<CollectionDef>> {
@@ -378,6 +443,8 @@ impl Services {
             Some(def) => def,
             None if implicit => {
                 let def = CollectionDef::implicit(name, self.clock.now());
+                self.check_collection_limits(&acting.tenant, data, &def)
+                    .await?;
                 // Never an upsert: an admin's concurrent definition wins.
                 let audit = audit_entry(
                     &acting.principal,
@@ -426,7 +493,7 @@ impl Services {
                     .usable_collection(acting, data.as_ref(), collection, true)
                     .await?
                     .ok_or_else(|| Error::NotFound("collection".into()))?;
-                schema_errors(&def, &record.data)?;
+                schema_errors(&self.caches.schemas, acting.tenant.id, &def, &record.data)?;
                 let audit = record_audit(acting, "record.create", &def, record.id);
                 data.insert_record(&def, record, max, &audit)
                     .await
@@ -609,7 +676,7 @@ impl Services {
             } else {
                 next.data = body.clone();
             }
-            schema_errors(def, &next.data)?;
+            schema_errors(&self.caches.schemas, acting.tenant.id, def, &next.data)?;
             next.version = current.version + 1;
             next.updated_at = self.clock.now();
             let action = if patch { "record.patch" } else { "record.put" };
@@ -675,12 +742,18 @@ impl Services {
             return Ok(Stats {
                 total: 0,
                 groups: BTreeMap::new(),
+                truncated: false,
             });
         }
-        let (total, groups) = data.group_counts(collection, group_by).await?;
+        let counts = data.group_counts(collection, group_by, MAX_GROUPS).await?;
         Ok(Stats {
-            total,
-            groups: groups.iter().map(|(k, n)| (group_label(k), *n)).collect(),
+            total: counts.total,
+            groups: counts
+                .groups
+                .iter()
+                .map(|(k, n)| (group_label(k), *n))
+                .collect(),
+            truncated: counts.truncated,
         })
     }
 
@@ -718,8 +791,13 @@ impl Services {
             let tenants = self.list_tenants(actor, filter.clone(), &page).await?;
             for tenant in &tenants {
                 let data = self.tenant_data(tenant).await?;
-                let (total, groups) = data.group_counts(collection, group_by).await?;
-                let hit: u64 = groups
+                // The resolved values are among the largest groups in any
+                // collection worth comparing; past MAX_GROUPS the smallest
+                // groups are not counted.
+                let counts = data.group_counts(collection, group_by, MAX_GROUPS).await?;
+                let total = counts.total;
+                let hit: u64 = counts
+                    .groups
                     .iter()
                     .filter(|(k, _)| resolved.iter().any(|r| *r == group_label(k)))
                     .map(|(_, n)| n)
@@ -796,4 +874,29 @@ impl Services {
 /// The audit entry of a record change.
 fn record_audit(acting: &Acting, action: &str, def: &CollectionDef, id: RecordId) -> NewAuditEntry {
     audit_entry(&acting.principal, action, record_resource(&def.name, id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A schema is compiled once per definition and reused by later writes;
+    /// a redefinition is honoured at once.
+    #[test]
+    fn schemas_compile_once_per_definition() {
+        let compiled = CompiledSchemas::new(16);
+        let tenant = tenantry::TenantId::new();
+        let mut def = CollectionDef::implicit("notes", chrono::Utc::now());
+        def.schema = Some(json!({"type": "object", "required": ["title"]}));
+        assert!(schema_errors(&compiled, tenant, &def, &json!({"title": "a"})).is_ok());
+        let first = compiled.get(&(tenant, "notes".into())).expect("cached");
+        assert!(schema_errors(&compiled, tenant, &def, &json!({})).is_err());
+        let again = compiled.get(&(tenant, "notes".into())).expect("cached");
+        assert!(Arc::ptr_eq(&first, &again), "compiled once");
+
+        def.schema = Some(json!({"type": "object", "required": ["body"]}));
+        assert!(schema_errors(&compiled, tenant, &def, &json!({"title": "a"})).is_err());
+        assert!(schema_errors(&compiled, tenant, &def, &json!({"body": "b"})).is_ok());
+    }
 }

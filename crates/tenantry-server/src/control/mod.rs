@@ -63,6 +63,8 @@ pub struct Caches {
     pub plans: TtlCache<String, Option<Arc<tenantry::Plan>>>,
     /// (user, target tenant) of cross-tenant attempts recorded this minute.
     pub cross_tenant_recorded: TtlCache<(UserId, tenantry::TenantId), ()>,
+    /// (tenant, collection) → its schema, compiled.
+    pub schemas: data::CompiledSchemas,
 }
 
 impl Default for Caches {
@@ -73,6 +75,7 @@ impl Default for Caches {
             collections: TtlCache::new(100_000, ttl),
             plans: TtlCache::new(1_000, ttl),
             cross_tenant_recorded: TtlCache::new(100_000, std::time::Duration::from_secs(60)),
+            schemas: data::CompiledSchemas::new(10_000),
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::support::{TestApp, USER_PASSWORD};
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn tenant_admins_cannot_switch_on_features_their_plan_lacks() {
@@ -560,4 +560,117 @@ async fn concurrent_tenant_patches_and_a_move_do_not_undo_each_other() {
     let now = app.get("/api/v1/tenants/lost-ten", Some(&staff)).await;
     assert_eq!(now.body["isolation"], "dedicated", "{}", now.text);
     assert_eq!(now.body["name"], "After");
+}
+
+/// One tenant cannot load the shared tier with collections and indexes
+/// without bound: its plan caps both (implicit collections included).
+#[tokio::test]
+async fn the_plan_caps_collections_and_distinct_indexed_fields() {
+    let app = TestApp::spawn().await;
+    let staff = app.admin_token().await;
+    let plan = json!({"name": "Narrow", "limits": {"max_users": 10, "max_storage_bytes": 1000000,
+        "api_requests_per_day": null, "requests_per_second": null,
+        "max_collections": 2, "max_indexed_fields": 3}});
+    let res = app
+        .call(
+            Method::PUT,
+            "/api/v1/plans/narrow",
+            Some(&staff),
+            Some(plan),
+        )
+        .await;
+    assert!(res.status.is_success(), "{}", res.text);
+    assert_eq!(res.body["limits"]["max_indexed_fields"], 3);
+    app.create_tenant(&staff, "narrow-co", "narrow").await;
+    let (_, admin) = app
+        .tenant_user(&staff, "narrow-co", "a@narrow-co.example", "admin")
+        .await;
+    let define = |name: &'static str, indexed: Value| {
+        let admin = admin.clone();
+        let app = &app;
+        async move {
+            app.call(
+                Method::PUT,
+                &format!("/api/v1/collections/{name}"),
+                Some(&admin),
+                Some(json!({"indexed": indexed})),
+            )
+            .await
+        }
+    };
+    assert!(define("one", json!(["a", "b"])).await.status.is_success());
+    assert!(define("two", json!(["b", "c"])).await.status.is_success());
+    define("two", json!(["b", "c", "d"]))
+        .await
+        .assert_problem(403, "quota_exceeded");
+    // Redefining within the budget is fine; a third collection is not.
+    assert!(define("one", json!(["a"])).await.status.is_success());
+    define("three", json!([]))
+        .await
+        .assert_problem(403, "quota_exceeded");
+    app.post(
+        "/api/v1/collections/three/records",
+        Some(&admin),
+        json!({"n": 1}),
+    )
+    .await
+    .assert_problem(403, "quota_exceeded");
+    // Plans stored before the limits existed get the defaults, not "unlimited".
+    let basic = app.get("/api/v1/plans/basic", Some(&staff)).await;
+    assert_eq!(
+        basic.body["limits"]["max_collections"], 100,
+        "{}",
+        basic.text
+    );
+}
+
+/// A field with a distinct value per record answers the largest groups and
+/// says it left the rest out, instead of one group per record.
+#[tokio::test]
+async fn stats_answer_the_largest_groups_and_say_when_there_were_more() {
+    use futures::StreamExt;
+    let app = TestApp::spawn().await;
+    let staff = app.admin_token().await;
+    let created = app
+        .post(
+            "/api/v1/tenants",
+            Some(&staff),
+            json!({"name": "Many", "slug": "many-groups", "plan": "custom", "isolation": "shared"}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let (_, token) = app
+        .tenant_user(&staff, "many-groups", "a@many-groups.example", "admin")
+        .await;
+    let values: Vec<Value> = (0..1001)
+        .map(|i| json!(i))
+        .chain(std::iter::repeat_n(json!("x"), 3))
+        .collect();
+    let statuses: Vec<u16> = futures::stream::iter(values.into_iter().map(|k| {
+        let token = token.clone();
+        let app = &app;
+        async move {
+            app.post(
+                "/api/v1/collections/notes/records",
+                Some(&token),
+                json!({"k": k}),
+            )
+            .await
+            .status
+            .as_u16()
+        }
+    }))
+    .buffer_unordered(16)
+    .collect()
+    .await;
+    assert!(statuses.iter().all(|s| *s == 201));
+    let stats = app
+        .get("/api/v1/collections/notes/stats?group_by=k", Some(&token))
+        .await;
+    assert_eq!(stats.status, 200, "{}", stats.text);
+    assert_eq!(stats.body["total"], 1004);
+    assert_eq!(stats.body["truncated"], true);
+    let groups = stats.body["groups"].as_object().expect("groups");
+    assert_eq!(groups.len(), 1000);
+    assert_eq!(groups["x"], 3, "the largest group is kept");
 }

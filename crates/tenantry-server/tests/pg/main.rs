@@ -40,5 +40,6 @@ mod slow_clients;
 mod statistics;
 #[path = "../it/support.rs"]
 mod support;
+mod timeouts;
 
 const BACKEND: support::Backend = support::Backend::Postgres;

@@ -12,6 +12,42 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::sync::Arc;
 
+/// `group_counts`' answer.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GroupCounts {
+    /// Records in the collection.
+    pub total: u64,
+    /// The largest groups, largest first.
+    pub groups: Vec<(Value, u64)>,
+    /// Groups beyond `max_groups` were left out.
+    pub truncated: bool,
+}
+
+/// Builds `GroupCounts` from `(key as JSON text, count, total)` rows, at
+/// most `max_groups + 1` of them (one more tells that there were more).
+pub(crate) fn group_counts_from(
+    rows: Vec<(Option<String>, i64, i64)>,
+    max_groups: u32,
+) -> GroupCounts {
+    let total = rows.first().map_or(0, |(_, _, t)| (*t).max(0) as u64);
+    let truncated = rows.len() > max_groups as usize;
+    let groups = rows
+        .into_iter()
+        .take(max_groups as usize)
+        .map(|(k, n, _)| {
+            let key = k
+                .and_then(|k| serde_json::from_str(&k).ok())
+                .unwrap_or(Value::Null);
+            (key, n.max(0) as u64)
+        })
+        .collect();
+    GroupCounts {
+        total,
+        groups,
+        truncated,
+    }
+}
+
 /// What a tenant's data occupies.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Usage {
@@ -126,12 +162,16 @@ pub trait TenantData: Send + Sync {
         expected_version: Option<i64>,
         audit: &NewAuditEntry,
     ) -> StoreResult<()>;
-    /// Count per value of `field` (missing → null), and the total.
+    /// Count per value of `field` (missing → null), and the total: the
+    /// `max_groups` largest groups (ties by value), and whether there were
+    /// more (a field with a distinct value per record would otherwise send
+    /// one group per record).
     async fn group_counts(
         &self,
         collection: &str,
         field: &str,
-    ) -> StoreResult<(u64, Vec<(Value, u64)>)>;
+        max_groups: u32,
+    ) -> StoreResult<GroupCounts>;
     async fn usage(&self) -> StoreResult<Usage>;
 
     /// Entries of the tenant's data chain after `after_seq` matching

@@ -8,7 +8,7 @@ pub mod migrate;
 pub mod postgres;
 pub mod sqlite;
 
-pub use data::{DataPlane, Restore, TenantData, Usage};
+pub use data::{DataPlane, GroupCounts, Restore, TenantData, Usage};
 pub use identity::{IdentityStore, OtpRecord, RefreshRecord, TenantUser, UserChange};
 
 use crate::Role;

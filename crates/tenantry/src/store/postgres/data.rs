@@ -19,7 +19,7 @@ use crate::audit::{AuditEntry, AuditFilter, NewAuditEntry};
 use crate::ids::{RecordId, TenantId};
 use crate::placement::Server;
 use crate::record::{CollectionDef, FilterOp, Operand, Record, RecordQuery, SortKey};
-use crate::store::data::{DataPlane, Restore, TenantData, Usage};
+use crate::store::data::{DataPlane, GroupCounts, Restore, TenantData, Usage, group_counts_from};
 use crate::store::migrate::MigratePolicy;
 use crate::store::{StoreError, StoreResult, check_quota, strings, time_text};
 use crate::{Isolation, Tenant};
@@ -438,6 +438,7 @@ impl PgServer {
         match tenant.isolation {
             Isolation::Shared => {
                 let mut tx = tenant_tx(&self.db.runtime, tenant.id).await?;
+                without_statement_timeout(&mut tx).await?;
                 // Writers lock the usage row first; so does the purge, so an
                 // in-flight write and the purge queue instead of deadlocking.
                 for table in ["usage", "record_uniques", "records", "collections"] {
@@ -482,6 +483,17 @@ struct PgTenantData {
     tenant: TenantId,
     /// Records this handle has restored (an import, a move's copy).
     restored: AtomicU64,
+}
+
+/// Lifts the runtime role's `statement_timeout` for this transaction: a
+/// background job deleting a large tenant's rows may take longer than any
+/// request should.
+pub(crate) async fn without_statement_timeout(tx: &mut PgConnection) -> StoreResult<()> {
+    sqlx::query("SET LOCAL statement_timeout = 0")
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+    Ok(())
 }
 
 /// 0 below a thousand, then the power of ten: a bulk load refreshes the
@@ -1554,38 +1566,33 @@ impl TenantData for PgTenantData {
         &self,
         collection: &str,
         field: &str,
-    ) -> StoreResult<(u64, Vec<(Value, u64)>)> {
+        max_groups: u32,
+    ) -> StoreResult<GroupCounts> {
         if collection.contains('\0') {
-            return Ok((0, Vec::new()));
+            return Ok(GroupCounts::default());
         }
         // Keys as SQLite's json_extract gives them: a missing field is NULL,
         // booleans are 0 and 1, everything else its JSON text (numbers keep
         // their stored spelling, so 1 and 1.0 are two groups there too).
+        // The total is summed over every group before the limit.
         let mut tx = self.tx().await?;
-        let rows: Vec<(Option<String>, i64)> = sqlx::query_as(&format!(
-            "SELECT CASE jsonb_typeof(data #> $1::text[])
-                        WHEN 'boolean' THEN CASE WHEN data #> $1::text[] = 'true'::jsonb THEN '1' ELSE '0' END
-                        ELSE (data #> $1::text[])::text END AS k, count(*)
-             FROM {DATA_SCHEMA}.records WHERE tenant_id = $2 AND collection = $3 GROUP BY k"
+        let rows: Vec<(Option<String>, i64, i64)> = sqlx::query_as(&format!(
+            "SELECT k, n, (sum(n) OVER ())::int8 FROM (
+                 SELECT CASE jsonb_typeof(data #> $1::text[])
+                            WHEN 'boolean' THEN CASE WHEN data #> $1::text[] = 'true'::jsonb THEN '1' ELSE '0' END
+                            ELSE (data #> $1::text[])::text END AS k, count(*) AS n
+                 FROM {DATA_SCHEMA}.records WHERE tenant_id = $2 AND collection = $3 GROUP BY k) g
+             ORDER BY n DESC, k LIMIT $4"
         ))
         .bind(path_parts(field))
         .bind(self.tenant.0)
         .bind(collection)
+        .bind(i64::from(max_groups) + 1)
         .fetch_all(&mut *tx)
         .await
         .map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)?;
-        let total = rows.iter().map(|(_, n)| (*n).max(0) as u64).sum();
-        let groups = rows
-            .into_iter()
-            .map(|(k, n)| {
-                let key = k
-                    .and_then(|k| serde_json::from_str(&k).ok())
-                    .unwrap_or(Value::Null);
-                (key, n.max(0) as u64)
-            })
-            .collect();
-        Ok((total, groups))
+        Ok(group_counts_from(rows, max_groups))
     }
 
     async fn usage(&self) -> StoreResult<Usage> {
@@ -1728,6 +1735,7 @@ impl TenantData for PgTenantData {
 
     async fn clear(&self) -> StoreResult<()> {
         let mut tx = self.tx().await?;
+        without_statement_timeout(&mut tx).await?;
         self.lock_usage_for_restore(&mut tx).await?;
         for table in ["record_uniques", "records", "collections"] {
             sqlx::query(&format!(

@@ -43,6 +43,10 @@ pub struct PgSettings {
     pub max_connections: u32,
     /// How long a request waits for a connection before it fails with `Unavailable`.
     pub acquire_timeout: Duration,
+    /// The runtime role's `statement_timeout`: no statement of a request
+    /// holds a connection (and its locks) longer. Work that may take longer
+    /// (a purge) lifts it for its own transaction.
+    pub statement_timeout: Duration,
 }
 
 /// One database as Tenantry uses it: an owner pool for schema work and a
@@ -129,7 +133,11 @@ pub(crate) fn runtime_options(
         .clone()
         .username(&settings.runtime_role)
         .database(db)
-        .application_name("tenantry");
+        .application_name("tenantry")
+        .options([(
+            "statement_timeout",
+            format!("{}ms", settings.statement_timeout.as_millis().max(1)),
+        )]);
     match &settings.runtime_password {
         Some(password) => options.password(password),
         None => options,

@@ -10,7 +10,7 @@ use super::direct::{DEDICATED_CACHE_KIB, Readers, SHARED_CACHE_KIB, Writer, dire
 use crate::audit::{AuditChain, AuditEntry, AuditFilter, NewAuditEntry};
 use crate::ids::{RecordId, TenantId};
 use crate::record::{CollectionDef, FilterOp, Operand, Record, RecordQuery, SortKey, json_path};
-use crate::store::data::{DataPlane, Restore, TenantData, Usage};
+use crate::store::data::{DataPlane, GroupCounts, Restore, TenantData, Usage};
 use crate::store::migrate::{MigratePolicy, latest_version, must_run};
 use crate::store::{StoreError, StoreResult, check_quota, parse_time, strings, time_text};
 use crate::{Isolation, Tenant};
@@ -895,34 +895,29 @@ impl TenantData for SqliteTenantData {
         &self,
         collection: &str,
         field: &str,
-    ) -> StoreResult<(u64, Vec<(Value, u64)>)> {
-        let rows: Vec<(Option<String>, i64)> = self.db.readers.read(|c| {
+        max_groups: u32,
+    ) -> StoreResult<GroupCounts> {
+        // The total is summed over every group before the limit.
+        let rows: Vec<(Option<String>, i64, i64)> = self.db.readers.read(|c| {
             let mut statement = c
                 .prepare_cached(
-                    "SELECT CASE WHEN json_type(data, ?1) IS NULL THEN NULL
-                                 WHEN json_type(data, ?1) IN ('object', 'array') THEN json_extract(data, ?1)
-                                 ELSE json_quote(json_extract(data, ?1)) END AS k, count(*)
-                     FROM records WHERE tenant_id = ?2 AND collection = ?3 GROUP BY k",
+                    "SELECT k, n, sum(n) OVER () FROM (
+                         SELECT CASE WHEN json_type(data, ?1) IS NULL THEN NULL
+                                     WHEN json_type(data, ?1) IN ('object', 'array') THEN json_extract(data, ?1)
+                                     ELSE json_quote(json_extract(data, ?1)) END AS k, count(*) AS n
+                         FROM records WHERE tenant_id = ?2 AND collection = ?3 GROUP BY k)
+                     ORDER BY n DESC, k LIMIT ?4",
                 )
                 .map_err(direct_error)?;
             let rows = statement
-                .query_map(params![json_path(field), self.tenant, collection], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
+                .query_map(
+                    params![json_path(field), self.tenant, collection, i64::from(max_groups) + 1],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
                 .map_err(direct_error)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(direct_error)
         }).await?;
-        let total = rows.iter().map(|(_, n)| (*n).max(0) as u64).sum();
-        let groups = rows
-            .into_iter()
-            .map(|(k, n)| {
-                let key = k
-                    .and_then(|k| serde_json::from_str(&k).ok())
-                    .unwrap_or(Value::Null);
-                (key, n.max(0) as u64)
-            })
-            .collect();
-        Ok((total, groups))
+        Ok(crate::store::data::group_counts_from(rows, max_groups))
     }
 
     async fn usage(&self) -> StoreResult<Usage> {
