@@ -648,6 +648,42 @@ async fn storage_quota_refuses_writes_past_the_plan() {
     }
 }
 
+/// Storage counts bytes, not characters: rewriting a record of multi-byte
+/// text leaves the usage at its size (it once grew with each rewrite on
+/// SQLite, where `length()` counts characters, until a false quota_exceeded).
+#[tokio::test]
+async fn storage_of_non_ascii_records_stays_exact_across_rewrites() {
+    let app = TestApp::spawn().await;
+    let staff = app.admin_token().await;
+    for tier in TIERS {
+        let slug = format!("utf8-{tier}");
+        let (tenant_json, t) = tenant(&app, &staff, &slug, "basic", tier).await;
+        let body = json!({"text": "é日本語🙂".repeat(20)});
+        let bytes = body.to_string().len() as u64;
+        assert!(bytes > body.to_string().chars().count() as u64);
+        let first = post_record(&app, &t, "notes", body.clone()).await;
+        assert_eq!(first.status, 201, "{}", first.text);
+        let path = format!(
+            "/api/v1/collections/notes/records/{}",
+            first.body["id"].as_str().expect("id")
+        );
+        for _ in 0..5 {
+            let res = app.call(Method::PUT, &path, Some(&t), Some(body.clone())).await;
+            assert_eq!(res.status, 200, "{}", res.text);
+        }
+        let usage = app
+            .get(
+                &format!(
+                    "/api/v1/tenants/{}/usage",
+                    tenant_json["id"].as_str().expect("id")
+                ),
+                Some(&staff),
+            )
+            .await;
+        assert_eq!(usage.body["storage_bytes"], bytes, "{tier}: {}", usage.text);
+    }
+}
+
 #[tokio::test]
 async fn stats_group_by_and_cross_tenant_comparison() {
     let app = TestApp::spawn().await;

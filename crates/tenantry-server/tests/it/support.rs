@@ -336,6 +336,7 @@ impl std::ops::Deref for TestApp {
 
 /// A JSON client of one running server: the in-process app, or the real
 /// binary in the crash tests.
+#[derive(Clone)]
 pub struct Http {
     pub base: String,
     pub client: reqwest::Client,
