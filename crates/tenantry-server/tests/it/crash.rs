@@ -278,7 +278,11 @@ async fn acknowledged_writes_survive_fifty_kills_under_load() {
     let mut server = Server::start(tempfile::tempdir().expect("dir")).await;
     let staff = server.admin().await;
     let mut tenants = Vec::new();
-    for (slug, isolation) in [("kill-a", "shared"), ("kill-b", "shared"), ("kill-c", "dedicated")] {
+    for (slug, isolation) in [
+        ("kill-a", "shared"),
+        ("kill-b", "shared"),
+        ("kill-c", "dedicated"),
+    ] {
         let created = server
             .http
             .post(
@@ -344,9 +348,16 @@ async fn acknowledged_writes_survive_fifty_kills_under_load() {
             for (id, k) in this_round[t].iter().rev().take(20) {
                 let res = server
                     .http
-                    .get(&format!("/api/v1/collections/notes/records/{id}"), Some(token))
+                    .get(
+                        &format!("/api/v1/collections/notes/records/{id}"),
+                        Some(token),
+                    )
                     .await;
-                assert_eq!(res.status, 200, "round {round}: acknowledged {id} lost: {}", res.text);
+                assert_eq!(
+                    res.status, 200,
+                    "round {round}: acknowledged {id} lost: {}",
+                    res.text
+                );
                 assert_eq!(res.body["data"]["n"], *k);
             }
         }
@@ -372,7 +383,10 @@ async fn acknowledged_writes_survive_fifty_kills_under_load() {
             for item in page.body["items"].as_array().expect("items") {
                 let id = item["id"].as_str().expect("id").to_owned();
                 assert_eq!(item["data"]["tenant"], *slug, "another tenant's record");
-                assert!(seen.insert(id, item["data"]["n"].as_u64().expect("n")).is_none());
+                assert!(
+                    seen.insert(id, item["data"]["n"].as_u64().expect("n"))
+                        .is_none()
+                );
             }
             match page.body["next_cursor"].as_str() {
                 Some(c) => cursor = Some(c.to_owned()),

@@ -668,7 +668,9 @@ async fn storage_of_non_ascii_records_stays_exact_across_rewrites() {
             first.body["id"].as_str().expect("id")
         );
         for _ in 0..5 {
-            let res = app.call(Method::PUT, &path, Some(&t), Some(body.clone())).await;
+            let res = app
+                .call(Method::PUT, &path, Some(&t), Some(body.clone()))
+                .await;
             assert_eq!(res.status, 200, "{}", res.text);
         }
         let usage = app

@@ -6,6 +6,7 @@ mod binary;
 mod control_plane;
 mod crash;
 mod data;
+mod disk_full;
 mod edges;
 mod hardening;
 mod identity;
