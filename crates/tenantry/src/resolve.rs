@@ -58,8 +58,9 @@ pub enum ResolveError {
     Store(#[from] StoreError),
 }
 
+/// What one indicator names a tenant by.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum Lookup {
+pub enum Lookup {
     Id(TenantId),
     Slug(String),
     Domain(String),
@@ -142,7 +143,7 @@ impl TenantResolver {
         }
 
         let mut named: Option<Tenant> = None;
-        for key in self.indicators(headers, query, peer) {
+        for key in self.config.indicators(headers, query, peer) {
             let (key, optional) = key;
             let found = self.lookup(key).await?;
             let tenant = match found {
@@ -188,10 +189,12 @@ impl TenantResolver {
             _ => finish(named.ok_or(ResolveError::Required)?, false),
         }
     }
+}
 
+impl ResolverConfig {
     /// The lookups the request asks for, each flagged whether a miss is
     /// harmless (only a custom-domain `Host`).
-    fn indicators(
+    pub fn indicators(
         &self,
         headers: &HeaderMap,
         query: Option<&str>,
@@ -224,7 +227,7 @@ impl TenantResolver {
             out.push((Lookup::Slug(slug.to_ascii_lowercase()), false));
         }
         let forwarded = peer
-            .filter(|p| self.config.trusted_proxies.contains(p))
+            .filter(|p| self.trusted_proxies.contains(p))
             .and_then(|_| header("x-forwarded-host"))
             .and_then(|v| v.split(',').next())
             .map(str::trim);
@@ -241,9 +244,10 @@ impl TenantResolver {
         out
     }
 
-    fn host_indicator(&self, host: &str) -> Option<(Lookup, bool)> {
+    /// What `host` (normalized) names: a subdomain of the base domain, or
+    /// possibly a custom domain (a miss is harmless).
+    pub fn host_indicator(&self, host: &str) -> Option<(Lookup, bool)> {
         if let Some(base) = self
-            .config
             .base_domain
             .as_deref()
             .map(|b| b.trim_end_matches('.').to_ascii_lowercase())

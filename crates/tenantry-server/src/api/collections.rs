@@ -59,7 +59,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<IfMatch>, Error> {
 }
 
 /// Parses `filter[f]=v`, `filter[f][op]=v`, `sort`, `limit`, `cursor`.
-fn list_params(query: Option<&str>) -> Result<ListParams, Error> {
+pub fn list_params(query: Option<&str>) -> Result<ListParams, Error> {
     let mut params = ListParams::default();
     if query.is_some_and(super::extract::has_nul) {
         return Err(Error::invalid(

@@ -24,17 +24,15 @@ pub async fn deadline(State(state): State<AppState>, req: Request, next: Next) -
     if is_upload(&req) {
         return next.run(req).await;
     }
-    let (parts, body) = req.into_parts();
-    let limited = Limited::new(body, state.settings.max_body_bytes);
-    let bytes = match tokio::time::timeout(limit, limited.collect()).await {
-        Err(_) => return Error::RequestTimeout.into_response(),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            return Error::PayloadTooLarge.into_response();
+    // Most requests (GETs) have no body to wait for.
+    let req = if http_body::Body::is_end_stream(req.body()) {
+        req
+    } else {
+        match read_body(req, limit, state.settings.max_body_bytes).await {
+            Ok(req) => req,
+            Err(refused) => return refused,
         }
-        Ok(Err(e)) => return Error::InvalidJson(format!("reading the body: {e}")).into_response(),
-        Ok(Ok(collected)) => collected.to_bytes(),
     };
-    let req = Request::from_parts(parts, Body::from(bytes));
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(res) => res,
         Err(_) => Error::Unavailable(format!(
@@ -43,6 +41,23 @@ pub async fn deadline(State(state): State<AppState>, req: Request, next: Next) -
         ))
         .into_response(),
     }
+}
+
+/// The request with its body read in full, or the refusal to send.
+async fn read_body(req: Request, limit: Duration, max_bytes: usize) -> Result<Request, Response> {
+    let (parts, body) = req.into_parts();
+    let limited = Limited::new(body, max_bytes);
+    let bytes = match tokio::time::timeout(limit, limited.collect()).await {
+        Err(_) => return Err(Error::RequestTimeout.into_response()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(Error::PayloadTooLarge.into_response());
+        }
+        Ok(Err(e)) => {
+            return Err(Error::InvalidJson(format!("reading the body: {e}")).into_response());
+        }
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+    Ok(Request::from_parts(parts, Body::from(bytes)))
 }
 
 /// `POST /api/v1/tenants/{id}/import`: streamed to a file by its handler.
