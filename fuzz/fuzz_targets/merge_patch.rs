@@ -16,5 +16,8 @@ fuzz_target!(|data: &[u8]| {
     tenantry::record::merge_patch(&mut target, &patch);
     let once = target.clone();
     tenantry::record::merge_patch(&mut target, &patch);
-    assert_eq!(once, target, "a merge patch applied twice must change nothing more");
+    assert_eq!(
+        once, target,
+        "a merge patch applied twice must change nothing more"
+    );
 });

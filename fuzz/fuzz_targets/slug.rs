@@ -10,8 +10,14 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(slug) = tenantry::Slug::parse(text) {
         let s = slug.as_str();
         assert!((3..=63).contains(&s.len()));
-        assert!(s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
+        assert!(
+            s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        );
         assert!(!s.starts_with('-') && !s.ends_with('-'));
-        assert!(s.parse::<tenantry::TenantId>().is_err(), "{s} reads as an id");
+        assert!(
+            s.parse::<tenantry::TenantId>().is_err(),
+            "{s} reads as an id"
+        );
     }
 });

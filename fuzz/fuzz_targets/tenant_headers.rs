@@ -5,7 +5,13 @@
 use libfuzzer_sys::fuzz_target;
 use tenantry::resolve::ResolverConfig;
 
-const NAMES: [&str; 5] = ["host", "x-tenant-id", "x-tenant-slug", "x-forwarded-host", "host"];
+const NAMES: [&str; 5] = [
+    "host",
+    "x-tenant-id",
+    "x-tenant-slug",
+    "x-forwarded-host",
+    "host",
+];
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
@@ -27,6 +33,9 @@ fuzz_target!(|data: &[u8]| {
     let from_client = config.indicators(&headers, query, Some("192.0.2.1".parse().expect("ip")));
     headers.remove("x-forwarded-host");
     let without = config.indicators(&headers, query, Some("192.0.2.1".parse().expect("ip")));
-    assert_eq!(from_client, without, "an untrusted peer's X-Forwarded-Host counted");
+    assert_eq!(
+        from_client, without,
+        "an untrusted peer's X-Forwarded-Host counted"
+    );
     let _ = from_proxy;
 });

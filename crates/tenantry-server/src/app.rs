@@ -388,6 +388,8 @@ async fn serve_connections(
             },
             _ = &mut shutdown => break,
         };
+        // Responses go out as they are written (no Nagle: a response
+        // written in two pieces would wait for the client's delayed ACK).
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let service =
