@@ -283,15 +283,10 @@ async fn acknowledged_writes_survive_fifty_kills_under_load() {
         ("kill-b", "shared"),
         ("kill-c", "dedicated"),
     ] {
-        let created = server
+        server
             .http
-            .post(
-                "/api/v1/tenants",
-                Some(&staff),
-                json!({"name": slug, "slug": slug, "plan": "custom", "isolation": isolation}),
-            )
+            .create_busy_tenant(&staff, slug, isolation)
             .await;
-        assert_eq!(created.status, 201, "{}", created.text);
         let (_, token) = server
             .http
             .tenant_user(&staff, slug, &format!("w@{slug}.example"), "admin")
@@ -304,9 +299,10 @@ async fn acknowledged_writes_survive_fifty_kills_under_load() {
     for round in 0..KILLS {
         let http = server.http.clone();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acked_now = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let writers: Vec<_> = (0..6)
             .map(|w| {
-                let (http, stop) = (http.clone(), stop.clone());
+                let (http, stop, acked_now) = (http.clone(), stop.clone(), acked_now.clone());
                 let (slug, token) = tenants[w % 3].clone();
                 let first = n + (w as u64) * 1_000_000;
                 tokio::spawn(async move {
@@ -326,6 +322,7 @@ async fn acknowledged_writes_survive_fifty_kills_under_load() {
                             && let Some(id) = body["id"].as_str()
                         {
                             got.push((id.to_owned(), k));
+                            acked_now.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                         k += 1;
                     }
@@ -333,7 +330,17 @@ async fn acknowledged_writes_survive_fifty_kills_under_load() {
                 })
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(150 + (round as u64 % 5) * 40)).await;
+        // Killed while writing: once writes are being acknowledged (a
+        // loaded machine may take a while after the restart), a little later.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while acked_now.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no write acknowledged"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50 + (round as u64 % 5) * 40)).await;
         server.kill();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let mut this_round: Vec<Vec<(String, u64)>> = vec![Vec::new(); 3];
@@ -361,10 +368,6 @@ async fn acknowledged_writes_survive_fifty_kills_under_load() {
                 assert_eq!(res.body["data"]["n"], *k);
             }
         }
-        assert!(
-            this_round.iter().any(|got| !got.is_empty()),
-            "round {round}: the writers wrote nothing"
-        );
         for (t, got) in this_round.into_iter().enumerate() {
             acked[t].extend(got);
         }

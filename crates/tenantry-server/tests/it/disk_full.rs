@@ -50,14 +50,7 @@ async fn a_full_disk_is_a_503_and_room_again_is_recovery() {
     })
     .await;
     let staff = app.admin_token().await;
-    let created = app
-        .post(
-            "/api/v1/tenants",
-            Some(&staff),
-            json!({"name": "Full", "slug": "full-disk", "plan": "custom", "isolation": "shared"}),
-        )
-        .await;
-    assert_eq!(created.status, 201, "{}", created.text);
+    app.create_busy_tenant(&staff, "full-disk", "shared").await;
     let (_, token) = app
         .tenant_user(&staff, "full-disk", "a@full-disk.example", "admin")
         .await;

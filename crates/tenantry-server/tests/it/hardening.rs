@@ -631,14 +631,8 @@ async fn stats_answer_the_largest_groups_and_say_when_there_were_more() {
     use futures::StreamExt;
     let app = TestApp::spawn().await;
     let staff = app.admin_token().await;
-    let created = app
-        .post(
-            "/api/v1/tenants",
-            Some(&staff),
-            json!({"name": "Many", "slug": "many-groups", "plan": "custom", "isolation": "shared"}),
-        )
+    app.create_busy_tenant(&staff, "many-groups", "shared")
         .await;
-    assert_eq!(created.status, 201, "{}", created.text);
     let (_, token) = app
         .tenant_user(&staff, "many-groups", "a@many-groups.example", "admin")
         .await;

@@ -763,14 +763,8 @@ pub async fn move_under_load(
 async fn a_move_under_concurrent_writes_loses_no_acknowledged_write_either_way() {
     let app = TestApp::spawn().await;
     let staff = app.admin_token().await;
-    let t = app
-        .post(
-            "/api/v1/tenants",
-            Some(&staff),
-            json!({"name": "L", "slug": "loaded", "plan": "custom", "isolation": "shared"}),
-        )
-        .await;
-    let id = t.body["id"].as_str().expect("id").to_owned();
+    let t = app.create_busy_tenant(&staff, "loaded", "shared").await;
+    let id = t["id"].as_str().expect("id").to_owned();
     let (_, token) = app
         .tenant_user(&staff, "loaded", "w@loaded.example", "admin")
         .await;

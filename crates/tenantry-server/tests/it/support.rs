@@ -499,13 +499,25 @@ impl Http {
 
     /// Creates a tenant as the super-admin and returns its JSON.
     pub async fn create_tenant(&self, token: &str, slug: &str, plan: &str) -> Value {
-        let res = self
-            .post(
-                "/api/v1/tenants",
-                Some(token),
-                json!({"name": format!("Tenant {slug}"), "slug": slug, "plan": plan}),
-            )
-            .await;
+        self.create_tenant_body(
+            token,
+            json!({"name": format!("Tenant {slug}"), "slug": slug, "plan": plan}),
+        )
+        .await
+    }
+
+    /// A tenant on plan `custom` (no daily quota, 1,000 requests/s) on the
+    /// given tier: for tests that write a lot.
+    pub async fn create_busy_tenant(&self, token: &str, slug: &str, isolation: &str) -> Value {
+        self.create_tenant_body(
+            token,
+            json!({"name": format!("Tenant {slug}"), "slug": slug, "plan": "custom", "isolation": isolation}),
+        )
+        .await
+    }
+
+    async fn create_tenant_body(&self, token: &str, body: Value) -> Value {
+        let res = self.post("/api/v1/tenants", Some(token), body).await;
         assert_eq!(res.status, 201, "{}", res.text);
         res.body
     }

@@ -10,16 +10,8 @@ use serde_json::json;
 async fn a_move_into_a_new_database_leaves_it_analyzed() {
     let app = TestApp::spawn().await;
     let staff = app.admin_token().await;
-    // `custom`: no daily quota in the way of the writes; shared to begin with.
-    let created = app
-        .post(
-            "/api/v1/tenants",
-            Some(&staff),
-            json!({"name": "Analyzed", "slug": "analyzed", "plan": "custom", "isolation": "shared"}),
-        )
-        .await;
-    assert_eq!(created.status, 201, "{}", created.text);
-    let tenant = created.body;
+    // No daily quota in the way of the writes; shared to begin with.
+    let tenant = app.create_busy_tenant(&staff, "analyzed", "shared").await;
     let (_, token) = app
         .tenant_user(&staff, "analyzed", "a@analyzed.example", "admin")
         .await;

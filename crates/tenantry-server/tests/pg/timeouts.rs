@@ -4,8 +4,46 @@
 
 use crate::support::TestApp;
 use serde_json::json;
-use sqlx::Connection;
 use std::time::{Duration, Instant};
+
+/// A tenant with one record written, its admin's token, and an owner
+/// connection inside a transaction holding the lock every write of the
+/// tenant takes first (its usage row): writes wait until `release`.
+async fn tenant_with_its_writes_locked(app: &TestApp, slug: &str) -> (String, sqlx::PgConnection) {
+    let staff = app.admin_token().await;
+    let tenant = app.create_tenant(&staff, slug, "basic").await;
+    let (_, token) = app
+        .tenant_user(&staff, slug, &format!("a@{slug}.example"), "admin")
+        .await;
+    assert_eq!(write(app, &token).await.status, 201);
+    let mut owner = app.pg_owner().await;
+    sqlx::query("BEGIN")
+        .execute(&mut owner)
+        .await
+        .expect("begin");
+    sqlx::query("SELECT 1 FROM tenant_data.usage WHERE tenant_id = $1::uuid FOR UPDATE")
+        .bind(tenant["id"].as_str().expect("id"))
+        .execute(&mut owner)
+        .await
+        .expect("lock");
+    (token, owner)
+}
+
+async fn release(mut owner: sqlx::PgConnection) {
+    sqlx::query("ROLLBACK")
+        .execute(&mut owner)
+        .await
+        .expect("release");
+}
+
+async fn write(app: &TestApp, token: &str) -> crate::support::Res {
+    app.post(
+        "/api/v1/collections/notes/records",
+        Some(token),
+        json!({"n": 1}),
+    )
+    .await
+}
 
 #[tokio::test]
 async fn a_statement_past_the_timeout_is_a_503_and_the_next_one_succeeds() {
@@ -13,34 +51,14 @@ async fn a_statement_past_the_timeout_is_a_503_and_the_next_one_succeeds() {
         s.database_statement_timeout_ms = 300;
     })
     .await;
-    let staff = app.admin_token().await;
-    let tenant = app.create_tenant(&staff, "stuck", "basic").await;
-    let (_, token) = app
-        .tenant_user(&staff, "stuck", "a@stuck.example", "admin")
-        .await;
-    let write = || {
-        app.post(
-            "/api/v1/collections/notes/records",
-            Some(&token),
-            json!({"n": 1}),
-        )
-    };
-    assert_eq!(write().await.status, 201);
-    // Every write of the tenant locks its usage row first: hold it.
-    let mut owner = app.pg_owner().await;
-    let mut tx = owner.begin().await.expect("begin");
-    sqlx::query("SELECT 1 FROM tenant_data.usage WHERE tenant_id = $1::uuid FOR UPDATE")
-        .bind(tenant["id"].as_str().expect("id"))
-        .execute(&mut *tx)
-        .await
-        .expect("lock");
+    let (token, owner) = tenant_with_its_writes_locked(&app, "stuck").await;
     let started = Instant::now();
-    let res = write().await;
+    let res = write(&app, &token).await;
     res.assert_problem(503, "unavailable");
     assert!(res.headers.contains_key("retry-after"));
     assert!(started.elapsed() < Duration::from_secs(5));
-    tx.rollback().await.expect("release");
-    assert_eq!(write().await.status, 201);
+    release(owner).await;
+    assert_eq!(write(&app, &token).await.status, 201);
 }
 
 /// With every runtime connection taken, a request waits the acquire timeout
@@ -55,28 +73,9 @@ async fn an_exhausted_pool_answers_503_then_recovers() {
         s.database_statement_timeout_ms = 1_500;
     })
     .await;
-    let staff = app.admin_token().await;
-    let tenant = app.create_tenant(&staff, "starved", "basic").await;
-    let (_, token) = app
-        .tenant_user(&staff, "starved", "a@starved.example", "admin")
-        .await;
-    let write = || {
-        app.post(
-            "/api/v1/collections/notes/records",
-            Some(&token),
-            json!({"n": 1}),
-        )
-    };
-    assert_eq!(write().await.status, 201);
-    // The pool's one connection waits on a lock held here.
-    let mut owner = app.pg_owner().await;
-    let mut tx = owner.begin().await.expect("begin");
-    sqlx::query("SELECT 1 FROM tenant_data.usage WHERE tenant_id = $1::uuid FOR UPDATE")
-        .bind(tenant["id"].as_str().expect("id"))
-        .execute(&mut *tx)
-        .await
-        .expect("lock");
-    let (held, starved) = tokio::join!(write(), async {
+    // The pool's one connection will wait on the lock held here.
+    let (token, owner) = tenant_with_its_writes_locked(&app, "starved").await;
+    let (held, starved) = tokio::join!(write(&app, &token), async {
         tokio::time::sleep(Duration::from_millis(200)).await;
         app.get("/api/v1/collections/notes/records", Some(&token))
             .await
@@ -84,10 +83,10 @@ async fn an_exhausted_pool_answers_503_then_recovers() {
     starved.assert_problem(503, "unavailable");
     assert!(starved.headers.contains_key("retry-after"));
     held.assert_problem(503, "unavailable");
-    tx.rollback().await.expect("release");
+    release(owner).await;
     let res = app
         .get("/api/v1/collections/notes/records", Some(&token))
         .await;
     assert_eq!(res.status, 200, "{}", res.text);
-    assert_eq!(write().await.status, 201);
+    assert_eq!(write(&app, &token).await.status, 201);
 }
