@@ -10,6 +10,7 @@
 //! nothing of another tenant can reach the file. An export of a tenant
 //! being written to is not a snapshot of one instant: suspend it first for one.
 
+use super::pages::{ChainTail, PAGE, Records};
 use super::{JobError, JobResult, Run};
 use crate::control::jobs::ExportFormat;
 use base64::Engine;
@@ -19,11 +20,8 @@ use std::path::PathBuf;
 use tenantry::audit::AuditFilter;
 use tenantry::portable::{self, DataType, Header, Item};
 use tenantry::store::{PageRequest, TenantData};
-use tenantry::{JobId, RecordId, Tenant};
+use tenantry::{JobId, Tenant};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt, BufWriter};
-
-/// Rows read per page.
-const PAGE: u32 = 1000;
 
 #[derive(Deserialize)]
 struct Params {
@@ -112,20 +110,19 @@ pub async fn run(run: &mut Run<'_>) -> JobResult<Option<String>> {
         }
     }
     if wants(DataType::Records) {
-        let mut after: Option<(String, RecordId)> = None;
+        // Each collection up to its largest id when its turn comes: records
+        // created after that are not waited for (a busy tenant's export
+        // would otherwise never end).
         let mut done = 0u64;
-        loop {
-            let rows = data.scan_records(after.as_ref(), PAGE).await?;
-            for (collection, r) in &rows {
-                out.item(&Item::Record(portable::RecordItem::new(id, collection, r)))
+        for def in data.collections().await? {
+            let mut records = Records::open(data.as_ref(), &def.name).await?;
+            while let Some(r) = records.next().await? {
+                out.item(&Item::Record(portable::RecordItem::new(id, &def.name, &r)))
                     .await?;
-            }
-            done += rows.len() as u64;
-            run.set_progress(0.9 * done as f64 / total);
-            tokio::task::yield_now().await;
-            match rows.into_iter().last() {
-                Some((c, r)) => after = Some((c, r.id)),
-                None => break,
+                done += 1;
+                if done.is_multiple_of(PAGE as u64) {
+                    run.set_progress(0.9 * done as f64 / total);
+                }
             }
         }
     }
@@ -181,20 +178,16 @@ pub async fn run(run: &mut Run<'_>) -> JobResult<Option<String>> {
 }
 
 async fn export_data_chain(out: &mut Writer, data: &dyn TenantData, t: &Tenant) -> JobResult<()> {
-    let mut after = 0;
-    loop {
-        let page = data
-            .list_audit(&AuditFilter::default(), after, PAGE)
-            .await?;
+    // Up to the head as the chain's turn comes: after the records, so it
+    // names every change they show.
+    let mut chain = ChainTail::open(data, 0).await?;
+    while let Some(page) = chain.next().await? {
         for (seq, e) in &page {
             out.item(&Item::Audit(portable::AuditItem::new(t.id, *seq, e)))
                 .await?;
         }
-        match page.last() {
-            Some((seq, _)) => after = *seq,
-            None => return Ok(()),
-        }
     }
+    Ok(())
 }
 
 /// The file as it is written: NDJSON (a header line, an item per line) or

@@ -15,6 +15,7 @@
 
 pub mod export;
 pub mod import;
+mod pages;
 pub mod relocate;
 pub mod sweep;
 

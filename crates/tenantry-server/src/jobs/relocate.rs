@@ -25,18 +25,17 @@
 //! switch it goes on from verification. A move that fails unseals the
 //! source and clears the target: the tenant stays where it was.
 
+use super::pages::{ChainTail, PAGE, Records};
 use super::{JobError, JobResult, Run};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::time::Instant;
 use tenantry::audit::AuditFilter;
-use tenantry::record::{Record, Touched, touched};
+use tenantry::record::{Touched, touched};
 use tenantry::store::{Restore, StoreError, TenantData};
 use tenantry::{Isolation, RecordId, Tenant};
 
-/// Rows per page and keys per catch-up batch.
-const PAGE: u32 = 1000;
 /// Catch-up rounds before the freeze, at most; fewer once the tail is short.
 const MAX_ROUNDS: usize = 10;
 /// A tail this short is copied inside the freeze.
@@ -124,22 +123,15 @@ async fn move_data(run: &mut Run<'_>, tenant: &Tenant, target: &Tenant) -> JobRe
     })
     .await?;
     // What existed at the mark, and no more: each collection up to its
-    // largest id as of now (taken after the mark, so it covers every record
-    // there was then). Later records are the catch-up's, from the chain's
-    // tail; a copy that chased them would never end under steady writes
-    // (new ids sort last).
+    // largest id as of now (opened after the mark, so it covers every
+    // record there was then). Later records are the catch-up's, from the
+    // chain's tail.
     let total = from.usage().await?.records.max(1) as f64;
     let mut copied = 0u64;
     for def in &defs {
-        let Some(last) = from.last_record_id(&def.name).await? else {
-            continue;
-        };
-        let mut records = Records::new(from.as_ref(), &def.name);
+        let mut records = Records::open(from.as_ref(), &def.name).await?;
         let mut page = Vec::with_capacity(PAGE as usize);
         while let Some(r) = records.next().await? {
-            if r.id > last {
-                break;
-            }
             page.push((def.name.clone(), r));
             if page.len() == PAGE as usize {
                 copied += page.len() as u64;
@@ -225,10 +217,12 @@ async fn move_data(run: &mut Run<'_>, tenant: &Tenant, target: &Tenant) -> JobRe
 }
 
 /// Copies the source's data-chain entries after the target's head, as they
-/// are; returns the new head. The target's own head must be the source's
-/// entry at that seq (a shared tier keeps a chain from an earlier stay).
+/// are, up to the source's head when the copy began (later ones are the
+/// catch-up's); returns the new head. The target's own head must be the
+/// source's entry at that seq (a shared tier keeps a chain from an earlier
+/// stay).
 async fn copy_chain(from: &dyn TenantData, to: &dyn TenantData) -> JobResult<i64> {
-    let mut after = match to.audit_head().await? {
+    let after = match to.audit_head().await? {
         None => 0,
         Some((seq, hash)) => {
             let same = from
@@ -244,14 +238,8 @@ async fn copy_chain(from: &dyn TenantData, to: &dyn TenantData) -> JobResult<i64
             seq
         }
     };
-    loop {
-        let page = from
-            .list_audit(&AuditFilter::default(), after, PAGE)
-            .await?;
-        let Some((last, _)) = page.last() else {
-            return Ok(after);
-        };
-        after = *last;
+    let mut chain = ChainTail::open(from, after).await?;
+    while let Some(page) = chain.next().await? {
         to.restore(&Restore {
             audit: page,
             ..Restore::default()
@@ -259,6 +247,7 @@ async fn copy_chain(from: &dyn TenantData, to: &dyn TenantData) -> JobResult<i64
         .await?;
         tokio::task::yield_now().await;
     }
+    Ok(chain.at)
 }
 
 /// One catch-up round: what the entries after `mark` touched, copied again
@@ -271,16 +260,9 @@ async fn catch_up(
     to: &dyn TenantData,
     mark: i64,
 ) -> JobResult<(i64, usize)> {
-    let until = from.audit_head().await?.map_or(mark, |(seq, _)| seq);
-    let mut at = mark;
+    let mut chain = ChainTail::open(from, mark).await?;
     let mut seen = 0;
-    while at < until {
-        let mut entries = from.list_audit(&AuditFilter::default(), at, PAGE).await?;
-        entries.retain(|(seq, _)| *seq <= until);
-        let Some((last, _)) = entries.last() else {
-            break;
-        };
-        at = *last;
+    while let Some(entries) = chain.next().await? {
         seen += entries.len();
         let keys: BTreeSet<Touched> = entries
             .iter()
@@ -306,7 +288,7 @@ async fn catch_up(
         to.restore(&restore).await?;
         tokio::task::yield_now().await;
     }
-    Ok((at, seen))
+    Ok((chain.at, seen))
 }
 
 /// Step 5: every record of the source (sealed: it no longer changes) is
@@ -323,8 +305,8 @@ async fn verify(run: &Run<'_>, source: &Tenant, target: &Tenant, switch_seq: i64
     let mut differing = Vec::new();
     let mut compared = 0u64;
     for def in from.collections().await? {
-        let mut theirs = Records::new(to.as_ref(), &def.name);
-        let mut ours = Records::new(from.as_ref(), &def.name);
+        let mut theirs = Records::open(to.as_ref(), &def.name).await?;
+        let mut ours = Records::open(from.as_ref(), &def.name).await?;
         while let Some(r) = ours.next().await? {
             while theirs.peek().await?.is_some_and(|t| t.id < r.id) {
                 theirs.next().await?;
@@ -350,68 +332,18 @@ async fn verify(run: &Run<'_>, source: &Tenant, target: &Tenant, switch_seq: i64
     Ok(())
 }
 
-/// One collection's records in id order, a page at a time. (Within one
-/// collection the order is the uuids' bytes on both engines; across
-/// collections it is the database's collation, which Rust cannot mirror.)
-struct Records<'a> {
-    data: &'a dyn TenantData,
-    collection: &'a str,
-    after: RecordId,
-    page: VecDeque<Record>,
-    ended: bool,
-}
-
-impl<'a> Records<'a> {
-    fn new(data: &'a dyn TenantData, collection: &'a str) -> Self {
-        Self {
-            data,
-            collection,
-            after: RecordId(uuid::Uuid::nil()),
-            page: Default::default(),
-            ended: false,
-        }
-    }
-
-    async fn peek(&mut self) -> JobResult<Option<&Record>> {
-        if self.page.is_empty() && !self.ended {
-            let key = (self.collection.to_owned(), self.after);
-            let rows = self.data.scan_records(Some(&key), PAGE).await?;
-            self.page = rows
-                .into_iter()
-                .take_while(|(c, _)| c == self.collection)
-                .map(|(_, r)| r)
-                .collect();
-            // A short page: the collection (or the table) ended in it.
-            self.ended = self.page.len() < PAGE as usize;
-            if let Some(last) = self.page.back() {
-                self.after = last.id;
-            }
-            tokio::task::yield_now().await;
-        }
-        Ok(self.page.front())
-    }
-
-    async fn next(&mut self) -> JobResult<Option<Record>> {
-        self.peek().await?;
-        Ok(self.page.pop_front())
-    }
-}
-
-/// The records the copy's chain says were changed after `seq`.
+/// The records the copy's chain says were changed after `seq` (up to its
+/// head now: later writes came after the comparison).
 async fn changed_since(data: &dyn TenantData, seq: i64) -> JobResult<BTreeSet<(String, RecordId)>> {
     let mut changed = BTreeSet::new();
-    let mut at = seq;
-    loop {
-        let page = data.list_audit(&AuditFilter::default(), at, PAGE).await?;
-        let Some((last, _)) = page.last() else {
-            return Ok(changed);
-        };
-        at = *last;
+    let mut chain = ChainTail::open(data, seq).await?;
+    while let Some(page) = chain.next().await? {
         changed.extend(page.iter().filter_map(|(_, e)| match touched(&e.resource) {
             Some(Touched::Record(c, id)) => Some((c, id)),
             _ => None,
         }));
     }
+    Ok(changed)
 }
 
 /// A failed move leaves the tenant where it was: source writable again,
