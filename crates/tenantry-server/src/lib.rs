@@ -14,6 +14,7 @@ pub mod keys;
 pub mod migrate;
 pub mod monitor;
 pub mod settings;
+pub mod shared_redis;
 
 pub use app::{App, AppState};
 pub use settings::Settings;

@@ -9,11 +9,10 @@
 //! instance (one Lua script checks and counts all keys); Redis unreachable,
 //! each instance counts on its own until it is back.
 
+use crate::shared_redis::SharedRedis;
 use chrono::{DateTime, Duration, Utc};
 use moka::sync::Cache;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sha2::{Digest, Sha256};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use tenantry::TenantId;
 
@@ -228,33 +227,19 @@ end
 return 0
 "#;
 
-/// Warnings about an unreachable Redis, at most one per this many seconds.
-const WARN_EVERY_SECS: i64 = 10;
-
 /// Counters in Redis, shared by every instance.
 struct SharedCounters {
-    conn: ConnectionManager,
+    redis: SharedRedis,
     take: redis::Script,
     give_back: redis::Script,
-    last_warned: AtomicI64,
 }
 
 impl SharedCounters {
     fn new(url: &str) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url)
-            // Not the URL itself: it may carry a password.
-            .map_err(|e| anyhow::anyhow!("redis_url is not a Redis URL: {e}"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(std::time::Duration::from_millis(250)))
-            .set_response_timeout(Some(std::time::Duration::from_millis(250)))
-            .set_number_of_retries(0);
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| anyhow::anyhow!("setting up the Redis connection: {e}"))?;
         Ok(Self {
-            conn,
+            redis: SharedRedis::new(url)?,
             take: redis::Script::new(TAKE),
             give_back: redis::Script::new(GIVE_BACK),
-            last_warned: AtomicI64::new(0),
         })
     }
 
@@ -275,7 +260,7 @@ impl SharedCounters {
                 .arg(limit.max)
                 .arg(limit.window.num_milliseconds().max(1));
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.redis.conn();
         match invocation.invoke_async::<i64>(&mut conn).await {
             Ok(0) => Some(Ok(())),
             Ok(wait_ms) => Some(Err(((wait_ms + 999) / 1000).max(1) as u64)),
@@ -294,7 +279,7 @@ impl SharedCounters {
                 .key(Self::redis_key(key))
                 .arg(if *reset { "1" } else { "0" });
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.redis.conn();
         match invocation.invoke_async::<i64>(&mut conn).await {
             Ok(_) => true,
             Err(e) => {
@@ -305,16 +290,8 @@ impl SharedCounters {
     }
 
     fn warn(&self, e: &redis::RedisError) {
-        let now = Utc::now().timestamp();
-        let last = self.last_warned.load(Ordering::Relaxed);
-        if now - last >= WARN_EVERY_SECS
-            && self
-                .last_warned
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            tracing::warn!(error = %e, "Redis unreachable: login and OTP attempts counted per instance");
-        }
+        self.redis
+            .warn_unreachable(e, "login and OTP attempts counted per instance");
     }
 }
 

@@ -7,9 +7,7 @@
 //! for all instances, whatever their skew.
 
 use super::rate_limit::{BURST_SECONDS, RateInfo, verdict};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use crate::shared_redis::SharedRedis;
 use tenantry::TenantId;
 
 /// KEYS[1] the bucket; ARGV: rate per second, capacity, consume (0/1), TTL ms.
@@ -40,35 +38,16 @@ return {allowed, tostring(tokens)}
 /// `BURST_SECONDS`: after that (plus a margin) the key can go.
 const KEY_TTL_MS: u64 = (BURST_SECONDS * 1000.0) as u64 + 1000;
 
-/// Warnings about an unreachable Redis, at most one per this many seconds
-/// (every request would log one otherwise).
-const WARN_EVERY_SECS: u64 = 10;
-
 pub struct SharedBuckets {
-    conn: ConnectionManager,
+    redis: SharedRedis,
     script: redis::Script,
-    last_warned: AtomicU64,
 }
 
 impl SharedBuckets {
-    /// Connects lazily: a Redis that is down at start delays nothing (the
-    /// requests fall back until it is back).
     pub fn new(url: &str) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url)
-            // Not the URL itself: it may carry a password.
-            .map_err(|e| anyhow::anyhow!("redis_url is not a Redis URL: {e}"))?;
-        // Short timeouts and no retries inside a request: a slow or absent
-        // Redis costs a request a quarter second at most before the fallback.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(250)))
-            .set_response_timeout(Some(Duration::from_millis(250)))
-            .set_number_of_retries(0);
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| anyhow::anyhow!("setting up the Redis connection: {e}"))?;
         Ok(Self {
-            conn,
+            redis: SharedRedis::new(url)?,
             script: redis::Script::new(SCRIPT),
-            last_warned: AtomicU64::new(0),
         })
     }
 
@@ -83,7 +62,7 @@ impl SharedBuckets {
         consume: bool,
     ) -> redis::RedisResult<RateInfo> {
         let rate = per_second.max(1) as f64;
-        let mut conn = self.conn.clone();
+        let mut conn = self.redis.conn();
         let (allowed, tokens): (i64, String) = self
             .script
             .key(Self::key(tenant))
@@ -104,17 +83,7 @@ impl SharedBuckets {
     }
 
     pub fn warn_unreachable(&self, error: &redis::RedisError) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let last = self.last_warned.load(Ordering::Relaxed);
-        if now >= last + WARN_EVERY_SECS
-            && self
-                .last_warned
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            tracing::warn!(error = %error, "Redis rate-limit buckets unreachable; limiting per instance meanwhile");
-        }
+        self.redis
+            .warn_unreachable(error, "rate-limit buckets are per instance meanwhile");
     }
 }
