@@ -26,13 +26,16 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Filters and paging of an audit listing (oldest first; a tenant's two
 /// chains merged in time order).
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// The acting user's id (or, for failed logins, the name that was tried).
     pub actor: Option<String>,
     /// e.g. `record.create`, `login.failure`.
     pub action: Option<String>,
     /// RFC 3339 time: entries at or after it.
+    #[param(format = DateTime)]
     pub since: Option<String>,
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295.0)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }

@@ -258,6 +258,7 @@ async fn delete_record(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StatsQuery {
     /// The field to count by.
     pub group_by: String,

@@ -24,6 +24,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ConfigQuery {
     /// Merge the plan's defaults under the tenant's overrides.
     #[serde(default)]
@@ -98,7 +99,7 @@ async fn delete_config(
 }
 
 /// The tenant's branding. Public: login pages need it before sign-in.
-#[utoipa::path(get, path = "/api/v1/tenants/{id}/branding", tag = "config",
+#[utoipa::path(get, path = "/api/v1/tenants/{id}/branding", tag = "config", security(()),
     params(("id" = String, Path, description = "tenant id or slug")),
     responses((status = 200, body = Object), (status = 404, body = Problem)))]
 async fn get_branding(

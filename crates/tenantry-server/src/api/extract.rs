@@ -105,8 +105,10 @@ pub const MAX_LIMIT: u32 = 500;
 
 /// `?limit=&cursor=` of every list.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// Items per page: default 50, values above 500 are clamped to 500.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295.0)]
     pub limit: Option<u32>,
     /// Opaque cursor from a previous page's `next_cursor`.
     pub cursor: Option<String>,

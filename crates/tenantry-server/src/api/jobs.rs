@@ -32,11 +32,14 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct JobListQuery {
     /// Tenant id or slug.
     pub tenant: Option<String>,
     /// `queued`, `running`, `succeeded` or `failed`.
+    #[param(pattern = "^(queued|running|succeeded|failed)$")]
     pub status: Option<String>,
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295.0)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }

@@ -11,6 +11,7 @@ pub mod deadline;
 pub mod extract;
 pub mod jobs;
 pub mod observe;
+mod openapi;
 pub mod ops;
 pub mod orgs;
 pub mod plans;
@@ -27,45 +28,13 @@ use axum::{Router, middleware};
 pub use problem::Problem;
 use tenantry::TenantId;
 use tower_http::catch_panic::CatchPanicLayer;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "Tenantry",
-        version = "1",
-        description = "Multi-tenant SaaS backend: control plane, identity and tenant data. \
-                       Errors are RFC 9457 problem+json with a stable `code`."
-    ),
-    modifiers(&BearerAuth),
-    security(("bearer" = [])),
-    components(schemas(Problem))
-)]
-struct ApiDoc;
-
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
-        );
-    }
-}
-
 /// Every documented route, and the OpenAPI document describing them.
 pub fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (routes, openapi) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(ops::router())
         .merge(auth::router())
         .merge(tenants::router())
@@ -77,7 +46,8 @@ pub fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(analytics::router())
         .merge(audit::router())
         .merge(jobs::router())
-        .split_for_parts()
+        .split_for_parts();
+    (routes, openapi::finish(openapi))
 }
 
 pub fn router(state: AppState) -> Router {

@@ -19,13 +19,13 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "up")))]
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()), responses((status = 200, description = "up")))]
 async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// The control store answers.
-#[utoipa::path(get, path = "/readyz", tag = "operations",
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
     responses((status = 200, description = "ready"), (status = 503, body = crate::api::problem::Problem)))]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, Error> {
     state.services.store.ping().await?;
@@ -33,7 +33,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, Error> {
 }
 
 /// Prometheus text exposition (behind `metrics_token` when one is set).
-#[utoipa::path(get, path = "/metrics", tag = "operations",
+#[utoipa::path(get, path = "/metrics", tag = "operations", security((), ("bearer" = [])),
     responses((status = 200, content_type = "text/plain"), (status = 401, body = crate::api::problem::Problem)))]
 async fn metrics_text(
     State(state): State<AppState>,

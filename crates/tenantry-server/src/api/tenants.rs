@@ -29,13 +29,17 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// Filters and paging of the tenant list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TenantQuery {
     /// `active`, `suspended`, `deleting` or `deleted`; all but deleted when absent.
+    #[param(pattern = "^(active|suspended|deleting|deleted)$")]
     pub status: Option<String>,
     pub plan: Option<String>,
+    #[param(format = Uuid)]
     pub organization_id: Option<String>,
     /// Case-insensitive search in name and slug.
     pub q: Option<String>,
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295.0)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }
@@ -214,8 +218,10 @@ async fn change_plan(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UsageQuery {
     /// `<n>d`, 1 to 366 days ending today (UTC); default `30d`.
+    #[param(pattern = "^([1-9]|[1-9][0-9]|[12][0-9][0-9]|3[0-5][0-9]|36[0-6])d$")]
     pub range: Option<String>,
 }
 

@@ -71,6 +71,23 @@ impl Services {
             "must match the code in the path",
         );
         v.check(!body.name.trim().is_empty(), "name", "must not be empty");
+        let l = &body.limits;
+        for (field, limit) in [
+            ("max_users", l.max_users),
+            ("max_storage_bytes", l.max_storage_bytes),
+            ("api_requests_per_day", l.api_requests_per_day),
+            ("requests_per_second", l.requests_per_second),
+            ("max_collections", l.max_collections),
+            ("max_indexed_fields", l.max_indexed_fields),
+        ] {
+            // What every store and every client can hold (a signed 64-bit
+            // integer, the OpenAPI document's int64).
+            v.check(
+                limit.is_none_or(|n| i64::try_from(n).is_ok()),
+                &format!("limits.{field}"),
+                "must be at most 9223372036854775807 (or null: unlimited)",
+            );
+        }
         for (key, value) in &body.config_defaults {
             if let Err(message) = validate_config_value(key, value) {
                 v.push(&format!("config_defaults.{key}"), message);

@@ -341,6 +341,18 @@ async fn plans_are_built_in_and_editable_by_super_admins() {
     app.call(Method::PUT, "/api/v1/plans/bad", Some(&token), Some(bad))
         .await
         .assert_problem(422, "validation_failed");
+    // A limit no store column or int64 client can hold.
+    let huge = json!({"name": "Huge", "limits": {"max_users": 1, "max_storage_bytes": 1, "api_requests_per_day": 1,
+                      "requests_per_second": 9_223_372_036_854_775_808_u64}});
+    let refused = app
+        .call(Method::PUT, "/api/v1/plans/huge", Some(&token), Some(huge))
+        .await;
+    refused.assert_problem(422, "validation_failed");
+    assert_eq!(
+        refused.body["errors"][0]["field"], "limits.requests_per_second",
+        "{}",
+        refused.text
+    );
     app.call(Method::PUT, "/api/v1/plans/Bad%20Code", Some(&token), Some(json!({"name": "x", "limits": {
         "max_users": 1, "max_storage_bytes": 1, "api_requests_per_day": 1, "requests_per_second": 1}})))
         .await

@@ -3,6 +3,7 @@
 mod attempts;
 mod audit;
 mod binary;
+mod contract;
 mod control_plane;
 mod crash;
 mod data;

@@ -7,6 +7,8 @@
 mod attempts;
 #[path = "../it/audit.rs"]
 mod audit;
+#[path = "../it/contract.rs"]
+mod contract;
 #[path = "../it/control_plane.rs"]
 mod control_plane;
 #[path = "../it/crash.rs"]
