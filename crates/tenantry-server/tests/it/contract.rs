@@ -81,6 +81,8 @@ async fn every_response_matches_the_openapi_document() {
         .args(["--exclude-path", "/api/v1/tenants/{id}/import"])
         .args(["--max-examples", "25", "--workers", "2", "--seed", &seed])
         .args(["--no-color"])
+        // Its cache (`.schemathesis/`) goes with the test's data dir.
+        .current_dir(app.dir.path())
         .kill_on_drop(true);
     let out = tokio::time::timeout(std::time::Duration::from_secs(600), run.output())
         .await
