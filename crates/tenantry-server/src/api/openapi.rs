@@ -2,12 +2,10 @@
 //! bearer scheme, and the errors every operation can answer with.
 
 use super::Problem;
+use super::problem::MEDIA_TYPE as PROBLEM;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
-
-/// The media type of every error body (RFC 9457).
-const PROBLEM: &str = "application/problem+json";
 
 #[derive(OpenApi)]
 #[openapi(
@@ -46,11 +44,6 @@ impl Modify for BearerAuth {
 /// 413, 429, 503, a malformed parameter's 400…), which `default` documents
 /// once instead of every handler listing them.
 pub fn finish(mut openapi: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
-    let problem = || {
-        ContentBuilder::new()
-            .schema(Some(Ref::from_schema_name("Problem")))
-            .build()
-    };
     for item in openapi.paths.paths.values_mut() {
         let operations = [
             &mut item.get,
@@ -79,7 +72,12 @@ pub fn finish(mut openapi: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi
                 .or_insert_with(|| {
                     ResponseBuilder::new()
                         .description("An error (RFC 9457 problem details with a stable `code`)")
-                        .content(PROBLEM, problem())
+                        .content(
+                            PROBLEM,
+                            ContentBuilder::new()
+                                .schema(Some(Ref::from_schema_name("Problem")))
+                                .build(),
+                        )
                         .build()
                         .into()
                 });

@@ -7,6 +7,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+/// The media type of every error body.
+pub const MEDIA_TYPE: &str = "application/problem+json";
+
 /// An RFC 9457 problem document.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Problem {
@@ -69,10 +72,8 @@ pub fn problem_response(
         errors,
     };
     let mut res = (status, axum::Json(body)).into_response();
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(MEDIA_TYPE));
     res
 }
 

@@ -82,7 +82,7 @@ impl<'a> Records<'a> {
             let rows = self.data.scan_records(Some(&key), PAGE).await?;
             self.page = rows
                 .into_iter()
-                .take_while(|(c, r)| c == self.collection && Some(r.id) <= self.last)
+                .take_while(|(c, r)| c == self.collection && self.last.is_some_and(|l| r.id <= l))
                 .map(|(_, r)| r)
                 .collect();
             // A short page: the collection (or its bound, or the table)
