@@ -394,10 +394,15 @@ async fn serve_connections(
         let router = router.clone();
         let service =
             hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let mut req = req.map(axum::body::Body::new);
+                let (mut req, unread) = crate::api::unread_body::watch(req);
                 req.extensions_mut()
                     .insert(axum::extract::ConnectInfo(peer));
-                router.clone().oneshot(req)
+                let router = router.clone();
+                async move {
+                    let mut res = router.oneshot(req).await?;
+                    unread.settle(&mut res);
+                    Ok::<_, std::convert::Infallible>(res)
+                }
             });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)

@@ -17,6 +17,7 @@ pub mod orgs;
 pub mod plans;
 pub mod problem;
 pub mod tenants;
+pub mod unread_body;
 pub mod users;
 
 use crate::app::AppState;
