@@ -3,78 +3,23 @@
 //! is claimed again once its lease runs out and ends as if nothing had
 //! happened: every record there once, the audit chain intact.
 
-use crate::pg::free_port;
-use crate::support::{ADMIN_EMAIL, ADMIN_PASSWORD, Http, settings_for};
+use crate::served::Server;
+use crate::support::Http;
 use serde_json::{Value, json};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Records in the imported tenant: enough that each job runs for a while.
 const RECORDS: usize = 80_000;
 
-/// The real binary on `dir`, on this test binary's engine.
-struct Server {
-    dir: tempfile::TempDir,
-    database_url: Option<String>,
-    child: Option<Child>,
-    http: Http,
-}
+/// The settings these tests run the server with: no rate limits (the
+/// writers are many), short job leases (a killed job is claimed again soon).
+const ENV: &[(&str, &str)] = &[
+    ("TENANTRY_RATE_LIMITS", "false"),
+    ("TENANTRY_JOB_LEASE_SECS", "2"),
+    ("TENANTRY_MOVE_SOURCE_GRACE_MS", "0"),
+];
 
 impl Server {
-    async fn start(dir: tempfile::TempDir) -> Self {
-        let database_url = settings_for(dir.path()).await.database_url;
-        let mut server = Self {
-            dir,
-            database_url,
-            child: None,
-            http: Http::new(String::new()),
-        };
-        server.restart().await;
-        server
-    }
-
-    /// Starts `tenantry serve` (again) and waits until it is ready.
-    async fn restart(&mut self) {
-        let port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantry"));
-        cmd.current_dir(self.dir.path())
-            .env_remove("TENANTRY_DATABASE_URL")
-            .env("TENANTRY_DATA_DIR", self.dir.path())
-            .env("TENANTRY_ADMIN_EMAIL", ADMIN_EMAIL)
-            .env("TENANTRY_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .env("TENANTRY_RATE_LIMITS", "false")
-            .env("TENANTRY_JOB_LEASE_SECS", "2")
-            .env("TENANTRY_MOVE_SOURCE_GRACE_MS", "0")
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(url) = &self.database_url {
-            cmd.env("TENANTRY_DATABASE_URL", url);
-        }
-        self.child = Some(cmd.spawn().expect("spawn tenantry"));
-        self.http = Http::new(format!("http://127.0.0.1:{port}"));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let ready = format!("{}/readyz", self.http.base);
-        while !matches!(self.http.client.get(&ready).send().await, Ok(r) if r.status() == 200) {
-            assert!(Instant::now() < deadline, "the server never became ready");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// SIGKILL: no shutdown hook runs, nothing is flushed.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().expect("kill");
-            child.wait().expect("wait");
-        }
-    }
-
-    async fn admin(&self) -> String {
-        let res = self.http.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
-        assert_eq!(res.status, 200, "{}", res.text);
-        res.body["access_token"].as_str().expect("token").to_owned()
-    }
-
     /// Waits until the job is running, kills the server, starts it again,
     /// and returns the job once it has ended. Asserts it ran twice: the
     /// kill did hit it mid-run.
@@ -105,12 +50,6 @@ impl Server {
         assert_eq!(job["status"], "succeeded", "{job}");
         assert!(job["attempts"].as_u64() >= Some(2), "{job}");
         job
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -149,7 +88,7 @@ async fn tenant_records(http: &Http, staff: &str, slug: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_export_and_move_finish_after_the_server_is_killed_mid_job() {
-    let mut server = Server::start(tempfile::tempdir().expect("dir")).await;
+    let mut server = Server::start(tempfile::tempdir().expect("dir"), ENV).await;
     let staff = server.admin().await;
     let http = &server.http;
 
@@ -275,7 +214,7 @@ const KILLS: usize = 50;
 /// each tenant holds every acknowledged record exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_fifty_kills_under_load() {
-    let mut server = Server::start(tempfile::tempdir().expect("dir")).await;
+    let mut server = Server::start(tempfile::tempdir().expect("dir"), ENV).await;
     let staff = server.admin().await;
     let mut tenants = Vec::new();
     for (slug, isolation) in [

@@ -19,6 +19,8 @@ mod data;
 mod hardening;
 #[path = "../it/identity.rs"]
 mod identity;
+#[path = "../it/keep_alive.rs"]
+mod keep_alive;
 #[path = "../it/limits.rs"]
 mod limits;
 #[path = "../it/migrate.rs"]
@@ -35,6 +37,8 @@ mod placement;
 mod registry;
 mod resilience;
 mod rls;
+#[path = "../it/served.rs"]
+mod served;
 #[path = "../it/sessions.rs"]
 mod sessions;
 #[path = "../it/slow_clients.rs"]
