@@ -4,46 +4,18 @@
 //! SQLite only: the data dir is where its files live.
 
 use crate::support::TestApp;
+use crate::tmpfs::Tmpfs;
 use serde_json::json;
-use std::process::Command;
-
-/// A tmpfs of `mb` MiB, unmounted when dropped.
-struct Tmpfs(tempfile::TempDir);
-
-impl Tmpfs {
-    fn mount(mb: u32) -> Option<Self> {
-        let dir = tempfile::tempdir().expect("dir");
-        let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if mounted {
-            return Some(Self(dir));
-        }
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("CI=true and a tmpfs cannot be mounted (the disk-full test needs root)");
-        }
-        eprintln!("skipping: cannot mount a tmpfs (not root?)");
-        None
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_is_a_503_and_room_again_is_recovery() {
     let Some(disk) = Tmpfs::mount(24) else {
         return;
     };
-    let data = disk.0.path().join("data");
+    let data = disk.path().join("data");
     std::fs::create_dir(&data).expect("data dir");
     // Room to give back later.
-    let ballast = disk.0.path().join("ballast");
+    let ballast = disk.path().join("ballast");
     std::fs::write(&ballast, vec![0u8; 4 << 20]).expect("ballast");
     let app = TestApp::spawn_with(tempfile::tempdir().expect("dir"), |s| {
         s.data_dir = data.clone();

@@ -23,5 +23,6 @@ mod served;
 mod sessions;
 mod slow_clients;
 mod support;
+mod tmpfs;
 
 const BACKEND: support::Backend = support::Backend::Sqlite;

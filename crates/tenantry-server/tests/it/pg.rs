@@ -208,7 +208,7 @@ fn as_postgres(cmd: &mut Command) -> Command {
     }
 }
 
-fn as_postgres_owner(path: &Path) {
+pub fn as_postgres_owner(path: &Path) {
     if is_root() {
         run_plain(Command::new("chown").arg("postgres:postgres").arg(path));
     }

@@ -15,6 +15,7 @@ mod control_plane;
 mod crash;
 #[path = "../it/data.rs"]
 mod data;
+mod disk_full;
 #[path = "../it/hardening.rs"]
 mod hardening;
 #[path = "../it/identity.rs"]
@@ -47,5 +48,7 @@ mod statistics;
 #[path = "../it/support.rs"]
 mod support;
 mod timeouts;
+#[path = "../it/tmpfs.rs"]
+mod tmpfs;
 
 const BACKEND: support::Backend = support::Backend::Postgres;
