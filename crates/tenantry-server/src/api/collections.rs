@@ -1,7 +1,7 @@
 //! `/api/v1/collections`: the tenant's collections, records and statistics.
 
 use super::Problem;
-use super::extract::{ApiJson, ApiQuery, Page};
+use super::extract::{ApiJson, ApiQuery, Page, PageParams};
 use crate::app::AppState;
 use crate::auth::TenantScope;
 use crate::control::data::{CollectionBody, IfMatch, ListParams, Stats};
@@ -102,18 +102,22 @@ pub fn list_params(query: Option<&str>) -> Result<ListParams, Error> {
     Ok(params)
 }
 
-/// The tenant's collections.
-#[utoipa::path(get, path = "/api/v1/collections", tag = "data",
+/// The tenant's collections, by name, a page at a time.
+#[utoipa::path(get, path = "/api/v1/collections", tag = "data", params(PageParams),
     responses((status = 200, body = Page<CollectionDef>)))]
 async fn list_collections(
     State(state): State<AppState>,
     scope: TenantScope,
+    ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<Page<CollectionDef>>, Error> {
-    let items = state.services.list_collections(&scope.acting()).await?;
-    Ok(Json(Page {
-        items,
-        next_cursor: None,
-    }))
+    let after = page.after_name()?.unwrap_or_default();
+    let rows = state
+        .services
+        .list_collections(&scope.acting(), &after, page.limit() + 1)
+        .await?;
+    Ok(Json(Page::keyed(rows, &page, |c| {
+        c.name.as_bytes().to_vec()
+    })))
 }
 
 /// Defines (201) or redefines (200) a collection: JSON Schema, unique and

@@ -121,13 +121,26 @@ impl PageParams {
 
     /// The id after which the page starts.
     pub fn after(&self) -> Result<Option<Uuid>, Error> {
+        self.decoded(|b| Uuid::from_slice(&b).ok())
+    }
+
+    /// The collection name after which a page of collections starts.
+    pub fn after_name(&self) -> Result<Option<String>, Error> {
+        self.decoded(|b| {
+            String::from_utf8(b)
+                .ok()
+                .filter(|n| tenantry::record::valid_collection_name(n))
+        })
+    }
+
+    fn decoded<K>(&self, key: impl FnOnce(Vec<u8>) -> Option<K>) -> Result<Option<K>, Error> {
         let Some(cursor) = self.cursor.as_deref().filter(|c| !c.is_empty()) else {
             return Ok(None);
         };
         URL_SAFE_NO_PAD
             .decode(cursor)
             .ok()
-            .and_then(|b| Uuid::from_slice(&b).ok())
+            .and_then(key)
             .map(Some)
             .ok_or_else(|| Error::invalid("cursor", "not a cursor this server issued"))
     }
@@ -150,12 +163,16 @@ pub struct Page<T> {
 
 impl<T> Page<T> {
     /// Builds a page from `limit + 1` fetched rows ordered by `id_of`.
-    pub fn from_rows(mut rows: Vec<T>, params: &PageParams, id_of: impl Fn(&T) -> Uuid) -> Self {
+    pub fn from_rows(rows: Vec<T>, params: &PageParams, id_of: impl Fn(&T) -> Uuid) -> Self {
+        Self::keyed(rows, params, |t| id_of(t).as_bytes().to_vec())
+    }
+
+    /// `from_rows` for rows ordered by another key (its bytes in the cursor).
+    pub fn keyed(mut rows: Vec<T>, params: &PageParams, key_of: impl Fn(&T) -> Vec<u8>) -> Self {
         let limit = params.limit() as usize;
         let next_cursor = if rows.len() > limit {
             rows.truncate(limit);
-            rows.last()
-                .map(|last| URL_SAFE_NO_PAD.encode(id_of(last).as_bytes()))
+            rows.last().map(|last| URL_SAFE_NO_PAD.encode(key_of(last)))
         } else {
             None
         };

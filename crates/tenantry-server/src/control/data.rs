@@ -408,11 +408,17 @@ impl Services {
         Ok(())
     }
 
-    pub async fn list_collections(&self, acting: &Acting) -> Result<Vec<CollectionDef>> {
+    /// Up to `limit` collections named after `after`, by name.
+    pub async fn list_collections(
+        &self,
+        acting: &Acting,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<CollectionDef>> {
         Ok(self
             .tenant_data(&acting.tenant)
             .await?
-            .collections()
+            .collections_after(after, limit)
             .await?)
     }
 

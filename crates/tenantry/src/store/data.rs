@@ -114,7 +114,23 @@ pub trait DataPlane: Send + Sync + 'static {
 /// One tenant's collections and records.
 #[async_trait]
 pub trait TenantData: Send + Sync {
-    async fn collections(&self) -> StoreResult<Vec<CollectionDef>>;
+    /// Up to `limit` definitions with names after `after` (byte order).
+    async fn collections_after(&self, after: &str, limit: u32) -> StoreResult<Vec<CollectionDef>>;
+
+    /// Every definition, by name (bounded by the plan's `max_collections`).
+    async fn collections(&self) -> StoreResult<Vec<CollectionDef>> {
+        const PAGE: u32 = 1000;
+        let mut all: Vec<CollectionDef> = Vec::new();
+        loop {
+            let after = all.last().map_or("", |d| d.name.as_str());
+            let page = self.collections_after(after, PAGE).await?;
+            let done = page.len() < PAGE as usize;
+            all.extend(page);
+            if done {
+                return Ok(all);
+            }
+        }
+    }
     async fn collection(&self, name: &str) -> StoreResult<Option<CollectionDef>>;
     /// Creates or replaces a definition and its indexes; true when created.
     /// `Conflict(field)` when existing records already break a new unique field.

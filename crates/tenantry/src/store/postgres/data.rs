@@ -1273,13 +1273,19 @@ fn push_field_cursor(
 
 #[async_trait]
 impl TenantData for PgTenantData {
-    async fn collections(&self) -> StoreResult<Vec<CollectionDef>> {
+    async fn collections_after(&self, after: &str, limit: u32) -> StoreResult<Vec<CollectionDef>> {
+        if after.contains('\0') {
+            return Ok(Vec::new());
+        }
         let mut tx = self.tx().await?;
         let rows = sqlx::query(&format!(
             "SELECT {COLLECTION_COLUMNS} FROM {DATA_SCHEMA}.collections
-             WHERE tenant_id = $1 ORDER BY name COLLATE \"C\""
+             WHERE tenant_id = $1 AND name COLLATE \"C\" > $2
+             ORDER BY name COLLATE \"C\" LIMIT $3"
         ))
         .bind(self.tenant.0)
+        .bind(after)
+        .bind(i64::from(limit))
         .fetch_all(&mut *tx)
         .await
         .map_err(pg_error)?;

@@ -616,9 +616,11 @@ fn restore_records(tx: &Connection, t: &str, restore: &Restore) -> StoreResult<(
 
 #[async_trait]
 impl TenantData for SqliteTenantData {
-    async fn collections(&self) -> StoreResult<Vec<CollectionDef>> {
+    async fn collections_after(&self, after: &str, limit: u32) -> StoreResult<Vec<CollectionDef>> {
+        // BINARY collation: the same byte order as PostgreSQL's "C".
         let sql = format!(
-            "SELECT {COLLECTION_COLUMNS} FROM collections WHERE tenant_id = ?1 ORDER BY name"
+            "SELECT {COLLECTION_COLUMNS} FROM collections
+             WHERE tenant_id = ?1 AND name > ?2 ORDER BY name LIMIT ?3"
         );
         let rows = self
             .db
@@ -626,7 +628,10 @@ impl TenantData for SqliteTenantData {
             .read(|c| {
                 let mut statement = c.prepare_cached(&sql).map_err(direct_error)?;
                 let rows = statement
-                    .query_map([&self.tenant], read_collection)
+                    .query_map(
+                        rusqlite::params![self.tenant.as_str(), after, limit],
+                        read_collection,
+                    )
                     .map_err(direct_error)?;
                 rows.collect::<Result<Vec<_>, _>>().map_err(direct_error)
             })
