@@ -1,12 +1,6 @@
-//! The record list's query string: any input parses or is refused, never
-//! a panic; whatever parses has a limit within bounds.
+//! libFuzzer on `properties::filter_sort` (what it checks is written there).
 #![no_main]
-use libfuzzer_sys::fuzz_target;
+#[path = "../properties.rs"]
+mod properties;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(query) = std::str::from_utf8(data)
-        && let Ok(params) = tenantry_server::api::collections::list_params(Some(query))
-    {
-        let _ = format!("{params:?}");
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| properties::filter_sort(data));

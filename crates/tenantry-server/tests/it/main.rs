@@ -9,6 +9,7 @@ mod crash;
 mod data;
 mod disk_full;
 mod edges;
+mod fuzz_corpus;
 mod hardening;
 mod identity;
 mod keep_alive;
