@@ -6,7 +6,7 @@
 
 use super::audit::{self, ChainAt};
 use super::db_error;
-use super::direct::{DEDICATED_CACHE_KIB, Readers, SHARED_CACHE_KIB, Writer, direct_error};
+use super::direct::{DEDICATED_CACHE_KIB, Readers, SHARED_CACHE_KIB, Writer, direct_error, long};
 use crate::audit::{AuditChain, AuditEntry, AuditFilter, NewAuditEntry};
 use crate::ids::{RecordId, TenantId};
 use crate::record::{CollectionDef, FilterOp, Operand, Record, RecordQuery, SortKey, json_path};
@@ -119,6 +119,15 @@ impl Database {
         }
     }
 
+    /// `write` for transactions that may take long (see `direct::long`).
+    async fn write_long<R>(
+        &self,
+        write: impl FnOnce(&Connection) -> StoreResult<R>,
+    ) -> StoreResult<R> {
+        self.write(|tx| long(|| write(tx))).await
+    }
+
+    /// Statements outside a transaction (index DDL: long, see `direct::long`).
     async fn execute_batch(&self, sql: &str) -> StoreResult<()> {
         match &self.writer {
             Some(writer) => writer.execute_batch(sql).await,
@@ -244,7 +253,7 @@ impl DataPlane for SqliteDataPlane {
             Isolation::Shared => {
                 let id = tenant.id.to_string();
                 self.shared
-                    .write(|tx| {
+                    .write_long(|tx| {
                         for table in ["record_uniques", "records", "collections", "usage"] {
                             tx.execute(&format!("DELETE FROM {table} WHERE tenant_id = ?1"), [&id])
                                 .map_err(direct_error)?;
@@ -662,7 +671,7 @@ impl TenantData for SqliteTenantData {
         let t = self.tenant.as_str();
         let chain = self.chain();
         self.db
-            .write(|tx| {
+            .write_long(|tx| {
                 writable(tx, t)?;
                 let existed = stored_collection(tx, t, &def.name)?.is_some();
                 upsert_collection(tx, t, def)?;
@@ -807,17 +816,24 @@ impl TenantData for SqliteTenantData {
         }
         q.push(&format!(" ORDER BY {key} {dir}, id {dir} LIMIT "))
             .bind(i64::from(query.limit.max(1)));
-        let rows: Vec<RecordRow> = self
-            .db
-            .readers
-            .read(|conn| {
-                let mut statement = conn.prepare_cached(&q.text).map_err(direct_error)?;
-                let rows = statement
-                    .query_map(rusqlite::params_from_iter(&q.params), RecordRow::read)
-                    .map_err(direct_error)?;
-                rows.collect::<Result<Vec<_>, _>>().map_err(direct_error)
-            })
-            .await?;
+        let run = |conn: &Connection| {
+            let mut statement = conn.prepare_cached(&q.text).map_err(direct_error)?;
+            let rows = statement
+                .query_map(rusqlite::params_from_iter(&q.params), RecordRow::read)
+                .map_err(direct_error)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(direct_error)
+        };
+        // A filter or sort on a field without an index scans the tenant's
+        // whole collection: long work. An indexed page is a point read.
+        let unindexed = |field: &String| !def.indexed.contains(field);
+        let scans = query.filters.iter().any(|f| unindexed(&f.field))
+            || matches!(&query.sort, SortKey::Field(f) if unindexed(f));
+        let readers = &self.db.readers;
+        let rows: Vec<RecordRow> = if scans {
+            readers.read_long(run).await?
+        } else {
+            readers.read(run).await?
+        };
         rows.into_iter().map(RecordRow::record).collect()
     }
 
@@ -903,7 +919,7 @@ impl TenantData for SqliteTenantData {
         max_groups: u32,
     ) -> StoreResult<GroupCounts> {
         // The total is summed over every group before the limit.
-        let rows: Vec<(Option<String>, i64, i64)> = self.db.readers.read(|c| {
+        let rows: Vec<(Option<String>, i64, i64)> = self.db.readers.read_long(|c| {
             let mut statement = c
                 .prepare_cached(
                     "SELECT k, n, sum(n) OVER () FROM (
@@ -1005,7 +1021,7 @@ impl TenantData for SqliteTenantData {
         let rows: Vec<(String, RecordRow)> = self
             .db
             .readers
-            .read(|c| {
+            .read_long(|c| {
                 let mut statement = c.prepare_cached(&sql).map_err(direct_error)?;
                 let rows = statement
                     .query_map(
@@ -1036,7 +1052,7 @@ impl TenantData for SqliteTenantData {
         let t = self.tenant.as_str();
         let chain = self.chain();
         self.db
-            .write(|tx| {
+            .write_long(|tx| {
                 tx.execute(
                     "INSERT INTO usage (tenant_id) VALUES (?1) ON CONFLICT (tenant_id) DO NOTHING",
                     [t],
@@ -1075,7 +1091,7 @@ impl TenantData for SqliteTenantData {
     async fn clear(&self) -> StoreResult<()> {
         let t = self.tenant.as_str();
         self.db
-            .write(|tx| {
+            .write_long(|tx| {
                 for table in ["record_uniques", "records", "collections"] {
                     tx.execute(&format!("DELETE FROM {table} WHERE tenant_id = ?1"), [t])
                         .map_err(direct_error)?;

@@ -79,6 +79,21 @@ pub(super) fn connect(path: &Path, cache_kib: u32) -> StoreResult<Connection> {
     Ok(conn)
 }
 
+/// Runs work that may take long — a scan, an index build, a bulk load, a
+/// purge — so that it does not stall the async worker's other tasks: on a
+/// multi-thread runtime the worker hands its queue to another thread for
+/// the duration (`block_in_place`). The statements still run on this
+/// thread, as every statement here does; point reads and writes skip this,
+/// the hand-off costing more than they take. (A current-thread runtime has
+/// no other thread to hand to: the work runs inline there.)
+pub(super) fn long<R>(work: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
 /// Connections wait their turn on async locks (a busy one never parks a
 /// worker thread); the statements themselves run without yielding.
 pub(super) struct Readers {
@@ -177,6 +192,14 @@ impl Readers {
         read(&conn)
     }
 
+    /// `read` for statements that may take long (see `long`).
+    pub(super) async fn read_long<R>(
+        &self,
+        read: impl FnOnce(&Connection) -> StoreResult<R>,
+    ) -> StoreResult<R> {
+        self.read(|c| long(|| read(c))).await
+    }
+
     /// A write transaction on the first connection, for a database whose
     /// one connection both reads and writes (a dedicated database: one
     /// connection halves what an open one costs, and only its own tenant's
@@ -194,7 +217,7 @@ impl Readers {
     pub(super) async fn execute_batch(&self, sql: &str) -> StoreResult<()> {
         let conn = self.conns[0].lock().await;
         self.check_open()?;
-        conn.execute_batch(sql).map_err(direct_error)
+        long(|| conn.execute_batch(sql)).map_err(direct_error)
     }
 }
 
@@ -471,13 +494,41 @@ impl Writer {
     pub(super) async fn execute_batch(&self, sql: &str) -> StoreResult<()> {
         let mut state = self.state().await?.lock().await;
         state.commit()?;
-        state.conn.execute_batch(sql).map_err(direct_error)
+        long(|| state.conn.execute_batch(sql)).map_err(direct_error)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With one worker thread, a task inside `long` waits for another task
+    /// to run: it can only if `long` gave the worker's queue away.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn long_work_leaves_the_worker_to_other_tasks() {
+        let (ran, heard) = std::sync::mpsc::channel();
+        let waiting =
+            tokio::spawn(
+                async move { long(|| heard.recv_timeout(std::time::Duration::from_secs(10))) },
+            );
+        // Spawned from outside the worker, after the waiting task is queued.
+        tokio::task::yield_now().await;
+        let other = tokio::spawn(async move {
+            let _ = ran.send(());
+        });
+        let outcome = waiting.await.expect("task");
+        assert!(
+            outcome.is_ok(),
+            "the other task never ran while `long` worked"
+        );
+        other.await.expect("task");
+    }
+
+    /// On a current-thread runtime it simply runs.
+    #[tokio::test]
+    async fn long_work_runs_inline_on_a_current_thread_runtime() {
+        assert_eq!(long(|| 7), 7);
+    }
 
     /// A database in WAL mode made with `schema`, in a fresh directory.
     fn wal_database(schema: &str) -> (tempfile::TempDir, PathBuf) {
