@@ -16,8 +16,7 @@
 //! a socket with unread data resets it, and a reset can destroy the answer
 //! before the client has read it.
 
-use axum::body::Body;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, Request, Response, Version, header};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
