@@ -6,10 +6,9 @@
 
 use crate::pg::{Cluster, as_postgres_owner, free_port};
 use crate::support::TestApp;
-use crate::tmpfs::Tmpfs;
+use crate::tmpfs::{Tmpfs, fill_then_free};
 use base64::Engine;
 use rand::RngCore;
-use serde_json::json;
 use sqlx::{Connection, PgConnection};
 use tenantry::placement::Server;
 
@@ -28,9 +27,7 @@ async fn a_full_data_volume_is_a_503_and_room_again_is_recovery() {
     let space = disk.path().join("tablespace");
     std::fs::create_dir(&space).expect("tablespace dir");
     as_postgres_owner(&space);
-    // Room to give back later.
-    let ballast = disk.path().join("ballast");
-    std::fs::write(&ballast, vec![0u8; 4 << 20]).expect("ballast");
+    let ballast = disk.ballast(4);
 
     // Every table made on this cluster from now on lives on the tmpfs.
     let cluster = Cluster::start(free_port()).await;
@@ -57,52 +54,5 @@ async fn a_full_data_volume_is_a_503_and_room_again_is_recovery() {
         }];
     })
     .await;
-    let staff = app.admin_token().await;
-    app.create_busy_tenant(&staff, "full-disk", "shared").await;
-    let (_, token) = app
-        .tenant_user(&staff, "full-disk", "a@full-disk.example", "admin")
-        .await;
-
-    let mut acked = Vec::new();
-    let mut refused = None;
-    for n in 0..400 {
-        let res = app
-            .post(
-                "/api/v1/collections/notes/records",
-                Some(&token),
-                json!({"n": n, "text": incompressible(100_000)}),
-            )
-            .await;
-        match res.status.as_u16() {
-            201 => acked.push((res.body["id"].as_str().expect("id").to_owned(), n)),
-            _ => {
-                refused = Some(res);
-                break;
-            }
-        }
-    }
-    let refused = refused.expect("the volume filled up");
-    refused.assert_problem(503, "unavailable");
-    assert!(refused.headers.contains_key("retry-after"));
-    assert!(!acked.is_empty());
-
-    std::fs::remove_file(&ballast).expect("free space");
-    let res = app
-        .post(
-            "/api/v1/collections/notes/records",
-            Some(&token),
-            json!({"n": -1}),
-        )
-        .await;
-    assert_eq!(res.status, 201, "{}", res.text);
-    for (id, n) in &acked {
-        let res = app
-            .get(
-                &format!("/api/v1/collections/notes/records/{id}"),
-                Some(&token),
-            )
-            .await;
-        assert_eq!(res.status, 200, "acknowledged {id} lost: {}", res.text);
-        assert_eq!(res.body["data"]["n"], *n);
-    }
+    fill_then_free(&app, &ballast, || incompressible(100_000)).await;
 }
