@@ -11,8 +11,8 @@ use crate::enforce::rate_limit::RateLimiter;
 use crate::keys::{self, Keyring};
 use crate::monitor::traffic::TrafficWindows;
 use crate::settings::{Database, Settings};
+use crate::state::AppState;
 use anyhow::Context;
-use axum::extract::FromRef;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sha2::{Digest, Sha256};
 use std::future::Future;
@@ -27,21 +27,6 @@ use tenantry::store::postgres::{PgControlStore, PgDataPlane, PgDatabase, PgSetti
 use tenantry::store::sqlite::{SqliteControlStore, SqliteDataPlane};
 use tenantry::store::{DataPlane, StoreError};
 use tokio::net::TcpListener;
-
-#[derive(Clone)]
-pub struct AppState {
-    pub services: Arc<Services>,
-    pub settings: Arc<Settings>,
-    pub metrics: PrometheusHandle,
-    /// Each tenant's recent traffic: tenant health and per-tenant series.
-    pub traffic: Arc<TrafficWindows>,
-}
-
-impl FromRef<AppState> for Arc<TenantResolver> {
-    fn from_ref(state: &AppState) -> Self {
-        state.services.resolver.clone()
-    }
-}
 
 /// The process-wide Prometheus recorder (a recorder can be installed once;
 /// tests build many apps in one process and share it).
@@ -111,8 +96,8 @@ pub async fn open_services_with_clock(
         otp_key: Sha256::digest([b"otp:".as_slice(), jwt_secret.as_slice()].concat()).to_vec(),
         multi_tenant: settings.multi_tenant,
         caches: Default::default(),
-        jobs: crate::jobs::JobQueue {
-            node: crate::jobs::node_id(&settings.data_dir)?,
+        jobs: crate::control::queue::JobQueue {
+            node: crate::control::queue::node_id(&settings.data_dir)?,
             lease: std::time::Duration::from_secs(settings.job_lease_secs.max(1)),
             wake: tokio::sync::Notify::new(),
             dir: settings.data_dir.clone(),

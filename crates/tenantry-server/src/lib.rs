@@ -15,6 +15,8 @@ pub mod migrate;
 pub mod monitor;
 pub mod settings;
 pub mod shared_redis;
+pub mod state;
 
-pub use app::{App, AppState};
+pub use app::App;
 pub use settings::Settings;
+pub use state::AppState;

@@ -1,6 +1,8 @@
-//! Who is acting: the authenticated principal and its role.
+//! Who is acting: the authenticated principal, its role, and the tenant it
+//! acts in.
 
 use crate::ids::{OrgId, TenantId, UserId};
+use crate::tenant::Tenant;
 use serde::{Deserialize, Serialize};
 
 /// Roles, from the platform down to a tenant's plain users.
@@ -63,6 +65,15 @@ impl Principal {
             _ => false,
         }
     }
+}
+
+/// A principal acting inside one resolved tenant: what every tenant-scoped
+/// service call takes, so the tenant it works in is the one the request was
+/// resolved to and never a free-floating id.
+#[derive(Clone, Debug)]
+pub struct Acting {
+    pub principal: Principal,
+    pub tenant: Tenant,
 }
 
 #[cfg(test)]

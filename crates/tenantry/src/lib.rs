@@ -12,6 +12,7 @@ pub mod clock;
 pub mod context;
 pub mod ids;
 pub mod job;
+pub mod page;
 pub mod placement;
 pub mod plan;
 pub mod portable;
@@ -19,8 +20,9 @@ pub mod record;
 pub mod resolve;
 pub mod store;
 pub mod tenant;
+pub mod timestamp;
 
-pub use context::{Principal, Role};
+pub use context::{Acting, Principal, Role};
 pub use ids::{JobId, OrgId, RecordId, TenantId, UserId};
 pub use plan::{Limits, Plan};
 pub use tenant::{Isolation, Slug, Tenant, TenantStatus};

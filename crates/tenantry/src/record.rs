@@ -235,8 +235,8 @@ pub struct RecordQuery {
 /// The sort key's value for a record, as the cursor carries it.
 pub fn sort_value(record: &Record, sort: &SortKey) -> Value {
     match sort {
-        SortKey::CreatedAt => Value::String(crate::store::time_text(record.created_at)),
-        SortKey::UpdatedAt => Value::String(crate::store::time_text(record.updated_at)),
+        SortKey::CreatedAt => Value::String(crate::timestamp::time_text(record.created_at)),
+        SortKey::UpdatedAt => Value::String(crate::timestamp::time_text(record.updated_at)),
         // Mirrors SQLite's coalesce(json_extract(...), ''), which the SQL sorts by.
         SortKey::Field(f) => match field_value(&record.data, f) {
             Some(v @ (Value::Number(_) | Value::String(_))) => v.clone(),

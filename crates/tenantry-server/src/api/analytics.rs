@@ -2,10 +2,10 @@
 
 use super::Problem;
 use super::extract::ApiQuery;
-use crate::app::AppState;
-use crate::auth::Authenticated;
+use crate::api::scope::Authenticated;
 use crate::control::data::CompareRow;
 use crate::error::Error;
+use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use serde::Deserialize;

@@ -3,10 +3,10 @@
 
 use super::Problem;
 use super::extract::{ApiQuery, Page, PageParams};
-use crate::app::AppState;
-use crate::auth::{Authenticated, TenantScope};
+use crate::api::scope::{Authenticated, TenantScope};
 use crate::control::audit::{AuditPage, Verification};
 use crate::error::Error;
+use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};

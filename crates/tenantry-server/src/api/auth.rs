@@ -3,12 +3,12 @@
 use super::Problem;
 use super::client_addr::ClientAddr;
 use super::extract::ApiJson;
-use crate::app::AppState;
-use crate::auth::Authenticated;
+use crate::api::scope::Authenticated;
 use crate::control::sessions::{
     LoginRequest, LoginResponse, Me, OtpRequest, OtpVerify, RefreshRequest, RegisterRequest,
 };
 use crate::error::Error;
+use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;

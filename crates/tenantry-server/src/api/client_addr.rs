@@ -6,7 +6,7 @@
 //! appended — and the first hop that is not a trusted proxy is the client.
 //! A client can prepend anything it likes; it cannot get past the proxies.
 
-use crate::app::AppState;
+use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::request::Parts;

@@ -2,10 +2,10 @@
 
 use super::Problem;
 use super::extract::{ApiJson, ApiQuery, Page, PageParams};
-use crate::app::AppState;
-use crate::auth::TenantScope;
+use crate::api::scope::TenantScope;
 use crate::control::data::{CollectionBody, IfMatch, ListParams, Stats};
 use crate::error::Error;
+use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::header::{ETAG, IF_MATCH, LOCATION};

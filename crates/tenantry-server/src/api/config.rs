@@ -2,10 +2,10 @@
 
 use super::Problem;
 use super::extract::{ApiJson, ApiQuery};
-use crate::app::AppState;
-use crate::auth::Authenticated;
+use crate::api::scope::Authenticated;
 use crate::control::config::{ConfigView, PutConfig};
 use crate::error::Error;
+use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;

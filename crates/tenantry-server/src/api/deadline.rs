@@ -9,8 +9,8 @@
 //! upload in the handler and are exempt. Headers are bounded by the
 //! server's header-read timeout (`app::serve_router`).
 
-use crate::app::AppState;
 use crate::error::Error;
+use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::Method;

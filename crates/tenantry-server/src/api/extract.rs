@@ -5,8 +5,6 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -100,9 +98,6 @@ pub fn has_nul(query: &str) -> bool {
     form_urlencoded::parse(query.as_bytes()).any(|(k, v)| k.contains('\0') || v.contains('\0'))
 }
 
-pub const DEFAULT_LIMIT: u32 = 50;
-pub const MAX_LIMIT: u32 = 500;
-
 /// `?limit=&cursor=` of every list.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -116,7 +111,7 @@ pub struct PageParams {
 
 impl PageParams {
     pub fn limit(&self) -> u32 {
-        self.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT)
+        tenantry::page::limit(self.limit)
     }
 
     /// The id after which the page starts.
@@ -137,9 +132,7 @@ impl PageParams {
         let Some(cursor) = self.cursor.as_deref().filter(|c| !c.is_empty()) else {
             return Ok(None);
         };
-        URL_SAFE_NO_PAD
-            .decode(cursor)
-            .ok()
+        tenantry::page::decode_cursor(cursor)
             .and_then(key)
             .map(Some)
             .ok_or_else(|| Error::invalid("cursor", "not a cursor this server issued"))
@@ -172,7 +165,8 @@ impl<T> Page<T> {
         let limit = params.limit() as usize;
         let next_cursor = if rows.len() > limit {
             rows.truncate(limit);
-            rows.last().map(|last| URL_SAFE_NO_PAD.encode(key_of(last)))
+            rows.last()
+                .map(|last| tenantry::page::encode_cursor(&key_of(last)))
         } else {
             None
         };

@@ -3,12 +3,12 @@
 
 use super::extract::{ApiJson, ApiQuery, Page, PageParams};
 use super::{Problem, with_tenant};
-use crate::app::AppState;
-use crate::auth::Authenticated;
+use crate::api::scope::Authenticated;
 use crate::control::jobs::{
     ExportFormat, ExportRequest, JobAccepted, JobQuery, JobView, MoveRequest,
 };
 use crate::error::{Error, Validator};
+use crate::state::AppState;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};

@@ -16,12 +16,13 @@ pub mod ops;
 pub mod orgs;
 pub mod plans;
 pub mod problem;
+pub mod scope;
 pub mod tenants;
 pub mod unread_body;
 pub mod users;
 
-use crate::app::AppState;
 use crate::error::Error;
+use crate::state::AppState;
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};

@@ -1,8 +1,8 @@
 //! Per-request observation: request id, one JSON access-log line, metrics.
 
 use super::problem::InternalCause;
-use crate::app::AppState;
 use crate::enforce::rate_limit::RateSlot;
+use crate::state::AppState;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;

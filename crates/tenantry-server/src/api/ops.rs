@@ -1,7 +1,7 @@
 //! Operational endpoints: liveness, readiness, Prometheus metrics.
 
-use crate::app::AppState;
 use crate::error::Error;
+use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};

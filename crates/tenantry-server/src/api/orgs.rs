@@ -2,12 +2,12 @@
 
 use super::Problem;
 use super::extract::{ApiJson, ApiQuery, Page, PageParams};
-use crate::app::AppState;
-use crate::auth::Authenticated;
+use crate::api::scope::Authenticated;
 use crate::control::admins::NewOrgAdmin;
 use crate::control::orgs::NewOrganization;
 use crate::control::users::UserView;
 use crate::error::Error;
+use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;

@@ -2,10 +2,10 @@
 
 use super::extract::{ApiJson, ApiQuery, Page, PageParams};
 use super::{Problem, with_tenant};
-use crate::app::AppState;
-use crate::auth::Authenticated;
+use crate::api::scope::Authenticated;
 use crate::control::tenants::{NewTenant, TenantPatch};
 use crate::error::{Error, Validator};
+use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;

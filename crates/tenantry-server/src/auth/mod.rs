@@ -1,10 +1,9 @@
-//! Authentication: password hashing, access tokens, the request's principal.
+//! Authentication primitives: password hashing, access tokens, login
+//! attempts, one-time codes. Requests meet them through `api::scope`.
 
-pub mod extract;
 pub mod guard;
 pub mod otp;
 pub mod password;
 pub mod token;
 
-pub use extract::{Authenticated, TenantScope};
 pub use token::TokenKeys;

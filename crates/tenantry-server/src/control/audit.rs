@@ -3,12 +3,10 @@
 //! Reading the log is not itself audited: it would feed itself.
 
 use super::Services;
-use super::users::Acting;
 use crate::error::{Error, Result};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use std::iter::Peekable;
+use tenantry::Acting;
 use tenantry::audit::{AuditChain, AuditEntry, AuditFilter, ChainCheck};
 use tenantry::store::StoreResult;
 use tenantry::{Principal, Role, Tenant};
@@ -65,9 +63,7 @@ impl ChainCursor {
             return Ok(Self(vec![0; chains]));
         };
         let invalid = || Error::invalid("cursor", "not a cursor this server issued");
-        let text = URL_SAFE_NO_PAD
-            .decode(cursor)
-            .ok()
+        let text = tenantry::page::decode_cursor(cursor)
             .and_then(|b| String::from_utf8(b).ok())
             .ok_or_else(invalid)?;
         let seqs = text
@@ -81,7 +77,7 @@ impl ChainCursor {
 
     fn encode(&self) -> String {
         let text: Vec<String> = self.0.iter().map(i64::to_string).collect();
-        URL_SAFE_NO_PAD.encode(text.join("."))
+        tenantry::page::encode_cursor(text.join(".").as_bytes())
     }
 }
 

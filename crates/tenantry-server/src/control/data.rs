@@ -1,15 +1,13 @@
 //! The data plane's service: collections, records, statistics, usage and
 //! cross-tenant analytics. Every call works on the `Acting` tenant only.
 
-use super::users::Acting;
 use super::{Services, audit_entry};
 use crate::error::{Error, FieldError, Result, Validator};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use tenantry::Acting;
 use tenantry::audit::NewAuditEntry;
 use tenantry::record::{
     CollectionDef, Filter, FilterOp, Operand, Record, RecordCursor, RecordQuery, SortKey,
@@ -576,16 +574,11 @@ impl Services {
                 SortKey::CreatedAt
             }
         };
-        let limit = params
-            .limit
-            .unwrap_or(crate::api::extract::DEFAULT_LIMIT)
-            .clamp(1, crate::api::extract::MAX_LIMIT);
+        let limit = tenantry::page::limit(params.limit);
         let after = match params.cursor.as_deref().filter(|c| !c.is_empty()) {
             None => None,
             Some(c) => {
-                let parsed = URL_SAFE_NO_PAD
-                    .decode(c)
-                    .ok()
+                let parsed = tenantry::page::decode_cursor(c)
                     .and_then(|b| serde_json::from_slice::<CursorBody>(&b).ok())
                     .filter(|b| b.s == sort_raw);
                 if parsed.is_none() {
@@ -611,7 +604,7 @@ impl Services {
                     k: sort_value(last, &sort),
                     id: last.id,
                 };
-                URL_SAFE_NO_PAD.encode(serde_json::to_vec(&body).unwrap_or_default())
+                tenantry::page::encode_cursor(&serde_json::to_vec(&body).unwrap_or_default())
             })
         } else {
             None

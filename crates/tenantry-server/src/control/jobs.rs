@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::path::PathBuf;
 use std::time::Duration;
 use tenantry::job::{Job, JobFilter, JobKind, JobStatus};
 use tenantry::portable::DataType;
@@ -105,6 +106,16 @@ pub struct MoveRequest {
 pub struct JobQuery {
     pub tenant: Option<String>,
     pub status: Option<JobStatus>,
+}
+
+/// What an import job is given.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ImportParams {
+    /// The file, on this node.
+    pub file: PathBuf,
+    /// Remove the file when the job ends (an upload).
+    #[serde(default)]
+    pub remove_file: bool,
 }
 
 impl Services {
@@ -344,7 +355,7 @@ impl Services {
         file: std::path::PathBuf,
         remove_file: bool,
     ) -> Result<Job> {
-        let params = serde_json::to_value(crate::jobs::import::Params { file, remove_file })
+        let params = serde_json::to_value(ImportParams { file, remove_file })
             .map_err(|e| Error::Internal(e.to_string()))?;
         self.enqueue(
             actor,

@@ -3,6 +3,7 @@
 //! translate HTTP to these calls.
 
 pub mod admins;
+pub mod admission;
 pub mod audit;
 pub mod config;
 pub mod data;
@@ -10,6 +11,7 @@ pub mod jobs;
 pub mod orgs;
 pub mod plans;
 pub mod policy;
+pub mod queue;
 pub mod sessions;
 pub mod tenants;
 pub mod users;
@@ -47,7 +49,7 @@ pub struct Services {
     /// `None` when rate limits are switched off.
     pub rate_limiter: Option<crate::enforce::rate_limit::RateLimiter>,
     /// The job queue as this node sees it.
-    pub jobs: crate::jobs::JobQueue,
+    pub jobs: queue::JobQueue,
 }
 
 /// Hot-path lookups every request would otherwise repeat. Each entry is

@@ -7,14 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use tenantry::audit::NewAuditEntry;
 use tenantry::store::{PageRequest, PlatformUser, TenantUser, UserChange};
-use tenantry::{OrgId, Principal, Role, Tenant, TenantId, UserId};
-
-/// A principal acting inside one resolved tenant.
-#[derive(Clone, Debug)]
-pub struct Acting {
-    pub principal: Principal,
-    pub tenant: Tenant,
-}
+use tenantry::{Acting, OrgId, Principal, Role, Tenant, TenantId, UserId};
 
 /// A user as the API shows it (tenant users and platform users alike).
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]

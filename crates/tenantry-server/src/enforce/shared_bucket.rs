@@ -6,7 +6,7 @@
 //! can both take the last token). It reads Redis's own `TIME`: one clock
 //! for all instances, whatever their skew.
 
-use super::rate_limit::{BURST_SECONDS, RateInfo, verdict};
+use super::bucket::{BURST_SECONDS, RateInfo, verdict};
 use crate::shared_redis::SharedRedis;
 use tenantry::TenantId;
 

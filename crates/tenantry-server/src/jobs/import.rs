@@ -27,11 +27,12 @@
 //! keep theirs.
 
 use super::{JobError, JobResult, Run};
+use crate::control::jobs::ImportParams as Params;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tenantry::audit::AuditChain;
 use tenantry::portable::{self, Header, Item, LineError};
 use tenantry::record::valid_collection_name;
@@ -41,15 +42,6 @@ use tokio::io::AsyncBufReadExt;
 
 /// Items applied per batch.
 const BATCH: usize = 500;
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Params {
-    /// The file, on this node.
-    pub file: PathBuf,
-    /// Remove the file when the job ends (an upload).
-    #[serde(default)]
-    pub remove_file: bool,
-}
 
 /// Where a resumed run picks up.
 #[derive(Debug, Default, Serialize, Deserialize)]

@@ -23,6 +23,7 @@ mod redis_limits;
 mod served;
 mod sessions;
 mod slow_clients;
+mod structure;
 mod support;
 mod tmpfs;
 

@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use tenantry::clock::ManualClock;
-use tenantry_server::auth::TenantScope;
+use tenantry_server::api::scope::TenantScope;
 use tenantry_server::error::Error;
 use tenantry_server::{App, Settings};
 

@@ -8,6 +8,7 @@ pub mod migrate;
 pub mod postgres;
 pub mod sqlite;
 
+pub use crate::timestamp::time_text;
 pub use data::{DataPlane, GroupCounts, Restore, TenantData, Usage};
 pub use identity::{IdentityStore, OtpRecord, RefreshRecord, TenantUser, UserChange};
 
@@ -337,12 +338,6 @@ pub trait ControlStore: Send + Sync + 'static {
 /// The whole store: control plane and identity, one backend.
 pub trait Store: ControlStore + IdentityStore {}
 impl<T: ControlStore + IdentityStore> Store for T {}
-
-/// Fixed-width RFC 3339 (microseconds, `Z`): text order is time order, which
-/// keyset pagination over timestamps relies on.
-pub fn time_text(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
-}
 
 /// Parses what `time_text` wrote.
 pub fn parse_time(s: &str) -> StoreResult<DateTime<Utc>> {

@@ -4,7 +4,7 @@
 //! Tenant chains are read and written inside the tenant's transaction
 //! (`tenant_tx`): row-level security holds for them as for any tenant data.
 
-use super::control::col;
+use super::col;
 use super::pg_error;
 use crate::audit::{AuditChain, AuditEntry, AuditFilter, NewAuditEntry};
 use crate::ids::TenantId;

@@ -1,7 +1,7 @@
 //! The control store on PostgreSQL.
 
 use super::audit::{self, ChainAt};
-use super::{PgDatabase, pg_error, set_tenant, tenant_schema_version, tenant_tx};
+use super::{PgDatabase, col, count, pg_error, set_tenant, tenant_schema_version, tenant_tx};
 use crate::Role;
 use crate::audit::NewAuditEntry;
 use crate::ids::{JobId, OrgId, TenantId, UserId};
@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
-use sqlx::{Postgres, QueryBuilder, Row};
+use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
 /// The PostgreSQL control store: platform users, plans, organizations,
@@ -131,19 +131,6 @@ async fn insert_job_row(conn: &mut PgConnection, j: &Job) -> StoreResult<()> {
         other => other,
     })?;
     Ok(())
-}
-
-/// One column of a row, decoding failures mapped like any other store error.
-pub(super) fn col<'r, T>(row: &'r PgRow, name: &str) -> StoreResult<T>
-where
-    T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
-{
-    row.try_get(name).map_err(pg_error)
-}
-
-/// A `bigint` count as `u64` (negative values cannot happen; clamp anyway).
-pub(super) fn count(n: i64) -> u64 {
-    n.max(0) as u64
 }
 
 fn tenant_from_row(row: &PgRow) -> StoreResult<Tenant> {

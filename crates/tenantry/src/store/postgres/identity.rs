@@ -1,8 +1,8 @@
 //! PostgreSQL implementation of the identity store.
 
 use super::audit::{self, ChainAt};
-use super::control::{col, count};
 use super::{PgControlStore, pg_error, tenant_tx};
+use super::{col, count};
 use crate::audit::{AuditEntry, AuditFilter, NewAuditEntry};
 use crate::ids::{TenantId, UserId};
 use crate::store::identity::{IdentityStore, OtpRecord, RefreshRecord, TenantUser, UserChange};

@@ -18,8 +18,8 @@ pub use data::PgDataPlane;
 use super::migrate::{MigratePolicy, latest_version, must_run};
 use super::{StoreError, StoreResult};
 use crate::ids::TenantId;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Postgres, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Postgres, Row, Transaction};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -430,6 +430,19 @@ pub(crate) async fn grant_runtime(
             .map_err(pg_error)?;
     }
     Ok(())
+}
+
+/// One column of a row, decoding failures mapped like any other store error.
+pub(super) fn col<'r, T>(row: &'r PgRow, name: &str) -> StoreResult<T>
+where
+    T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
+{
+    row.try_get(name).map_err(pg_error)
+}
+
+/// A `bigint` count as `u64` (negative values cannot happen; clamp anyway).
+pub(super) fn count(n: i64) -> u64 {
+    n.max(0) as u64
 }
 
 /// Maps sqlx errors once: uniqueness → `Conflict(field)`, a database that
