@@ -3,7 +3,7 @@
 use super::Problem;
 use super::extract::ApiQuery;
 use crate::api::scope::Authenticated;
-use crate::control::data::CompareRow;
+use crate::control::analytics::CompareRow;
 use crate::error::Error;
 use crate::state::AppState;
 use axum::Json;

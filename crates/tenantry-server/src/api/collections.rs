@@ -3,7 +3,9 @@
 use super::Problem;
 use super::extract::{ApiJson, ApiQuery, Page, PageParams};
 use crate::api::scope::TenantScope;
-use crate::control::data::{CollectionBody, IfMatch, ListParams, Stats};
+use crate::control::analytics::Stats;
+use crate::control::data::{CollectionBody, IfMatch};
+use crate::control::query::ListParams;
 use crate::error::Error;
 use crate::state::AppState;
 use axum::Json;

@@ -228,7 +228,7 @@ pub struct UsageQuery {
 /// Users, records, storage bytes and requests per day beside the plan's limits.
 #[utoipa::path(get, path = "/api/v1/tenants/{id}/usage", tag = "tenants",
     params(("id" = String, Path, description = "tenant id or slug"), UsageQuery),
-    responses((status = 200, body = crate::control::data::UsageReport), (status = 404, body = Problem)))]
+    responses((status = 200, body = crate::control::analytics::UsageReport), (status = 404, body = Problem)))]
 async fn usage(
     State(state): State<AppState>,
     Authenticated(actor): Authenticated,

@@ -1,21 +1,20 @@
-//! The data plane's service: collections, records, statistics, usage and
-//! cross-tenant analytics. Every call works on the `Acting` tenant only.
+//! The data plane's service: collections and record writes and reads (lists
+//! are in `query`, statistics and usage in `analytics`). Every call works on
+//! the `Acting` tenant only.
 
 use super::{Services, audit_entry};
 use crate::error::{Error, FieldError, Result, Validator};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use tenantry::Acting;
 use tenantry::audit::NewAuditEntry;
 use tenantry::record::{
-    CollectionDef, Filter, FilterOp, Operand, Record, RecordCursor, RecordQuery, SortKey,
-    collection_resource, merge_patch, record_resource, sort_value, valid_collection_name,
-    valid_field,
+    CollectionDef, Record, collection_resource, merge_patch, record_resource,
+    valid_collection_name, valid_field,
 };
-use tenantry::store::{PageRequest, StoreError, TenantData, TenantFilter};
-use tenantry::{Principal, RecordId, Role, Tenant, TenantStatus};
+use tenantry::store::{StoreError, TenantData};
+use tenantry::{RecordId, Role, Tenant};
 
 /// Indexes cost every write of the database (shared.db: every tenant's).
 const MAX_INDEXED: usize = 8;
@@ -37,86 +36,11 @@ pub struct CollectionBody {
     pub required_feature: Option<String>,
 }
 
-/// `?filter[f][op]=&sort=&limit=&cursor=` of a record list, already parsed.
-#[derive(Debug, Default)]
-pub struct ListParams {
-    pub filters: Vec<(String, Option<String>, String)>,
-    pub sort: Option<String>,
-    pub limit: Option<u32>,
-    pub cursor: Option<String>,
-}
-
 /// The client's precondition on a record's version (`If-Match`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IfMatch {
     Any,
     Version(i64),
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Stats {
-    pub total: u64,
-    /// The largest groups, at most `MAX_GROUPS` of them.
-    pub groups: BTreeMap<String, u64>,
-    /// Present (true) only when smaller groups were left out.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub truncated: bool,
-}
-
-/// Groups a stats answer holds at most: a field with a value per record
-/// would otherwise answer one group per record.
-pub const MAX_GROUPS: u32 = 1000;
-
-/// One row of `GET /api/v1/analytics/compare`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct CompareRow {
-    pub tenant: TenantRef,
-    pub total: u64,
-    pub resolved: u64,
-    /// Percentage 0–100.
-    pub resolution_rate: f64,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct TenantRef {
-    pub id: tenantry::TenantId,
-    pub slug: String,
-    pub name: String,
-}
-
-/// `GET /api/v1/tenants/{id}/usage`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct UsageReport {
-    pub users: u64,
-    pub records: u64,
-    pub storage_bytes: u64,
-    /// Counted tenant-scoped requests of the current UTC day.
-    pub requests_today: u64,
-    /// One entry per UTC day of the range, oldest first.
-    pub requests_by_day: Vec<DayCount>,
-    pub limits: tenantry::Limits,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct DayCount {
-    /// `YYYY-MM-DD`.
-    pub date: String,
-    pub requests: u64,
-}
-
-#[derive(Serialize, Deserialize)]
-struct CursorBody {
-    s: String,
-    k: Value,
-    id: RecordId,
-}
-
-/// How a group key is shown: strings as themselves, anything else as JSON.
-fn group_label(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 fn not_found() -> Error {
@@ -422,7 +346,7 @@ impl Services {
 
     /// The collection's definition, checked against the tenant's features.
     /// `implicit`: a write to an undefined collection defines it, schemaless.
-    async fn usable_collection(
+    pub(super) async fn usable_collection(
         &self,
         acting: &Acting,
         data: &dyn TenantData,
@@ -517,99 +441,6 @@ impl Services {
             data.record(collection, id).await?.ok_or_else(not_found)
         })
         .await
-    }
-
-    pub async fn list_records(
-        &self,
-        acting: &Acting,
-        collection: &str,
-        params: ListParams,
-    ) -> Result<(Vec<Record>, Option<String>)> {
-        let data = self.tenant_data(&acting.tenant).await?;
-        let Some(def) = self
-            .usable_collection(acting, data.as_ref(), collection, false)
-            .await?
-        else {
-            return Ok((Vec::new(), None));
-        };
-        let mut v = Validator::default();
-        let mut filters = Vec::new();
-        for (field, op, raw) in params.filters {
-            let op_name = op.as_deref().unwrap_or("eq");
-            let Some(op) = FilterOp::parse(op_name) else {
-                v.push(
-                    &format!("filter[{field}]"),
-                    format!("unknown operator `{op_name}` (eq, ne, gte, lte, in)"),
-                );
-                continue;
-            };
-            if !valid_field(&field) {
-                v.push(
-                    &format!("filter[{field}]"),
-                    "fields are dot-separated identifiers",
-                );
-                continue;
-            }
-            let operands = match op {
-                FilterOp::In => raw.split(',').map(Operand::parse).collect(),
-                _ => vec![Operand::parse(&raw)],
-            };
-            filters.push(Filter {
-                field,
-                op,
-                operands,
-            });
-        }
-        let sort_raw = params.sort.unwrap_or_else(|| "created_at".to_owned());
-        let (descending, sort_name) = match sort_raw.strip_prefix('-') {
-            Some(rest) => (true, rest.to_owned()),
-            None => (false, sort_raw.trim_start_matches('+').to_owned()),
-        };
-        let sort = match sort_name.as_str() {
-            "created_at" => SortKey::CreatedAt,
-            "updated_at" => SortKey::UpdatedAt,
-            f if def.indexed.iter().any(|i| i == f) => SortKey::Field(f.to_owned()),
-            _ => {
-                v.push("sort", "sort on created_at, updated_at or an indexed field");
-                SortKey::CreatedAt
-            }
-        };
-        let limit = tenantry::page::limit(params.limit);
-        let after = match params.cursor.as_deref().filter(|c| !c.is_empty()) {
-            None => None,
-            Some(c) => {
-                let parsed = tenantry::page::decode_cursor(c)
-                    .and_then(|b| serde_json::from_slice::<CursorBody>(&b).ok())
-                    .filter(|b| b.s == sort_raw);
-                if parsed.is_none() {
-                    v.push("cursor", "not a cursor of this list and sort");
-                }
-                parsed.map(|b| RecordCursor { key: b.k, id: b.id })
-            }
-        };
-        v.finish()?;
-        let query = RecordQuery {
-            filters,
-            sort: sort.clone(),
-            descending,
-            after,
-            limit: limit + 1,
-        };
-        let mut rows = data.list_records(&def, &query).await?;
-        let next = if rows.len() > limit as usize {
-            rows.truncate(limit as usize);
-            rows.last().map(|last| {
-                let body = CursorBody {
-                    s: sort_raw.clone(),
-                    k: sort_value(last, &sort),
-                    id: last.id,
-                };
-                tenantry::page::encode_cursor(&serde_json::to_vec(&body).unwrap_or_default())
-            })
-        } else {
-            None
-        };
-        Ok((rows, next))
     }
 
     /// Replaces (`patch: false`) or merge-patches a record's data, honouring
@@ -723,150 +554,6 @@ impl Services {
                 .map_err(write_error)
         })
         .await
-    }
-
-    pub async fn stats(&self, acting: &Acting, collection: &str, group_by: &str) -> Result<Stats> {
-        if !valid_field(group_by) {
-            return Err(Error::invalid(
-                "group_by",
-                "fields are dot-separated identifiers",
-            ));
-        }
-        let data = self.tenant_data(&acting.tenant).await?;
-        if self
-            .usable_collection(acting, data.as_ref(), collection, false)
-            .await?
-            .is_none()
-        {
-            return Ok(Stats {
-                total: 0,
-                groups: BTreeMap::new(),
-                truncated: false,
-            });
-        }
-        let counts = data.group_counts(collection, group_by, MAX_GROUPS).await?;
-        Ok(Stats {
-            total: counts.total,
-            groups: counts
-                .groups
-                .iter()
-                .map(|(k, n)| (group_label(k), *n))
-                .collect(),
-            truncated: counts.truncated,
-        })
-    }
-
-    /// Per-tenant totals and resolution rates over every tenant `actor` may
-    /// see (an org admin: its organization's), best rate first, ties by slug.
-    pub async fn compare(
-        &self,
-        actor: &Principal,
-        collection: &str,
-        group_by: &str,
-        resolved: &[String],
-    ) -> Result<Vec<CompareRow>> {
-        let mut v = Validator::default();
-        v.check(
-            valid_collection_name(collection),
-            "collection",
-            "must match [a-z][a-z0-9_]{0,62}",
-        );
-        v.check(
-            valid_field(group_by),
-            "group_by",
-            "fields are dot-separated identifiers",
-        );
-        v.finish()?;
-        let filter = TenantFilter {
-            status: Some(TenantStatus::Active),
-            ..TenantFilter::default()
-        };
-        let mut page = PageRequest {
-            after: None,
-            limit: 500,
-        };
-        let mut rows = Vec::new();
-        loop {
-            let tenants = self.list_tenants(actor, filter.clone(), &page).await?;
-            for tenant in &tenants {
-                let data = self.tenant_data(tenant).await?;
-                // The resolved values are among the largest groups in any
-                // collection worth comparing; past MAX_GROUPS the smallest
-                // groups are not counted.
-                let counts = data.group_counts(collection, group_by, MAX_GROUPS).await?;
-                let total = counts.total;
-                let hit: u64 = counts
-                    .groups
-                    .iter()
-                    .filter(|(k, _)| resolved.iter().any(|r| *r == group_label(k)))
-                    .map(|(_, n)| n)
-                    .sum();
-                let rate = if total == 0 {
-                    0.0
-                } else {
-                    hit as f64 * 100.0 / total as f64
-                };
-                rows.push(CompareRow {
-                    tenant: TenantRef {
-                        id: tenant.id,
-                        slug: tenant.slug.to_string(),
-                        name: tenant.name.clone(),
-                    },
-                    total,
-                    resolved: hit,
-                    resolution_rate: (rate * 100.0).round() / 100.0,
-                });
-            }
-            match tenants.last() {
-                Some(last) if tenants.len() == page.limit as usize => page.after = Some(last.id.0),
-                _ => break,
-            }
-        }
-        rows.sort_by(|a, b| {
-            b.resolution_rate
-                .total_cmp(&a.resolution_rate)
-                .then_with(|| a.tenant.slug.cmp(&b.tenant.slug))
-        });
-        Ok(rows)
-    }
-
-    /// Usage over the last `days` UTC days (today included).
-    pub async fn usage(
-        &self,
-        actor: &Principal,
-        id_or_slug: &str,
-        days: u32,
-    ) -> Result<UsageReport> {
-        let tenant = self.administered_tenant(actor, id_or_slug).await?;
-        self.audit_staff_read(actor, &tenant, "usage").await?;
-        let usage = self.tenant_data(&tenant).await?.usage().await?;
-        let today = self.clock.now().date_naive();
-        let from = today - chrono::Duration::days(i64::from(days.max(1)) - 1);
-        let mut by_day: BTreeMap<chrono::NaiveDate, u64> = self
-            .store
-            .request_counts(&tenant, from, today)
-            .await?
-            .into_iter()
-            .collect();
-        for (day, pending) in self.daily_quota.pending(tenant.id) {
-            *by_day.entry(day).or_default() += pending;
-        }
-        let requests_by_day = from
-            .iter_days()
-            .take_while(|d| *d <= today)
-            .map(|d| DayCount {
-                date: d.to_string(),
-                requests: by_day.get(&d).copied().unwrap_or(0),
-            })
-            .collect();
-        Ok(UsageReport {
-            users: self.store.count_users(&tenant).await?,
-            records: usage.records,
-            storage_bytes: usage.storage_bytes,
-            requests_today: by_day.get(&today).copied().unwrap_or(0),
-            requests_by_day,
-            limits: self.plan(&tenant.plan).await?.limits.clone(),
-        })
     }
 }
 

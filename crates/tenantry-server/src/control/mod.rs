@@ -4,6 +4,7 @@
 
 pub mod admins;
 pub mod admission;
+pub mod analytics;
 pub mod audit;
 pub mod config;
 pub mod data;
@@ -11,6 +12,7 @@ pub mod jobs;
 pub mod orgs;
 pub mod plans;
 pub mod policy;
+pub mod query;
 pub mod queue;
 pub mod sessions;
 pub mod tenants;

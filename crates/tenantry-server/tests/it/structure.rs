@@ -1,10 +1,14 @@
 //! The layering kept by a test: no two top-level modules of a crate may
-//! depend on each other, directly or round a longer circle. A module's
+//! depend on each other, directly or round a longer circle, and no source
+//! file outgrows one job. A module's
 //! dependencies are the `crate::<module>` paths its files name outside
 //! comments, literals and their `#[cfg(test)]` tail.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+
+/// Lines past which a source file is doing more than one job.
+const MAX_LINES: usize = 600;
 
 fn crates() -> [PathBuf; 2] {
     let server = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -193,4 +197,28 @@ fn the_cycle_check_sees_circles_and_paths_in_groups() {
     .map(|(k, v)| (k.to_owned(), v.into_iter().map(str::to_owned).collect()))
     .collect();
     assert_eq!(find_cycle(&graph).expect("a circle"), ["a", "b", "c", "a"]);
+}
+#[test]
+fn no_source_file_does_more_than_one_job() {
+    let mut files = Vec::new();
+    for src in crates() {
+        rust_files(&src, &mut files);
+    }
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|file| {
+            let text = std::fs::read_to_string(file).expect("read source");
+            let lines = text
+                .split("#[cfg(test)]")
+                .next()
+                .unwrap_or_default()
+                .lines()
+                .count();
+            (lines > MAX_LINES).then(|| format!("{} ({lines} lines)", file.display()))
+        })
+        .collect();
+    assert!(
+        long.is_empty(),
+        "files over {MAX_LINES} lines (split them by job): {long:#?}"
+    );
 }

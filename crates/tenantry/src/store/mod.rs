@@ -139,8 +139,8 @@ pub struct TenantFilter {
     pub q: Option<String>,
 }
 
-/// Everything the control plane keeps: platform users, plans, organizations,
-/// tenants and their configuration.
+/// The control plane's tenants: their records, placement, configuration
+/// and request counts.
 #[async_trait]
 pub trait ControlStore: Send + Sync + 'static {
     /// Cheap round trip, for readiness.
@@ -149,30 +149,6 @@ pub trait ControlStore: Send + Sync + 'static {
     // Every mutation takes the audit entry that records it and appends it in
     // the same transaction (platform events to the platform chain, tenant
     // events to the tenant's control chain).
-
-    async fn insert_platform_user(
-        &self,
-        user: &PlatformUser,
-        audit: &NewAuditEntry,
-    ) -> StoreResult<()>;
-    async fn platform_user_by_email(&self, email: &str) -> StoreResult<Option<PlatformUser>>;
-    async fn platform_user(&self, id: UserId) -> StoreResult<Option<PlatformUser>>;
-    async fn count_super_admins(&self) -> StoreResult<u64>;
-
-    async fn list_plans(&self) -> StoreResult<Vec<Plan>>;
-    async fn plan(&self, code: &str) -> StoreResult<Option<Plan>>;
-    /// Inserts or replaces a plan; true when it was new.
-    async fn upsert_plan(&self, plan: &Plan, audit: &NewAuditEntry) -> StoreResult<bool>;
-    /// Inserts the plans that are missing, leaving edited ones alone.
-    async fn seed_plans(&self, plans: &[Plan]) -> StoreResult<()>;
-
-    async fn insert_org(&self, org: &Organization, audit: &NewAuditEntry) -> StoreResult<()>;
-    async fn org(&self, id: OrgId) -> StoreResult<Option<Organization>>;
-    async fn list_orgs(
-        &self,
-        only: Option<OrgId>,
-        page: &PageRequest,
-    ) -> StoreResult<Vec<Organization>>;
 
     /// Inserts a tenant together with its wrapped data-encryption key.
     async fn insert_tenant(
@@ -278,6 +254,51 @@ pub trait ControlStore: Send + Sync + 'static {
 
     // Jobs.
 
+    // Imports.
+}
+
+/// The platform's own records: its users (staff), plans and organizations.
+/// Each mutation appends its audit entry to the platform chain in the same
+/// transaction.
+#[async_trait]
+pub trait PlatformStore: Send + Sync + 'static {
+    async fn insert_platform_user(
+        &self,
+        user: &PlatformUser,
+        audit: &NewAuditEntry,
+    ) -> StoreResult<()>;
+
+    async fn platform_user_by_email(&self, email: &str) -> StoreResult<Option<PlatformUser>>;
+
+    async fn platform_user(&self, id: UserId) -> StoreResult<Option<PlatformUser>>;
+
+    async fn count_super_admins(&self) -> StoreResult<u64>;
+
+    async fn list_plans(&self) -> StoreResult<Vec<Plan>>;
+
+    async fn plan(&self, code: &str) -> StoreResult<Option<Plan>>;
+
+    /// Inserts or replaces a plan; true when it was new.
+    async fn upsert_plan(&self, plan: &Plan, audit: &NewAuditEntry) -> StoreResult<bool>;
+
+    /// Inserts the plans that are missing, leaving edited ones alone.
+    async fn seed_plans(&self, plans: &[Plan]) -> StoreResult<()>;
+
+    async fn insert_org(&self, org: &Organization, audit: &NewAuditEntry) -> StoreResult<()>;
+
+    async fn org(&self, id: OrgId) -> StoreResult<Option<Organization>>;
+
+    async fn list_orgs(
+        &self,
+        only: Option<OrgId>,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<Organization>>;
+}
+
+/// The durable job queue, and the control-store steps jobs take inside a
+/// job's own transaction.
+#[async_trait]
+pub trait JobStore: Send + Sync + 'static {
     /// Queues a job for a live tenant, recording `audit` in its chain;
     /// `Conflict("job")` when the tenant has an unfinished job already.
     async fn insert_job(
@@ -286,12 +307,16 @@ pub trait ControlStore: Send + Sync + 'static {
         job: &Job,
         audit: &NewAuditEntry,
     ) -> StoreResult<()>;
+
     async fn job(&self, id: JobId) -> StoreResult<Option<Job>>;
+
     /// Newest first; the page cursor is a job id.
     async fn list_jobs(&self, filter: &JobFilter, page: &PageRequest) -> StoreResult<Vec<Job>>;
+
     /// Takes the oldest claimable job atomically (queued and due, or
     /// running on a lease that ran out), marking it running for `claim.worker`.
     async fn claim_job(&self, claim: &Claim<'_>) -> StoreResult<Option<Job>>;
+
     /// Records progress (and a new `state`, when given) of a job `worker`
     /// still holds; false when it holds it no more (its lease was taken over).
     async fn heartbeat_job(
@@ -302,6 +327,7 @@ pub trait ControlStore: Send + Sync + 'static {
         progress: f64,
         state: Option<&serde_json::Value>,
     ) -> StoreResult<bool>;
+
     /// Ends a run of a job `worker` holds; false when it holds it no more.
     async fn finish_job(
         &self,
@@ -310,8 +336,6 @@ pub trait ControlStore: Send + Sync + 'static {
         now: DateTime<Utc>,
         outcome: &JobOutcome,
     ) -> StoreResult<bool>;
-
-    // Imports.
 
     /// One step of an import's control-store part, in one transaction
     /// together with the job's new `state`: a resumed import knows exactly
@@ -325,6 +349,7 @@ pub trait ControlStore: Send + Sync + 'static {
         state: &serde_json::Value,
         step: &ControlImport,
     ) -> StoreResult<()>;
+
     /// Undoes an import that failed midway: removes the users and config
     /// keys it wrote.
     async fn undo_restore(
@@ -336,8 +361,8 @@ pub trait ControlStore: Send + Sync + 'static {
 }
 
 /// The whole store: control plane and identity, one backend.
-pub trait Store: ControlStore + IdentityStore {}
-impl<T: ControlStore + IdentityStore> Store for T {}
+pub trait Store: ControlStore + PlatformStore + JobStore + IdentityStore {}
+impl<T: ControlStore + PlatformStore + JobStore + IdentityStore> Store for T {}
 
 /// Parses what `time_text` wrote.
 pub fn parse_time(s: &str) -> StoreResult<DateTime<Utc>> {

@@ -112,7 +112,7 @@ impl IdentityStore for PgControlStore {
         // Concurrent sign-ups of one tenant queue here, so the count below
         // includes every user committed before this one.
         lock_tenant(&mut tx, LOCK_USERS, t).await?;
-        super::control::require_live(&mut tx, t).await?;
+        super::require_live(&mut tx, t).await?;
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE tenant_id = $1")
             .bind(t.id.0)
             .fetch_one(&mut *tx)
@@ -313,7 +313,7 @@ impl IdentityStore for PgControlStore {
 
     async fn put_otp(&self, t: &Tenant, otp: &OtpRecord) -> StoreResult<()> {
         let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
-        super::control::require_live(&mut tx, t).await?;
+        super::require_live(&mut tx, t).await?;
         sqlx::query(
             "INSERT INTO otp_codes (tenant_id, phone, code_hash, expires_at, attempts)
              VALUES ($1, $2, $3, $4, $5)

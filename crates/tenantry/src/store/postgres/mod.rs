@@ -11,12 +11,15 @@ mod audit;
 mod control;
 mod data;
 mod identity;
+mod jobs;
+mod platform;
 
 pub use control::PgControlStore;
 pub use data::PgDataPlane;
 
 use super::migrate::{MigratePolicy, latest_version, must_run};
 use super::{StoreError, StoreResult};
+use crate::Tenant;
 use crate::ids::TenantId;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Postgres, Row, Transaction};
@@ -430,6 +433,21 @@ pub(crate) async fn grant_runtime(
             .map_err(pg_error)?;
     }
     Ok(())
+}
+
+/// `NotFound` unless the tenant is live, inside the caller's transaction.
+/// `FOR SHARE` holds the tenant row until commit: a deletion's update of it
+/// waits for this write, and a write after the deletion sees `deleting` and
+/// is refused, so a racing write never recreates a row the purge removes.
+pub(super) async fn require_live(conn: &mut PgConnection, t: &Tenant) -> StoreResult<()> {
+    let live: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM tenants WHERE id = $1 AND status IN ('active', 'suspended') FOR SHARE",
+    )
+    .bind(t.id.0)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(pg_error)?;
+    live.map(|_| ()).ok_or(StoreError::NotFound)
 }
 
 /// One column of a row, decoding failures mapped like any other store error.
