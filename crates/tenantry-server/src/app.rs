@@ -10,7 +10,7 @@ use crate::enforce::daily_quota::DailyQuota;
 use crate::enforce::rate_limit::RateLimiter;
 use crate::keys::{self, Keyring};
 use crate::monitor::traffic::TrafficWindows;
-use crate::settings::{Database, Settings};
+use crate::settings::{Database, Settings, exposed};
 use crate::state::AppState;
 use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -86,12 +86,12 @@ pub async fn open_services_with_clock(
         resolver,
         data,
         keyring: Keyring::new(&master_key)?,
-        tokens: TokenKeys::new(&jwt_secret),
+        tokens: TokenKeys::new(&jwt_secret, clock.clone()),
         clock: clock.clone(),
-        login_guard: LoginGuard::new(attempt_limits(settings), settings.redis_url.as_deref())?,
+        login_guard: LoginGuard::new(attempt_limits(settings), exposed(&settings.redis_url))?,
         otp_sender: OtpSender::from_settings(
             &settings.otp_sender,
-            settings.otp_webhook_url.as_deref(),
+            exposed(&settings.otp_webhook_url),
         )?,
         otp_key: Sha256::digest([b"otp:".as_slice(), jwt_secret.as_slice()].concat()).to_vec(),
         multi_tenant: settings.multi_tenant,
@@ -107,7 +107,7 @@ pub async fn open_services_with_clock(
         rate_limiter: if settings.rate_limits {
             Some(RateLimiter::new(
                 clock.clone(),
-                settings.redis_url.as_deref(),
+                exposed(&settings.redis_url),
             )?)
         } else {
             None
@@ -211,7 +211,7 @@ async fn open_stores(settings: &Settings) -> anyhow::Result<(Arc<dyn Store>, Arc
             let server = |url: String| PgSettings {
                 url,
                 runtime_role: settings.database_runtime_role.clone(),
-                runtime_password: settings.database_runtime_password.clone(),
+                runtime_password: exposed(&settings.database_runtime_password).map(str::to_owned),
                 max_connections: settings.database_max_connections,
                 acquire_timeout: std::time::Duration::from_millis(
                     settings.database_acquire_timeout_ms,
@@ -274,7 +274,7 @@ impl App {
         if let Some((email, password)) = services
             .bootstrap_super_admin(
                 settings.admin_email.as_deref(),
-                settings.admin_password.as_deref(),
+                exposed(&settings.admin_password),
             )
             .await?
         {

@@ -3,6 +3,7 @@
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -17,12 +18,13 @@ pub struct Settings {
     /// Where the control store and the shared tier live: `sqlite://<file>`
     /// (default: `control.db` in the data dir) or `postgres://…` (the owner
     /// role, which runs migrations; requests run as `database_runtime_role`).
-    pub database_url: Option<String>,
+    #[serde(skip_serializing)]
+    pub database_url: Option<SecretString>,
     /// PostgreSQL: the role requests run as (no superuser, no BYPASSRLS, owns nothing).
     pub database_runtime_role: String,
     /// PostgreSQL: that role's password, where authentication needs one.
     #[serde(skip_serializing)]
-    pub database_runtime_password: Option<String>,
+    pub database_runtime_password: Option<SecretString>,
     /// PostgreSQL: connections of the main database's runtime pool.
     pub database_max_connections: u32,
     /// PostgreSQL: cap on connections held by dedicated tenants' pools together.
@@ -44,20 +46,22 @@ pub struct Settings {
     /// The platform super-admin created at first start.
     pub admin_email: Option<String>,
     #[serde(skip_serializing)]
-    pub admin_password: Option<String>,
+    pub admin_password: Option<SecretString>,
     /// `<slug>.<base_domain>` identifies a tenant; unset turns that off.
     pub base_domain: Option<String>,
     /// `false` = single-tenant mode (every request in tenant `default`).
     pub multi_tenant: bool,
     /// Shared rate limits and caches across instances: the plans' request
     /// rates hold across all instances together (unset: per instance).
-    pub redis_url: Option<String>,
+    #[serde(skip_serializing)]
+    pub redis_url: Option<SecretString>,
     /// Tenants with `/metrics` series of their own: the busiest this many
     /// (every tenant would make one series per tenant).
     pub metrics_top_tenants: usize,
     /// When set, `/metrics` answers only `Authorization: Bearer <token>`
     /// (its per-tenant series name the busiest tenants).
-    pub metrics_token: Option<String>,
+    #[serde(skip_serializing)]
+    pub metrics_token: Option<SecretString>,
     /// Request body limit in bytes.
     pub max_body_bytes: usize,
     /// Time for the client to send a request's body, and again for the
@@ -106,7 +110,8 @@ pub struct Settings {
     /// How OTP codes are delivered: `log` or `webhook`.
     pub otp_sender: String,
     /// Where the `webhook` sender POSTs `{tenant, phone, code}`.
-    pub otp_webhook_url: Option<String>,
+    #[serde(skip_serializing)]
+    pub otp_webhook_url: Option<SecretString>,
 }
 
 impl Default for Settings {
@@ -187,7 +192,7 @@ impl Settings {
 
     /// Which engine holds the control store and the shared tier.
     pub fn database(&self) -> anyhow::Result<Database> {
-        let Some(url) = self.database_url.as_deref() else {
+        let Some(url) = exposed(&self.database_url) else {
             return Ok(Database::Sqlite(self.data_dir.join("control.db")));
         };
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -204,6 +209,13 @@ impl Settings {
             ),
         }
     }
+}
+
+/// A secret setting's value, for the one place that uses it. Secrets are
+/// `SecretString`s so that `Settings` (Debug, logs, panics) never prints
+/// them; serializing skips them too.
+pub fn exposed(secret: &Option<SecretString>) -> Option<&str> {
+    secret.as_ref().map(ExposeSecret::expose_secret)
 }
 
 /// A URL fit for a message: its password, if any, replaced by `***`.
@@ -258,6 +270,30 @@ mod tests {
         };
         let err = bad.database().expect_err("refused").to_string();
         assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn settings_never_print_their_secrets() {
+        Jail::expect_with(|jail| {
+            jail.set_env("TENANTRY_DATABASE_URL", "postgres://owner:db-s3cret@h/app");
+            jail.set_env("TENANTRY_DATABASE_RUNTIME_PASSWORD", "rt-s3cret");
+            jail.set_env("TENANTRY_ADMIN_PASSWORD", "admin-s3cret");
+            jail.set_env("TENANTRY_REDIS_URL", "redis://:redis-s3cret@h");
+            jail.set_env("TENANTRY_METRICS_TOKEN", "metrics-s3cret");
+            jail.set_env("TENANTRY_OTP_WEBHOOK_URL", "https://h/hook?key=otp-s3cret");
+            let s = Settings::load(Path::new("absent.toml"), &Overrides::default())
+                .map_err(|e| e.to_string())?;
+            // Read as given…
+            assert_eq!(exposed(&s.admin_password), Some("admin-s3cret"));
+            assert_eq!(exposed(&s.redis_url), Some("redis://:redis-s3cret@h"));
+            // …and never shown.
+            let shown = format!(
+                "{s:?} {}",
+                serde_json::to_string(&s).map_err(|e| e.to_string())?
+            );
+            assert!(!shown.contains("s3cret"), "{shown}");
+            Ok(())
+        });
     }
 
     #[test]

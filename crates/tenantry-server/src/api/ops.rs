@@ -39,7 +39,7 @@ async fn metrics_text(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, Error> {
-    if let Some(token) = &state.settings.metrics_token {
+    if let Some(token) = crate::settings::exposed(&state.settings.metrics_token) {
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())

@@ -1,10 +1,11 @@
 //! HS256 access tokens with checked issuer and audience.
 
 use crate::error::{Error, Result};
-use chrono::Utc;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use tenantry::cache::TtlCache;
+use tenantry::clock::Clock;
 use tenantry::{OrgId, Principal, Role, TenantId, UserId};
 use uuid::Uuid;
 
@@ -37,27 +38,34 @@ pub struct TokenKeys {
     /// JSON parses, an HMAC) was 7% of a GET-by-id's CPU. Keyed by the whole
     /// token, signature included: only the exact bytes once verified hit.
     verified: TtlCache<String, (Principal, i64)>,
+    /// Issue and expiry times are this clock's, not the system's, so a
+    /// test can move a session past its end.
+    clock: Arc<dyn Clock>,
 }
 
 impl TokenKeys {
-    pub fn new(secret: &[u8]) -> Self {
+    pub fn new(secret: &[u8], clock: Arc<dyn Clock>) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
-        // Tenants may ask for very short sessions; no grace period on expiry.
+        // Expiry is judged below on the injected clock (jsonwebtoken reads
+        // the system's), with no grace period: tenants may ask for very
+        // short sessions.
+        validation.validate_exp = false;
         validation.leeway = 0;
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
             verified: TtlCache::new(10_000, std::time::Duration::from_secs(60)),
+            clock,
         }
     }
 
     /// Issues a token for `principal` valid for `lifetime_secs`.
     pub fn issue(&self, principal: &Principal, lifetime_secs: u64) -> Result<String> {
-        let now = Utc::now().timestamp();
+        let now = self.clock.now().timestamp();
         let claims = Claims {
             sub: principal.user_id.to_string(),
             tid: principal.tenant_id.map(|t| t.to_string()),
@@ -75,9 +83,8 @@ impl TokenKeys {
 
     /// Verifies signature, algorithm, issuer, audience and expiry.
     pub fn verify(&self, token: &str) -> Result<Principal> {
-        let now = Utc::now().timestamp();
+        let now = self.clock.now().timestamp();
         if let Some((principal, exp)) = self.verified.get(token) {
-            // As jsonwebtoken judges expiry with no leeway.
             return if exp >= now {
                 Ok(principal)
             } else {
@@ -87,6 +94,9 @@ impl TokenKeys {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|_| Error::Unauthorized)?;
         let c = data.claims;
+        if c.exp < now {
+            return Err(Error::Unauthorized);
+        }
         let parse = |s: &str| s.parse::<Uuid>().map_err(|_| Error::Unauthorized);
         let principal = Principal {
             user_id: UserId(parse(&c.sub)?),
@@ -105,6 +115,12 @@ mod tests {
     use super::*;
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use chrono::Utc;
+    use tenantry::clock::{ManualClock, SystemClock};
+
+    fn keys_of(secret: &[u8]) -> TokenKeys {
+        TokenKeys::new(secret, Arc::new(SystemClock))
+    }
 
     fn principal() -> Principal {
         Principal {
@@ -138,7 +154,7 @@ mod tests {
 
     #[test]
     fn issued_tokens_verify_to_the_same_principal() {
-        let keys = TokenKeys::new(b"secret-secret-secret-secret-1234");
+        let keys = keys_of(b"secret-secret-secret-secret-1234");
         let p = principal();
         let token = keys.issue(&p, 60).expect("issue");
         assert_eq!(keys.verify(&token).expect("verify"), p);
@@ -146,7 +162,7 @@ mod tests {
 
     #[test]
     fn a_verified_token_still_expires() {
-        let keys = TokenKeys::new(b"secret-secret-secret-secret-1234");
+        let keys = keys_of(b"secret-secret-secret-secret-1234");
         let p = principal();
         let token = keys.issue(&p, 60).expect("issue");
         assert_eq!(keys.verify(&token).expect("verify"), p);
@@ -157,9 +173,23 @@ mod tests {
     }
 
     #[test]
+    fn tokens_expire_on_the_injected_clock() {
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let keys = TokenKeys::new(b"secret-secret-secret-secret-1234", clock.clone());
+        let p = principal();
+        let token = keys.issue(&p, 60).expect("issue");
+        let fresh = keys.issue(&p, 60).expect("issue");
+        assert_eq!(keys.verify(&token).expect("verify"), p);
+        clock.advance(chrono::Duration::seconds(61));
+        // Refused whether its verdict was cached or not.
+        assert!(matches!(keys.verify(&token), Err(Error::Unauthorized)));
+        assert!(matches!(keys.verify(&fresh), Err(Error::Unauthorized)));
+    }
+
+    #[test]
     fn bad_tokens_are_refused() {
-        let keys = TokenKeys::new(b"secret-secret-secret-secret-1234");
-        let other = TokenKeys::new(b"another-secret-another-secret-12");
+        let keys = keys_of(b"secret-secret-secret-secret-1234");
+        let other = keys_of(b"another-secret-another-secret-12");
         let sign = |c: &Claims| {
             jsonwebtoken::encode(
                 &Header::new(Algorithm::HS256),

@@ -3,7 +3,7 @@
 use super::{Services, audit_entry};
 use crate::auth::password;
 use crate::error::{Result, Validator};
-use chrono::Utc;
+
 use rand::distributions::{Alphanumeric, DistString};
 use tenantry::store::PlatformUser;
 use tenantry::{OrgId, Role, UserId};
@@ -55,7 +55,7 @@ impl Services {
             password_hash: password::hash(password).await?,
             role,
             organization_id,
-            created_at: Utc::now(),
+            created_at: self.clock.now(),
         };
         let what = match organization_id {
             Some(org) => format!("platform_users/{}?organization={org}", user.id),

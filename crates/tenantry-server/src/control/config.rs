@@ -270,7 +270,7 @@ impl Services {
             key: key.to_owned(),
             value: stored,
             encrypted: body.encrypted,
-            updated_at: Utc::now(),
+            updated_at: self.clock.now(),
         };
         let audit = audit_entry(actor, "config.put", config_resource(&tenant, key));
         self.store.put_config(&tenant, &entry, &audit).await?;

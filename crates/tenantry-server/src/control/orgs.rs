@@ -2,7 +2,7 @@
 
 use super::{Services, audit_entry};
 use crate::error::{Error, Result, Validator};
-use chrono::Utc;
+
 use serde::Deserialize;
 use tenantry::store::{Organization, PageRequest, TenantFilter};
 use tenantry::{OrgId, Principal, Role, Tenant};
@@ -35,7 +35,7 @@ impl Services {
             id: OrgId::new(),
             name: input.name.trim().to_owned(),
             description: input.description,
-            created_at: Utc::now(),
+            created_at: self.clock.now(),
         };
         let audit = audit_entry(
             actor,

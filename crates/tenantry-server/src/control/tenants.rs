@@ -2,7 +2,7 @@
 
 use super::{Services, audit_entry};
 use crate::error::{Error, Result, Validator};
-use chrono::Utc;
+
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 use tenantry::job::{Job, JobKind};
@@ -145,7 +145,7 @@ impl Services {
         {
             return Err(Error::FeatureNotEnabled("custom_branding".into()));
         }
-        let now = Utc::now();
+        let now = self.clock.now();
         let tenant = Tenant {
             id: TenantId::new(),
             slug,
@@ -339,13 +339,14 @@ impl Services {
             _ => "tenant.activate",
         };
         let audit = audit_entry(actor, action, tenant_resource(&tenant));
+        let now = self.clock.now();
         self.store
-            .set_tenant_status(&tenant, status, &audit)
+            .set_tenant_status(&tenant, status, now, &audit)
             .await
             .map_err(gone)?;
         self.resolver.invalidate();
         tenant.status = status;
-        tenant.updated_at = Utc::now();
+        tenant.updated_at = now;
         tracing::info!(tenant_id = %tenant.id, status = status.as_str(), "tenant status changed");
         Ok(tenant)
     }

@@ -52,7 +52,8 @@ pub async fn run(run: &mut Run<'_>) -> JobResult<Option<String>> {
     let part = PathBuf::from(format!("{}.part", path.display()));
     let data = s.data.handle(&tenant).await?;
     let usage = data.usage().await?;
-    let mut out = Writer::create(&part, p.format, &tenant, &p.data_types).await?;
+    let exported_at = run.services.clock.now();
+    let mut out = Writer::create(&part, p.format, &tenant, &p.data_types, exported_at).await?;
     // The records dominate: progress follows them.
     let total = usage.records.max(1) as f64;
     let wants = |t: DataType| p.data_types.contains(&t);
@@ -206,6 +207,7 @@ impl Writer {
         format: ExportFormat,
         tenant: &Tenant,
         data_types: &[DataType],
+        exported_at: chrono::DateTime<chrono::Utc>,
     ) -> JobResult<Self> {
         let file = tokio::fs::File::create(path).await?;
         let header = Header {
@@ -213,7 +215,7 @@ impl Writer {
             version: portable::VERSION,
             tenant_id: tenant.id,
             slug: tenant.slug.to_string(),
-            exported_at: chrono::Utc::now(),
+            exported_at,
             data_types: data_types.to_vec(),
             counts: BTreeMap::new(),
         };

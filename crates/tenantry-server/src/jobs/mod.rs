@@ -112,7 +112,7 @@ impl Run<'_> {
             .heartbeat_job(
                 self.job.id,
                 &self.worker,
-                Utc::now(),
+                self.services.clock.now(),
                 progress,
                 Some(&state),
             )
@@ -206,7 +206,7 @@ async fn claim(
         .claim_job(&Claim {
             worker,
             node: &services.jobs.node,
-            now: Utc::now(),
+            now: services.clock.now(),
             lease,
             only,
         })
@@ -251,7 +251,7 @@ async fn run(
         beat.abort();
         outcome
     };
-    let now = Utc::now();
+    let now = services.clock.now();
     let outcome = match outcome {
         Ok(result_url) => JobOutcome::Succeeded { result_url },
         Err(JobError::Interrupted) => JobOutcome::Retry {
@@ -293,7 +293,7 @@ async fn heartbeat(services: Arc<Services>, id: JobId, worker: String, progress:
         let p = *progress.lock().unwrap_or_else(|e| e.into_inner());
         match services
             .store
-            .heartbeat_job(id, &worker, Utc::now(), p, None)
+            .heartbeat_job(id, &worker, services.clock.now(), p, None)
             .await
         {
             Ok(true) => {}

@@ -193,7 +193,7 @@ async fn move_data(run: &mut Run<'_>, tenant: &Tenant, target: &Tenant) -> JobRe
         ),
     );
     let mut switched = target.clone();
-    switched.updated_at = chrono::Utc::now();
+    switched.updated_at = run.services.clock.now();
     s.store
         .relocate_tenant(tenant, &switched, &audit)
         .await

@@ -139,7 +139,12 @@ async fn a_stale_tenant_write_cannot_revive_or_unsuspend_it() {
     assert!(
         services
             .store
-            .set_tenant_status(&stale, tenantry::TenantStatus::Active, &audit)
+            .set_tenant_status(
+                &stale,
+                tenantry::TenantStatus::Active,
+                chrono::Utc::now(),
+                &audit,
+            )
             .await
             .is_err()
     );

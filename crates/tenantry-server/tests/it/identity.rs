@@ -791,7 +791,7 @@ async fn otp_login_via_webhook_with_expiry_and_attempt_limit() {
     let dir = tempfile::tempdir().expect("dir");
     let app = TestApp::spawn_with_clock(dir, clock.clone(), |s| {
         s.otp_sender = "webhook".into();
-        s.otp_webhook_url = Some(url);
+        s.otp_webhook_url = Some(url.into());
     })
     .await;
     let staff = app.admin_token().await;

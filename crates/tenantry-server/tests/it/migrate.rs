@@ -139,7 +139,9 @@ async fn a_control_schema_behind_is_refused_with_the_fix() {
         }
         crate::support::Backend::Postgres => {
             use sqlx::Connection;
-            let url = settings.database_url.clone().expect("url");
+            let url = tenantry_server::settings::exposed(&settings.database_url)
+                .expect("url")
+                .to_owned();
             let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
             sqlx::query(&forget.replace("_sqlx_migrations", "public._sqlx_migrations"))
                 .execute(&mut conn)

@@ -59,7 +59,7 @@ async fn two_instances_share_one_bucket_per_tenant() {
     };
     let one = TestApp::spawn_with(tempfile::tempdir().expect("dir"), |s| {
         s.rate_limits = true;
-        s.redis_url = Some(url.clone());
+        s.redis_url = Some(url.clone().into());
     })
     .await;
     // The second instance: same data, same keys, same Redis.
@@ -114,7 +114,7 @@ async fn an_unreachable_redis_falls_back_to_the_instances_own_bucket() {
     let app = TestApp::spawn_with(tempfile::tempdir().expect("dir"), |s| {
         s.rate_limits = true;
         // Nothing listens on port 1.
-        s.redis_url = Some("redis://127.0.0.1:1".to_owned());
+        s.redis_url = Some("redis://127.0.0.1:1".into());
     })
     .await;
     let (_, token) = tenant_on_five_per_second(&app, "no-redis").await;
@@ -169,7 +169,7 @@ async fn two_instances_share_one_login_lockout() {
         return;
     };
     let one = TestApp::spawn_with(tempfile::tempdir().expect("dir"), |s| {
-        s.redis_url = Some(url.clone());
+        s.redis_url = Some(url.clone().into());
     })
     .await;
     let built = App::build((*one.app_state.settings).clone())

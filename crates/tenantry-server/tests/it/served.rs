@@ -18,7 +18,9 @@ pub struct Server {
 
 impl Server {
     pub async fn start(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Self {
-        let database_url = settings_for(dir.path()).await.database_url;
+        let database_url =
+            tenantry_server::settings::exposed(&settings_for(dir.path()).await.database_url)
+                .map(str::to_owned);
         let mut server = Self {
             dir,
             database_url,

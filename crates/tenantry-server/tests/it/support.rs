@@ -86,7 +86,7 @@ pub fn test_settings(dir: &Path) -> Settings {
 pub async fn settings_for(dir: &Path) -> Settings {
     let mut settings = test_settings(dir);
     if crate::BACKEND == Backend::Postgres {
-        settings.database_url = Some(crate::pg::database_url_for(dir).await);
+        settings.database_url = Some(crate::pg::database_url_for(dir).await.into());
     }
     settings
 }
@@ -218,13 +218,9 @@ impl TestApp {
     /// (which row-level security does not restrict: it is a superuser here).
     pub async fn pg_owner(&self) -> sqlx::PgConnection {
         use sqlx::Connection;
-        let url = self
-            .app_state
-            .settings
-            .database_url
-            .clone()
+        let url = tenantry_server::settings::exposed(&self.app_state.settings.database_url)
             .expect("a PostgreSQL app");
-        sqlx::PgConnection::connect(&url)
+        sqlx::PgConnection::connect(url)
             .await
             .expect("owner connection")
     }

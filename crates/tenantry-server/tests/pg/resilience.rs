@@ -11,7 +11,7 @@ async fn requests_fail_fast_while_postgres_restarts_and_recover_after() {
     let cluster = Cluster::start(free_port()).await;
     let url = format!("{}/tenantry", cluster.url());
     let app = TestApp::spawn_with(tempfile::tempdir().expect("dir"), |s| {
-        s.database_url = Some(url);
+        s.database_url = Some(url.into());
         s.database_acquire_timeout_ms = 1000;
     })
     .await;

@@ -17,7 +17,9 @@ const RUNTIME_ROLE: &str = "tenantry_app";
 const NOT_TENANT_DATA: [&str; 3] = ["refresh_tokens", "platform_audit", "jobs"];
 
 async fn connect(app: &TestApp, role: Option<&str>, database: Option<&str>) -> PgConnection {
-    let url = app.app_state.settings.database_url.clone().expect("pg url");
+    let url = tenantry_server::settings::exposed(&app.app_state.settings.database_url)
+        .expect("pg url")
+        .to_owned();
     let mut options = PgConnectOptions::from_str(&url).expect("url");
     if let Some(role) = role {
         options = options.username(role);

@@ -44,7 +44,9 @@ async fn a_move_into_a_new_database_leaves_it_analyzed() {
             .fetch_one(&mut owner)
             .await
             .expect("the tenant's database");
-    let url = app.app_state.settings.database_url.clone().expect("url");
+    let url = tenantry_server::settings::exposed(&app.app_state.settings.database_url)
+        .expect("url")
+        .to_owned();
     let base = url.rsplit_once('/').expect("a database in the url").0;
     use sqlx::Connection;
     let mut own = sqlx::PgConnection::connect(&format!("{base}/{name}"))

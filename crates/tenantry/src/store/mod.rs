@@ -184,6 +184,7 @@ pub trait ControlStore: Send + Sync + 'static {
         &self,
         tenant: &Tenant,
         status: TenantStatus,
+        now: DateTime<Utc>,
         audit: &NewAuditEntry,
     ) -> StoreResult<()>;
     /// Starts a deletion in one transaction: a live tenant becomes
@@ -346,6 +347,7 @@ pub trait JobStore: Send + Sync + 'static {
         tenant: &Tenant,
         job: JobId,
         worker: &str,
+        now: DateTime<Utc>,
         state: &serde_json::Value,
         step: &ControlImport,
     ) -> StoreResult<()>;

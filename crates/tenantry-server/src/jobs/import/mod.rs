@@ -215,9 +215,7 @@ async fn flush(
     summary: &Summary,
 ) -> JobResult<()> {
     data.restore(rows).await.map_err(fatal_conflict)?;
-    let s = run.services;
-    s.store
-        .import_control(target, run.job.id, &run.worker, &json!(state), control)
+    commit_control(run, target, json!(state), control)
         .await
         .map_err(fatal_conflict)?;
     run.job.state = json!(state);
@@ -324,7 +322,6 @@ async fn finish_control(
     target: &Tenant,
     state: &mut State,
 ) -> JobResult<()> {
-    let s = run.services;
     let source = summary.header.tenant_id;
     let (mut lines, _) = Lines::open(&params.file).await.map_err(checked)?;
     let mut step = ControlImport::default();
@@ -341,9 +338,7 @@ async fn finish_control(
         }
         if step.relink.len() + step.counts.len() >= BATCH {
             state.line = last;
-            s.store
-                .import_control(target, run.job.id, &run.worker, &json!(state), &step)
-                .await?;
+            commit_control(run, target, json!(state), &step).await?;
             step = ControlImport::default();
         }
     }
@@ -362,16 +357,22 @@ async fn finish_control(
             target.id, run.job.id
         ),
     ));
-    s.store
-        .import_control(
-            target,
-            run.job.id,
-            &run.worker,
-            &json!({"phase": "done"}),
-            &step,
-        )
-        .await?;
+    commit_control(run, target, json!({"phase": "done"}), &step).await?;
     Ok(())
+}
+
+/// One control-store step of the import, committed together with the
+/// job's new `state` (refused if this worker lost the job).
+async fn commit_control(
+    run: &Run<'_>,
+    target: &Tenant,
+    state: Value,
+    step: &ControlImport,
+) -> Result<(), tenantry::store::StoreError> {
+    let s = run.services;
+    s.store
+        .import_control(target, run.job.id, &run.worker, s.clock.now(), &state, step)
+        .await
 }
 
 /// Removes what phase 1 wrote: the tenant is empty again, as before the import.

@@ -14,6 +14,7 @@ use crate::store::{
 };
 use crate::tenant::{Slug, Tenant, TenantStatus};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
@@ -237,6 +238,7 @@ impl ControlStore for PgControlStore {
         &self,
         t: &Tenant,
         status: TenantStatus,
+        now: DateTime<Utc>,
         a: &NewAuditEntry,
     ) -> StoreResult<()> {
         let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
@@ -244,7 +246,7 @@ impl ControlStore for PgControlStore {
             "UPDATE tenants SET status = $1, updated_at = $2 WHERE id = $3 AND status IN ('active', 'suspended')",
         )
         .bind(status.as_str())
-        .bind(chrono::Utc::now())
+        .bind(now)
         .bind(t.id.0)
         .execute(&mut *tx)
         .await

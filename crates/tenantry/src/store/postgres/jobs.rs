@@ -208,6 +208,7 @@ impl JobStore for PgControlStore {
         t: &Tenant,
         job: JobId,
         worker: &str,
+        now: DateTime<Utc>,
         state: &serde_json::Value,
         step: &ControlImport,
     ) -> StoreResult<()> {
@@ -263,11 +264,12 @@ impl JobStore for PgControlStore {
         }
         if let Some(f) = &step.fields {
             sqlx::query(
-                "UPDATE tenants SET name = $1, metadata = $2, branding = $3, updated_at = now() WHERE id = $4",
+                "UPDATE tenants SET name = $1, metadata = $2, branding = $3, updated_at = $4 WHERE id = $5",
             )
             .bind(&f.name)
             .bind(&f.metadata)
             .bind(&f.branding)
+            .bind(now)
             .bind(t.id.0)
             .execute(&mut *tx)
             .await
@@ -279,10 +281,11 @@ impl JobStore for PgControlStore {
             audit::append(&mut tx, &chain, entry).await?;
         }
         let held = sqlx::query(
-            "UPDATE jobs SET state = $1, heartbeat_at = now(), updated_at = now()
-             WHERE id = $2 AND worker = $3 AND status = 'running'",
+            "UPDATE jobs SET state = $1, heartbeat_at = $2, updated_at = $2
+             WHERE id = $3 AND worker = $4 AND status = 'running'",
         )
         .bind(state)
+        .bind(now)
         .bind(job.0)
         .bind(worker)
         .execute(&mut *tx)

@@ -18,6 +18,7 @@ use crate::store::{
 };
 use crate::tenant::{Slug, Tenant, TenantStatus};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use std::path::Path;
@@ -265,6 +266,7 @@ impl ControlStore for SqliteControlStore {
         &self,
         t: &Tenant,
         status: TenantStatus,
+        now: DateTime<Utc>,
         a: &NewAuditEntry,
     ) -> StoreResult<()> {
         let mut tx = begin_write(&self.pool).await?;
@@ -272,7 +274,7 @@ impl ControlStore for SqliteControlStore {
             "UPDATE tenants SET status = ?, updated_at = ? WHERE id = ? AND status IN ('active', 'suspended')",
         )
         .bind(status.as_str())
-        .bind(chrono::Utc::now())
+        .bind(now)
         .bind(t.id.to_string())
         .execute(&mut *tx)
         .await

@@ -227,6 +227,7 @@ impl JobStore for SqliteControlStore {
         t: &Tenant,
         job: JobId,
         worker: &str,
+        now: DateTime<Utc>,
         state: &serde_json::Value,
         step: &ControlImport,
     ) -> StoreResult<()> {
@@ -284,7 +285,7 @@ impl JobStore for SqliteControlStore {
                 .bind(&f.name)
                 .bind(to_json(&f.metadata)?)
                 .bind(to_json(&f.branding)?)
-                .bind(Utc::now())
+                .bind(now)
                 .bind(&id)
                 .execute(&mut *tx)
                 .await
@@ -302,7 +303,7 @@ impl JobStore for SqliteControlStore {
              WHERE id = ?3 AND worker = ?4 AND status = 'running'",
         )
         .bind(to_json(state)?)
-        .bind(Utc::now())
+        .bind(now)
         .bind(job.to_string())
         .bind(worker)
         .execute(&mut *tx)
