@@ -7,6 +7,7 @@ pub mod identity;
 pub mod migrate;
 pub mod postgres;
 pub mod sqlite;
+pub mod write_plan;
 
 pub use crate::timestamp::time_text;
 pub use data::{DataPlane, GroupCounts, Restore, TenantData, Usage};
@@ -24,7 +25,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 /// The storage layer's error. Callers map it once, at their own edge.
-#[derive(Clone, Debug, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     /// A uniqueness rule was broken; the payload names the field.
     #[error("conflict on {0}")]

@@ -87,18 +87,6 @@ pub(super) fn field_sort_exprs(field: &str) -> [String; 3] {
 /// limit of about 2700 bytes per entry. Texts equal this far sort by id.
 pub(super) const SORT_TEXT_CHARS: u32 = 512;
 
-/// The claimed form of a unique value: its JSON text, or for a long one (a
-/// B-tree entry holds about 2700 bytes) a digest of it, which no JSON text
-/// can spell.
-pub(super) fn unique_key(value: &Value) -> String {
-    use sha2::{Digest, Sha256};
-    let text = value.to_string();
-    if text.len() <= 1024 {
-        return text;
-    }
-    format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes())))
-}
-
 /// `records_k_<field>`; names beyond PostgreSQL's 63 bytes keep a hash of the whole.
 pub(super) fn index_name(field: &str) -> String {
     let name = format!("records_k_{}", field.replace('.', "__"));

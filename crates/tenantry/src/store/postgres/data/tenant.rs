@@ -12,7 +12,7 @@ use crate::record::{CollectionDef, FilterOp, Record, RecordQuery, SortKey};
 use crate::store::data::{GroupCounts, Restore, TenantData, Usage, group_counts_from};
 use crate::store::postgres::audit::{self, ChainAt};
 use crate::store::postgres::{DATA_SCHEMA, pg_error};
-use crate::store::{StoreError, StoreResult, check_quota};
+use crate::store::{StoreResult, write_plan};
 use async_trait::async_trait;
 use sqlx::types::Json;
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row};
@@ -175,9 +175,11 @@ impl TenantData for PgTenantData {
         a: &NewAuditEntry,
     ) -> StoreResult<()> {
         // The quota's unit: the bytes of the data as the API serialised it.
-        let size = r.data.to_string().len() as i64;
+        let size = write_plan::record_size(&r.data);
         let mut tx = self.tx().await?;
-        check_quota(self.lock_usage(&mut tx).await?, size, max_storage)?;
+        let used = self.lock_usage(&mut tx).await?;
+        let unique = self.stored_unique(&mut tx, &def.name).await?;
+        let plan = write_plan::insert(&r.data, size, &unique, used, max_storage)?;
         sqlx::query(&format!(
             "INSERT INTO {DATA_SCHEMA}.records (tenant_id, collection, id, data, size, version,
                 created_at, updated_at, created_by)
@@ -195,10 +197,7 @@ impl TenantData for PgTenantData {
         .execute(&mut *tx)
         .await
         .map_err(pg_error)?;
-        let unique = self.stored_unique(&mut tx, &def.name).await?;
-        self.claim_uniques(&mut tx, &def.name, &unique, r).await?;
-        self.add_usage(&mut tx, 1, size).await?;
-        audit::append(&mut tx, &ChainAt::data(self.tenant), a).await?;
+        self.apply(&mut tx, &def.name, r.id, &plan, a).await?;
         tx.commit().await.map_err(pg_error)
     }
 
@@ -313,18 +312,12 @@ impl TenantData for PgTenantData {
         max_storage: Option<u64>,
         a: &NewAuditEntry,
     ) -> StoreResult<()> {
-        let size = r.data.to_string().len() as i64;
+        let size = write_plan::record_size(&r.data);
         let mut tx = self.tx().await?;
-        let current = self.lock_usage(&mut tx).await?;
-        let (version, old_size) = self
-            .stored(&mut tx, &def.name, r.id)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        if version != expected {
-            return Err(StoreError::VersionMismatch);
-        }
-        let delta = size - old_size;
-        check_quota(current, delta, max_storage)?;
+        let used = self.lock_usage(&mut tx).await?;
+        let row = self.stored(&mut tx, &def.name, r.id).await?;
+        let unique = self.stored_unique(&mut tx, &def.name).await?;
+        let plan = write_plan::update(&r.data, size, &unique, used, row, expected, max_storage)?;
         sqlx::query(&format!(
             "UPDATE {DATA_SCHEMA}.records SET data = $1, size = $2, version = $3, updated_at = $4
              WHERE tenant_id = $5 AND collection = $6 AND id = $7"
@@ -339,11 +332,7 @@ impl TenantData for PgTenantData {
         .execute(&mut *tx)
         .await
         .map_err(pg_error)?;
-        self.release_uniques(&mut tx, &def.name, r.id).await?;
-        let unique = self.stored_unique(&mut tx, &def.name).await?;
-        self.claim_uniques(&mut tx, &def.name, &unique, r).await?;
-        self.add_usage(&mut tx, 0, delta).await?;
-        audit::append(&mut tx, &ChainAt::data(self.tenant), a).await?;
+        self.apply(&mut tx, &def.name, r.id, &plan, a).await?;
         tx.commit().await.map_err(pg_error)
     }
 
@@ -356,13 +345,7 @@ impl TenantData for PgTenantData {
     ) -> StoreResult<()> {
         let mut tx = self.tx().await?;
         self.lock_usage(&mut tx).await?;
-        let (version, size) = self
-            .stored(&mut tx, &def.name, id)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        if expected.is_some_and(|e| e != version) {
-            return Err(StoreError::VersionMismatch);
-        }
+        let plan = write_plan::delete(self.stored(&mut tx, &def.name, id).await?, expected)?;
         sqlx::query(&format!(
             "DELETE FROM {DATA_SCHEMA}.records WHERE tenant_id = $1 AND collection = $2 AND id = $3"
         ))
@@ -372,9 +355,7 @@ impl TenantData for PgTenantData {
         .execute(&mut *tx)
         .await
         .map_err(pg_error)?;
-        self.release_uniques(&mut tx, &def.name, id).await?;
-        self.add_usage(&mut tx, -1, -size).await?;
-        audit::append(&mut tx, &ChainAt::data(self.tenant), a).await?;
+        self.apply(&mut tx, &def.name, id, &plan, a).await?;
         tx.commit().await.map_err(pg_error)
     }
 

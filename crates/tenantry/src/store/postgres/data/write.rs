@@ -4,12 +4,14 @@
 
 use super::sql::{
     RECORD_COLUMNS, SortTuple, create_index, field_sort_exprs, index_name, record_from_row,
-    unique_key,
 };
 use super::tenant::{Backend, PgTenantData};
+use crate::audit::NewAuditEntry;
 use crate::ids::RecordId;
 use crate::record::{CollectionDef, Record, SortKey};
+use crate::store::postgres::audit::{self, ChainAt};
 use crate::store::postgres::{DATA_SCHEMA, pg_error, tenant_tx};
+use crate::store::write_plan::{Planned, unique_claims};
 use crate::store::{StoreError, StoreResult};
 use sqlx::types::Json;
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Postgres, Row};
@@ -143,7 +145,8 @@ impl PgTenantData {
             after = last.try_get("id").map_err(pg_error)?;
             for row in &rows {
                 let record = record_from_row(row)?;
-                self.claim(conn, &def.name, &def.unique, &record, take_over)
+                let claims = unique_claims(&record.data, &def.unique);
+                self.claim(conn, &def.name, &claims, record.id, take_over)
                     .await?;
             }
         }
@@ -205,26 +208,36 @@ impl PgTenantData {
         Ok(fields.map(|Json(f)| f))
     }
 
-    /// Claims the record's values of `fields`; a taken one is `Conflict(field)`.
-    pub(super) async fn claim_uniques(
+    /// Executes a planned write's steps after its row, in the same
+    /// transaction: claims released and taken, usage moved, the audit entry.
+    pub(super) async fn apply(
         &self,
         conn: &mut PgConnection,
         collection: &str,
-        fields: &[String],
-        record: &Record,
+        id: RecordId,
+        plan: &Planned,
+        entry: &NewAuditEntry,
     ) -> StoreResult<()> {
-        self.claim(conn, collection, fields, record, false).await
+        if plan.release {
+            self.release_uniques(conn, collection, id).await?;
+        }
+        self.claim(conn, collection, &plan.claims, id, false)
+            .await?;
+        self.add_usage(conn, plan.records, plan.bytes).await?;
+        audit::append(conn, &ChainAt::data(self.tenant), entry).await?;
+        Ok(())
     }
 
-    /// Claims as `claim_uniques` does, or (`take_over`) takes a claimed
-    /// value over: a restore copies rows read at different times, and a
-    /// value may still be claimed by a record whose newer version arrives later.
+    /// Takes a record's unique claims (`write_plan::unique_claims`), or
+    /// (`take_over`) takes a claimed value over: a restore copies rows read
+    /// at different times, and a value may still be claimed by a record
+    /// whose newer version arrives later.
     pub(super) async fn claim(
         &self,
         conn: &mut PgConnection,
         collection: &str,
-        fields: &[String],
-        record: &Record,
+        claims: &[(String, String)],
+        id: RecordId,
         take_over: bool,
     ) -> StoreResult<()> {
         let on_conflict = if take_over {
@@ -232,12 +245,7 @@ impl PgTenantData {
         } else {
             ""
         };
-        for field in fields {
-            let Some(value) =
-                crate::record::field_value(&record.data, field).filter(|v| !v.is_null())
-            else {
-                continue;
-            };
+        for (field, key) in claims {
             sqlx::query(&format!(
                 "INSERT INTO {DATA_SCHEMA}.record_uniques (tenant_id, collection, field, value, record_id)
                  VALUES ($1, $2, $3, $4, $5){on_conflict}"
@@ -245,8 +253,8 @@ impl PgTenantData {
             .bind(self.tenant.0)
             .bind(collection)
             .bind(field)
-            .bind(unique_key(value))
-            .bind(record.id.0)
+            .bind(key)
+            .bind(id.0)
             .execute(&mut *conn)
             .await
             .map_err(|e| match pg_error(e) {
@@ -338,7 +346,8 @@ impl PgTenantData {
             let fields = self.stored_unique(conn, collection).await?;
             if !fields.is_empty() {
                 for r in &rows {
-                    self.claim(conn, collection, &fields, r, true).await?;
+                    let claims = unique_claims(&r.data, &fields);
+                    self.claim(conn, collection, &claims, r.id, true).await?;
                 }
             }
             for (r, size) in rows.iter().zip(&sizes) {

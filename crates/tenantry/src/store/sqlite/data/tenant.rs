@@ -7,8 +7,8 @@ use super::sql::{
     read_collection, sort_sql,
 };
 use super::write::{
-    add_usage, claim_uniques, rebuild_claims, release_uniques, restore_records, stored,
-    stored_collection, stored_unique, upsert_collection, writable,
+    apply, rebuild_claims, restore_records, stored, stored_collection, stored_unique,
+    upsert_collection, writable,
 };
 use crate::audit::{AuditChain, AuditEntry, AuditFilter, NewAuditEntry};
 use crate::ids::{RecordId, TenantId};
@@ -16,7 +16,7 @@ use crate::record::{CollectionDef, FilterOp, Record, RecordQuery, SortKey, json_
 use crate::store::data::{GroupCounts, Restore, TenantData, Usage};
 use crate::store::sqlite::audit::{self, ChainAt};
 use crate::store::sqlite::direct::direct_error;
-use crate::store::{StoreError, StoreResult, check_quota, time_text};
+use crate::store::{StoreError, StoreResult, time_text, write_plan};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -164,7 +164,10 @@ impl TenantData for SqliteTenantData {
         let chain = self.chain();
         self.db
             .write(|tx| {
-                check_quota(writable(tx, t)?, data.len() as i64, max_storage)?;
+                let used = writable(tx, t)?;
+                let unique = stored_unique(tx, t, &def.name)?;
+                let plan =
+                    write_plan::insert(&r.data, data.len() as i64, &unique, used, max_storage)?;
                 tx.prepare_cached(
                     "INSERT INTO records (tenant_id, collection, id, data, version, created_at, updated_at, created_by)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -181,11 +184,7 @@ impl TenantData for SqliteTenantData {
                     r.created_by.map(|u| u.to_string()),
                 ])
                 .map_err(direct_error)?;
-                let unique = stored_unique(tx, t, &def.name)?;
-                claim_uniques(tx, t, &def.name, &unique, r)?;
-                add_usage(tx, t, 1, data.len() as i64)?;
-                audit::append_direct(tx, &chain, a)?;
-                Ok(())
+                apply(tx, t, &def.name, r.id, &plan, &chain, a)
             })
             .await
     }
@@ -289,14 +288,12 @@ impl TenantData for SqliteTenantData {
         let chain = self.chain();
         self.db
             .write(|tx| {
-                let current = writable(tx, t)?;
-                let (version, old_len) =
-                    stored(tx, t, &def.name, r.id)?.ok_or(StoreError::NotFound)?;
-                if version != expected {
-                    return Err(StoreError::VersionMismatch);
-                }
-                let delta = data.len() as i64 - old_len;
-                check_quota(current, delta, max_storage)?;
+                let used = writable(tx, t)?;
+                let row = stored(tx, t, &def.name, r.id)?;
+                let unique = stored_unique(tx, t, &def.name)?;
+                let size = data.len() as i64;
+                let plan =
+                    write_plan::update(&r.data, size, &unique, used, row, expected, max_storage)?;
                 tx.prepare_cached(
                     "UPDATE records SET data = ?1, version = ?2, updated_at = ?3
                      WHERE tenant_id = ?4 AND collection = ?5 AND id = ?6",
@@ -311,12 +308,7 @@ impl TenantData for SqliteTenantData {
                     r.id.to_string()
                 ])
                 .map_err(direct_error)?;
-                release_uniques(tx, t, &def.name, r.id)?;
-                let unique = stored_unique(tx, t, &def.name)?;
-                claim_uniques(tx, t, &def.name, &unique, r)?;
-                add_usage(tx, t, 0, delta)?;
-                audit::append_direct(tx, &chain, a)?;
-                Ok(())
+                apply(tx, t, &def.name, r.id, &plan, &chain, a)
             })
             .await
     }
@@ -333,20 +325,14 @@ impl TenantData for SqliteTenantData {
         self.db
             .write(|tx| {
                 writable(tx, t)?;
-                let (version, len) = stored(tx, t, &def.name, id)?.ok_or(StoreError::NotFound)?;
-                if expected.is_some_and(|e| e != version) {
-                    return Err(StoreError::VersionMismatch);
-                }
+                let plan = write_plan::delete(stored(tx, t, &def.name, id)?, expected)?;
                 tx.prepare_cached(
                     "DELETE FROM records WHERE tenant_id = ?1 AND collection = ?2 AND id = ?3",
                 )
                 .map_err(direct_error)?
                 .execute(params![t, def.name, id.to_string()])
                 .map_err(direct_error)?;
-                release_uniques(tx, t, &def.name, id)?;
-                add_usage(tx, t, -1, -len)?;
-                audit::append_direct(tx, &chain, a)?;
-                Ok(())
+                apply(tx, t, &def.name, id, &plan, &chain, a)
             })
             .await
     }

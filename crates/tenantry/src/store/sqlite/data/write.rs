@@ -3,10 +3,13 @@
 //! the writer's open transaction.
 
 use super::sql::{RECORD_COLUMNS, RecordRow};
+use crate::audit::NewAuditEntry;
 use crate::ids::RecordId;
-use crate::record::{CollectionDef, Record};
+use crate::record::CollectionDef;
 use crate::store::data::Restore;
+use crate::store::sqlite::audit::{self, ChainAt};
 use crate::store::sqlite::direct::direct_error;
+use crate::store::write_plan::{Planned, unique_claims};
 use crate::store::{StoreError, StoreResult, time_text};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
@@ -63,26 +66,36 @@ pub(super) fn stored_unique(
         .unwrap_or_default())
 }
 
-/// Claims the record's values of `fields`; a taken one is `Conflict(field)`.
-pub(super) fn claim_uniques(
+/// Executes a planned write's steps after its row, on the same
+/// transaction: claims released and taken, usage moved, the audit entry.
+pub(super) fn apply(
     tx: &Connection,
     t: &str,
     collection: &str,
-    fields: &[String],
-    record: &Record,
+    id: RecordId,
+    plan: &Planned,
+    chain: &ChainAt,
+    entry: &NewAuditEntry,
 ) -> StoreResult<()> {
-    claim(tx, t, collection, fields, record, false)
+    if plan.release {
+        release_uniques(tx, t, collection, id)?;
+    }
+    claim(tx, t, collection, &plan.claims, id, false)?;
+    add_usage(tx, t, plan.records, plan.bytes)?;
+    audit::append_direct(tx, chain, entry)?;
+    Ok(())
 }
 
-/// Claims values as `claim_uniques` does, or (`take_over`) takes a claimed
-/// value over: a restore copies rows read at different times, and a value
-/// may still be claimed by a record whose newer version arrives later.
+/// Takes a record's unique claims (`write_plan::unique_claims`), or
+/// (`take_over`) takes a claimed value over: a restore copies rows read at
+/// different times, and a value may still be claimed by a record whose
+/// newer version arrives later.
 pub(super) fn claim(
     tx: &Connection,
     t: &str,
     collection: &str,
-    fields: &[String],
-    record: &Record,
+    claims: &[(String, String)],
+    id: RecordId,
     take_over: bool,
 ) -> StoreResult<()> {
     let sql = if take_over {
@@ -93,20 +106,10 @@ pub(super) fn claim(
         "INSERT INTO record_uniques (tenant_id, collection, field, value, record_id)
          VALUES (?1, ?2, ?3, ?4, ?5)"
     };
-    for field in fields {
-        let Some(value) = crate::record::field_value(&record.data, field).filter(|v| !v.is_null())
-        else {
-            continue;
-        };
+    for (field, key) in claims {
         tx.prepare_cached(sql)
             .map_err(direct_error)?
-            .execute(params![
-                t,
-                collection,
-                field,
-                value.to_string(),
-                record.id.to_string()
-            ])
+            .execute(params![t, collection, field, key, id.to_string()])
             .map_err(|e| match direct_error(e) {
                 StoreError::Conflict(_) => StoreError::Conflict(field.clone()),
                 other => other,
@@ -204,7 +207,9 @@ pub(super) fn rebuild_claims(
         };
         after = last.0.clone();
         for row in rows {
-            claim(tx, t, &def.name, &def.unique, &row.record()?, take_over)?;
+            let record = row.record()?;
+            let claims = unique_claims(&record.data, &def.unique);
+            claim(tx, t, &def.name, &claims, record.id, take_over)?;
         }
     }
 }
@@ -273,7 +278,14 @@ pub(super) fn restore_records(tx: &Connection, t: &str, restore: &Restore) -> St
         let fields = unique_fields
             .get(collection.as_str())
             .map_or(&[][..], Vec::as_slice);
-        claim(tx, t, collection, fields, r, true)?;
+        claim(
+            tx,
+            t,
+            collection,
+            &unique_claims(&r.data, fields),
+            r.id,
+            true,
+        )?;
         let (added, old_len) = old.map_or((1, 0), |(_, len)| (0, len));
         add_usage(tx, t, added, data.len() as i64 - old_len)?;
     }
