@@ -18,7 +18,7 @@ mod data;
 mod disk_full;
 #[path = "../it/hardening.rs"]
 mod hardening;
-#[path = "../it/identity.rs"]
+#[path = "../it/identity/mod.rs"]
 mod identity;
 #[path = "../it/keep_alive.rs"]
 mod keep_alive;
