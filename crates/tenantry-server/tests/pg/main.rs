@@ -16,6 +16,8 @@ mod crash;
 #[path = "../it/data.rs"]
 mod data;
 mod disk_full;
+#[path = "../it/edges.rs"]
+mod edges;
 #[path = "../it/hardening.rs"]
 mod hardening;
 #[path = "../it/identity/mod.rs"]
