@@ -18,7 +18,7 @@ mod migrate;
 mod mobility;
 mod monitor;
 mod oracle;
-mod pg;
+use tenantry_test_postgres as pg;
 mod redis_limits;
 mod served;
 mod sessions;

@@ -34,8 +34,7 @@ mod mobility;
 mod monitor;
 #[path = "../it/oracle.rs"]
 mod oracle;
-#[path = "../it/pg.rs"]
-mod pg;
+use tenantry_test_postgres as pg;
 mod placement;
 mod registry;
 mod resilience;

@@ -4,8 +4,8 @@
 //! run instead. Every app gets its own database, named after its data dir
 //! so that a restarted app finds its data again.
 //!
-//! Shared by both test binaries; the SQLite one uses only part of it.
-#![allow(dead_code)]
+//! A crate of its own so that the library's store conformance suite and
+//! the server's behavioural suites find the same server the same way.
 
 use sqlx::{Connection, PgConnection};
 use std::hash::{Hash, Hasher};
