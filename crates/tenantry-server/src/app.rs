@@ -4,7 +4,8 @@ use crate::api;
 use crate::auth::TokenKeys;
 use crate::auth::guard::{Limit, Limits, LoginGuard};
 use crate::auth::otp::OtpSender;
-use crate::control::Services;
+use crate::control::data::CompiledSchemas;
+use crate::control::{Admission, Analytics, Core, Identity, Records, Services, Tenants};
 use crate::enforce::concurrency::TenantGate;
 use crate::enforce::daily_quota::DailyQuota;
 use crate::enforce::rate_limit::RateLimiter;
@@ -76,45 +77,66 @@ pub async fn open_services_with_clock(
             multi_tenant: settings.multi_tenant,
         },
     ));
-    let services = Arc::new(Services {
-        daily_quota: DailyQuota::new(store.clone(), clock.clone()),
-        tenant_gate: TenantGate::new(
-            settings.max_concurrent_per_tenant,
-            std::time::Duration::from_millis(settings.tenant_queue_wait_ms),
-        ),
-        store,
+    let core = Arc::new(Core {
+        store: store.clone(),
         resolver,
         data,
         keyring: Keyring::new(&master_key)?,
-        tokens: TokenKeys::new(&jwt_secret, clock.clone()),
         clock: clock.clone(),
-        login_guard: LoginGuard::new(attempt_limits(settings), exposed(&settings.redis_url))?,
-        otp_sender: OtpSender::from_settings(
-            &settings.otp_sender,
-            exposed(&settings.otp_webhook_url),
-        )?,
-        otp_key: Sha256::digest([b"otp:".as_slice(), jwt_secret.as_slice()].concat()).to_vec(),
-        multi_tenant: settings.multi_tenant,
         caches: Default::default(),
-        jobs: crate::control::queue::JobQueue {
-            node: crate::control::queue::node_id(&settings.data_dir)?,
-            lease: std::time::Duration::from_secs(settings.job_lease_secs.max(1)),
-            wake: tokio::sync::Notify::new(),
-            dir: settings.data_dir.clone(),
-            import_max_bytes: settings.import_max_bytes,
-            source_grace: std::time::Duration::from_millis(settings.move_source_grace_ms),
+    });
+    let daily_quota = Arc::new(DailyQuota::new(store, clock.clone()));
+    let services = Arc::new(Services {
+        identity: Identity {
+            core: core.clone(),
+            tokens: TokenKeys::new(&jwt_secret, clock.clone()),
+            login_guard: LoginGuard::new(attempt_limits(settings), exposed(&settings.redis_url))?,
+            otp_sender: OtpSender::from_settings(
+                &settings.otp_sender,
+                exposed(&settings.otp_webhook_url),
+            )?,
+            otp_key: Sha256::digest([b"otp:".as_slice(), jwt_secret.as_slice()].concat()).to_vec(),
+            multi_tenant: settings.multi_tenant,
         },
-        rate_limiter: if settings.rate_limits {
-            Some(RateLimiter::new(
-                clock.clone(),
-                exposed(&settings.redis_url),
-            )?)
-        } else {
-            None
+        records: Records {
+            core: core.clone(),
+            schemas: CompiledSchemas::new(10_000),
         },
+        analytics: Analytics {
+            core: core.clone(),
+            daily_quota: daily_quota.clone(),
+        },
+        tenants: Tenants {
+            core: core.clone(),
+            jobs: crate::control::queue::JobQueue {
+                node: crate::control::queue::node_id(&settings.data_dir)?,
+                lease: std::time::Duration::from_secs(settings.job_lease_secs.max(1)),
+                wake: tokio::sync::Notify::new(),
+                dir: settings.data_dir.clone(),
+                import_max_bytes: settings.import_max_bytes,
+                source_grace: std::time::Duration::from_millis(settings.move_source_grace_ms),
+            },
+        },
+        admission: Admission {
+            core: core.clone(),
+            daily_quota,
+            tenant_gate: TenantGate::new(
+                settings.max_concurrent_per_tenant,
+                std::time::Duration::from_millis(settings.tenant_queue_wait_ms),
+            ),
+            rate_limiter: if settings.rate_limits {
+                Some(RateLimiter::new(
+                    clock.clone(),
+                    exposed(&settings.redis_url),
+                )?)
+            } else {
+                None
+            },
+        },
+        core,
     });
     if !settings.multi_tenant {
-        services.ensure_default_tenant().await?;
+        services.tenants.ensure_default_tenant().await?;
     }
     Ok(services)
 }
@@ -272,6 +294,7 @@ impl App {
     ) -> anyhow::Result<Self> {
         let services = open_services_with_clock(&settings, clock.clone()).await?;
         if let Some((email, password)) = services
+            .identity
             .bootstrap_super_admin(
                 settings.admin_email.as_deref(),
                 exposed(&settings.admin_password),
@@ -330,7 +353,7 @@ impl App {
         // Running jobs go back to the queue; the next start resumes them.
         let _ = workers.await;
         let _ = flusher.await;
-        if let Err(e) = services.daily_quota.flush().await {
+        if let Err(e) = services.admission.daily_quota.flush().await {
             tracing::warn!(error = %e, "the last flush of request counts failed");
         }
         served?;
@@ -416,7 +439,7 @@ fn spawn_count_flusher(
                 _ = tick.tick() => {}
                 _ = stop.changed() => return,
             }
-            if let Err(e) = services.daily_quota.flush().await {
+            if let Err(e) = services.admission.daily_quota.flush().await {
                 tracing::warn!(error = %e, "flushing request counts failed; will retry");
             }
         }

@@ -20,6 +20,6 @@ pub struct AppState {
 
 impl FromRef<AppState> for Arc<TenantResolver> {
     fn from_ref(state: &AppState) -> Self {
-        state.services.resolver.clone()
+        state.services.core.resolver.clone()
     }
 }

@@ -44,6 +44,7 @@ async fn compare(
     Ok(Json(
         state
             .services
+            .analytics
             .compare(actor, &q.collection, &q.group_by, &resolved)
             .await?,
     ))

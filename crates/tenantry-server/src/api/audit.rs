@@ -85,6 +85,7 @@ async fn own_audit(
     let (filter, limit, cursor) = q.split()?;
     let page = state
         .services
+        .tenants
         .own_audit(&scope.acting(), &filter, cursor.as_deref(), limit)
         .await?;
     Ok(Json(page.into()))
@@ -103,6 +104,7 @@ async fn tenant_audit(
     let (filter, limit, cursor) = q.split()?;
     let page = state
         .services
+        .tenants
         .tenant_audit(&actor, &id, &filter, cursor.as_deref(), limit)
         .await?;
     Ok(Json(page.into()))
@@ -117,7 +119,9 @@ async fn verify_audit(
     Authenticated(actor): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<Verification>, Error> {
-    Ok(Json(state.services.verify_audit(&actor, &id).await?))
+    Ok(Json(
+        state.services.tenants.verify_audit(&actor, &id).await?,
+    ))
 }
 
 /// Platform events with no tenant: plans, organizations, platform users and logins (super-admin).
@@ -131,6 +135,7 @@ async fn platform_audit(
     let (filter, limit, cursor) = q.split()?;
     let page = state
         .services
+        .tenants
         .platform_audit(&actor, &filter, cursor.as_deref(), limit)
         .await?;
     Ok(Json(page.into()))

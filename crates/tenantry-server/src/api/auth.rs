@@ -37,7 +37,7 @@ async fn login(
     ClientAddr(addr): ClientAddr,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Json<LoginResponse>, Error> {
-    Ok(Json(state.services.login(body, addr).await?))
+    Ok(Json(state.services.identity.login(body, addr).await?))
 }
 
 /// Self-registration as a `user`, where the tenant's `auth.self_registration` is true.
@@ -49,7 +49,7 @@ async fn register(
 ) -> Result<(StatusCode, Json<LoginResponse>), Error> {
     Ok((
         StatusCode::CREATED,
-        Json(state.services.register(body).await?),
+        Json(state.services.identity.register(body).await?),
     ))
 }
 
@@ -61,7 +61,9 @@ async fn refresh(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> Result<Json<LoginResponse>, Error> {
-    Ok(Json(state.services.refresh(&body.refresh_token).await?))
+    Ok(Json(
+        state.services.identity.refresh(&body.refresh_token).await?,
+    ))
 }
 
 /// Revokes the refresh token (and its whole family).
@@ -71,7 +73,7 @@ async fn logout(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> Result<StatusCode, Error> {
-    state.services.logout(&body.refresh_token).await?;
+    state.services.identity.logout(&body.refresh_token).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -82,7 +84,7 @@ async fn me(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
 ) -> Result<Json<Me>, Error> {
-    Ok(Json(state.services.me(&principal).await?))
+    Ok(Json(state.services.identity.me(&principal).await?))
 }
 
 /// Sends a login code to the phone (tenant config `auth.otp`). Always 202,
@@ -94,7 +96,7 @@ async fn otp_request(
     ClientAddr(addr): ClientAddr,
     ApiJson(body): ApiJson<OtpRequest>,
 ) -> Result<(StatusCode, Json<Value>), Error> {
-    state.services.otp_request(body, addr).await?;
+    state.services.identity.otp_request(body, addr).await?;
     let ttl = crate::control::sessions::OTP_TTL_SECS;
     Ok((StatusCode::ACCEPTED, Json(json!({"expires_in": ttl}))))
 }
@@ -106,5 +108,5 @@ async fn otp_verify(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<OtpVerify>,
 ) -> Result<Json<LoginResponse>, Error> {
-    Ok(Json(state.services.otp_verify(body).await?))
+    Ok(Json(state.services.identity.otp_verify(body).await?))
 }

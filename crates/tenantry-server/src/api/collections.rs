@@ -115,6 +115,7 @@ async fn list_collections(
     let after = page.after_name()?.unwrap_or_default();
     let rows = state
         .services
+        .records
         .list_collections(&scope.acting(), &after, page.limit() + 1)
         .await?;
     Ok(Json(Page::keyed(rows, &page, |c| {
@@ -136,6 +137,7 @@ async fn put_collection(
 ) -> Result<(StatusCode, Json<CollectionDef>), Error> {
     let (def, created) = state
         .services
+        .records
         .put_collection(&scope.acting(), &name, body)
         .await?;
     Ok((
@@ -161,6 +163,7 @@ async fn create_record(
 ) -> Result<Response, Error> {
     let record = state
         .services
+        .records
         .create_record(&scope.acting(), &name, body)
         .await?;
     Ok(record_response(StatusCode::CREATED, &name, record))
@@ -181,6 +184,7 @@ async fn list_records(
     let params = list_params(query.as_deref())?;
     let (items, next_cursor) = state
         .services
+        .records
         .list_records(&scope.acting(), &name, params)
         .await?;
     Ok(Json(Page { items, next_cursor }))
@@ -197,6 +201,7 @@ async fn get_record(
 ) -> Result<Response, Error> {
     let record = state
         .services
+        .records
         .get_record(&scope.acting(), &name, &id)
         .await?;
     Ok(record_response(StatusCode::OK, &name, record))
@@ -241,6 +246,7 @@ async fn write_record(
 ) -> Result<Response, Error> {
     let record = state
         .services
+        .records
         .write_record(&scope.acting(), name, id, body, patch, if_match(headers)?)
         .await?;
     Ok(record_response(StatusCode::OK, name, record))
@@ -258,6 +264,7 @@ async fn delete_record(
 ) -> Result<StatusCode, Error> {
     state
         .services
+        .records
         .delete_record(&scope.acting(), &name, &id, if_match(&headers)?)
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -283,6 +290,7 @@ async fn stats(
     Ok(Json(
         state
             .services
+            .analytics
             .stats(&scope.acting(), &name, &q.group_by)
             .await?,
     ))

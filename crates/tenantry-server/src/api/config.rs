@@ -47,6 +47,7 @@ async fn list_config(
     Ok(Json(
         state
             .services
+            .tenants
             .list_config(&actor, &id, q.effective, q.reveal)
             .await?,
     ))
@@ -65,6 +66,7 @@ async fn get_config(
     Ok(Json(
         state
             .services
+            .tenants
             .get_config(&actor, &id, &key, q.reveal)
             .await?,
     ))
@@ -81,7 +83,11 @@ async fn put_config(
     ApiJson(body): ApiJson<PutConfig>,
 ) -> Result<Json<ConfigView>, Error> {
     Ok(Json(
-        state.services.put_config(&actor, &id, &key, body).await?,
+        state
+            .services
+            .tenants
+            .put_config(&actor, &id, &key, body)
+            .await?,
     ))
 }
 
@@ -94,7 +100,11 @@ async fn delete_config(
     Authenticated(actor): Authenticated,
     Path((id, key)): Path<(String, String)>,
 ) -> Result<StatusCode, Error> {
-    state.services.delete_config(&actor, &id, &key).await?;
+    state
+        .services
+        .tenants
+        .delete_config(&actor, &id, &key)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -106,7 +116,7 @@ async fn get_branding(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
-    Ok(Json(state.services.branding(&id).await?))
+    Ok(Json(state.services.tenants.branding(&id).await?))
 }
 
 /// Replaces the branding; needs the plan feature `custom_branding`.
@@ -119,7 +129,13 @@ async fn put_branding(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<Value>, Error> {
-    Ok(Json(state.services.put_branding(&actor, &id, body).await?))
+    Ok(Json(
+        state
+            .services
+            .tenants
+            .put_branding(&actor, &id, body)
+            .await?,
+    ))
 }
 
 /// Effective feature flags: `{name: bool}`.
@@ -131,5 +147,5 @@ async fn features(
     Authenticated(actor): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<BTreeMap<String, bool>>, Error> {
-    Ok(Json(state.services.features(&actor, &id).await?))
+    Ok(Json(state.services.tenants.features(&actor, &id).await?))
 }

@@ -83,6 +83,7 @@ async fn list_jobs(
     };
     let rows = state
         .services
+        .tenants
         .list_jobs(&actor, query, &page.request()?)
         .await?;
     let rows = rows.into_iter().map(JobView::from).collect();
@@ -98,7 +99,7 @@ async fn get_job(
     Authenticated(actor): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
-    let job = state.services.visible_job(&actor, &id).await?;
+    let job = state.services.tenants.visible_job(&actor, &id).await?;
     Ok(with_tenant(job.tenant_id, Json(JobView::from(job))))
 }
 
@@ -112,7 +113,7 @@ async fn job_result(
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
     let s = &state.services;
-    let job = s.visible_job(&actor, &id).await?;
+    let job = s.tenants.visible_job(&actor, &id).await?;
     if job.kind != JobKind::Export || job.status != JobStatus::Succeeded {
         return Err(Error::NotFound("job result".into()));
     }
@@ -122,20 +123,22 @@ async fn job_result(
         .and_then(|f| serde_json::from_value(f.clone()).ok())
         .unwrap_or_default();
     let path = s
+        .tenants
         .jobs
         .export_path(job.tenant_id, job.id, format.extension());
     // Another node's data dir holds it, or the tenant was deleted since.
     let file = tokio::fs::File::open(&path)
         .await
         .map_err(|_| Error::NotFound("export file".into()))?;
-    if let Some(tenant) = s.store.tenant_by_id(job.tenant_id).await? {
-        s.audit(
-            Some(&tenant),
-            &actor,
-            "tenant.export_download",
-            &format!("jobs/{}", job.id),
-        )
-        .await?;
+    if let Some(tenant) = s.core.store.tenant_by_id(job.tenant_id).await? {
+        s.core
+            .audit(
+                Some(&tenant),
+                &actor,
+                "tenant.export_download",
+                &format!("jobs/{}", job.id),
+            )
+            .await?;
     }
     let mut res = Body::from_stream(tokio_util::io::ReaderStream::new(file)).into_response();
     res.headers_mut().insert(
@@ -170,7 +173,11 @@ async fn export_tenant(
     } else {
         super::extract::parse_json(&body)?
     };
-    let job = state.services.start_export(&actor, &id, request).await?;
+    let job = state
+        .services
+        .tenants
+        .start_export(&actor, &id, request)
+        .await?;
     Ok(accepted(&job))
 }
 
@@ -191,13 +198,16 @@ async fn import_tenant(
 ) -> Result<Response, Error> {
     let s = &state.services;
     // Who may, before a byte is stored.
-    let tenant = s.administered_tenant(&actor, &id).await?;
-    let path = s.jobs.upload_path(tenant.id, tenantry::JobId::new());
+    let tenant = s.core.administered_tenant(&actor, &id).await?;
+    let path = s
+        .tenants
+        .jobs
+        .upload_path(tenant.id, tenantry::JobId::new());
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let limit = s.jobs.import_max_bytes;
+    let limit = s.tenants.jobs.import_max_bytes;
     let stored = match multer::parse_boundary(content_type) {
         Ok(boundary) => {
             let mut form = multer::Multipart::new(body.into_data_stream(), boundary);
@@ -227,7 +237,11 @@ async fn import_tenant(
         let _ = tokio::fs::remove_file(&path).await;
         return Err(e);
     }
-    match s.start_import(&actor, &tenant, path.clone(), true).await {
+    match s
+        .tenants
+        .start_import(&actor, &tenant, path.clone(), true)
+        .await
+    {
         Ok(job) => Ok(accepted(&job)),
         Err(e) => {
             let _ = tokio::fs::remove_file(&path).await;
@@ -277,6 +291,6 @@ async fn move_tenant(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<MoveRequest>,
 ) -> Result<Response, Error> {
-    let job = state.services.start_move(&actor, &id, body).await?;
+    let job = state.services.tenants.start_move(&actor, &id, body).await?;
     Ok(accepted(&job))
 }

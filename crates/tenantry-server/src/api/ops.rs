@@ -28,7 +28,7 @@ async fn healthz() -> Json<Value> {
 #[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
     responses((status = 200, description = "ready"), (status = 503, body = crate::api::problem::Problem)))]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, Error> {
-    state.services.store.ping().await?;
+    state.services.core.store.ping().await?;
     Ok(Json(json!({"status": "ready"})))
 }
 

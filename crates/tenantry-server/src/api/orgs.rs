@@ -34,7 +34,7 @@ async fn create_org(
 ) -> Result<(StatusCode, Json<Organization>), Error> {
     Ok((
         StatusCode::CREATED,
-        Json(state.services.create_org(&actor, body).await?),
+        Json(state.services.tenants.create_org(&actor, body).await?),
     ))
 }
 
@@ -46,7 +46,11 @@ async fn list_orgs(
     Authenticated(actor): Authenticated,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<Page<Organization>>, Error> {
-    let rows = state.services.list_orgs(&actor, &page.request()?).await?;
+    let rows = state
+        .services
+        .tenants
+        .list_orgs(&actor, &page.request()?)
+        .await?;
     Ok(Json(Page::from_rows(rows, &page, |o| o.id.0)))
 }
 
@@ -58,7 +62,7 @@ async fn get_org(
     Authenticated(actor): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<Organization>, Error> {
-    Ok(Json(state.services.org(&actor, &id).await?))
+    Ok(Json(state.services.core.org(&actor, &id).await?))
 }
 
 /// The organization's tenants.
@@ -73,6 +77,7 @@ async fn org_tenants(
 ) -> Result<Json<Page<Tenant>>, Error> {
     let rows = state
         .services
+        .tenants
         .org_tenants(&actor, &id, &page.request()?)
         .await?
         .into_iter()
@@ -94,6 +99,12 @@ async fn create_org_admin(
 ) -> Result<(StatusCode, Json<UserView>), Error> {
     Ok((
         StatusCode::CREATED,
-        Json(state.services.create_org_admin(&actor, &id, body).await?),
+        Json(
+            state
+                .services
+                .identity
+                .create_org_admin(&actor, &id, body)
+                .await?,
+        ),
     ))
 }

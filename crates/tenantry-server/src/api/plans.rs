@@ -26,7 +26,7 @@ async fn list_plans(
     auth: Authenticated,
 ) -> Result<Json<Page<Plan>>, Error> {
     auth.require_platform()?;
-    let items = state.services.list_plans().await?;
+    let items = state.services.core.list_plans().await?;
     Ok(Json(Page {
         items,
         next_cursor: None,
@@ -42,7 +42,7 @@ async fn get_plan(
     Path(code): Path<String>,
 ) -> Result<Json<Plan>, Error> {
     auth.require_platform()?;
-    Ok(Json(Plan::clone(&*state.services.plan(&code).await?)))
+    Ok(Json(Plan::clone(&*state.services.core.plan(&code).await?)))
 }
 
 /// Replaces a plan, or adds it when the code is new (super-admin).
@@ -54,6 +54,6 @@ async fn put_plan(
     Path(code): Path<String>,
     ApiJson(body): ApiJson<PlanBody>,
 ) -> Result<(StatusCode, Json<Plan>), Error> {
-    let (plan, _created) = state.services.put_plan(&actor, &code, body).await?;
+    let (plan, _created) = state.services.tenants.put_plan(&actor, &code, body).await?;
     Ok((StatusCode::OK, Json(plan)))
 }

@@ -48,7 +48,7 @@ impl FromRequestParts<AppState> for Authenticated {
                     .or_else(|| v.strip_prefix("bearer "))
             })
             .ok_or(Error::Unauthorized)?;
-        let principal = state.services.authenticate(token.trim()).await?;
+        let principal = state.services.identity.authenticate(token.trim()).await?;
         // The tenant resolver reads the principal from here.
         parts.extensions.insert(principal.clone());
         Ok(Authenticated(principal))
@@ -89,6 +89,7 @@ impl FromRequestParts<AppState> for TenantScope {
                 {
                     state
                         .services
+                        .core
                         .audit_cross_tenant(
                             &principal,
                             target,
@@ -105,6 +106,7 @@ impl FromRequestParts<AppState> for TenantScope {
         let slot = parts.extensions.get::<RateSlot>();
         let admitted = state
             .services
+            .admission
             .admit(
                 &principal,
                 &resolution,

@@ -59,7 +59,7 @@ async fn create_tenant(
     Authenticated(actor): Authenticated,
     ApiJson(body): ApiJson<NewTenant>,
 ) -> Result<Response, Error> {
-    let tenant = state.services.create_tenant(&actor, body).await?;
+    let tenant = state.services.tenants.create_tenant(&actor, body).await?;
     Ok(with_tenant(
         tenant.id,
         (StatusCode::CREATED, Json(shown_to(&actor, tenant))),
@@ -102,6 +102,7 @@ async fn list_tenants(
     };
     let rows = state
         .services
+        .core
         .list_tenants(&actor, filter, &page.request()?)
         .await?;
     let rows = rows.into_iter().map(|t| shown_to(&actor, t)).collect();
@@ -117,7 +118,7 @@ async fn get_tenant(
     Authenticated(actor): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
-    let tenant = state.services.administered_tenant(&actor, &id).await?;
+    let tenant = state.services.core.administered_tenant(&actor, &id).await?;
     Ok(with_tenant(tenant.id, Json(shown_to(&actor, tenant))))
 }
 
@@ -131,7 +132,11 @@ async fn patch_tenant(
     Path(id): Path<String>,
     ApiJson(patch): ApiJson<TenantPatch>,
 ) -> Result<Response, Error> {
-    let tenant = state.services.update_tenant(&actor, &id, patch).await?;
+    let tenant = state
+        .services
+        .tenants
+        .update_tenant(&actor, &id, patch)
+        .await?;
     Ok(with_tenant(tenant.id, Json(shown_to(&actor, tenant))))
 }
 
@@ -148,8 +153,12 @@ async fn delete_tenant(
     Authenticated(actor): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
-    let job = state.services.delete_tenant(&actor, &id).await?;
-    state.services.wait_for_job(job, DELETE_WAIT).await?;
+    let job = state.services.tenants.delete_tenant(&actor, &id).await?;
+    state
+        .services
+        .tenants
+        .wait_for_job(job, DELETE_WAIT)
+        .await?;
     let mut res = StatusCode::NO_CONTENT.into_response();
     if let Ok(v) = axum::http::HeaderValue::from_str(&job.to_string()) {
         res.headers_mut().insert("job-id", v);
@@ -167,7 +176,11 @@ async fn set_status(
     id: &str,
     status: TenantStatus,
 ) -> Result<Response, Error> {
-    let tenant = state.services.set_tenant_status(actor, id, status).await?;
+    let tenant = state
+        .services
+        .tenants
+        .set_tenant_status(actor, id, status)
+        .await?;
     Ok(with_tenant(tenant.id, Json(shown_to(actor, tenant))))
 }
 
@@ -209,6 +222,7 @@ async fn change_plan(
 ) -> Result<Response, Error> {
     let (tenant, job) = state
         .services
+        .tenants
         .set_tenant_plan(&actor, &id, body.plan)
         .await?;
     match job {
@@ -245,7 +259,7 @@ async fn usage(
                 Error::invalid("range", "must be <n>d with n from 1 to 366, e.g. 30d")
             })?,
     };
-    Ok(Json(state.services.usage(&actor, &id, days).await?).into_response())
+    Ok(Json(state.services.analytics.usage(&actor, &id, days).await?).into_response())
 }
 
 /// Whether the tenant's database answers, and its last five minutes of
@@ -259,7 +273,7 @@ async fn health(
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
     // Exactly the usage route's rule: staff over the tenant only.
-    let tenant = state.services.administered_tenant(&actor, &id).await?;
+    let tenant = state.services.core.administered_tenant(&actor, &id).await?;
     let report = crate::monitor::health::check(&state.services, &state.traffic, &tenant).await;
     Ok(Json(report).into_response())
 }

@@ -30,7 +30,13 @@ async fn create_user(
 ) -> Result<(StatusCode, Json<UserView>), Error> {
     Ok((
         StatusCode::CREATED,
-        Json(state.services.create_user(&scope.acting(), body).await?),
+        Json(
+            state
+                .services
+                .identity
+                .create_user(&scope.acting(), body)
+                .await?,
+        ),
     ))
 }
 
@@ -44,6 +50,7 @@ async fn list_users(
 ) -> Result<Json<Page<UserView>>, Error> {
     let rows = state
         .services
+        .identity
         .list_users(&scope.acting(), &page.request()?)
         .await?;
     Ok(Json(Page::from_rows(rows, &page, |u| u.id.0)))
@@ -57,7 +64,13 @@ async fn get_user(
     scope: TenantScope,
     Path(id): Path<String>,
 ) -> Result<Json<UserView>, Error> {
-    Ok(Json(state.services.get_user(&scope.acting(), &id).await?))
+    Ok(Json(
+        state
+            .services
+            .identity
+            .get_user(&scope.acting(), &id)
+            .await?,
+    ))
 }
 
 /// Changes name, role, password or `active`. Everyone may change their own
@@ -74,6 +87,7 @@ async fn patch_user(
     Ok(Json(
         state
             .services
+            .identity
             .update_user(&scope.acting(), &id, patch)
             .await?,
     ))
@@ -87,6 +101,10 @@ async fn delete_user(
     scope: TenantScope,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Error> {
-    state.services.delete_user(&scope.acting(), &id).await?;
+    state
+        .services
+        .identity
+        .delete_user(&scope.acting(), &id)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

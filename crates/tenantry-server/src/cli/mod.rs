@@ -210,7 +210,7 @@ impl Cli {
                     "{:<12} {:>10} {:>16} {:>14} {:>8}  isolation",
                     "code", "max_users", "max_storage", "requests/day", "req/s"
                 );
-                for p in services.list_plans().await? {
+                for p in services.core.list_plans().await? {
                     let show = |v: Option<u64>| v.map_or("unlimited".to_owned(), |n| n.to_string());
                     println!(
                         "{:<12} {:>10} {:>16} {:>14} {:>8}  {}",
@@ -235,6 +235,7 @@ impl Cli {
             }) => {
                 let services = open_services(&self.settings(None)?).await?;
                 let user = services
+                    .identity
                     .create_platform_user(
                         &crate::control::console_operator(),
                         email,

@@ -28,6 +28,7 @@ pub(super) async fn all_tenants(
     let mut all = Vec::new();
     loop {
         let rows = services
+            .core
             .list_tenants(&console_operator(), filter.clone(), &page)
             .await
             .map_err(describe)?;
@@ -47,23 +48,24 @@ pub(super) async fn verify_audit(services: &Services, tenant: Option<&str>) -> a
     match tenant {
         Some(tenant) => {
             let t = services
+                .core
                 .administered_tenant(&console_operator(), tenant)
                 .await
                 .map_err(describe)?;
             reports.push((
                 format!("tenant {}", t.slug),
-                services.verify_tenant_chains(&t).await?,
+                services.tenants.verify_tenant_chains(&t).await?,
             ));
         }
         None => {
             reports.push((
                 "platform".to_owned(),
-                services.verify_platform_chain().await?,
+                services.tenants.verify_platform_chain().await?,
             ));
             let tenants = all_tenants(services, TenantFilter::default()).await?;
             let bar = crate::migrate::progress_bar(tenants.len() as u64, "verifying tenants");
             for t in tenants {
-                let report = services.verify_tenant_chains(&t).await?;
+                let report = services.tenants.verify_tenant_chains(&t).await?;
                 reports.push((format!("tenant {}", t.slug), report));
                 bar.inc(1);
             }
@@ -122,6 +124,7 @@ pub(super) async fn tenant_command(
             };
             print_tenant(
                 &services
+                    .tenants
                     .create_tenant(&operator, input)
                     .await
                     .map_err(describe)?,
@@ -160,24 +163,28 @@ pub(super) async fn tenant_command(
         }
         TenantCommand::Show { tenant } => print_tenant(
             &services
+                .core
                 .administered_tenant(&operator, tenant)
                 .await
                 .map_err(describe)?,
         ),
         TenantCommand::Suspend { tenant } => print_tenant(
             &services
+                .tenants
                 .set_tenant_status(&operator, tenant, TenantStatus::Suspended)
                 .await
                 .map_err(describe)?,
         ),
         TenantCommand::Activate { tenant } => print_tenant(
             &services
+                .tenants
                 .set_tenant_status(&operator, tenant, TenantStatus::Active)
                 .await
                 .map_err(describe)?,
         ),
         TenantCommand::Delete { tenant } => {
             let job = services
+                .tenants
                 .delete_tenant(&operator, tenant)
                 .await
                 .map_err(describe)?;
@@ -208,12 +215,16 @@ pub(super) async fn tenant_command(
                     .context("--format must be ndjson or json")?,
             };
             let job = services
+                .tenants
                 .start_export(&operator, tenant, request)
                 .await
                 .map_err(describe)?;
             let job = follow(services, job.id, "export").await?;
             let ext = job.params["format"].as_str().unwrap_or("ndjson");
-            let path = services.jobs.export_path(job.tenant_id, job.id, ext);
+            let path = services
+                .tenants
+                .jobs
+                .export_path(job.tenant_id, job.id, ext);
             match output {
                 Some(out) => {
                     std::fs::copy(&path, out)
@@ -226,12 +237,14 @@ pub(super) async fn tenant_command(
         }
         TenantCommand::Import { tenant, file } => {
             let target = services
+                .core
                 .administered_tenant(&operator, tenant)
                 .await
                 .map_err(describe)?;
             let file = std::fs::canonicalize(file)
                 .with_context(|| format!("reading {}", file.display()))?;
             let job = services
+                .tenants
                 .start_import(&operator, &target, file, false)
                 .await
                 .map_err(describe)?;
@@ -255,11 +268,13 @@ pub(super) async fn tenant_command(
                 server: server.clone(),
             };
             let job = services
+                .tenants
                 .start_move(&operator, tenant, request)
                 .await
                 .map_err(describe)?;
             follow(services, job.id, "move").await?;
             let moved = services
+                .core
                 .administered_tenant(&operator, tenant)
                 .await
                 .map_err(describe)?;
@@ -294,6 +309,7 @@ pub(super) async fn tenant_command(
                 "id", "tenant", "kind", "status", "done"
             );
             for j in services
+                .tenants
                 .list_jobs(&operator, query, &page)
                 .await
                 .map_err(describe)?

@@ -1,6 +1,6 @@
 //! Platform users: the first super-admin, further admins, and their login.
 
-use super::{Services, audit_entry};
+use super::{Identity, audit_entry};
 use crate::auth::password;
 use crate::error::{Result, Validator};
 
@@ -24,7 +24,7 @@ fn check_credentials(v: &mut Validator, email: &str, password: &str) {
     );
 }
 
-impl Services {
+impl Identity {
     /// Creates a platform user. `role` is `SuperAdmin` or `OrgAdmin` (with its organization).
     pub async fn create_platform_user(
         &self,
@@ -55,14 +55,14 @@ impl Services {
             password_hash: password::hash(password).await?,
             role,
             organization_id,
-            created_at: self.clock.now(),
+            created_at: self.core.clock.now(),
         };
         let what = match organization_id {
             Some(org) => format!("platform_users/{}?organization={org}", user.id),
             None => format!("platform_users/{}", user.id),
         };
         let audit = audit_entry(actor, "platform_user.create", what);
-        self.store.insert_platform_user(&user, &audit).await?;
+        self.core.store.insert_platform_user(&user, &audit).await?;
         Ok(user)
     }
 
@@ -73,7 +73,7 @@ impl Services {
         email: Option<&str>,
         password: Option<&str>,
     ) -> Result<Option<(String, String)>> {
-        if self.store.count_super_admins().await? > 0 {
+        if self.core.store.count_super_admins().await? > 0 {
             return Ok(None);
         }
         let email = email.unwrap_or("admin@tenantry.local").to_owned();
@@ -106,7 +106,7 @@ pub struct NewOrgAdmin {
     pub name: String,
 }
 
-impl Services {
+impl Identity {
     /// Adds an administrator to an organization (super-admin).
     pub async fn create_org_admin(
         &self,
@@ -117,7 +117,7 @@ impl Services {
         if actor.role != Role::SuperAdmin {
             return Err(crate::error::Error::Forbidden("super-admin only".into()));
         }
-        let org = self.org(actor, org).await?;
+        let org = self.core.org(actor, org).await?;
         let user = self
             .create_platform_user(
                 actor,

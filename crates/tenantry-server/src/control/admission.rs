@@ -2,7 +2,7 @@
 //! its tenant's plan lets the request in now (`admit`). The HTTP edge calls
 //! both once per request; the order of the plan's checks is read here only.
 
-use super::Services;
+use super::{Admission, Identity};
 use crate::enforce::bucket::RateInfo;
 use crate::error::{Error, Result};
 use tenantry::resolve::Resolution;
@@ -16,7 +16,7 @@ pub struct Admitted {
     _slot: OwnedSemaphorePermit,
 }
 
-impl Services {
+impl Identity {
     /// The principal a bearer token proves. A valid signature is not
     /// enough: the user, active and in the same role, and its tenant must
     /// still exist (cached briefly; every change here invalidates it).
@@ -24,18 +24,21 @@ impl Services {
         let principal = self.tokens.verify(token)?;
         let key = (principal.tenant_id, principal.user_id);
         let role = self
+            .core
             .caches
             .users
             .get_or_try_insert_with(&key, async {
                 Ok::<_, Error>(match principal.tenant_id {
                     None => self
+                        .core
                         .store
                         .platform_user(principal.user_id)
                         .await?
                         .map(|u| u.role),
-                    Some(tid) => match self.resolver.find(&tid.to_string()).await? {
+                    Some(tid) => match self.core.resolver.find(&tid.to_string()).await? {
                         None => None,
                         Some(tenant) => self
+                            .core
                             .store
                             .user(&tenant, principal.user_id)
                             .await?
@@ -51,7 +54,9 @@ impl Services {
             Err(Error::Unauthorized)
         }
     }
+}
 
+impl Admission {
     /// Lets a request of `principal` into its resolved tenant, checking the
     /// plan in this order:
     /// 1. the rate limit, before the request does any database work of its
@@ -72,7 +77,7 @@ impl Services {
     ) -> Result<Admitted> {
         let tenant = &resolution.tenant;
         let staff = principal.role.is_platform();
-        let plan = self.plan(&tenant.plan).await?;
+        let plan = self.core.plan(&tenant.plan).await?;
         if let (Some(limiter), Some(per_second)) =
             (&self.rate_limiter, plan.limits.requests_per_second)
         {
@@ -96,7 +101,9 @@ impl Services {
         }
         if resolution.cross_tenant {
             let action = format!("staff_access.{}", method.to_ascii_lowercase());
-            self.audit(Some(tenant), principal, &action, path).await?;
+            self.core
+                .audit(Some(tenant), principal, &action, path)
+                .await?;
         }
         Ok(Admitted { _slot: slot })
     }

@@ -1,7 +1,7 @@
 //! Statistics of one tenant's collection, its usage report, and the
 //! cross-tenant comparison platform staff see.
 
-use super::Services;
+use super::Analytics;
 use crate::error::{Error, Result, Validator};
 use serde::Serialize;
 use serde_json::Value;
@@ -70,7 +70,7 @@ fn group_label(v: &Value) -> String {
     }
 }
 
-impl Services {
+impl Analytics {
     pub async fn stats(&self, acting: &Acting, collection: &str, group_by: &str) -> Result<Stats> {
         if !valid_field(group_by) {
             return Err(Error::invalid(
@@ -78,9 +78,10 @@ impl Services {
                 "fields are dot-separated identifiers",
             ));
         }
-        let data = self.tenant_data(&acting.tenant).await?;
+        let data = self.core.tenant_data(&acting.tenant).await?;
         if self
-            .usable_collection(acting, data.as_ref(), collection, false)
+            .core
+            .collection(acting, data.as_ref(), collection)
             .await?
             .is_none()
         {
@@ -133,9 +134,9 @@ impl Services {
         };
         let mut rows = Vec::new();
         loop {
-            let tenants = self.list_tenants(actor, filter.clone(), &page).await?;
+            let tenants = self.core.list_tenants(actor, filter.clone(), &page).await?;
             for tenant in &tenants {
-                let data = self.tenant_data(tenant).await?;
+                let data = self.core.tenant_data(tenant).await?;
                 // The resolved values are among the largest groups in any
                 // collection worth comparing; past MAX_GROUPS the smallest
                 // groups are not counted.
@@ -183,12 +184,13 @@ impl Services {
         id_or_slug: &str,
         days: u32,
     ) -> Result<UsageReport> {
-        let tenant = self.administered_tenant(actor, id_or_slug).await?;
-        self.audit_staff_read(actor, &tenant, "usage").await?;
-        let usage = self.tenant_data(&tenant).await?.usage().await?;
-        let today = self.clock.now().date_naive();
+        let tenant = self.core.administered_tenant(actor, id_or_slug).await?;
+        self.core.audit_staff_read(actor, &tenant, "usage").await?;
+        let usage = self.core.tenant_data(&tenant).await?.usage().await?;
+        let today = self.core.clock.now().date_naive();
         let from = today - chrono::Duration::days(i64::from(days.max(1)) - 1);
         let mut by_day: BTreeMap<chrono::NaiveDate, u64> = self
+            .core
             .store
             .request_counts(&tenant, from, today)
             .await?
@@ -206,12 +208,12 @@ impl Services {
             })
             .collect();
         Ok(UsageReport {
-            users: self.store.count_users(&tenant).await?,
+            users: self.core.store.count_users(&tenant).await?,
             records: usage.records,
             storage_bytes: usage.storage_bytes,
             requests_today: by_day.get(&today).copied().unwrap_or(0),
             requests_by_day,
-            limits: self.plan(&tenant.plan).await?.limits.clone(),
+            limits: self.core.plan(&tenant.plan).await?.limits.clone(),
         })
     }
 }

@@ -2,7 +2,7 @@
 //! the store, with the change they record; nothing here edits or deletes one.
 //! Reading the log is not itself audited: it would feed itself.
 
-use super::Services;
+use super::Tenants;
 use crate::error::{Error, Result};
 use serde::Serialize;
 use std::iter::Peekable;
@@ -135,7 +135,7 @@ where
     })
 }
 
-impl Services {
+impl Tenants {
     /// A tenant's entries, its control and data chains merged in time order.
     async fn tenant_entries(
         &self,
@@ -147,10 +147,12 @@ impl Services {
         let mut cursor = ChainCursor::parse(cursor, 2)?;
         // One more than the page from each: whatever is left means a next page.
         let control = self
+            .core
             .store
             .list_audit(Some(tenant), filter, cursor.0[0], limit + 1)
             .await?;
         let data = self
+            .core
             .tenant_data(tenant)
             .await?
             .list_audit(filter, cursor.0[1], limit + 1)
@@ -167,7 +169,7 @@ impl Services {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<AuditPage> {
-        let tenant = self.administered_tenant(actor, id_or_slug).await?;
+        let tenant = self.core.administered_tenant(actor, id_or_slug).await?;
         self.tenant_entries(&tenant, filter, cursor, limit).await
     }
 
@@ -200,6 +202,7 @@ impl Services {
         }
         let mut cursor = ChainCursor::parse(cursor, 1)?;
         let entries = self
+            .core
             .store
             .list_audit(None, filter, cursor.0[0], limit + 1)
             .await?;
@@ -208,7 +211,7 @@ impl Services {
 
     /// `GET /api/v1/tenants/{id}/audit/verify`.
     pub async fn verify_audit(&self, actor: &Principal, id_or_slug: &str) -> Result<Verification> {
-        let tenant = self.administered_tenant(actor, id_or_slug).await?;
+        let tenant = self.core.administered_tenant(actor, id_or_slug).await?;
         self.verify_tenant_chains(&tenant).await
     }
 
@@ -216,10 +219,10 @@ impl Services {
     pub async fn verify_tenant_chains(&self, tenant: &Tenant) -> Result<Verification> {
         let all = AuditFilter::default();
         let control = verify_chain(AuditChain::Control, |after, limit| {
-            self.store.list_audit(Some(tenant), &all, after, limit)
+            self.core.store.list_audit(Some(tenant), &all, after, limit)
         })
         .await?;
-        let data = self.tenant_data(tenant).await?;
+        let data = self.core.tenant_data(tenant).await?;
         let data = verify_chain(AuditChain::Data, |after, limit| {
             data.list_audit(&all, after, limit)
         })
@@ -231,7 +234,7 @@ impl Services {
     pub async fn verify_platform_chain(&self) -> Result<Verification> {
         let all = AuditFilter::default();
         let platform = verify_chain(AuditChain::Platform, |after, limit| {
-            self.store.list_audit(None, &all, after, limit)
+            self.core.store.list_audit(None, &all, after, limit)
         })
         .await?;
         Ok(Verification::of(vec![platform]))

@@ -1,7 +1,7 @@
 //! Per-tenant configuration (plain or encrypted), effective configuration
 //! over the plan's defaults, feature flags and branding.
 
-use super::{Services, audit_entry};
+use super::{Core, Tenants, audit_entry};
 use crate::error::{Error, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -92,7 +92,7 @@ pub fn validate_config_value(key: &str, value: &Value) -> std::result::Result<()
     }
 }
 
-impl Services {
+impl Tenants {
     /// A tenant whose settings `actor` may manage: platform staff over it, or
     /// the tenant's own admins.
     /// `action` names the access in the tenant's audit chain when platform
@@ -104,11 +104,11 @@ impl Services {
         id_or_slug: &str,
         action: &str,
     ) -> Result<Tenant> {
-        let tenant = self.visible_tenant(actor, id_or_slug).await?;
+        let tenant = self.core.visible_tenant(actor, id_or_slug).await?;
         let own_admin = actor.role == Role::Admin && actor.tenant_id == Some(tenant.id);
         if actor.may_administer(tenant.organization_id) || own_admin {
             if let Some(what) = action.strip_suffix(".read") {
-                self.audit_staff_read(actor, &tenant, what).await?;
+                self.core.audit_staff_read(actor, &tenant, what).await?;
             }
             Ok(tenant)
         } else {
@@ -127,33 +127,8 @@ impl Services {
         Ok(())
     }
 
-    /// The value a client sees: encrypted values masked, or decrypted on reveal.
-    async fn shown_value(
-        &self,
-        tenant: &Tenant,
-        entry: &ConfigEntry,
-        reveal: bool,
-    ) -> Result<Value> {
-        if !entry.encrypted {
-            return Ok(entry.value.clone());
-        }
-        if !reveal {
-            return Ok(json!(MASK));
-        }
-        let sealed = entry.value.as_str().ok_or_else(|| {
-            Error::Internal(format!("encrypted config {} is not a string", entry.key))
-        })?;
-        let wrapped = self.store.tenant_wrapped_key(tenant).await?;
-        let plain = self
-            .keyring
-            .open_value(tenant.id, &wrapped, &entry.key, sealed)
-            .map_err(|e| Error::Internal(format!("opening config {}: {e}", entry.key)))?;
-        serde_json::from_slice(&plain)
-            .map_err(|e| Error::Internal(format!("decrypted config {}: {e}", entry.key)))
-    }
-
     async fn view(&self, tenant: &Tenant, entry: ConfigEntry, reveal: bool) -> Result<ConfigView> {
-        let value = self.shown_value(tenant, &entry, reveal).await?;
+        let value = self.core.shown_value(tenant, &entry, reveal).await?;
         Ok(ConfigView {
             key: entry.key,
             value,
@@ -174,36 +149,7 @@ impl Services {
         let tenant = self
             .settings_tenant(actor, id_or_slug, "config.read")
             .await?;
-        self.config_map(&tenant, effective, reveal).await
-    }
-
-    /// The configuration as a map, with no access check (callers check).
-    async fn config_map(
-        &self,
-        tenant: &Tenant,
-        effective: bool,
-        reveal: bool,
-    ) -> Result<BTreeMap<String, Value>> {
-        let mut out = if effective {
-            self.plan(&tenant.plan).await?.config_defaults.clone()
-        } else {
-            BTreeMap::new()
-        };
-        for entry in self.store.list_config(tenant).await? {
-            let value = self.shown_value(tenant, &entry, reveal).await?;
-            match out.get_mut(&entry.key) {
-                Some(base) if !entry.encrypted => merge_json(base, &value),
-                _ => {
-                    out.insert(entry.key, value);
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Effective configuration for the server's own use (always decrypted).
-    pub async fn effective_config(&self, tenant: &Tenant) -> Result<BTreeMap<String, Value>> {
-        self.config_map(tenant, true, true).await
+        self.core.config_map(&tenant, effective, reveal).await
     }
 
     pub async fn get_config(
@@ -218,6 +164,7 @@ impl Services {
             .settings_tenant(actor, id_or_slug, "config.read")
             .await?;
         let entry = self
+            .core
             .store
             .config(&tenant, key)
             .await?
@@ -255,10 +202,11 @@ impl Services {
         }
         validate_config_value(key, &body.value).map_err(|m| Error::invalid("value", m))?;
         let stored = if body.encrypted {
-            let wrapped = self.store.tenant_wrapped_key(&tenant).await?;
+            let wrapped = self.core.store.tenant_wrapped_key(&tenant).await?;
             let plain =
                 serde_json::to_vec(&body.value).map_err(|e| Error::Internal(e.to_string()))?;
             let sealed = self
+                .core
                 .keyring
                 .seal_value(tenant.id, &wrapped, key, &plain)
                 .map_err(|e| Error::Internal(format!("sealing config: {e}")))?;
@@ -270,10 +218,10 @@ impl Services {
             key: key.to_owned(),
             value: stored,
             encrypted: body.encrypted,
-            updated_at: self.clock.now(),
+            updated_at: self.core.clock.now(),
         };
         let audit = audit_entry(actor, "config.put", config_resource(&tenant, key));
-        self.store.put_config(&tenant, &entry, &audit).await?;
+        self.core.store.put_config(&tenant, &entry, &audit).await?;
         self.view(&tenant, entry, false).await
     }
 
@@ -288,11 +236,115 @@ impl Services {
             .await?;
         Self::check_staff_key(actor, &tenant, key)?;
         let audit = audit_entry(actor, "config.delete", config_resource(&tenant, key));
-        if self.store.delete_config(&tenant, key, &audit).await? {
+        if self.core.store.delete_config(&tenant, key, &audit).await? {
             Ok(())
         } else {
             Err(Error::NotFound("config key".into()))
         }
+    }
+
+    pub async fn features(
+        &self,
+        actor: &Principal,
+        id_or_slug: &str,
+    ) -> Result<BTreeMap<String, bool>> {
+        let tenant = self.core.visible_tenant(actor, id_or_slug).await?;
+        self.core
+            .audit_staff_read(actor, &tenant, "features")
+            .await?;
+        self.core.tenant_features(&tenant).await
+    }
+
+    /// Branding is public: login pages show it before anyone signs in.
+    pub async fn branding(&self, id_or_slug: &str) -> Result<Value> {
+        let tenant = self
+            .core
+            .find_tenant(id_or_slug)
+            .await?
+            .ok_or(Error::TenantNotFound)?;
+        Ok(tenant.branding)
+    }
+
+    pub async fn put_branding(
+        &self,
+        actor: &Principal,
+        id_or_slug: &str,
+        branding: Value,
+    ) -> Result<Value> {
+        let tenant = self
+            .settings_tenant(actor, id_or_slug, "branding.write")
+            .await?;
+        if !branding.is_object() {
+            return Err(Error::invalid("body", "branding must be a JSON object"));
+        }
+        self.core
+            .require_feature(&tenant, "custom_branding")
+            .await?;
+        let change = tenantry::store::TenantChange {
+            branding: Some(branding),
+            updated_at: self.core.clock.now(),
+            ..Default::default()
+        };
+        Ok(self
+            .change_tenant(actor, "tenant.branding", &tenant, &change)
+            .await?
+            .branding)
+    }
+}
+
+impl Core {
+    /// The value a client sees: encrypted values masked, or decrypted on reveal.
+    async fn shown_value(
+        &self,
+        tenant: &Tenant,
+        entry: &ConfigEntry,
+        reveal: bool,
+    ) -> Result<Value> {
+        if !entry.encrypted {
+            return Ok(entry.value.clone());
+        }
+        if !reveal {
+            return Ok(json!(MASK));
+        }
+        let sealed = entry.value.as_str().ok_or_else(|| {
+            Error::Internal(format!("encrypted config {} is not a string", entry.key))
+        })?;
+        let wrapped = self.store.tenant_wrapped_key(tenant).await?;
+        let plain = self
+            .keyring
+            .open_value(tenant.id, &wrapped, &entry.key, sealed)
+            .map_err(|e| Error::Internal(format!("opening config {}: {e}", entry.key)))?;
+        serde_json::from_slice(&plain)
+            .map_err(|e| Error::Internal(format!("decrypted config {}: {e}", entry.key)))
+    }
+
+    /// The configuration as a map, with no access check (callers check).
+    async fn config_map(
+        &self,
+        tenant: &Tenant,
+        effective: bool,
+        reveal: bool,
+    ) -> Result<BTreeMap<String, Value>> {
+        let mut out = if effective {
+            self.plan(&tenant.plan).await?.config_defaults.clone()
+        } else {
+            BTreeMap::new()
+        };
+        for entry in self.store.list_config(tenant).await? {
+            let value = self.shown_value(tenant, &entry, reveal).await?;
+            match out.get_mut(&entry.key) {
+                Some(base) if !entry.encrypted => merge_json(base, &value),
+                _ => {
+                    out.insert(entry.key, value);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Effective configuration for the server's own use (always decrypted).
+    pub async fn effective_config(&self, tenant: &Tenant) -> Result<BTreeMap<String, Value>> {
+        self.config_map(tenant, true, true).await
     }
 
     /// The tenant's effective features: the plan's flags, then the tenant's
@@ -314,16 +366,6 @@ impl Services {
         Ok(features)
     }
 
-    pub async fn features(
-        &self,
-        actor: &Principal,
-        id_or_slug: &str,
-    ) -> Result<BTreeMap<String, bool>> {
-        let tenant = self.visible_tenant(actor, id_or_slug).await?;
-        self.audit_staff_read(actor, &tenant, "features").await?;
-        self.tenant_features(&tenant).await
-    }
-
     pub async fn require_feature(&self, tenant: &Tenant, feature: &str) -> Result<()> {
         if self
             .tenant_features(tenant)
@@ -336,39 +378,6 @@ impl Services {
         } else {
             Err(Error::FeatureNotEnabled(feature.to_owned()))
         }
-    }
-
-    /// Branding is public: login pages show it before anyone signs in.
-    pub async fn branding(&self, id_or_slug: &str) -> Result<Value> {
-        let tenant = self
-            .find_tenant(id_or_slug)
-            .await?
-            .ok_or(Error::TenantNotFound)?;
-        Ok(tenant.branding)
-    }
-
-    pub async fn put_branding(
-        &self,
-        actor: &Principal,
-        id_or_slug: &str,
-        branding: Value,
-    ) -> Result<Value> {
-        let tenant = self
-            .settings_tenant(actor, id_or_slug, "branding.write")
-            .await?;
-        if !branding.is_object() {
-            return Err(Error::invalid("body", "branding must be a JSON object"));
-        }
-        self.require_feature(&tenant, "custom_branding").await?;
-        let change = tenantry::store::TenantChange {
-            branding: Some(branding),
-            updated_at: self.clock.now(),
-            ..Default::default()
-        };
-        Ok(self
-            .change_tenant(actor, "tenant.branding", &tenant, &change)
-            .await?
-            .branding)
     }
 }
 

@@ -2,7 +2,7 @@
 //! are in `query`, statistics and usage in `analytics`). Every call works on
 //! the `Acting` tenant only.
 
-use super::{Services, audit_entry};
+use super::{Core, Records, audit_entry};
 use crate::error::{Error, FieldError, Result, Validator};
 use serde::Deserialize;
 use serde_json::Value;
@@ -121,7 +121,7 @@ const SEALED_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Between two looks at a sealed copy.
 const SEALED_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
-impl Services {
+impl Core {
     pub async fn tenant_data(&self, tenant: &Tenant) -> Result<Arc<dyn TenantData>> {
         Ok(self.data.handle(tenant).await?)
     }
@@ -199,6 +199,37 @@ impl Services {
         }
     }
 
+    /// A defined collection's definition (cached), checked against the
+    /// tenant's features; `None` when it is not defined.
+    pub async fn collection(
+        &self,
+        acting: &Acting,
+        data: &dyn TenantData,
+        name: &str,
+    ) -> Result<Option<CollectionDef>> {
+        if !valid_collection_name(name) {
+            return Err(Error::NotFound("collection".into()));
+        }
+        let key = (acting.tenant.id, name.to_owned());
+        let cached = self
+            .caches
+            .collections
+            .get_or_try_insert_with(&key, data.collection(name))
+            .await?;
+        let Some(def) = cached else {
+            // Absence is not kept: it may be read from a copy of the
+            // tenant's data that a move has just emptied.
+            self.caches.collections.invalidate(&key);
+            return Ok(None);
+        };
+        if let Some(feature) = &def.required_feature {
+            self.require_feature(&acting.tenant, feature).await?;
+        }
+        Ok(Some(def))
+    }
+}
+
+impl Records {
     fn require_admin(acting: &Acting) -> Result<()> {
         match acting.principal.role {
             Role::SuperAdmin | Role::OrgAdmin | Role::Admin => Ok(()),
@@ -251,7 +282,7 @@ impl Services {
             );
         }
         v.finish()?;
-        let now = self.clock.now();
+        let now = self.core.clock.now();
         let dedup = |mut l: Vec<String>| {
             l.sort();
             l.dedup();
@@ -272,6 +303,7 @@ impl Services {
             collection_resource(name),
         );
         let (def, created) = self
+            .core
             .on_tenant_data(&acting.tenant, |data| {
                 let (template, audit) = (&template, &audit);
                 async move {
@@ -290,7 +322,8 @@ impl Services {
                 }
             })
             .await?;
-        self.caches
+        self.core
+            .caches
             .collections
             .invalidate(&(acting.tenant.id, def.name.clone()));
         Ok((def, created))
@@ -306,7 +339,7 @@ impl Services {
         data: &dyn TenantData,
         def: &CollectionDef,
     ) -> Result<()> {
-        let limits = self.plan(&tenant.plan).await?.limits.clone();
+        let limits = self.core.plan(&tenant.plan).await?.limits.clone();
         let all = data.collections().await?;
         let others = || all.iter().filter(|c| c.name != def.name);
         if let Some(max) = limits.max_collections
@@ -338,6 +371,7 @@ impl Services {
         limit: u32,
     ) -> Result<Vec<CollectionDef>> {
         Ok(self
+            .core
             .tenant_data(&acting.tenant)
             .await?
             .collections_after(after, limit)
@@ -353,46 +387,34 @@ impl Services {
         name: &str,
         implicit: bool,
     ) -> Result<Option<CollectionDef>> {
-        if !valid_collection_name(name) {
-            return Err(Error::NotFound("collection".into()));
+        if let Some(def) = self.core.collection(acting, data, name).await? {
+            return Ok(Some(def));
         }
-        let key = (acting.tenant.id, name.to_owned());
-        let cached = self
+        if !implicit {
+            return Ok(None);
+        }
+        let def = CollectionDef::implicit(name, self.core.clock.now());
+        self.check_collection_limits(&acting.tenant, data, &def)
+            .await?;
+        // Never an upsert: an admin's concurrent definition wins.
+        let audit = audit_entry(
+            &acting.principal,
+            "collection.create",
+            collection_resource(name),
+        );
+        data.create_collection_if_absent(&def, &audit).await?;
+        self.core
             .caches
             .collections
-            .get_or_try_insert_with(&key, data.collection(name))
-            .await?;
-        if cached.is_none() {
-            // Absence is not kept: it may be read from a copy of the
-            // tenant's data that a move has just emptied.
-            self.caches.collections.invalidate(&key);
-        }
-        let def = match cached {
-            Some(def) => def,
-            None if implicit => {
-                let def = CollectionDef::implicit(name, self.clock.now());
-                self.check_collection_limits(&acting.tenant, data, &def)
-                    .await?;
-                // Never an upsert: an admin's concurrent definition wins.
-                let audit = audit_entry(
-                    &acting.principal,
-                    "collection.create",
-                    collection_resource(name),
-                );
-                data.create_collection_if_absent(&def, &audit).await?;
-                self.caches.collections.invalidate(&key);
-                data.collection(name).await?.unwrap_or(def)
-            }
-            None => return Ok(None),
-        };
-        if let Some(feature) = &def.required_feature {
-            self.require_feature(&acting.tenant, feature).await?;
-        }
-        Ok(Some(def))
+            .invalidate(&(acting.tenant.id, name.to_owned()));
+        self.core
+            .collection(acting, data, name)
+            .await
+            .map(|found| found.or(Some(def)))
     }
 
     async fn max_storage(&self, tenant: &Tenant) -> Result<Option<u64>> {
-        Ok(self.plan(&tenant.plan).await?.limits.max_storage_bytes)
+        Ok(self.core.plan(&tenant.plan).await?.limits.max_storage_bytes)
     }
 
     pub async fn create_record(
@@ -404,7 +426,7 @@ impl Services {
         if !body.is_object() {
             return Err(Error::invalid("body", "a record is a JSON object"));
         }
-        let now = self.clock.now();
+        let now = self.core.clock.now();
         let record = Record {
             id: RecordId::new(),
             data: body,
@@ -414,33 +436,35 @@ impl Services {
             created_by: Some(acting.principal.user_id),
         };
         let max = self.max_storage(&acting.tenant).await?;
-        self.on_tenant_data(&acting.tenant, |data| {
-            let record = &record;
-            async move {
-                let def = self
-                    .usable_collection(acting, data.as_ref(), collection, true)
-                    .await?
-                    .ok_or_else(|| Error::NotFound("collection".into()))?;
-                schema_errors(&self.caches.schemas, acting.tenant.id, &def, &record.data)?;
-                let audit = record_audit(acting, "record.create", &def, record.id);
-                data.insert_record(&def, record, max, &audit)
-                    .await
-                    .map_err(write_error)
-            }
-        })
-        .await?;
+        self.core
+            .on_tenant_data(&acting.tenant, |data| {
+                let record = &record;
+                async move {
+                    let def = self
+                        .usable_collection(acting, data.as_ref(), collection, true)
+                        .await?
+                        .ok_or_else(|| Error::NotFound("collection".into()))?;
+                    schema_errors(&self.schemas, acting.tenant.id, &def, &record.data)?;
+                    let audit = record_audit(acting, "record.create", &def, record.id);
+                    data.insert_record(&def, record, max, &audit)
+                        .await
+                        .map_err(write_error)
+                }
+            })
+            .await?;
         Ok(record)
     }
 
     pub async fn get_record(&self, acting: &Acting, collection: &str, id: &str) -> Result<Record> {
         let id = record_id(id)?;
-        self.on_tenant_data(&acting.tenant, |data| async move {
-            self.usable_collection(acting, data.as_ref(), collection, false)
-                .await?
-                .ok_or_else(not_found)?;
-            data.record(collection, id).await?.ok_or_else(not_found)
-        })
-        .await
+        self.core
+            .on_tenant_data(&acting.tenant, |data| async move {
+                self.usable_collection(acting, data.as_ref(), collection, false)
+                    .await?
+                    .ok_or_else(not_found)?;
+                data.record(collection, id).await?.ok_or_else(not_found)
+            })
+            .await
     }
 
     /// Replaces (`patch: false`) or merge-patches a record's data, honouring
@@ -459,18 +483,19 @@ impl Services {
             return Err(Error::invalid("body", "a record is a JSON object"));
         }
         let max = self.max_storage(&acting.tenant).await?;
-        self.on_tenant_data(&acting.tenant, |data| {
-            let body = &body;
-            async move {
-                let def = self
-                    .usable_collection(acting, data.as_ref(), collection, false)
-                    .await?
-                    .ok_or_else(not_found)?;
-                self.rewrite(acting, data.as_ref(), &def, id, body, patch, if_match, max)
-                    .await
-            }
-        })
-        .await
+        self.core
+            .on_tenant_data(&acting.tenant, |data| {
+                let body = &body;
+                async move {
+                    let def = self
+                        .usable_collection(acting, data.as_ref(), collection, false)
+                        .await?
+                        .ok_or_else(not_found)?;
+                    self.rewrite(acting, data.as_ref(), &def, id, body, patch, if_match, max)
+                        .await
+                }
+            })
+            .await
     }
 
     /// `write_record` on one copy of the tenant's data.
@@ -506,9 +531,9 @@ impl Services {
             } else {
                 next.data = body.clone();
             }
-            schema_errors(&self.caches.schemas, acting.tenant.id, def, &next.data)?;
+            schema_errors(&self.schemas, acting.tenant.id, def, &next.data)?;
             next.version = current.version + 1;
-            next.updated_at = self.clock.now();
+            next.updated_at = self.core.clock.now();
             let action = if patch { "record.patch" } else { "record.put" };
             let audit = record_audit(acting, action, def, next.id);
             match data
@@ -543,17 +568,18 @@ impl Services {
             Some(IfMatch::Version(v)) => Some(v),
             _ => None,
         };
-        self.on_tenant_data(&acting.tenant, |data| async move {
-            let def = self
-                .usable_collection(acting, data.as_ref(), collection, false)
-                .await?
-                .ok_or_else(not_found)?;
-            let audit = record_audit(acting, "record.delete", &def, id);
-            data.delete_record(&def, id, expected, &audit)
-                .await
-                .map_err(write_error)
-        })
-        .await
+        self.core
+            .on_tenant_data(&acting.tenant, |data| async move {
+                let def = self
+                    .usable_collection(acting, data.as_ref(), collection, false)
+                    .await?
+                    .ok_or_else(not_found)?;
+                let audit = record_audit(acting, "record.delete", &def, id);
+                data.delete_record(&def, id, expected, &audit)
+                    .await
+                    .map_err(write_error)
+            })
+            .await
     }
 }
 

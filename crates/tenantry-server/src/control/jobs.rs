@@ -1,7 +1,7 @@
 //! Jobs as the API and the CLI see them: who may start, see and download
 //! them. The work itself is in `crate::jobs`.
 
-use super::{Services, audit_entry};
+use super::{Tenants, audit_entry};
 use crate::error::{Error, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -118,7 +118,7 @@ pub struct ImportParams {
     pub remove_file: bool,
 }
 
-impl Services {
+impl Tenants {
     /// Queues a job for `tenant` on behalf of `actor` (`node`: only this
     /// node may run it), recording `action` in the tenant's audit chain.
     pub async fn enqueue(
@@ -135,7 +135,8 @@ impl Services {
             &format!("tenant.{}", kind.as_str()),
             format!("tenants/{}/jobs/{}", tenant.id, job.id),
         );
-        self.store
+        self.core
+            .store
             .insert_job(tenant, &job, &audit)
             .await
             .map_err(job_conflict)?;
@@ -161,7 +162,7 @@ impl Services {
             params,
             actor.user_id.to_string(),
             node,
-            self.clock.now(),
+            self.core.clock.now(),
         )
     }
 
@@ -171,8 +172,9 @@ impl Services {
     pub async fn visible_job(&self, actor: &Principal, id: &str) -> Result<Job> {
         let unknown = || Error::NotFound("job".into());
         let id: JobId = id.parse().map_err(|_| unknown())?;
-        let job = self.store.job(id).await?.ok_or_else(unknown)?;
+        let job = self.core.store.job(id).await?.ok_or_else(unknown)?;
         let tenant = self
+            .core
             .store
             .tenant_any(job.tenant_id)
             .await?
@@ -197,8 +199,8 @@ impl Services {
         };
         if let Some(t) = &query.tenant {
             let tenant = match t.parse::<TenantId>() {
-                Ok(id) => self.store.tenant_any(id).await?,
-                Err(_) => self.find_tenant(t).await?,
+                Ok(id) => self.core.store.tenant_any(id).await?,
+                Err(_) => self.core.find_tenant(t).await?,
             };
             match tenant {
                 Some(tenant) if may_see_jobs_of(actor, &tenant) => filter.tenant = Some(tenant.id),
@@ -229,7 +231,7 @@ impl Services {
         {
             return Ok(Vec::new());
         }
-        Ok(self.store.list_jobs(&filter, page).await?)
+        Ok(self.core.store.list_jobs(&filter, page).await?)
     }
 
     /// Waits (bounded) until the job has finished; the job as it is then.
@@ -237,6 +239,7 @@ impl Services {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let job = self
+                .core
                 .store
                 .job(id)
                 .await?
@@ -255,7 +258,7 @@ impl Services {
         id_or_slug: &str,
         request: ExportRequest,
     ) -> Result<Job> {
-        let tenant = self.administered_tenant(actor, id_or_slug).await?;
+        let tenant = self.core.administered_tenant(actor, id_or_slug).await?;
         let mut params =
             serde_json::to_value(&request).map_err(|e| Error::Internal(e.to_string()))?;
         if request.data_types.is_none() {
@@ -274,7 +277,7 @@ impl Services {
         id_or_slug: &str,
         request: MoveRequest,
     ) -> Result<Job> {
-        let tenant = self.administered_tenant(actor, id_or_slug).await?;
+        let tenant = self.core.administered_tenant(actor, id_or_slug).await?;
         if actor.role != Role::SuperAdmin && request.server.is_some() {
             return Err(Error::Forbidden(
                 "only super-admins choose database servers".into(),
@@ -306,7 +309,7 @@ impl Services {
             target.isolation = isolation;
         }
         if let Some(server) = &request.server {
-            let servers = self.data.placement_servers();
+            let servers = self.core.data.placement_servers();
             if !servers.iter().any(|s| &s.name == server) {
                 let known: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
                 return Err(Error::invalid(
@@ -346,7 +349,7 @@ pub(crate) fn job_conflict(e: StoreError) -> Error {
     }
 }
 
-impl Services {
+impl Tenants {
     /// Queues the import of `file` (on this node) into `tenant`.
     pub async fn start_import(
         &self,

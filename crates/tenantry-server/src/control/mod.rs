@@ -21,6 +21,9 @@ pub mod users;
 use crate::auth::TokenKeys;
 use crate::auth::guard::LoginGuard;
 use crate::auth::otp::OtpSender;
+use crate::enforce::concurrency::TenantGate;
+use crate::enforce::daily_quota::DailyQuota;
+use crate::enforce::rate_limit::RateLimiter;
 use crate::error::{Error, Result};
 use crate::keys::Keyring;
 use std::sync::Arc;
@@ -31,27 +34,69 @@ use tenantry::resolve::TenantResolver;
 use tenantry::store::Store;
 use tenantry::{Principal, Role, Tenant, UserId};
 
+/// Every operation, by plane. The HTTP edge, the CLI and the job runner
+/// call these; each plane holds the shared core and only what else it needs.
 pub struct Services {
+    pub core: Arc<Core>,
+    /// Sessions, users and their policy, platform staff.
+    pub identity: Identity,
+    /// The tenant's collections, records and queries.
+    pub records: Records,
+    /// Statistics, cross-tenant comparison and usage reports.
+    pub analytics: Analytics,
+    /// Tenants, plans, configuration, organizations, jobs and audit logs.
+    pub tenants: Tenants,
+    /// Whether a tenant's plan lets a request in now.
+    pub admission: Admission,
+}
+
+/// What every plane reads: the stores, the tenants as an actor may see
+/// them, plans, configuration and features, audit appends, and each
+/// tenant's data handle.
+pub struct Core {
     pub store: Arc<dyn Store>,
     /// Tenant lookups (cached); every tenant change invalidates it.
     pub resolver: Arc<TenantResolver>,
     /// Tenants' own data, shared or dedicated.
     pub data: Arc<dyn tenantry::store::DataPlane>,
     pub keyring: Keyring,
-    pub tokens: TokenKeys,
     pub clock: Arc<dyn Clock>,
+    pub caches: Caches,
+}
+
+pub struct Identity {
+    pub core: Arc<Core>,
+    pub tokens: TokenKeys,
     pub login_guard: LoginGuard,
     pub otp_sender: OtpSender,
     /// Keys the OTP code hashes.
     pub otp_key: Vec<u8>,
     pub multi_tenant: bool,
-    pub caches: Caches,
-    pub daily_quota: crate::enforce::daily_quota::DailyQuota,
-    pub tenant_gate: crate::enforce::concurrency::TenantGate,
-    /// `None` when rate limits are switched off.
-    pub rate_limiter: Option<crate::enforce::rate_limit::RateLimiter>,
+}
+
+pub struct Records {
+    pub core: Arc<Core>,
+    /// (tenant, collection) → its schema, compiled.
+    pub schemas: data::CompiledSchemas,
+}
+
+pub struct Analytics {
+    pub core: Arc<Core>,
+    pub daily_quota: Arc<DailyQuota>,
+}
+
+pub struct Tenants {
+    pub core: Arc<Core>,
     /// The job queue as this node sees it.
     pub jobs: queue::JobQueue,
+}
+
+pub struct Admission {
+    pub core: Arc<Core>,
+    pub daily_quota: Arc<DailyQuota>,
+    pub tenant_gate: TenantGate,
+    /// `None` when rate limits are switched off.
+    pub rate_limiter: Option<RateLimiter>,
 }
 
 /// Hot-path lookups every request would otherwise repeat. Each entry is
@@ -67,8 +112,6 @@ pub struct Caches {
     pub plans: TtlCache<String, Option<Arc<tenantry::Plan>>>,
     /// (user, target tenant) of cross-tenant attempts recorded this minute.
     pub cross_tenant_recorded: TtlCache<(UserId, tenantry::TenantId), ()>,
-    /// (tenant, collection) → its schema, compiled.
-    pub schemas: data::CompiledSchemas,
 }
 
 impl Default for Caches {
@@ -79,7 +122,6 @@ impl Default for Caches {
             collections: TtlCache::new(100_000, ttl),
             plans: TtlCache::new(1_000, ttl),
             cross_tenant_recorded: TtlCache::new(100_000, std::time::Duration::from_secs(60)),
-            schemas: data::CompiledSchemas::new(10_000),
         }
     }
 }
@@ -94,7 +136,7 @@ pub fn console_operator() -> Principal {
     }
 }
 
-impl Services {
+impl Core {
     /// Forgets every cached lookup of tenants and what they hold: a tenant
     /// was deleted or moved.
     pub fn forget_tenant(&self) {

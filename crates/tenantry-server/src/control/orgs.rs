@@ -1,6 +1,6 @@
 //! Organizations: enterprises that group several tenants.
 
-use super::{Services, audit_entry};
+use super::{Core, Tenants, audit_entry};
 use crate::error::{Error, Result, Validator};
 
 use serde::Deserialize;
@@ -15,7 +15,7 @@ pub struct NewOrganization {
     pub description: Option<String>,
 }
 
-impl Services {
+impl Tenants {
     pub async fn create_org(
         &self,
         actor: &Principal,
@@ -35,14 +35,14 @@ impl Services {
             id: OrgId::new(),
             name: input.name.trim().to_owned(),
             description: input.description,
-            created_at: self.clock.now(),
+            created_at: self.core.clock.now(),
         };
         let audit = audit_entry(
             actor,
             "organization.create",
             format!("organizations/{}", org.id),
         );
-        self.store.insert_org(&org, &audit).await?;
+        self.core.store.insert_org(&org, &audit).await?;
         Ok(org)
     }
 
@@ -52,15 +52,32 @@ impl Services {
         page: &PageRequest,
     ) -> Result<Vec<Organization>> {
         match actor.role {
-            Role::SuperAdmin => Ok(self.store.list_orgs(None, page).await?),
+            Role::SuperAdmin => Ok(self.core.store.list_orgs(None, page).await?),
             Role::OrgAdmin => match actor.org_id {
-                Some(org) => Ok(self.store.list_orgs(Some(org), page).await?),
+                Some(org) => Ok(self.core.store.list_orgs(Some(org), page).await?),
                 None => Ok(Vec::new()),
             },
             _ => Err(Error::Forbidden("platform staff only".into())),
         }
     }
 
+    pub async fn org_tenants(
+        &self,
+        actor: &Principal,
+        id: &str,
+        page: &PageRequest,
+    ) -> Result<Vec<Tenant>> {
+        let org = self.core.org(actor, id).await?;
+        let filter = TenantFilter {
+            organization_id: Some(org.id),
+            ..TenantFilter::default()
+        };
+        Ok(self.core.store.list_tenants(&filter, page).await?)
+    }
+}
+
+/// Organizations as an actor may see them (identity and tenants both ask).
+impl Core {
     /// An organization `actor` may see; any other is unknown.
     pub async fn org(&self, actor: &Principal, id: &str) -> Result<Organization> {
         let not_found = || Error::NotFound("organization".into());
@@ -74,19 +91,5 @@ impl Services {
             return Err(not_found());
         }
         self.store.org(id).await?.ok_or_else(not_found)
-    }
-
-    pub async fn org_tenants(
-        &self,
-        actor: &Principal,
-        id: &str,
-        page: &PageRequest,
-    ) -> Result<Vec<Tenant>> {
-        let org = self.org(actor, id).await?;
-        let filter = TenantFilter {
-            organization_id: Some(org.id),
-            ..TenantFilter::default()
-        };
-        Ok(self.store.list_tenants(&filter, page).await?)
     }
 }

@@ -1,7 +1,7 @@
 //! The plan catalogue: built-in plans, edited or extended by super-admins.
 
 use super::config::validate_config_value;
-use super::{Services, audit_entry};
+use super::{Core, Tenants, audit_entry};
 use crate::error::{Error, Result, Validator};
 use serde::Deserialize;
 use serde_json::Value;
@@ -32,7 +32,7 @@ fn valid_code(code: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
 
-impl Services {
+impl Core {
     pub async fn list_plans(&self) -> Result<Vec<Plan>> {
         Ok(self.store.list_plans().await?)
     }
@@ -48,7 +48,9 @@ impl Services {
             .await?
             .ok_or_else(|| Error::NotFound("plan".into()))
     }
+}
 
+impl Tenants {
     /// Replaces or adds a plan; returns it and whether it was new.
     pub async fn put_plan(
         &self,
@@ -103,8 +105,8 @@ impl Services {
             default_isolation: body.default_isolation.unwrap_or(Isolation::Shared),
         };
         let audit = audit_entry(actor, "plan.put", format!("plans/{code}"));
-        let created = self.store.upsert_plan(&plan, &audit).await?;
-        self.caches.plans.invalidate(&code.to_owned());
+        let created = self.core.store.upsert_plan(&plan, &audit).await?;
+        self.core.caches.plans.invalidate(&code.to_owned());
         Ok((plan, created))
     }
 }

@@ -1,6 +1,6 @@
 //! The effective password policy of a tenant, applied wherever a password is set.
 
-use super::Services;
+use super::Identity;
 use crate::error::{Error, Result};
 use serde_json::Value;
 use tenantry::Tenant;
@@ -41,10 +41,10 @@ pub fn check_password(policy: &Value, password: &str) -> Result<()> {
     }
 }
 
-impl Services {
+impl Identity {
     /// Applies the tenant's effective password policy.
     pub async fn check_tenant_password(&self, tenant: &Tenant, password: &str) -> Result<()> {
-        let config = self.effective_config(tenant).await?;
+        let config = self.core.effective_config(tenant).await?;
         let policy = config
             .get("security.password_policy")
             .cloned()
@@ -55,7 +55,7 @@ impl Services {
     /// The tenant's access-token lifetime (`session.timeout`, 1 s to a day;
     /// a value stored before the upper bound existed is held to it).
     pub async fn session_timeout(&self, tenant: &Tenant) -> Result<u64> {
-        let config = self.effective_config(tenant).await?;
+        let config = self.core.effective_config(tenant).await?;
         Ok(config
             .get("session.timeout")
             .and_then(Value::as_u64)
@@ -64,7 +64,7 @@ impl Services {
     }
 
     pub async fn config_flag(&self, tenant: &Tenant, key: &str) -> Result<bool> {
-        let config = self.effective_config(tenant).await?;
+        let config = self.core.effective_config(tenant).await?;
         Ok(config.get(key).and_then(Value::as_bool).unwrap_or(false))
     }
 }

@@ -1,7 +1,7 @@
 //! Record lists: filters, sort and keyset cursor parsed from the request and
 //! checked against the collection's definition, then one page read.
 
-use super::Services;
+use super::Records;
 use crate::error::{Result, Validator};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -27,14 +27,14 @@ struct CursorBody {
     id: RecordId,
 }
 
-impl Services {
+impl Records {
     pub async fn list_records(
         &self,
         acting: &Acting,
         collection: &str,
         params: ListParams,
     ) -> Result<(Vec<Record>, Option<String>)> {
-        let data = self.tenant_data(&acting.tenant).await?;
+        let data = self.core.tenant_data(&acting.tenant).await?;
         let Some(def) = self
             .usable_collection(acting, data.as_ref(), collection, false)
             .await?

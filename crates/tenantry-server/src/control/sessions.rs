@@ -1,7 +1,7 @@
 //! Sessions: password and OTP login, self-registration, refresh-token
 //! rotation with reuse detection, logout, `me`.
 
-use super::Services;
+use super::Identity;
 use super::users::{UserSeed, UserView};
 use crate::auth::{otp, password};
 use crate::error::{Error, Result};
@@ -87,10 +87,11 @@ fn hash_refresh(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-impl Services {
+impl Identity {
     /// An active tenant named in a request body; unknown → 404, suspended → 403.
     async fn body_tenant(&self, reference: &str) -> Result<Tenant> {
         let tenant = self
+            .core
             .find_tenant(reference)
             .await?
             .ok_or(Error::TenantNotFound)?;
@@ -121,12 +122,12 @@ impl Services {
             family_id: rotates.map_or_else(Uuid::now_v7, |r| r.family_id),
             tenant_id: principal.tenant_id,
             user_id: principal.user_id,
-            expires_at: self.clock.now() + Duration::days(REFRESH_TOKEN_DAYS),
+            expires_at: self.core.clock.now() + Duration::days(REFRESH_TOKEN_DAYS),
             used_at: None,
             revoked_at: None,
         };
         let parent = rotates.map(|r| r.token_hash.as_str());
-        match self.store.insert_refresh(&record, parent).await {
+        match self.core.store.insert_refresh(&record, parent).await {
             // A logout or password change revoked the family meanwhile.
             Err(StoreError::NotFound) if rotates.is_some() => return Err(Error::Unauthorized),
             other => other?,
@@ -159,7 +160,7 @@ impl Services {
         };
         let action = if ok { "login.success" } else { "login.failure" };
         let entry = NewAuditEntry::new(actor, scope, action, format!("sessions/{method}"));
-        self.store.append_audit(tenant, &entry).await?;
+        self.core.store.append_audit(tenant, &entry).await?;
         Ok(())
     }
 
@@ -186,10 +187,10 @@ impl Services {
 
     /// Password login. `address` is the client's, for brute-force limits.
     pub async fn login(&self, req: LoginRequest, address: Option<String>) -> Result<LoginResponse> {
-        let now = self.clock.now();
+        let now = self.core.clock.now();
         let tenant = match req.tenant.as_deref() {
             Some(reference) => Some(self.body_tenant(reference).await?),
-            None if !self.multi_tenant => self.resolver.default_tenant().await?,
+            None if !self.multi_tenant => self.core.resolver.default_tenant().await?,
             None => None,
         };
         let scope = tenant
@@ -208,7 +209,11 @@ impl Services {
         // Platform users first (without a tenant); in single-tenant mode the
         // default tenant's users may also log in without naming it.
         if req.tenant.is_none() {
-            let platform = self.store.platform_user_by_email(req.email.trim()).await?;
+            let platform = self
+                .core
+                .store
+                .platform_user_by_email(req.email.trim())
+                .await?;
             if platform.is_some() || tenant.is_none() {
                 let hash = platform.as_ref().map(|u| u.password_hash.clone());
                 let ok = password::verify(req.password, hash).await?;
@@ -237,6 +242,7 @@ impl Services {
             return Err(Error::Unauthorized);
         };
         let user = self
+            .core
             .store
             .user_by_email(&tenant, req.email.trim())
             .await?
@@ -260,15 +266,16 @@ impl Services {
     /// Rotates a refresh token. A token used twice means it was stolen: the
     /// whole family is revoked, the thief's copy and the owner's alike.
     pub async fn refresh(&self, token: &str) -> Result<LoginResponse> {
-        let now = self.clock.now();
+        let now = self.core.clock.now();
         let hash = hash_refresh(token);
         let record = self
+            .core
             .store
             .refresh_by_hash(&hash)
             .await?
             .ok_or(Error::Unauthorized)?;
         if record.used_at.is_some() || record.revoked_at.is_some() {
-            self.store.revoke_family(record.family_id, now).await?;
+            self.core.store.revoke_family(record.family_id, now).await?;
             tracing::warn!(family = %record.family_id, "refresh token reuse: family revoked");
             self.audit_session(&record, "session.reuse_revoked").await?;
             return Err(Error::Unauthorized);
@@ -276,13 +283,14 @@ impl Services {
         if record.expires_at <= now {
             return Err(Error::Unauthorized);
         }
-        if !self.store.spend_refresh(&hash, now).await? {
-            self.store.revoke_family(record.family_id, now).await?;
+        if !self.core.store.spend_refresh(&hash, now).await? {
+            self.core.store.revoke_family(record.family_id, now).await?;
             return Err(Error::Unauthorized);
         }
         match record.tenant_id {
             None => {
                 let user = self
+                    .core
                     .store
                     .platform_user(record.user_id)
                     .await?
@@ -310,6 +318,7 @@ impl Services {
                         other => other,
                     })?;
                 let user = self
+                    .core
                     .store
                     .user(&tenant, record.user_id)
                     .await?
@@ -322,9 +331,15 @@ impl Services {
 
     /// Revokes the token's whole family. Unknown tokens are ignored: logout is idempotent.
     pub async fn logout(&self, token: &str) -> Result<()> {
-        if let Some(record) = self.store.refresh_by_hash(&hash_refresh(token)).await? {
-            self.store
-                .revoke_family(record.family_id, self.clock.now())
+        if let Some(record) = self
+            .core
+            .store
+            .refresh_by_hash(&hash_refresh(token))
+            .await?
+        {
+            self.core
+                .store
+                .revoke_family(record.family_id, self.core.clock.now())
                 .await?;
             self.audit_session(&record, "logout").await?;
         }
@@ -336,7 +351,7 @@ impl Services {
     async fn audit_session(&self, record: &RefreshRecord, action: &str) -> Result<()> {
         let (tenant, scope) = match record.tenant_id {
             None => (None, "platform".to_owned()),
-            Some(tid) => match self.store.tenant_by_id(tid).await? {
+            Some(tid) => match self.core.store.tenant_by_id(tid).await? {
                 Some(t) => (Some(t), format!("tenant:{tid}")),
                 // The tenant is gone, and its sessions with it.
                 None => return Ok(()),
@@ -344,7 +359,10 @@ impl Services {
         };
         let resource = format!("sessions/{}", record.family_id);
         let entry = NewAuditEntry::new(record.user_id.to_string(), scope, action, resource);
-        self.store.append_audit(tenant.as_ref(), &entry).await?;
+        self.core
+            .store
+            .append_audit(tenant.as_ref(), &entry)
+            .await?;
         Ok(())
     }
 
@@ -353,6 +371,7 @@ impl Services {
         match principal.tenant_id {
             None => {
                 let user = self
+                    .core
                     .store
                     .platform_user(principal.user_id)
                     .await?
@@ -364,10 +383,12 @@ impl Services {
             }
             Some(tid) => {
                 let tenant = self
+                    .core
                     .find_tenant(&tid.to_string())
                     .await?
                     .ok_or(Error::Unauthorized)?;
                 let user = self
+                    .core
                     .store
                     .user(&tenant, principal.user_id)
                     .await?
@@ -402,6 +423,7 @@ impl Services {
             )
             .await?;
         let user = self
+            .core
             .store
             .user(&tenant, view.id)
             .await?
@@ -425,7 +447,7 @@ impl Services {
                 "must be in E.164 form, e.g. +919876543210",
             ));
         }
-        let now = self.clock.now();
+        let now = self.core.clock.now();
         // Each request counts, per phone, client address and tenant, so
         // codes can be neither sprayed nor pumped.
         self.login_guard
@@ -435,6 +457,7 @@ impl Services {
                 retry_after_secs: secs,
             })?;
         let known = self
+            .core
             .store
             .user_by_phone(&tenant, &req.phone)
             .await?
@@ -443,7 +466,8 @@ impl Services {
             return Ok(());
         }
         let code = otp::new_code();
-        self.store
+        self.core
+            .store
             .put_otp(
                 &tenant,
                 &OtpRecord {
@@ -489,30 +513,32 @@ impl Services {
     async fn otp_user(&self, tenant: &Tenant, req: &OtpVerify) -> Result<TenantUser> {
         // The attempt is spent before the code is compared.
         let record = self
+            .core
             .store
             .spend_otp_attempt(tenant, &req.phone, OTP_MAX_ATTEMPTS)
             .await?
             .ok_or(Error::Unauthorized)?;
-        if record.expires_at <= self.clock.now() {
-            self.store.delete_otp(tenant, &req.phone).await?;
+        if record.expires_at <= self.core.clock.now() {
+            self.core.store.delete_otp(tenant, &req.phone).await?;
             return Err(Error::Unauthorized);
         }
         let expected = otp::hash_code(&self.otp_key, tenant.id, &req.phone, req.code.trim());
         if expected != record.code_hash {
             if record.attempts >= OTP_MAX_ATTEMPTS {
-                self.store.delete_otp(tenant, &req.phone).await?;
+                self.core.store.delete_otp(tenant, &req.phone).await?;
             }
             return Err(Error::Unauthorized);
         }
         // Only one request may use a correct code.
         if !self
+            .core
             .store
             .consume_otp(tenant, &req.phone, &record.code_hash)
             .await?
         {
             return Err(Error::Unauthorized);
         }
-        match self.store.user_by_phone(tenant, &req.phone).await? {
+        match self.core.store.user_by_phone(tenant, &req.phone).await? {
             Some(user) if user.active => Ok(user),
             Some(_) => Err(Error::Unauthorized),
             None => {
@@ -524,7 +550,8 @@ impl Services {
                     phone: Some(req.phone.clone()),
                 };
                 let view = self.insert_tenant_user(None, tenant, seed).await?;
-                self.store
+                self.core
+                    .store
                     .user(tenant, view.id)
                     .await?
                     .ok_or(Error::Unauthorized)

@@ -1,6 +1,6 @@
 //! Tenant lifecycle: create, list, change, suspend, activate, delete.
 
-use super::{Services, audit_entry};
+use super::{Core, Tenants, audit_entry};
 use crate::error::{Error, Result, Validator};
 
 use serde::{Deserialize, Deserializer};
@@ -93,7 +93,7 @@ fn check_object(v: &mut Validator, field: &str, value: &Option<Value>) {
     }
 }
 
-impl Services {
+impl Tenants {
     pub async fn create_tenant(&self, actor: &Principal, input: NewTenant) -> Result<Tenant> {
         actor_is_platform(actor)?;
         let mut v = Validator::default();
@@ -107,7 +107,7 @@ impl Services {
         check_object(&mut v, "metadata", &input.metadata);
         check_object(&mut v, "branding", &input.branding);
         let plan_code = input.plan.unwrap_or_else(|| "basic".to_owned());
-        let plan = self.store.plan(&plan_code).await?;
+        let plan = self.core.store.plan(&plan_code).await?;
         if plan.is_none() {
             v.push("plan", format!("unknown plan `{plan_code}`"));
         }
@@ -127,7 +127,7 @@ impl Services {
             _ => input.organization_id,
         };
         if let Some(org) = organization_id
-            && self.store.org(org).await?.is_none()
+            && self.core.store.org(org).await?.is_none()
         {
             v.push("organization_id", "no such organization");
         }
@@ -145,7 +145,7 @@ impl Services {
         {
             return Err(Error::FeatureNotEnabled("custom_branding".into()));
         }
-        let now = self.clock.now();
+        let now = self.core.clock.now();
         let tenant = Tenant {
             id: TenantId::new(),
             slug,
@@ -165,32 +165,38 @@ impl Services {
         };
         // The tenant's storage exists before the tenant does: once the 201
         // is sent, its data plane answers.
-        self.data.provision(&tenant).await?;
-        let wrapped = self.keyring.new_wrapped_data_key(tenant.id);
+        self.core.data.provision(&tenant).await?;
+        let wrapped = self.core.keyring.new_wrapped_data_key(tenant.id);
         let audit = audit_entry(actor, "tenant.create", tenant_resource(&tenant));
-        if let Err(e) = self.store.insert_tenant(&tenant, &wrapped, &audit).await {
-            self.data.purge(&tenant).await?;
+        if let Err(e) = self
+            .core
+            .store
+            .insert_tenant(&tenant, &wrapped, &audit)
+            .await
+        {
+            self.core.data.purge(&tenant).await?;
             return Err(e.into());
         }
-        self.resolver.invalidate();
+        self.core.resolver.invalidate();
         tracing::info!(tenant_id = %tenant.id, slug = %tenant.slug, plan = %tenant.plan, "tenant created");
         Ok(tenant)
     }
 
     /// The least-loaded database server for a new tenant, where several are configured.
     async fn placement(&self) -> Result<Option<String>> {
-        let servers = self.data.placement_servers();
+        let servers = self.core.data.placement_servers();
         if servers.is_empty() {
             return Ok(None);
         }
-        let counts = self.store.placement_counts().await?;
+        let counts = self.core.store.placement_counts().await?;
         Ok(tenantry::placement::least_loaded(servers, &counts).map(|s| s.name.clone()))
     }
 
     /// A custom domain may not be the platform's base domain or under it:
     /// that would let one tenant capture every request to those hosts.
     fn check_domain_is_custom(&self, v: &mut Validator, domain: Option<&str>) {
-        let (Some(domain), Some(base)) = (domain, self.resolver.config().base_domain.as_deref())
+        let (Some(domain), Some(base)) =
+            (domain, self.core.resolver.config().base_domain.as_deref())
         else {
             return;
         };
@@ -205,13 +211,13 @@ impl Services {
 
     /// Single-tenant mode: the `default` tenant every request belongs to.
     pub async fn ensure_default_tenant(&self) -> Result<Tenant> {
-        if let Some(t) = self.resolver.default_tenant().await? {
+        if let Some(t) = self.core.resolver.default_tenant().await? {
             return Ok(t);
         }
         let slug = Slug::parse_allowing_reserved(tenantry::resolve::DEFAULT_TENANT_SLUG)
             .map_err(|e| Error::Internal(format!("default slug: {e}")))?;
-        let plan = self.plan("basic").await?;
-        let now = self.clock.now();
+        let plan = self.core.plan("basic").await?;
+        let now = self.core.clock.now();
         let tenant = Tenant {
             id: TenantId::new(),
             slug,
@@ -227,40 +233,22 @@ impl Services {
             updated_at: now,
             placement: self.placement().await?,
         };
-        self.data.provision(&tenant).await?;
+        self.core.data.provision(&tenant).await?;
         let audit = audit_entry(
             &super::console_operator(),
             "tenant.create",
             tenant_resource(&tenant),
         );
-        self.store
+        self.core
+            .store
             .insert_tenant(
                 &tenant,
-                &self.keyring.new_wrapped_data_key(tenant.id),
+                &self.core.keyring.new_wrapped_data_key(tenant.id),
                 &audit,
             )
             .await?;
-        self.resolver.invalidate();
+        self.core.resolver.invalidate();
         Ok(tenant)
-    }
-
-    pub async fn list_tenants(
-        &self,
-        actor: &Principal,
-        mut filter: TenantFilter,
-        page: &PageRequest,
-    ) -> Result<Vec<Tenant>> {
-        actor_is_platform(actor)?;
-        if actor.role == Role::OrgAdmin {
-            if filter
-                .organization_id
-                .is_some_and(|o| Some(o) != actor.org_id)
-            {
-                return Ok(Vec::new());
-            }
-            filter.organization_id = actor.org_id;
-        }
-        Ok(self.store.list_tenants(&filter, page).await?)
     }
 
     pub async fn update_tenant(
@@ -269,7 +257,7 @@ impl Services {
         id_or_slug: &str,
         patch: TenantPatch,
     ) -> Result<Tenant> {
-        let tenant = self.administered_tenant(actor, id_or_slug).await?;
+        let tenant = self.core.administered_tenant(actor, id_or_slug).await?;
         let mut v = Validator::default();
         if let Some(name) = &patch.name {
             check_name(&mut v, name);
@@ -283,13 +271,15 @@ impl Services {
         check_object(&mut v, "metadata", &patch.metadata);
         check_object(&mut v, "branding", &patch.branding);
         if let Some(plan) = &patch.plan
-            && self.store.plan(plan).await?.is_none()
+            && self.core.store.plan(plan).await?.is_none()
         {
             v.push("plan", format!("unknown plan `{plan}`"));
         }
         v.finish()?;
         if patch.branding.is_some() {
-            self.require_feature(&tenant, "custom_branding").await?;
+            self.core
+                .require_feature(&tenant, "custom_branding")
+                .await?;
         }
         let change = TenantChange {
             slug: slug.flatten(),
@@ -298,7 +288,7 @@ impl Services {
             domain,
             metadata: patch.metadata,
             branding: patch.branding,
-            updated_at: self.clock.now(),
+            updated_at: self.core.clock.now(),
         };
         self.change_tenant(actor, "tenant.update", &tenant, &change)
             .await
@@ -317,7 +307,7 @@ impl Services {
             ..TenantPatch::default()
         };
         let tenant = self.update_tenant(actor, id_or_slug, patch).await?;
-        let plan = self.plan(&tenant.plan).await?;
+        let plan = self.core.plan(&tenant.plan).await?;
         if plan.default_isolation == tenant.isolation {
             return Ok((tenant, None));
         }
@@ -333,18 +323,19 @@ impl Services {
         id_or_slug: &str,
         status: TenantStatus,
     ) -> Result<Tenant> {
-        let mut tenant = self.administered_tenant(actor, id_or_slug).await?;
+        let mut tenant = self.core.administered_tenant(actor, id_or_slug).await?;
         let action = match status {
             TenantStatus::Suspended => "tenant.suspend",
             _ => "tenant.activate",
         };
         let audit = audit_entry(actor, action, tenant_resource(&tenant));
-        let now = self.clock.now();
-        self.store
+        let now = self.core.clock.now();
+        self.core
+            .store
             .set_tenant_status(&tenant, status, now, &audit)
             .await
             .map_err(gone)?;
-        self.resolver.invalidate();
+        self.core.resolver.invalidate();
         tenant.status = status;
         tenant.updated_at = now;
         tracing::info!(tenant_id = %tenant.id, status = status.as_str(), "tenant status changed");
@@ -355,17 +346,18 @@ impl Services {
     /// every tenant-scoped route, its slug and domain free, its data sealed
     /// against writes on every instance), and the sweeper job purges it.
     pub async fn delete_tenant(&self, actor: &Principal, id_or_slug: &str) -> Result<JobId> {
-        let tenant = self.administered_tenant(actor, id_or_slug).await?;
+        let tenant = self.core.administered_tenant(actor, id_or_slug).await?;
         let job = self.new_job(actor, &tenant, JobKind::Delete, json!({}), None);
         let audit = audit_entry(actor, "tenant.delete", tenant_resource(&tenant));
-        self.store
+        self.core
+            .store
             .mark_tenant_deleting(&tenant, &job, &audit)
             .await
             .map_err(super::jobs::job_conflict)?;
-        self.forget_tenant();
+        self.core.forget_tenant();
         // Requests that resolved the tenant before this are refused by the
         // seal from now on (the sweeper seals again if this fails).
-        if let Ok(data) = self.data.handle(&tenant).await
+        if let Ok(data) = self.core.data.handle(&tenant).await
             && let Err(e) = data.seal().await
         {
             tracing::warn!(tenant_id = %tenant.id, error = %e, "sealing a deleted tenant's data failed; the sweeper will");
@@ -387,12 +379,34 @@ impl Services {
     ) -> Result<Tenant> {
         let audit = audit_entry(actor, action, tenant_resource(tenant));
         let tenant = self
+            .core
             .store
             .change_tenant(tenant.id, change, &audit)
             .await
             .map_err(gone)?;
-        self.resolver.invalidate();
+        self.core.resolver.invalidate();
         Ok(tenant)
+    }
+}
+
+impl Core {
+    pub async fn list_tenants(
+        &self,
+        actor: &Principal,
+        mut filter: TenantFilter,
+        page: &PageRequest,
+    ) -> Result<Vec<Tenant>> {
+        actor_is_platform(actor)?;
+        if actor.role == Role::OrgAdmin {
+            if filter
+                .organization_id
+                .is_some_and(|o| Some(o) != actor.org_id)
+            {
+                return Ok(Vec::new());
+            }
+            filter.organization_id = actor.org_id;
+        }
+        Ok(self.store.list_tenants(&filter, page).await?)
     }
 }
 

@@ -1,6 +1,6 @@
 //! Tenant users: who may manage whom, quotas, password policy.
 
-use super::{Services, audit_entry};
+use super::{Identity, audit_entry};
 use crate::auth::password;
 use crate::error::{Error, Result, Validator};
 use chrono::{DateTime, Utc};
@@ -130,7 +130,7 @@ pub struct UserSeed {
     pub phone: Option<String>,
 }
 
-impl Services {
+impl Identity {
     /// Creates a tenant user, enforcing the plan's user quota and password policy.
     pub async fn create_user(&self, acting: &Acting, input: NewUser) -> Result<UserView> {
         let role = input.role.unwrap_or(Role::User);
@@ -192,8 +192,8 @@ impl Services {
         if let Some(pw) = &password {
             self.check_tenant_password(tenant, pw).await?;
         }
-        let max_users = self.plan(&tenant.plan).await?.limits.max_users;
-        let now = self.clock.now();
+        let max_users = self.core.plan(&tenant.plan).await?.limits.max_users;
+        let now = self.core.clock.now();
         let user = TenantUser {
             id: UserId::new(),
             email: (!email.is_empty()).then_some(email),
@@ -218,7 +218,8 @@ impl Services {
                 resource,
             ),
         };
-        self.store
+        self.core
+            .store
             .insert_user(tenant, &user, max_users, &audit)
             .await
             .map_err(|e| match e {
@@ -235,7 +236,7 @@ impl Services {
         if acting.principal.role == Role::User {
             return Err(Error::Forbidden("users may not list users".into()));
         }
-        let users = self.store.list_users(&acting.tenant, page).await?;
+        let users = self.core.store.list_users(&acting.tenant, page).await?;
         Ok(users
             .iter()
             .map(|u| UserView::tenant_user(&acting.tenant, u))
@@ -245,7 +246,8 @@ impl Services {
     async fn target_user(&self, acting: &Acting, id: &str) -> Result<TenantUser> {
         let not_found = || Error::NotFound("user".into());
         let id: UserId = id.parse().map_err(|_| not_found())?;
-        self.store
+        self.core
+            .store
             .user(&acting.tenant, id)
             .await?
             .ok_or_else(not_found)
@@ -311,7 +313,7 @@ impl Services {
             phone: patch.phone,
             password_hash,
             active: patch.active,
-            updated_at: self.clock.now(),
+            updated_at: self.core.clock.now(),
             judged_role: None,
         };
         // A role change racing this one: judge the right again, a few times.
@@ -334,10 +336,12 @@ impl Services {
                 user_resource(&acting.tenant, user.id),
             );
             let changed = self
+                .core
                 .store
                 .change_user(&acting.tenant, user.id, &change, &audit)
                 .await?;
-            self.caches
+            self.core
+                .caches
                 .users
                 .invalidate(&(Some(acting.tenant.id), user.id));
             if let Some(user) = changed {
@@ -357,10 +361,12 @@ impl Services {
             "user.delete",
             user_resource(&acting.tenant, user.id),
         );
-        self.store
+        self.core
+            .store
             .delete_user(&acting.tenant, user.id, &audit)
             .await?;
-        self.caches
+        self.core
+            .caches
             .users
             .invalidate(&(Some(acting.tenant.id), user.id));
         Ok(())

@@ -39,20 +39,22 @@ pub async fn run(run: &mut Run<'_>) -> JobResult<Option<String>> {
     let p: Params = run.params()?;
     let s = run.services;
     let tenant = s
+        .core
         .store
         .tenant_by_id(run.job.tenant_id)
         .await?
         .ok_or_else(|| JobError::Fatal("the tenant no longer exists".into()))?;
     let path = s
+        .tenants
         .jobs
         .export_path(tenant.id, run.job.id, p.format.extension());
     if let Some(dir) = path.parent() {
         tokio::fs::create_dir_all(dir).await?;
     }
     let part = PathBuf::from(format!("{}.part", path.display()));
-    let data = s.data.handle(&tenant).await?;
+    let data = s.core.data.handle(&tenant).await?;
     let usage = data.usage().await?;
-    let exported_at = run.services.clock.now();
+    let exported_at = run.services.core.clock.now();
     let mut out = Writer::create(&part, p.format, &tenant, &p.data_types, exported_at).await?;
     // The records dominate: progress follows them.
     let total = usage.records.max(1) as f64;
@@ -76,13 +78,13 @@ pub async fn run(run: &mut Run<'_>) -> JobResult<Option<String>> {
         .await?;
     }
     if wants(DataType::Config) {
-        let wrapped = s.store.tenant_wrapped_key(&tenant).await?;
+        let wrapped = s.core.store.tenant_wrapped_key(&tenant).await?;
         out.item(&Item::Key(portable::KeyItem {
             tenant_id: id,
             wrapped_key: base64::engine::general_purpose::STANDARD.encode(wrapped),
         }))
         .await?;
-        for entry in s.store.list_config(&tenant).await? {
+        for entry in s.core.store.list_config(&tenant).await? {
             out.item(&Item::Config(portable::ConfigItem::new(id, &entry)))
                 .await?;
         }
@@ -93,7 +95,7 @@ pub async fn run(run: &mut Run<'_>) -> JobResult<Option<String>> {
             limit: PAGE,
         };
         loop {
-            let users = s.store.list_users(&tenant, &page).await?;
+            let users = s.core.store.list_users(&tenant, &page).await?;
             for u in &users {
                 out.item(&Item::User(portable::UserItem::new(id, u)))
                     .await?;
@@ -128,16 +130,17 @@ pub async fn run(run: &mut Run<'_>) -> JobResult<Option<String>> {
         }
     }
     if wants(DataType::Usage) {
-        let today = s.clock.now().date_naive();
+        let today = s.core.clock.now().date_naive();
         let from = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or(today);
         // Counted but not flushed yet, as the usage report shows them.
         let mut days: BTreeMap<chrono::NaiveDate, u64> = s
+            .core
             .store
             .request_counts(&tenant, from, today)
             .await?
             .into_iter()
             .collect();
-        for (day, n) in s.daily_quota.pending(tenant.id) {
+        for (day, n) in s.admission.daily_quota.pending(tenant.id) {
             *days.entry(day).or_default() += n;
         }
         for (date, requests) in days {
@@ -159,6 +162,7 @@ pub async fn run(run: &mut Run<'_>) -> JobResult<Option<String>> {
         let mut after = 0;
         loop {
             let page = s
+                .core
                 .store
                 .list_audit(Some(&tenant), &AuditFilter::default(), after, PAGE)
                 .await?;

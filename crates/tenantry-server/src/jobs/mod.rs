@@ -108,11 +108,12 @@ impl Run<'_> {
         let progress = *self.progress.lock().unwrap_or_else(|e| e.into_inner());
         let held = self
             .services
+            .core
             .store
             .heartbeat_job(
                 self.job.id,
                 &self.worker,
-                self.services.clock.now(),
+                self.services.core.clock.now(),
                 progress,
                 Some(&state),
             )
@@ -161,7 +162,11 @@ pub fn spawn_workers(
 ) -> tokio::task::JoinHandle<()> {
     let workers: Vec<_> = (0..n)
         .map(|i| {
-            let worker = format!("{}/{}/{i}", services.jobs.node, uuid::Uuid::new_v4());
+            let worker = format!(
+                "{}/{}/{i}",
+                services.tenants.jobs.node,
+                uuid::Uuid::new_v4()
+            );
             tokio::spawn(work(services.clone(), worker, stop.clone()))
         })
         .collect();
@@ -187,7 +192,7 @@ async fn work(services: Arc<Services>, worker: String, mut stop: watch::Receiver
             Err(e) => tracing::warn!(error = %e, "claiming a job failed; will retry"),
         }
         tokio::select! {
-            _ = services.jobs.wake.notified() => {}
+            _ = services.tenants.jobs.wake.notified() => {}
             _ = tokio::time::sleep(IDLE_POLL) => {}
             _ = stop.changed() => {}
         }
@@ -199,14 +204,15 @@ async fn claim(
     worker: &str,
     only: Option<JobId>,
 ) -> Result<Option<Job>, StoreError> {
-    let lease = chrono::Duration::from_std(services.jobs.lease)
+    let lease = chrono::Duration::from_std(services.tenants.jobs.lease)
         .unwrap_or_else(|_| chrono::Duration::seconds(30));
     services
+        .core
         .store
         .claim_job(&Claim {
             worker,
-            node: &services.jobs.node,
-            now: services.clock.now(),
+            node: &services.tenants.jobs.node,
+            now: services.core.clock.now(),
             lease,
             only,
         })
@@ -251,7 +257,7 @@ async fn run(
         beat.abort();
         outcome
     };
-    let now = services.clock.now();
+    let now = services.core.clock.now();
     let outcome = match outcome {
         Ok(result_url) => JobOutcome::Succeeded { result_url },
         Err(JobError::Interrupted) => JobOutcome::Retry {
@@ -272,7 +278,12 @@ async fn run(
             tracing::warn!(job_id = %id, %error, "job will be retried")
         }
     }
-    if let Err(e) = services.store.finish_job(id, worker, now, &outcome).await {
+    if let Err(e) = services
+        .core
+        .store
+        .finish_job(id, worker, now, &outcome)
+        .await
+    {
         // The lease runs out and the job is claimed again.
         tracing::warn!(error = %e, "recording a job's outcome failed");
     }
@@ -289,11 +300,12 @@ fn retry(error: String, attempts: u32, now: chrono::DateTime<Utc>) -> JobOutcome
 /// Renews the job's lease every third of it; returns once the lease is lost.
 async fn heartbeat(services: Arc<Services>, id: JobId, worker: String, progress: Arc<Mutex<f64>>) {
     loop {
-        tokio::time::sleep(services.jobs.lease / 3).await;
+        tokio::time::sleep(services.tenants.jobs.lease / 3).await;
         let p = *progress.lock().unwrap_or_else(|e| e.into_inner());
         match services
+            .core
             .store
-            .heartbeat_job(id, &worker, services.clock.now(), p, None)
+            .heartbeat_job(id, &worker, services.core.clock.now(), p, None)
             .await
         {
             Ok(true) => {}
@@ -320,7 +332,11 @@ pub async fn run_to_end(
     id: JobId,
     mut on_progress: impl FnMut(f64),
 ) -> anyhow::Result<Job> {
-    let worker = format!("{}/cli/{}", services.jobs.node, uuid::Uuid::new_v4());
+    let worker = format!(
+        "{}/cli/{}",
+        services.tenants.jobs.node,
+        uuid::Uuid::new_v4()
+    );
     let (_keep, mut never) = watch::channel(false);
     loop {
         if let Some(job) = claim(services, &worker, Some(id)).await? {
@@ -338,6 +354,7 @@ pub async fn run_to_end(
             }
         }
         let job = services
+            .core
             .store
             .job(id)
             .await?

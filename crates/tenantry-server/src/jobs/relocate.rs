@@ -62,6 +62,7 @@ pub async fn run(run: &mut Run<'_>) -> JobResult<Option<String>> {
     let p: Params = run.params()?;
     let s = run.services;
     let tenant = s
+        .core
         .store
         .tenant_by_id(run.job.tenant_id)
         .await?
@@ -96,8 +97,8 @@ pub async fn run(run: &mut Run<'_>) -> JobResult<Option<String>> {
     };
     run.set_progress(0.9);
     verify(run, &source, &target, state.switch_seq).await?;
-    tokio::time::sleep(s.jobs.source_grace).await;
-    match s.data.purge(&source).await {
+    tokio::time::sleep(s.tenants.jobs.source_grace).await;
+    match s.core.data.purge(&source).await {
         Ok(()) | Err(StoreError::Absent) => {}
         Err(e) => return Err(e.into()),
     }
@@ -108,9 +109,9 @@ pub async fn run(run: &mut Run<'_>) -> JobResult<Option<String>> {
 /// Steps 1 to 4; returns the state after the switch.
 async fn move_data(run: &mut Run<'_>, tenant: &Tenant, target: &Tenant) -> JobResult<State> {
     let s = run.services;
-    let from = s.data.handle(tenant).await?;
-    s.data.provision(target).await?;
-    let to = s.data.handle(target).await?;
+    let from = s.core.data.handle(tenant).await?;
+    s.core.data.provision(target).await?;
+    let to = s.core.data.handle(target).await?;
     // What an earlier, cut-short run left is copied anew.
     to.clear().await?;
     to.unseal().await?;
@@ -193,8 +194,9 @@ async fn move_data(run: &mut Run<'_>, tenant: &Tenant, target: &Tenant) -> JobRe
         ),
     );
     let mut switched = target.clone();
-    switched.updated_at = run.services.clock.now();
-    s.store
+    switched.updated_at = run.services.core.clock.now();
+    s.core
+        .store
         .relocate_tenant(tenant, &switched, &audit)
         .await
         .map_err(|e| match e {
@@ -203,7 +205,7 @@ async fn move_data(run: &mut Run<'_>, tenant: &Tenant, target: &Tenant) -> JobRe
             }
             other => other.into(),
         })?;
-    s.forget_tenant();
+    s.core.forget_tenant();
     let state = State {
         switched: true,
         from_isolation: Some(tenant.isolation),
@@ -300,8 +302,8 @@ async fn catch_up(
 /// at the switch, before it took writes.)
 async fn verify(run: &Run<'_>, source: &Tenant, target: &Tenant, switch_seq: i64) -> JobResult<()> {
     let s = run.services;
-    let from = s.data.handle(source).await?;
-    let to = s.data.handle(target).await?;
+    let from = s.core.data.handle(source).await?;
+    let to = s.core.data.handle(target).await?;
     let mut differing = Vec::new();
     let mut compared = 0u64;
     for def in from.collections().await? {
@@ -351,12 +353,12 @@ async fn changed_since(data: &dyn TenantData, seq: i64) -> JobResult<BTreeSet<(S
 /// continues it).
 async fn roll_back(run: &Run<'_>, source: &Tenant, target: &Tenant) {
     let s = run.services;
-    if let Ok(from) = s.data.handle(source).await
+    if let Ok(from) = s.core.data.handle(source).await
         && let Err(e) = from.unseal().await
     {
         tracing::warn!(tenant_id = %source.id, error = %e, "unsealing the source of a failed move failed");
     }
-    match s.data.purge(target).await {
+    match s.core.data.purge(target).await {
         Ok(()) | Err(StoreError::Absent) => {}
         Err(e) => {
             tracing::warn!(tenant_id = %source.id, error = %e, "removing a failed move's copy failed")

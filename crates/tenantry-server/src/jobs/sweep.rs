@@ -14,6 +14,7 @@ use tenantry::store::StoreError;
 pub async fn run(run: &mut Run<'_>) -> JobResult<Option<String>> {
     let s = run.services;
     let tenant = s
+        .core
         .store
         .tenant_any(run.job.tenant_id)
         .await?
@@ -29,7 +30,7 @@ pub async fn run(run: &mut Run<'_>) -> JobResult<Option<String>> {
         }
     }
     // Already purged (a repeated run) or never written: nothing to seal.
-    match s.data.handle(&tenant).await {
+    match s.core.data.handle(&tenant).await {
         Ok(data) => match data.seal().await {
             Ok(()) | Err(StoreError::Absent) => {}
             Err(e) => return Err(e.into()),
@@ -38,12 +39,12 @@ pub async fn run(run: &mut Run<'_>) -> JobResult<Option<String>> {
         Err(e) => return Err(e.into()),
     }
     run.set_progress(0.3);
-    s.data.purge(&tenant).await?;
+    s.core.data.purge(&tenant).await?;
     run.set_progress(0.6);
-    s.jobs.remove_files(tenant.id)?;
+    s.tenants.jobs.remove_files(tenant.id)?;
     let audit = run.audit("tenant.purge", format!("tenants/{}", tenant.id));
-    s.store.purge_tenant(&tenant, &audit).await?;
-    s.forget_tenant();
+    s.core.store.purge_tenant(&tenant, &audit).await?;
+    s.core.forget_tenant();
     tracing::info!(tenant_id = %tenant.id, "tenant purged");
     Ok(None)
 }

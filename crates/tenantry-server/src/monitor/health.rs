@@ -70,7 +70,7 @@ pub async fn check(services: &Services, traffic: &TrafficWindows, tenant: &Tenan
         status,
         checks: HealthChecks { database },
         metrics,
-        last_checked: services.clock.now(),
+        last_checked: services.core.clock.now(),
     }
 }
 
@@ -79,6 +79,7 @@ pub async fn check(services: &Services, traffic: &TrafficWindows, tenant: &Tenan
 async fn database_answers(services: &Services, tenant: &Tenant) -> bool {
     let read = async {
         services
+            .core
             .tenant_data(tenant)
             .await?
             .collections()

@@ -363,6 +363,7 @@ async fn plans_are_built_in_and_editable_by_super_admins() {
 async fn org_admin_token(app: &TestApp, org: OrgId, email: &str) -> String {
     app.app_state
         .services
+        .identity
         .create_platform_user(
             &tenantry_server::control::console_operator(),
             email,

@@ -314,7 +314,7 @@ async fn first_start_without_a_password_generates_one() {
     app.login("admin@tenantry.local", ADMIN_PASSWORD)
         .await
         .assert_problem(401, "unauthorized");
-    let store = &app.app_state.services.store;
+    let store = &app.app_state.services.core.store;
     assert_eq!(store.count_super_admins().await.expect("count"), 1);
 }
 

@@ -104,6 +104,7 @@ async fn a_stale_tenant_write_cannot_revive_or_unsuspend_it() {
     app.create_tenant(&staff, "racy", "basic").await;
     let services = &app.app_state.services;
     let stale = services
+        .core
         .find_tenant("racy")
         .await
         .expect("lookup")
@@ -118,6 +119,7 @@ async fn a_stale_tenant_write_cannot_revive_or_unsuspend_it() {
         ..Default::default()
     };
     services
+        .core
         .store
         .change_tenant(stale.id, &rename, &audit)
         .await
@@ -131,6 +133,7 @@ async fn a_stale_tenant_write_cannot_revive_or_unsuspend_it() {
         .await;
     assert!(
         services
+            .core
             .store
             .change_tenant(stale.id, &rename, &audit)
             .await
@@ -138,6 +141,7 @@ async fn a_stale_tenant_write_cannot_revive_or_unsuspend_it() {
     );
     assert!(
         services
+            .core
             .store
             .set_tenant_status(
                 &stale,
@@ -216,16 +220,18 @@ async fn parallel_otp_guesses_cannot_outrun_the_attempt_limit() {
     assert!(accepted <= 1);
     let services = &app.app_state.services;
     let tenant = services
+        .core
         .find_tenant("otp-race")
         .await
         .expect("lookup")
         .expect("tenant");
     // The code is spent or void: at most five attempts were ever counted.
-    if let Some(rec) = services.store.otp(&tenant, phone).await.expect("otp") {
+    if let Some(rec) = services.core.store.otp(&tenant, phone).await.expect("otp") {
         assert!(rec.attempts <= 5, "attempts {}", rec.attempts);
     }
     assert!(
         services
+            .core
             .store
             .spend_otp_attempt(&tenant, phone, 5)
             .await
@@ -251,11 +257,12 @@ async fn implicit_collection_creation_never_overwrites_a_definition() {
     .await;
     let services = &app.app_state.services;
     let tenant = services
+        .core
         .find_tenant("defs")
         .await
         .expect("lookup")
         .expect("tenant");
-    let data = services.tenant_data(&tenant).await.expect("handle");
+    let data = services.core.tenant_data(&tenant).await.expect("handle");
     let mut blank = data
         .collection("tickets")
         .await
@@ -311,11 +318,13 @@ async fn staff_reading_or_changing_tenant_settings_is_audited_once() {
         .await;
     let services = &app.app_state.services;
     let tenant = services
+        .core
         .find_tenant("watched")
         .await
         .expect("lookup")
         .expect("tenant");
     let actions: Vec<String> = services
+        .core
         .store
         .list_audit(Some(&tenant), &Default::default(), 0, 100)
         .await

@@ -202,12 +202,18 @@ async fn a_tenant_at_its_concurrency_cap_waits_then_gets_429_while_others_procee
         .await;
     let services = &app.app_state.services;
     let tenant = services
+        .core
         .find_tenant("busy")
         .await
         .expect("lookup")
         .expect("tenant");
     // A slow request of `busy` holds its only slot.
-    let held = services.tenant_gate.enter(tenant.id).await.expect("slot");
+    let held = services
+        .admission
+        .tenant_gate
+        .enter(tenant.id)
+        .await
+        .expect("slot");
     let res = app.get("/api/v1/collections", Some(&busy)).await;
     res.assert_problem(429, "rate_limited");
     assert_eq!(res.headers["retry-after"], "1");
@@ -261,6 +267,7 @@ async fn two_instances_share_one_daily_quota() {
     for app in [&a, &b] {
         app.app_state
             .services
+            .admission
             .daily_quota
             .flush()
             .await
@@ -278,6 +285,7 @@ async fn two_instances_share_one_daily_quota() {
     for app in [&b, &a] {
         app.app_state
             .services
+            .admission
             .daily_quota
             .flush()
             .await

@@ -43,9 +43,10 @@ async fn a_schema_behind_stops_the_start_and_migrate_resumes_past_a_broken_tenan
         ids.push(t.body["id"].as_str().expect("id").to_owned());
     }
     let services = app.app_state.services.clone();
-    let latest = services.data.schema_version();
+    let latest = services.core.data.schema_version();
     assert!(
         services
+            .core
             .store
             .dedicated_behind(latest)
             .await
@@ -56,12 +57,14 @@ async fn a_schema_behind_stops_the_start_and_migrate_resumes_past_a_broken_tenan
     // As if these databases had been created by an older binary.
     for i in 0..3 {
         let t = services
+            .core
             .store
             .tenant_by_slug(&format!("mig-{i}"))
             .await
             .expect("store")
             .expect("tenant");
         services
+            .core
             .store
             .set_schema_version(&t, 0)
             .await

@@ -410,11 +410,13 @@ async fn bad_import_files_fail_the_job_naming_the_line_and_leave_the_target_as_i
     std::fs::write(&path, big).expect("write");
     let services = &app.app_state.services;
     let target = services
+        .core
         .find_tenant("target-2")
         .await
         .expect("store")
         .expect("tenant");
     let queued = services
+        .tenants
         .start_import(
             &tenantry_server::control::console_operator(),
             &target,

@@ -89,6 +89,7 @@ async fn tenants_go_to_the_least_loaded_server_and_their_data_lives_there() {
     // Organization admins see their tenants, not where they live.
     app.app_state
         .services
+        .identity
         .create_platform_user(
             &tenantry_server::control::console_operator(),
             "oa@place.example",

@@ -115,10 +115,10 @@ impl Lines {
 pub(super) async fn check_file(run: &Run<'_>, path: &Path) -> Result<Summary, Checked> {
     let s = run.services;
     let size = tokio::fs::metadata(path).await?.len();
-    if size > s.jobs.import_max_bytes {
+    if size > s.tenants.jobs.import_max_bytes {
         return Err(Checked::Job(JobError::Fatal(format!(
             "the import file is {size} bytes, over the limit of {} (import_max_bytes)",
-            s.jobs.import_max_bytes
+            s.tenants.jobs.import_max_bytes
         ))));
     }
     let (mut lines, header) = Lines::open(path).await?;
@@ -160,7 +160,7 @@ pub(super) async fn check_file(run: &Run<'_>, path: &Path) -> Result<Summary, Ch
                         .value
                         .as_str()
                         .ok_or_else(|| bad("an encrypted value must be its sealed text".into()))?;
-                    s.keyring
+                    s.core.keyring
                         .open_value(source, key, &c.key, sealed)
                         .map_err(|_| {
                             bad(format!(

@@ -79,6 +79,7 @@ pub async fn run(run: &mut Run<'_>) -> JobResult<Option<String>> {
 async fn import(run: &mut Run<'_>, params: &Params) -> JobResult<Option<String>> {
     let s = run.services;
     let target = s
+        .core
         .store
         .tenant_by_id(run.job.tenant_id)
         .await?
@@ -87,7 +88,7 @@ async fn import(run: &mut Run<'_>, params: &Params) -> JobResult<Option<String>>
         Checked::Line(e) => JobError::Fatal(format!("invalid import file: {e}")),
         Checked::Job(e) => e,
     })?;
-    let data = s.data.handle(&target).await?;
+    let data = s.core.data.handle(&target).await?;
     let resumed = !run.job.state.is_null();
     let mut state: State = serde_json::from_value(run.job.state.clone()).unwrap_or_default();
     if !resumed {
@@ -121,14 +122,14 @@ async fn import(run: &mut Run<'_>, params: &Params) -> JobResult<Option<String>>
     }
     finish_control(run, params, &summary, &target, &mut state).await?;
     data.unseal().await?;
-    s.forget_tenant();
+    s.core.forget_tenant();
     Ok(None)
 }
 
 async fn unseal(run: &Run<'_>) {
     let s = run.services;
-    if let Ok(Some(t)) = s.store.tenant_by_id(run.job.tenant_id).await
-        && let Ok(data) = s.data.handle(&t).await
+    if let Ok(Some(t)) = s.core.store.tenant_by_id(run.job.tenant_id).await
+        && let Ok(data) = s.core.data.handle(&t).await
         && let Err(e) = data.unseal().await
     {
         tracing::warn!(tenant_id = %t.id, error = %e, "unsealing after a failed import failed");
@@ -139,6 +140,7 @@ async fn unseal(run: &Run<'_>) {
 async fn check_empty(run: &Run<'_>, t: &Tenant, data: &dyn TenantData) -> JobResult<()> {
     let s = run.services;
     let users = s
+        .core
         .store
         .list_users(
             t,
@@ -148,7 +150,7 @@ async fn check_empty(run: &Run<'_>, t: &Tenant, data: &dyn TenantData) -> JobRes
             },
         )
         .await?;
-    let config = s.store.list_config(t).await?;
+    let config = s.core.store.list_config(t).await?;
     let collections = data.collections().await?;
     if users.is_empty() && config.is_empty() && collections.is_empty() {
         Ok(())
@@ -173,7 +175,7 @@ async fn apply_rows(
 ) -> JobResult<()> {
     let s = run.services;
     let source = summary.header.tenant_id;
-    let target_key = s.store.tenant_wrapped_key(target).await?;
+    let target_key = s.core.store.tenant_wrapped_key(target).await?;
     let (mut lines, _) = Lines::open(&params.file).await.map_err(checked)?;
     let mut control = ControlImport::default();
     let mut rows = Restore::default();
@@ -253,11 +255,13 @@ fn reseal(
         let sealed = c.value.as_str().ok_or_else(bad)?;
         let plain = run
             .services
+            .core
             .keyring
             .open_value(source, key, &c.key, sealed)
             .map_err(|_| bad())?;
         let resealed = run
             .services
+            .core
             .keyring
             .seal_value(target.id, target_key, &c.key, &plain)
             .map_err(|_| bad())?;
@@ -370,8 +374,16 @@ async fn commit_control(
     step: &ControlImport,
 ) -> Result<(), tenantry::store::StoreError> {
     let s = run.services;
-    s.store
-        .import_control(target, run.job.id, &run.worker, s.clock.now(), &state, step)
+    s.core
+        .store
+        .import_control(
+            target,
+            run.job.id,
+            &run.worker,
+            s.core.clock.now(),
+            &state,
+            step,
+        )
         .await
 }
 
@@ -383,6 +395,7 @@ async fn undo(
     data: &dyn TenantData,
 ) -> JobResult<()> {
     run.services
+        .core
         .store
         .undo_restore(t, &summary.users, &summary.config_keys)
         .await?;

@@ -141,11 +141,13 @@ async fn otp_login_via_webhook_with_expiry_and_attempt_limit() {
     // The code is stored hashed, never in clear.
     let services = &app.app_state.services;
     let tenant = services
+        .core
         .find_tenant("acme")
         .await
         .expect("lookup")
         .expect("tenant");
     let stored = services
+        .core
         .store
         .otp(&tenant, phone)
         .await

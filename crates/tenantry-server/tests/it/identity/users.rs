@@ -323,6 +323,7 @@ async fn org_admins_act_only_inside_their_organization_and_are_audited() {
     .await;
     let services = &app.app_state.services;
     let tenant = services
+        .core
         .find_tenant("g-one")
         .await
         .expect("lookup")
@@ -332,6 +333,7 @@ async fn org_admins_act_only_inside_their_organization_and_are_audited() {
         ..Default::default()
     };
     let entries = services
+        .core
         .store
         .list_audit(Some(&tenant), &only_reads, 0, 100)
         .await
@@ -349,6 +351,7 @@ async fn org_admins_act_only_inside_their_organization_and_are_audited() {
         Some(entries[0].hash.as_str())
     );
     let verified = services
+        .tenants
         .verify_tenant_chains(&tenant)
         .await
         .expect("verify");
