@@ -4,7 +4,7 @@ use crate::api;
 use crate::auth::TokenKeys;
 use crate::auth::guard::{Limit, Limits, LoginGuard};
 use crate::auth::otp::OtpSender;
-use crate::control::data::CompiledSchemas;
+use crate::control::records::CompiledSchemas;
 use crate::control::{Admission, Analytics, Core, Identity, Records, Services, Tenants};
 use crate::enforce::concurrency::TenantGate;
 use crate::enforce::daily_quota::DailyQuota;
@@ -66,7 +66,7 @@ pub async fn open_services_with_clock(
         .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
     let jwt_secret = keys::load_or_create(&settings.data_dir, keys::JWT_SECRET_FILE, 64)?;
     let master_key = keys::load_or_create(&settings.data_dir, keys::MASTER_KEY_FILE, 32)?;
-    let (store, data) = open_stores(settings).await?;
+    let (store, data) = open_stores(settings, &clock).await?;
     store.seed_plans(&Plan::builtin()).await?;
     migrate_dedicated(settings, &store, &data).await?;
     let resolver = Arc::new(TenantResolver::new(
@@ -108,8 +108,8 @@ pub async fn open_services_with_clock(
         },
         tenants: Tenants {
             core: core.clone(),
-            jobs: crate::control::queue::JobQueue {
-                node: crate::control::queue::node_id(&settings.data_dir)?,
+            jobs: crate::control::tenants::queue::JobQueue {
+                node: crate::control::tenants::queue::node_id(&settings.data_dir)?,
                 lease: std::time::Duration::from_secs(settings.job_lease_secs.max(1)),
                 wake: tokio::sync::Notify::new(),
                 dir: settings.data_dir.clone(),
@@ -208,7 +208,10 @@ fn migrate_policy(settings: &Settings) -> MigratePolicy {
 }
 
 /// The control store and the data plane on the configured engine.
-async fn open_stores(settings: &Settings) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn DataPlane>)> {
+async fn open_stores(
+    settings: &Settings,
+    clock: &Arc<dyn Clock>,
+) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn DataPlane>)> {
     match settings.database()? {
         Database::Sqlite(path) => {
             anyhow::ensure!(
@@ -227,7 +230,10 @@ async fn open_stores(settings: &Settings) -> anyhow::Result<(Arc<dyn Store>, Arc
             .await
             .map_err(pending_hint)
             .context("opening tenant data stores")?;
-            Ok((Arc::new(store), Arc::new(data)))
+            Ok((
+                Arc::new(store.with_clock(clock.clone())),
+                Arc::new(data.with_clock(clock.clone())),
+            ))
         }
         Database::Postgres(url) => {
             let server = |url: String| PgSettings {
@@ -263,7 +269,10 @@ async fn open_stores(settings: &Settings) -> anyhow::Result<(Arc<dyn Store>, Arc
             let data = PgDataPlane::open(&db, placed, settings.dedicated_max_connections)
                 .await
                 .context("opening the dedicated tier on PostgreSQL")?;
-            Ok((Arc::new(PgControlStore::new(db)), Arc::new(data)))
+            Ok((
+                Arc::new(PgControlStore::new(db).with_clock(clock.clone())),
+                Arc::new(data.with_clock(clock.clone())),
+            ))
         }
     }
 }

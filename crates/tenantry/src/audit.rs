@@ -125,6 +125,29 @@ impl AuditEntry {
         entry
     }
 
+    /// Links `entries` (each with its time) onto a chain whose last entry
+    /// is `head` (`(seq, hash)`), in order: each entry's seq and the entry.
+    /// Times are cut to microseconds first, as both engines store them, so
+    /// the entry returned is the entry a later read returns.
+    pub fn link_after<'a>(
+        chain: AuditChain,
+        tenant_id: Option<TenantId>,
+        head: Option<(i64, String)>,
+        entries: impl IntoIterator<Item = (&'a NewAuditEntry, DateTime<Utc>)>,
+    ) -> Vec<(i64, AuditEntry)> {
+        use chrono::SubsecRound;
+        let (mut seq, mut prev) = head.map_or((0, None), |(seq, hash)| (seq, Some(hash)));
+        entries
+            .into_iter()
+            .map(|(new, at)| {
+                seq += 1;
+                let entry = Self::chain(chain, tenant_id, new, prev.take(), at.trunc_subsecs(6));
+                prev = Some(entry.hash.clone());
+                (seq, entry)
+            })
+            .collect()
+    }
+
     /// SHA-256 over a canonical encoding: a JSON array of the fields in a
     /// fixed order, so no field can be shifted into another.
     pub fn compute_hash(&self) -> String {

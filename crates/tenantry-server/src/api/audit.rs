@@ -4,7 +4,7 @@
 use super::Problem;
 use super::extract::{ApiQuery, Page, PageParams};
 use crate::api::scope::{Authenticated, TenantScope};
-use crate::control::audit::{AuditPage, Verification};
+use crate::control::tenants::audit::{AuditPage, Verification};
 use crate::error::Error;
 use crate::state::AppState;
 use axum::Json;

@@ -4,7 +4,7 @@ use super::Problem;
 use super::client_addr::ClientAddr;
 use super::extract::ApiJson;
 use crate::api::scope::Authenticated;
-use crate::control::sessions::{
+use crate::control::identity::sessions::{
     LoginRequest, LoginResponse, Me, OtpRequest, OtpVerify, RefreshRequest, RegisterRequest,
 };
 use crate::error::Error;
@@ -97,7 +97,7 @@ async fn otp_request(
     ApiJson(body): ApiJson<OtpRequest>,
 ) -> Result<(StatusCode, Json<Value>), Error> {
     state.services.identity.otp_request(body, addr).await?;
-    let ttl = crate::control::sessions::OTP_TTL_SECS;
+    let ttl = crate::control::identity::sessions::OTP_TTL_SECS;
     Ok((StatusCode::ACCEPTED, Json(json!({"expires_in": ttl}))))
 }
 

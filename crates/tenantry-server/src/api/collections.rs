@@ -2,10 +2,11 @@
 
 use super::Problem;
 use super::extract::{ApiJson, ApiQuery, Page, PageParams};
+use super::path::RecordPath;
 use crate::api::scope::TenantScope;
 use crate::control::analytics::Stats;
-use crate::control::data::{CollectionBody, IfMatch};
-use crate::control::query::ListParams;
+use crate::control::records::query::ListParams;
+use crate::control::records::{CollectionBody, IfMatch};
 use crate::error::Error;
 use crate::state::AppState;
 use axum::Json;
@@ -197,14 +198,14 @@ async fn list_records(
 async fn get_record(
     State(state): State<AppState>,
     scope: TenantScope,
-    Path((name, id)): Path<(String, String)>,
+    RecordPath { collection, id }: RecordPath,
 ) -> Result<Response, Error> {
     let record = state
         .services
         .records
-        .get_record(&scope.acting(), &name, &id)
+        .get_record(&scope.acting(), &collection, id)
         .await?;
-    Ok(record_response(StatusCode::OK, &name, record))
+    Ok(record_response(StatusCode::OK, &collection, record))
 }
 
 /// Replaces the record's data; honours `If-Match` (412 on a stale version).
@@ -214,11 +215,11 @@ async fn get_record(
 async fn put_record(
     State(state): State<AppState>,
     scope: TenantScope,
-    Path((name, id)): Path<(String, String)>,
+    path: RecordPath,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, Error> {
-    write_record(&state, &scope, &name, &id, &headers, body, false).await
+    write_record(&state, &scope, path, &headers, body, false).await
 }
 
 /// Applies a JSON merge patch (RFC 7396); honours `If-Match`.
@@ -228,18 +229,17 @@ async fn put_record(
 async fn patch_record(
     State(state): State<AppState>,
     scope: TenantScope,
-    Path((name, id)): Path<(String, String)>,
+    path: RecordPath,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, Error> {
-    write_record(&state, &scope, &name, &id, &headers, body, true).await
+    write_record(&state, &scope, path, &headers, body, true).await
 }
 
 async fn write_record(
     state: &AppState,
     scope: &TenantScope,
-    name: &str,
-    id: &str,
+    RecordPath { collection, id }: RecordPath,
     headers: &HeaderMap,
     body: Value,
     patch: bool,
@@ -247,9 +247,16 @@ async fn write_record(
     let record = state
         .services
         .records
-        .write_record(&scope.acting(), name, id, body, patch, if_match(headers)?)
+        .write_record(
+            &scope.acting(),
+            &collection,
+            id,
+            body,
+            patch,
+            if_match(headers)?,
+        )
         .await?;
-    Ok(record_response(StatusCode::OK, name, record))
+    Ok(record_response(StatusCode::OK, &collection, record))
 }
 
 /// Deletes a record; honours `If-Match`.
@@ -259,13 +266,13 @@ async fn write_record(
 async fn delete_record(
     State(state): State<AppState>,
     scope: TenantScope,
-    Path((name, id)): Path<(String, String)>,
+    RecordPath { collection, id }: RecordPath,
     headers: HeaderMap,
 ) -> Result<StatusCode, Error> {
     state
         .services
         .records
-        .delete_record(&scope.acting(), &name, &id, if_match(&headers)?)
+        .delete_record(&scope.acting(), &collection, id, if_match(&headers)?)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -3,7 +3,7 @@
 use super::Problem;
 use super::extract::{ApiJson, ApiQuery};
 use crate::api::scope::Authenticated;
-use crate::control::config::{ConfigView, PutConfig};
+use crate::control::tenants::config::{ConfigView, PutConfig};
 use crate::error::Error;
 use crate::state::AppState;
 use axum::Json;

@@ -2,9 +2,10 @@
 //! move (deletion and plan changes start theirs in `tenants.rs`).
 
 use super::extract::{ApiJson, ApiQuery, Page, PageParams};
+use super::path::IdPath;
 use super::{Problem, with_tenant};
 use crate::api::scope::Authenticated;
-use crate::control::jobs::{
+use crate::control::tenants::jobs::{
     ExportFormat, ExportRequest, JobAccepted, JobQuery, JobView, MoveRequest,
 };
 use crate::error::{Error, Validator};
@@ -16,6 +17,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt, TryStreamExt};
 use serde::Deserialize;
+use tenantry::JobId;
 use tenantry::job::{JobKind, JobStatus};
 use tokio::io::AsyncWriteExt;
 use utoipa_axum::router::OpenApiRouter;
@@ -97,9 +99,9 @@ async fn list_jobs(
 async fn get_job(
     State(state): State<AppState>,
     Authenticated(actor): Authenticated,
-    Path(id): Path<String>,
+    IdPath(id): IdPath<JobId>,
 ) -> Result<Response, Error> {
-    let job = state.services.tenants.visible_job(&actor, &id).await?;
+    let job = state.services.tenants.visible_job(&actor, id).await?;
     Ok(with_tenant(job.tenant_id, Json(JobView::from(job))))
 }
 
@@ -110,10 +112,10 @@ async fn get_job(
 async fn job_result(
     State(state): State<AppState>,
     Authenticated(actor): Authenticated,
-    Path(id): Path<String>,
+    IdPath(id): IdPath<JobId>,
 ) -> Result<Response, Error> {
     let s = &state.services;
-    let job = s.tenants.visible_job(&actor, &id).await?;
+    let job = s.tenants.visible_job(&actor, id).await?;
     if job.kind != JobKind::Export || job.status != JobStatus::Succeeded {
         return Err(Error::NotFound("job result".into()));
     }

@@ -14,6 +14,7 @@ pub mod observe;
 mod openapi;
 pub mod ops;
 pub mod orgs;
+pub mod path;
 pub mod plans;
 pub mod problem;
 pub mod scope;

@@ -3,9 +3,9 @@
 use super::Problem;
 use super::extract::{ApiJson, ApiQuery, Page, PageParams};
 use crate::api::scope::Authenticated;
-use crate::control::admins::NewOrgAdmin;
-use crate::control::orgs::NewOrganization;
-use crate::control::users::UserView;
+use crate::control::identity::admins::NewOrgAdmin;
+use crate::control::identity::users::UserView;
+use crate::control::tenants::orgs::NewOrganization;
 use crate::error::Error;
 use crate::state::AppState;
 use axum::Json;

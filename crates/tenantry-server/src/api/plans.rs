@@ -3,7 +3,7 @@
 use super::Problem;
 use super::extract::{ApiJson, Page};
 use crate::api::scope::Authenticated;
-use crate::control::plans::PlanBody;
+use crate::control::tenants::plans::PlanBody;
 use crate::error::Error;
 use crate::state::AppState;
 use axum::Json;

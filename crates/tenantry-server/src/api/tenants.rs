@@ -212,7 +212,7 @@ async fn activate_tenant(
 /// when the new plan's `default_isolation` moves its data (online).
 #[utoipa::path(post, path = "/api/v1/tenants/{id}/plan", tag = "tenants", request_body = PlanChange,
     params(("id" = String, Path, description = "tenant id or slug")),
-    responses((status = 200, body = Tenant), (status = 202, body = crate::control::jobs::JobAccepted),
+    responses((status = 200, body = Tenant), (status = 202, body = crate::control::tenants::jobs::JobAccepted),
               (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn change_plan(
     State(state): State<AppState>,

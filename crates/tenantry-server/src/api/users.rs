@@ -2,13 +2,15 @@
 
 use super::Problem;
 use super::extract::{ApiJson, ApiQuery, Page, PageParams};
+use super::path::IdPath;
 use crate::api::scope::TenantScope;
-use crate::control::users::{NewUser, UserPatch, UserView};
+use crate::control::identity::users::{NewUser, UserPatch, UserView};
 use crate::error::Error;
 use crate::state::AppState;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
+use tenantry::UserId;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -62,13 +64,13 @@ async fn list_users(
 async fn get_user(
     State(state): State<AppState>,
     scope: TenantScope,
-    Path(id): Path<String>,
+    IdPath(id): IdPath<UserId>,
 ) -> Result<Json<UserView>, Error> {
     Ok(Json(
         state
             .services
             .identity
-            .get_user(&scope.acting(), &id)
+            .get_user(&scope.acting(), id)
             .await?,
     ))
 }
@@ -81,14 +83,14 @@ async fn get_user(
 async fn patch_user(
     State(state): State<AppState>,
     scope: TenantScope,
-    Path(id): Path<String>,
+    IdPath(id): IdPath<UserId>,
     ApiJson(patch): ApiJson<UserPatch>,
 ) -> Result<Json<UserView>, Error> {
     Ok(Json(
         state
             .services
             .identity
-            .update_user(&scope.acting(), &id, patch)
+            .update_user(&scope.acting(), id, patch)
             .await?,
     ))
 }
@@ -99,12 +101,12 @@ async fn patch_user(
 async fn delete_user(
     State(state): State<AppState>,
     scope: TenantScope,
-    Path(id): Path<String>,
+    IdPath(id): IdPath<UserId>,
 ) -> Result<StatusCode, Error> {
     state
         .services
         .identity
-        .delete_user(&scope.acting(), &id)
+        .delete_user(&scope.acting(), id)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -2,8 +2,8 @@
 //! and following the jobs they start.
 
 use super::{TenantCommand, describe};
-use crate::control::jobs::{ExportRequest, JobQuery, MoveRequest};
 use crate::control::tenants::NewTenant;
+use crate::control::tenants::jobs::{ExportRequest, JobQuery, MoveRequest};
 use crate::control::{Services, console_operator};
 use anyhow::Context;
 use std::sync::Arc;

@@ -2,21 +2,12 @@
 //! the HTTP API and the CLI. Services check who may do what; handlers only
 //! translate HTTP to these calls.
 
-pub mod admins;
 pub mod admission;
 pub mod analytics;
-pub mod audit;
-pub mod config;
-pub mod data;
-pub mod jobs;
-pub mod orgs;
-pub mod plans;
-pub mod policy;
-pub mod query;
-pub mod queue;
-pub mod sessions;
+mod core;
+pub mod identity;
+pub mod records;
 pub mod tenants;
-pub mod users;
 
 use crate::auth::TokenKeys;
 use crate::auth::guard::LoginGuard;
@@ -32,7 +23,7 @@ use tenantry::cache::TtlCache;
 use tenantry::clock::Clock;
 use tenantry::resolve::TenantResolver;
 use tenantry::store::Store;
-use tenantry::{Principal, Role, Tenant, UserId};
+use tenantry::{Principal, Role, UserId};
 
 /// Every operation, by plane. The HTTP edge, the CLI and the job runner
 /// call these; each plane holds the shared core and only what else it needs.
@@ -77,7 +68,7 @@ pub struct Identity {
 pub struct Records {
     pub core: Arc<Core>,
     /// (tenant, collection) → its schema, compiled.
-    pub schemas: data::CompiledSchemas,
+    pub schemas: records::CompiledSchemas,
 }
 
 pub struct Analytics {
@@ -88,7 +79,7 @@ pub struct Analytics {
 pub struct Tenants {
     pub core: Arc<Core>,
     /// The job queue as this node sees it.
-    pub jobs: queue::JobQueue,
+    pub jobs: tenants::queue::JobQueue,
 }
 
 pub struct Admission {
@@ -136,113 +127,6 @@ pub fn console_operator() -> Principal {
     }
 }
 
-impl Core {
-    /// Forgets every cached lookup of tenants and what they hold: a tenant
-    /// was deleted or moved.
-    pub fn forget_tenant(&self) {
-        self.resolver.invalidate();
-        self.caches.users.invalidate_all();
-        self.caches.collections.invalidate_all();
-    }
-
-    /// Finds a live tenant by id or slug as `actor` may see it: a tenant
-    /// outside an org admin's organization is reported as unknown, exactly
-    /// like one that never existed.
-    pub async fn visible_tenant(&self, actor: &Principal, id_or_slug: &str) -> Result<Tenant> {
-        let tenant = self
-            .find_tenant(id_or_slug)
-            .await?
-            .ok_or(Error::TenantNotFound)?;
-        let visible =
-            actor.may_administer(tenant.organization_id) || actor.tenant_id == Some(tenant.id);
-        if visible {
-            Ok(tenant)
-        } else {
-            Err(Error::TenantNotFound)
-        }
-    }
-
-    /// Like `visible_tenant`, but tenant users may not administer even their own tenant.
-    pub async fn administered_tenant(&self, actor: &Principal, id_or_slug: &str) -> Result<Tenant> {
-        let tenant = self.visible_tenant(actor, id_or_slug).await?;
-        if actor.may_administer(tenant.organization_id) {
-            Ok(tenant)
-        } else {
-            Err(Error::Forbidden("platform staff only".into()))
-        }
-    }
-
-    /// Finds a live tenant by id or slug, with no access check (public routes).
-    pub async fn find_tenant(&self, id_or_slug: &str) -> Result<Option<Tenant>> {
-        Ok(self.resolver.find(id_or_slug).await?)
-    }
-
-    /// Records an event that changes nothing else (an access, a login) in
-    /// the tenant's control chain; `None`: the platform chain. Changes are
-    /// recorded by the store, in the transaction that makes them.
-    pub async fn audit(
-        &self,
-        tenant: Option<&Tenant>,
-        actor: &Principal,
-        action: &str,
-        resource: &str,
-    ) -> Result<()> {
-        let entry = audit_entry(actor, action, resource);
-        self.store.append_audit(tenant, &entry).await?;
-        Ok(())
-    }
-
-    /// A refused attempt to act in another tenant. It is recorded in the
-    /// caller's own chain (a tenant user's: its tenant's; an org admin's:
-    /// the platform's), naming the target as the resource: the target's
-    /// admins must not learn who probes them, nor may the answer to an org
-    /// admin differ from the one for a tenant that does not exist. Repeats
-    /// by one user against one tenant are recorded once a minute: the
-    /// attempt happens before any rate limit, and must not let a client
-    /// write to the log as fast as it can send.
-    pub async fn audit_cross_tenant(
-        &self,
-        actor: &Principal,
-        target: &Tenant,
-        method: &str,
-        path: &str,
-    ) -> Result<()> {
-        let key = (actor.user_id, target.id);
-        if self.caches.cross_tenant_recorded.get(&key).is_some() {
-            return Ok(());
-        }
-        self.caches.cross_tenant_recorded.insert(key, ());
-        let own = match actor.tenant_id {
-            Some(tid) => self.resolver.find(&tid.to_string()).await?,
-            None => None,
-        };
-        let action = format!("cross_tenant_denied.{}", method.to_ascii_lowercase());
-        let resource = format!("tenants/{}{path}", target.id);
-        self.audit(own.as_ref(), actor, &action, &resource).await
-    }
-
-    /// Platform staff reading inside a tenant leave a trace in its chain:
-    /// `staff_<what>.read` on `tenant:<id>/<what>`.
-    pub async fn audit_staff_read(
-        &self,
-        actor: &Principal,
-        tenant: &Tenant,
-        what: &str,
-    ) -> Result<()> {
-        if actor.role.is_platform() {
-            let resource = format!("tenant:{}/{what}", tenant.id);
-            self.audit(
-                Some(tenant),
-                actor,
-                &format!("staff_{what}.read"),
-                &resource,
-            )
-            .await?;
-        }
-        Ok(())
-    }
-}
-
 /// The audit entry for `actor` doing `action` to `resource`, in the request
 /// being served (its id is picked up from the request's task).
 pub fn audit_entry(actor: &Principal, action: &str, resource: impl Into<String>) -> NewAuditEntry {
@@ -252,6 +136,15 @@ pub fn audit_entry(actor: &Principal, action: &str, resource: impl Into<String>)
         action,
         resource,
     )
+}
+
+/// Refuses anyone but platform staff (super-admins, org admins).
+fn actor_is_platform(actor: &Principal) -> Result<()> {
+    if actor.role.is_platform() {
+        Ok(())
+    } else {
+        Err(Error::Forbidden("platform staff only".into()))
+    }
 }
 
 /// Where an actor's rights come from, as the audit log names it.

@@ -12,7 +12,7 @@
 
 use super::pages::{ChainTail, PAGE, Records};
 use super::{JobError, JobResult, Run};
-use crate::control::jobs::ExportFormat;
+use crate::control::tenants::jobs::ExportFormat;
 use base64::Engine;
 use serde::Deserialize;
 use std::collections::BTreeMap;

@@ -14,7 +14,7 @@ pub use data::{DataPlane, GroupCounts, Restore, TenantData, Usage};
 pub use identity::{IdentityStore, OtpRecord, RefreshRecord, TenantUser, UserChange};
 
 use crate::Role;
-use crate::audit::NewAuditEntry;
+use crate::audit::{AuditFilter, NewAuditEntry};
 use crate::ids::{JobId, OrgId, TenantId, UserId};
 use crate::job::{Claim, Job, JobFilter, JobOutcome};
 use crate::plan::Plan;
@@ -367,6 +367,46 @@ pub trait JobStore: Send + Sync + 'static {
 pub trait Store: ControlStore + PlatformStore + JobStore + IdentityStore {}
 impl<T: ControlStore + PlatformStore + JobStore + IdentityStore> Store for T {}
 
+/// The field a broken uniqueness rule names, read from what the engine
+/// reports: PostgreSQL's constraint name (`<table>_<field>`, or
+/// `<table>_pkey`), SQLite's message (`UNIQUE constraint failed:
+/// <table>.<field>`, or `index '<table>_<field>'`). Every unique index of
+/// both schemas is named so that its last word is the field.
+pub(crate) fn conflict_field(reported: Option<&str>) -> String {
+    match reported.and_then(|r| r.rsplit(['.', '_', '\'', ' ']).find(|w| !w.is_empty())) {
+        Some("pkey") | None => "id".to_owned(),
+        Some(field) => field.to_owned(),
+    }
+}
+
+/// An audit listing's conditions after `WHERE <the chain>`, on either
+/// engine: the filter, the seq cursor, link order and the page size.
+pub(crate) fn push_audit_page<'a, DB>(
+    q: &mut sqlx::QueryBuilder<'a, DB>,
+    filter: &AuditFilter,
+    after_seq: i64,
+    limit: u32,
+) where
+    DB: sqlx::Database,
+    String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    DateTime<Utc>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    if let Some(actor) = &filter.actor {
+        q.push(" AND actor = ").push_bind(actor.clone());
+    }
+    if let Some(action) = &filter.action {
+        q.push(" AND action = ").push_bind(action.clone());
+    }
+    if let Some(since) = filter.since {
+        q.push(" AND at >= ").push_bind(since);
+    }
+    q.push(" AND seq > ")
+        .push_bind(after_seq)
+        .push(" ORDER BY seq LIMIT ")
+        .push_bind(i64::from(limit.max(1)));
+}
+
 /// Parses what `time_text` wrote.
 pub fn parse_time(s: &str) -> StoreResult<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
@@ -441,4 +481,27 @@ pub(crate) fn decode<T>(
 
 pub(crate) fn isolation(value: &str) -> StoreResult<Isolation> {
     decode(value, Isolation::parse, "isolation")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflicts_name_the_field_on_both_engines() {
+        let cases = [
+            (Some("tenants_slug"), "slug"),
+            (Some("tenants_pkey"), "id"),
+            (Some("UNIQUE constraint failed: tenants.slug"), "slug"),
+            (
+                Some("UNIQUE constraint failed: users.tenant_id, users.email"),
+                "email",
+            ),
+            (Some("index 'tenants_domain'"), "domain"),
+            (None, "id"),
+        ];
+        for (reported, field) in cases {
+            assert_eq!(conflict_field(reported), field, "{reported:?}");
+        }
+    }
 }

@@ -1,14 +1,15 @@
 //! One engine's stores on a fresh database, and the fixtures every case needs.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Duration;
 use tempfile::TempDir;
 use tenantry::audit::NewAuditEntry;
+use tenantry::clock::ManualClock;
 use tenantry::ids::TenantId;
 use tenantry::plan::Plan;
 use tenantry::store::migrate::MigratePolicy;
-use tenantry::store::postgres::{PgDataPlane, PgDatabase, PgSettings};
+use tenantry::store::postgres::{PgControlStore, PgDataPlane, PgDatabase, PgSettings};
 use tenantry::store::sqlite::{SqliteControlStore, SqliteDataPlane};
 use tenantry::store::{DataPlane, Store, TenantData};
 use tenantry::tenant::{Isolation, Slug, Tenant, TenantStatus};
@@ -16,6 +17,8 @@ use tenantry::tenant::{Isolation, Slug, Tenant, TenantStatus};
 pub struct Engine {
     pub store: Arc<dyn Store>,
     pub data: Arc<dyn DataPlane>,
+    /// Stamps every audit entry the stores append.
+    pub clock: Arc<ManualClock>,
     /// The SQLite files (and the name of the PostgreSQL database) live as
     /// long as the engine.
     _dir: TempDir,
@@ -30,7 +33,10 @@ impl Engine {
         let data = SqliteDataPlane::open(dir.path(), 16, MigratePolicy::Apply)
             .await
             .expect("data plane");
-        Self::seeded(Arc::new(store), Arc::new(data), dir).await
+        let clock = start_clock();
+        let store = store.with_clock(clock.clone());
+        let data = data.with_clock(clock.clone());
+        Self::seeded(Arc::new(store), Arc::new(data), clock, dir).await
     }
 
     pub async fn postgres() -> Self {
@@ -49,19 +55,23 @@ impl Engine {
         let data = PgDataPlane::open(&db, Vec::new(), 16)
             .await
             .expect("data plane");
-        Self::seeded(
-            Arc::new(tenantry::store::postgres::PgControlStore::new(db)),
-            Arc::new(data),
-            dir,
-        )
-        .await
+        let clock = start_clock();
+        let store = PgControlStore::new(db).with_clock(clock.clone());
+        let data = data.with_clock(clock.clone());
+        Self::seeded(Arc::new(store), Arc::new(data), clock, dir).await
     }
 
-    async fn seeded(store: Arc<dyn Store>, data: Arc<dyn DataPlane>, dir: TempDir) -> Self {
+    async fn seeded(
+        store: Arc<dyn Store>,
+        data: Arc<dyn DataPlane>,
+        clock: Arc<ManualClock>,
+        dir: TempDir,
+    ) -> Self {
         store.seed_plans(&Plan::builtin()).await.expect("plans");
         Self {
             store,
             data,
+            clock,
             _dir: dir,
         }
     }
@@ -95,6 +105,12 @@ impl Engine {
     pub async fn handle(&self, tenant: &Tenant) -> Arc<dyn TenantData> {
         self.data.handle(tenant).await.expect("handle")
     }
+}
+
+/// Far from the system's time, so an entry stamped by the system clock shows.
+fn start_clock() -> Arc<ManualClock> {
+    let start = DateTime::parse_from_rfc3339("2031-02-03T04:05:06.123456Z").expect("time");
+    Arc::new(ManualClock::new(start.with_timezone(&Utc)))
 }
 
 /// An audit entry of the tests' one actor.

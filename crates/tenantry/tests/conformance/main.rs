@@ -11,6 +11,7 @@ mod control;
 mod identity;
 mod jobs;
 mod records;
+mod stamps;
 
 /// Each case is an `async fn(Engine)`; this makes one test per engine of it.
 macro_rules! on_both_engines {

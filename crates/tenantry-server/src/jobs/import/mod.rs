@@ -29,7 +29,7 @@
 mod check;
 
 use super::{JobError, JobResult, Run};
-use crate::control::jobs::ImportParams as Params;
+use crate::control::tenants::jobs::ImportParams as Params;
 use check::{Checked, Lines, Summary, check_file};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

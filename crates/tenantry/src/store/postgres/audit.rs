@@ -9,7 +9,7 @@ use super::pg_error;
 use crate::audit::{AuditChain, AuditEntry, AuditFilter, NewAuditEntry};
 use crate::ids::TenantId;
 use crate::store::StoreResult;
-use chrono::{SubsecRound, Utc};
+use chrono::Utc;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 use uuid::Uuid;
@@ -77,25 +77,16 @@ impl ChainAt {
 }
 
 /// Appends inside the caller's transaction, committing with the change it
-/// records. The chain's lock is taken before its head is read, so two
+/// records, at `time`. The chain's lock is taken before its head is read, so two
 /// appends cannot both link to the same predecessor (a row lock on the head
 /// would not cover an empty chain).
-pub(super) async fn append(
-    conn: &mut PgConnection,
-    at: &ChainAt,
-    new: &NewAuditEntry,
-) -> StoreResult<AuditEntry> {
-    append_at(conn, at, new, Utc::now()).await
-}
-
-/// `append` with the entry's time given (an imported entry keeps its own).
 pub(super) async fn append_at(
     conn: &mut PgConnection,
     at: &ChainAt,
     new: &NewAuditEntry,
     time: chrono::DateTime<Utc>,
 ) -> StoreResult<AuditEntry> {
-    let mut linked = append_all_at(conn, at, std::slice::from_ref(&(new.clone(), time))).await?;
+    let mut linked = append_all_at(conn, at, [(new, time)]).await?;
     linked
         .pop()
         .ok_or_else(|| crate::store::StoreError::Internal("no audit entry appended".into()))
@@ -103,12 +94,13 @@ pub(super) async fn append_at(
 
 /// Appends entries in order, each at its own time, under one lock and in
 /// one statement per thousand (an import relinks a whole chain).
-pub(super) async fn append_all_at(
+pub(super) async fn append_all_at<'a>(
     conn: &mut PgConnection,
     at: &ChainAt,
-    entries: &[(NewAuditEntry, chrono::DateTime<Utc>)],
+    entries: impl IntoIterator<Item = (&'a NewAuditEntry, chrono::DateTime<Utc>)>,
 ) -> StoreResult<Vec<AuditEntry>> {
-    if entries.is_empty() {
+    let mut entries = entries.into_iter().peekable();
+    if entries.peek().is_none() {
         return Ok(Vec::new());
     }
     let lock_key = at
@@ -120,19 +112,7 @@ pub(super) async fn append_all_at(
         .execute(&mut *conn)
         .await
         .map_err(pg_error)?;
-    let (mut seq, mut prev) = match head(conn, at).await? {
-        Some((seq, hash)) => (seq, Some(hash)),
-        None => (0, None),
-    };
-    let mut linked = Vec::with_capacity(entries.len());
-    for (new, time) in entries {
-        seq += 1;
-        // timestamptz keeps microseconds: truncate first, so the entry we
-        // return is the entry a later read returns.
-        let entry = AuditEntry::chain(at.kind, at.tenant, new, prev, time.trunc_subsecs(6));
-        prev = Some(entry.hash.clone());
-        linked.push((seq, entry));
-    }
+    let linked = AuditEntry::link_after(at.kind, at.tenant, head(conn, at).await?, entries);
     insert_all(conn, at, &linked).await?;
     Ok(linked.into_iter().map(|(_, e)| e).collect())
 }
@@ -195,19 +175,7 @@ pub(super) async fn list(
     limit: u32,
 ) -> StoreResult<Vec<(i64, AuditEntry)>> {
     let mut q = at.select();
-    if let Some(actor) = &filter.actor {
-        q.push(" AND actor = ").push_bind(actor.clone());
-    }
-    if let Some(action) = &filter.action {
-        q.push(" AND action = ").push_bind(action.clone());
-    }
-    if let Some(since) = filter.since {
-        q.push(" AND at >= ").push_bind(since);
-    }
-    q.push(" AND seq > ")
-        .push_bind(after_seq)
-        .push(" ORDER BY seq LIMIT ")
-        .push_bind(i64::from(limit.max(1)));
+    crate::store::push_audit_page(&mut q, filter, after_seq, limit);
     let rows = q.build().fetch_all(&mut *conn).await.map_err(pg_error)?;
     rows.iter()
         .map(|r| Ok((col(r, "seq")?, at.entry(r)?)))

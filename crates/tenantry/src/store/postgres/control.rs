@@ -6,6 +6,7 @@ use super::jobs::insert_job_row;
 use super::require_live;
 use super::{PgDatabase, col, count, pg_error, set_tenant, tenant_schema_version, tenant_tx};
 use crate::audit::NewAuditEntry;
+use crate::clock::{Clock, SystemClock};
 use crate::ids::{OrgId, TenantId};
 use crate::job::Job;
 use crate::store::{
@@ -17,6 +18,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, QueryBuilder};
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// The PostgreSQL control store. It also holds the platform's records
@@ -24,11 +26,21 @@ use uuid::Uuid;
 #[derive(Clone)]
 pub struct PgControlStore {
     pub(crate) db: PgDatabase,
+    /// Stamps the audit entries.
+    pub(super) clock: Arc<dyn Clock>,
 }
 
 impl PgControlStore {
     pub fn new(db: PgDatabase) -> Self {
-        Self { db }
+        Self {
+            db,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Audit entries stamped by `clock` (the system clock by default).
+    pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
+        Self { clock, ..self }
     }
 
     pub fn database(&self) -> &PgDatabase {
@@ -134,7 +146,7 @@ impl ControlStore for PgControlStore {
             .execute(&mut *tx)
             .await
             .map_err(pg_error)?;
-        audit::append(&mut tx, &ChainAt::control(t.id), a).await?;
+        audit::append_at(&mut tx, &ChainAt::control(t.id), a, self.clock.now()).await?;
         tx.commit().await.map_err(pg_error)
     }
 
@@ -229,7 +241,7 @@ impl ControlStore for PgControlStore {
         .await
         .map_err(pg_error)?
         .ok_or(StoreError::NotFound)?;
-        audit::append(&mut tx, &ChainAt::control(id), a).await?;
+        audit::append_at(&mut tx, &ChainAt::control(id), a, self.clock.now()).await?;
         tx.commit().await.map_err(pg_error)?;
         tenant_from_row(&row)
     }
@@ -254,7 +266,7 @@ impl ControlStore for PgControlStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        audit::append(&mut tx, &ChainAt::control(t.id), a).await?;
+        audit::append_at(&mut tx, &ChainAt::control(t.id), a, self.clock.now()).await?;
         tx.commit().await.map_err(pg_error)
     }
 
@@ -300,7 +312,7 @@ impl ControlStore for PgControlStore {
         .await
         .map_err(pg_error)?;
         insert_job_row(&mut tx, job).await?;
-        audit::append(&mut tx, &ChainAt::control(t.id), a).await?;
+        audit::append_at(&mut tx, &ChainAt::control(t.id), a, self.clock.now()).await?;
         tx.commit().await.map_err(pg_error)
     }
 
@@ -329,7 +341,7 @@ impl ControlStore for PgControlStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        audit::append(&mut tx, &ChainAt::control(from.id), a).await?;
+        audit::append_at(&mut tx, &ChainAt::control(from.id), a, self.clock.now()).await?;
         tx.commit().await.map_err(pg_error)
     }
 
@@ -354,7 +366,7 @@ impl ControlStore for PgControlStore {
                 .await
                 .map_err(pg_error)?;
         }
-        audit::append(&mut tx, &ChainAt::control(t.id), a).await?;
+        audit::append_at(&mut tx, &ChainAt::control(t.id), a, self.clock.now()).await?;
         tx.commit().await.map_err(pg_error)
     }
 
@@ -505,7 +517,7 @@ impl ControlStore for PgControlStore {
         .execute(&mut *tx)
         .await
         .map_err(pg_error)?;
-        audit::append(&mut tx, &ChainAt::control(t.id), a).await?;
+        audit::append_at(&mut tx, &ChainAt::control(t.id), a, self.clock.now()).await?;
         tx.commit().await.map_err(pg_error)
     }
 
@@ -519,7 +531,7 @@ impl ControlStore for PgControlStore {
             .map_err(pg_error)?;
         let deleted = done.rows_affected() > 0;
         if deleted {
-            audit::append(&mut tx, &ChainAt::control(t.id), a).await?;
+            audit::append_at(&mut tx, &ChainAt::control(t.id), a, self.clock.now()).await?;
         }
         tx.commit().await.map_err(pg_error)?;
         Ok(deleted)

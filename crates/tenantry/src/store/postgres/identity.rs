@@ -138,7 +138,7 @@ impl IdentityStore for PgControlStore {
         .execute(&mut *tx)
         .await
         .map_err(pg_error)?;
-        audit::append(&mut tx, &ChainAt::control(t.id), a).await?;
+        audit::append_at(&mut tx, &ChainAt::control(t.id), a, self.clock.now()).await?;
         tx.commit().await.map_err(pg_error)
     }
 
@@ -205,7 +205,7 @@ impl IdentityStore for PgControlStore {
         if c.password_hash.is_some() {
             revoke_refresh(&mut tx, Revoke::User(t.id, id), c.updated_at).await?;
         }
-        audit::append(&mut tx, &ChainAt::control(t.id), a).await?;
+        audit::append_at(&mut tx, &ChainAt::control(t.id), a, self.clock.now()).await?;
         tx.commit().await.map_err(pg_error)?;
         user_from_row(&row).map(Some)
     }
@@ -226,7 +226,7 @@ impl IdentityStore for PgControlStore {
             .map_err(pg_error)?;
         let deleted = done.rows_affected() > 0;
         if deleted {
-            audit::append(&mut tx, &ChainAt::control(t.id), a).await?;
+            audit::append_at(&mut tx, &ChainAt::control(t.id), a, self.clock.now()).await?;
         }
         tx.commit().await.map_err(pg_error)?;
         Ok(deleted)
@@ -399,7 +399,7 @@ impl IdentityStore for PgControlStore {
         new: &NewAuditEntry,
     ) -> StoreResult<AuditEntry> {
         let mut tx = self.chain_tx(t).await?;
-        let entry = audit::append(&mut tx, &chain_of(t), new).await?;
+        let entry = audit::append_at(&mut tx, &chain_of(t), new, self.clock.now()).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(entry)
     }

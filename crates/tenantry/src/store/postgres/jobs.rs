@@ -84,7 +84,7 @@ impl JobStore for PgControlStore {
         let mut tx = tenant_tx(&self.db.runtime, t.id).await?;
         require_live(&mut tx, t).await?;
         insert_job_row(&mut tx, job).await?;
-        audit::append(&mut tx, &ChainAt::control(t.id), a).await?;
+        audit::append_at(&mut tx, &ChainAt::control(t.id), a, self.clock.now()).await?;
         tx.commit().await.map_err(pg_error)
     }
 
@@ -276,9 +276,12 @@ impl JobStore for PgControlStore {
             .map_err(pg_error)?;
         }
         let chain = ChainAt::control(t.id);
-        audit::append_all_at(&mut tx, &chain, &step.relink).await?;
+        // Borrowed pairs, gathered first: a closure's borrow would keep the
+        // future from being Send.
+        let relink: Vec<_> = step.relink.iter().map(|(e, t)| (e, *t)).collect();
+        audit::append_all_at(&mut tx, &chain, relink).await?;
         if let Some(entry) = &step.audit {
-            audit::append(&mut tx, &chain, entry).await?;
+            audit::append_at(&mut tx, &chain, entry, self.clock.now()).await?;
         }
         let held = sqlx::query(
             "UPDATE jobs SET state = $1, heartbeat_at = $2, updated_at = $2

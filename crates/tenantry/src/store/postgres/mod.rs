@@ -469,12 +469,7 @@ pub(super) fn count(n: i64) -> u64 {
 pub(crate) fn pg_error(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
-            // Unique indexes are named `<table>_<field>`; primary keys `<table>_pkey`.
-            let field = match db.constraint().and_then(|c| c.rsplit('_').next()) {
-                Some("pkey") | None => "id",
-                Some(field) => field,
-            };
-            StoreError::Conflict(field.to_owned())
+            StoreError::Conflict(super::conflict_field(db.constraint()))
         }
         // The tenant's own database was dropped (purged, or moved away).
         sqlx::Error::Database(db) if db.code().as_deref() == Some("3D000") => StoreError::Absent,

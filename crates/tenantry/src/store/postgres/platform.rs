@@ -66,7 +66,7 @@ impl PlatformStore for PgControlStore {
             StoreError::Conflict(_) => StoreError::Conflict("email".into()),
             other => other,
         })?;
-        audit::append(&mut tx, &ChainAt::platform(), a).await?;
+        audit::append_at(&mut tx, &ChainAt::platform(), a, self.clock.now()).await?;
         tx.commit().await.map_err(pg_error)
     }
 
@@ -136,7 +136,7 @@ impl PlatformStore for PgControlStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(pg_error)?;
-        audit::append(&mut tx, &ChainAt::platform(), a).await?;
+        audit::append_at(&mut tx, &ChainAt::platform(), a, self.clock.now()).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(inserted)
     }
@@ -167,7 +167,7 @@ impl PlatformStore for PgControlStore {
         .execute(&mut *tx)
         .await
         .map_err(pg_error)?;
-        audit::append(&mut tx, &ChainAt::platform(), a).await?;
+        audit::append_at(&mut tx, &ChainAt::platform(), a, self.clock.now()).await?;
         tx.commit().await.map_err(pg_error)
     }
 

@@ -6,7 +6,7 @@ use super::{db_error, opt_uuid_col, uuid_col};
 use crate::audit::{AuditChain, AuditEntry, AuditFilter, NewAuditEntry};
 use crate::ids::TenantId;
 use crate::store::{StoreError, StoreResult};
-use chrono::{SubsecRound, Utc};
+use chrono::Utc;
 use rusqlite::OptionalExtension;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
@@ -65,16 +65,7 @@ impl ChainAt {
 
 /// Appends inside the caller's write transaction (begun IMMEDIATE, so the
 /// write lock is held before the head is read: two appends cannot both link
-/// to the same predecessor), committing with the change it records.
-pub(super) async fn append(
-    conn: &mut SqliteConnection,
-    at: &ChainAt,
-    new: &NewAuditEntry,
-) -> StoreResult<AuditEntry> {
-    append_at(conn, at, new, Utc::now()).await
-}
-
-/// `append` with the entry's time given (an imported entry keeps its own).
+/// to the same predecessor), committing with the change it records, at `time`.
 pub(super) async fn append_at(
     conn: &mut SqliteConnection,
     at: &ChainAt,
@@ -87,18 +78,15 @@ pub(super) async fn append_at(
         .build()
         .fetch_optional(&mut *conn)
         .await
-        .map_err(db_error)?;
-    let (seq, prev) = match head {
-        Some(row) => {
-            let seq: i64 = row.try_get("seq").map_err(db_error)?;
-            let hash: String = row.try_get("hash").map_err(db_error)?;
-            (seq + 1, Some(hash))
-        }
-        None => (1, None),
-    };
-    // Microseconds, as hashed (and as PostgreSQL keeps them): the entry
-    // stored is the entry that was hashed.
-    let entry = AuditEntry::chain(at.kind, at.tenant, new, prev, time.trunc_subsecs(6));
+        .map_err(db_error)?
+        .map(|row| {
+            Ok::<_, StoreError>((
+                row.try_get("seq").map_err(db_error)?,
+                row.try_get("hash").map_err(db_error)?,
+            ))
+        })
+        .transpose()?;
+    let (seq, entry) = link_one(at, head, new, time)?;
     let sql = format!(
         "INSERT INTO {} (tenant_id, seq, id, actor, actor_scope, action, resource, at, request_id, prev_hash, hash)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -133,19 +121,7 @@ pub(super) async fn list(
     limit: u32,
 ) -> StoreResult<Vec<(i64, AuditEntry)>> {
     let mut q = at.select();
-    if let Some(actor) = &filter.actor {
-        q.push(" AND actor = ").push_bind(actor.clone());
-    }
-    if let Some(action) = &filter.action {
-        q.push(" AND action = ").push_bind(action.clone());
-    }
-    if let Some(since) = filter.since {
-        q.push(" AND at >= ").push_bind(since);
-    }
-    q.push(" AND seq > ")
-        .push_bind(after_seq)
-        .push(" ORDER BY seq LIMIT ")
-        .push_bind(i64::from(limit.max(1)));
+    crate::store::push_audit_page(&mut q, filter, after_seq, limit);
     let rows = q.build().fetch_all(pool).await.map_err(db_error)?;
     rows.iter()
         .map(|r| Ok((r.try_get("seq").map_err(db_error)?, at.entry(r)?)))
@@ -154,28 +130,27 @@ pub(super) async fn list(
 
 /// `append` on a direct (rusqlite) write transaction: the data chain is
 /// written beside the records, which are written that way.
-pub(super) fn append_direct(
-    tx: &rusqlite::Connection,
-    at: &ChainAt,
-    new: &NewAuditEntry,
-) -> StoreResult<AuditEntry> {
-    append_direct_at(tx, at, new, Utc::now())
-}
-
-/// `append_direct` with the entry's time given (an imported entry keeps its own).
 pub(super) fn append_direct_at(
     tx: &rusqlite::Connection,
     at: &ChainAt,
     new: &NewAuditEntry,
     time: chrono::DateTime<Utc>,
 ) -> StoreResult<AuditEntry> {
-    let (seq, prev) = match head_direct(tx, at)? {
-        Some((seq, hash)) => (seq + 1, Some(hash)),
-        None => (1, None),
-    };
-    let entry = AuditEntry::chain(at.kind, at.tenant, new, prev, time.trunc_subsecs(6));
+    let (seq, entry) = link_one(at, head_direct(tx, at)?, new, time)?;
     insert_direct(tx, at, seq, &entry)?;
     Ok(entry)
+}
+
+/// The one entry linked after `head`.
+fn link_one(
+    at: &ChainAt,
+    head: Option<(i64, String)>,
+    new: &NewAuditEntry,
+    time: chrono::DateTime<Utc>,
+) -> StoreResult<(i64, AuditEntry)> {
+    AuditEntry::link_after(at.kind, at.tenant, head, [(new, time)])
+        .pop()
+        .ok_or_else(|| StoreError::Internal("no audit entry linked".into()))
 }
 
 /// The chain's last entry: `(seq, hash)`.

@@ -7,6 +7,8 @@ use super::{
     SYNCHRONOUS, begin_write, db_error, json_col, opt_uuid_col, require_live, to_json, uuid_col,
 };
 use super::{audit, data};
+use crate::clock::{Clock, SystemClock};
+use std::sync::Arc;
 
 use crate::audit::NewAuditEntry;
 use crate::ids::TenantId;
@@ -32,6 +34,8 @@ pub(super) static MIGRATIONS: sqlx::migrate::Migrator =
 #[derive(Clone)]
 pub struct SqliteControlStore {
     pub(super) pool: SqlitePool,
+    /// Stamps the audit entries.
+    pub(super) clock: Arc<dyn Clock>,
 }
 
 impl SqliteControlStore {
@@ -59,7 +63,15 @@ impl SqliteControlStore {
                 .map_err(|e| StoreError::Internal(format!("migrating control store: {e}")))?;
         }
         drop(conn);
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    /// Audit entries stamped by `clock` (the system clock by default).
+    pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
+        Self { clock, ..self }
     }
 
     /// One live tenant by a unique column; `condition` is a fixed fragment of ours.
@@ -161,7 +173,7 @@ impl ControlStore for SqliteControlStore {
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
-        audit::append(&mut tx, &control_chain(t), a).await?;
+        audit::append_at(&mut tx, &control_chain(t), a, self.clock.now()).await?;
         tx.commit().await.map_err(db_error)
     }
 
@@ -257,7 +269,7 @@ impl ControlStore for SqliteControlStore {
         .map_err(db_error)?
         .ok_or(StoreError::NotFound)?;
         let tenant = tenant_from_row(&row)?;
-        audit::append(&mut tx, &control_chain(&tenant), a).await?;
+        audit::append_at(&mut tx, &control_chain(&tenant), a, self.clock.now()).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(tenant)
     }
@@ -282,7 +294,7 @@ impl ControlStore for SqliteControlStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        audit::append(&mut tx, &control_chain(t), a).await?;
+        audit::append_at(&mut tx, &control_chain(t), a, self.clock.now()).await?;
         tx.commit().await.map_err(db_error)
     }
 
@@ -329,7 +341,7 @@ impl ControlStore for SqliteControlStore {
         .await
         .map_err(db_error)?;
         insert_job_row(&mut tx, job).await?;
-        audit::append(&mut tx, &control_chain(t), a).await?;
+        audit::append_at(&mut tx, &control_chain(t), a, self.clock.now()).await?;
         tx.commit().await.map_err(db_error)
     }
 
@@ -348,7 +360,7 @@ impl ControlStore for SqliteControlStore {
         ] {
             sqlx::query(sql).bind(&id).execute(&mut *tx).await.map_err(db_error)?;
         }
-        audit::append(&mut tx, &control_chain(t), a).await?;
+        audit::append_at(&mut tx, &control_chain(t), a, self.clock.now()).await?;
         tx.commit().await.map_err(db_error)
     }
 
@@ -376,7 +388,7 @@ impl ControlStore for SqliteControlStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        audit::append(&mut tx, &control_chain(from), a).await?;
+        audit::append_at(&mut tx, &control_chain(from), a, self.clock.now()).await?;
         tx.commit().await.map_err(db_error)
     }
 
@@ -519,7 +531,7 @@ impl ControlStore for SqliteControlStore {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        audit::append(&mut tx, &control_chain(t), a).await?;
+        audit::append_at(&mut tx, &control_chain(t), a, self.clock.now()).await?;
         tx.commit().await.map_err(db_error)
     }
 
@@ -533,7 +545,7 @@ impl ControlStore for SqliteControlStore {
             .map_err(db_error)?;
         let deleted = done.rows_affected() > 0;
         if deleted {
-            audit::append(&mut tx, &control_chain(t), a).await?;
+            audit::append_at(&mut tx, &control_chain(t), a, self.clock.now()).await?;
         }
         tx.commit().await.map_err(db_error)?;
         Ok(deleted)

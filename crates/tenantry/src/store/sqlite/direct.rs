@@ -23,13 +23,7 @@ pub(super) fn direct_error(e: rusqlite::Error) -> StoreError {
             if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
                 || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
         {
-            // "UNIQUE constraint failed: record_uniques.tenant_id, …"
-            let field = msg
-                .as_deref()
-                .and_then(|m| m.rsplit(['.', '_', '\'']).find(|s| !s.is_empty()))
-                .unwrap_or("id")
-                .to_owned();
-            StoreError::Conflict(field)
+            StoreError::Conflict(crate::store::conflict_field(msg.as_deref()))
         }
         rusqlite::Error::SqliteFailure(f, _)
             if matches!(

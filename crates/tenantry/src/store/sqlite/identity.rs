@@ -101,7 +101,7 @@ impl IdentityStore for SqliteControlStore {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        audit::append(&mut tx, &control_chain(t), a).await?;
+        audit::append_at(&mut tx, &control_chain(t), a, self.clock.now()).await?;
         tx.commit().await.map_err(db_error)
     }
 
@@ -177,7 +177,7 @@ impl IdentityStore for SqliteControlStore {
             .await
             .map_err(db_error)?;
         }
-        audit::append(&mut tx, &control_chain(t), a).await?;
+        audit::append_at(&mut tx, &control_chain(t), a, self.clock.now()).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(Some(user))
     }
@@ -198,7 +198,7 @@ impl IdentityStore for SqliteControlStore {
             .map_err(db_error)?;
         let deleted = done.rows_affected() > 0;
         if deleted {
-            audit::append(&mut tx, &control_chain(t), a).await?;
+            audit::append_at(&mut tx, &control_chain(t), a, self.clock.now()).await?;
         }
         tx.commit().await.map_err(db_error)?;
         Ok(deleted)
@@ -371,7 +371,7 @@ impl IdentityStore for SqliteControlStore {
         new: &NewAuditEntry,
     ) -> StoreResult<AuditEntry> {
         let mut tx = begin_write(&self.pool).await?;
-        let entry = audit::append(&mut tx, &chain_of(t), new).await?;
+        let entry = audit::append_at(&mut tx, &chain_of(t), new, self.clock.now()).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(entry)
     }

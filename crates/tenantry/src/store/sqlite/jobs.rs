@@ -86,7 +86,7 @@ impl JobStore for SqliteControlStore {
         let mut tx = begin_write(&self.pool).await?;
         require_live(&mut tx, t).await?;
         insert_job_row(&mut tx, job).await?;
-        audit::append(&mut tx, &control_chain(t), a).await?;
+        audit::append_at(&mut tx, &control_chain(t), a, self.clock.now()).await?;
         tx.commit().await.map_err(db_error)
     }
 
@@ -296,7 +296,7 @@ impl JobStore for SqliteControlStore {
             audit::append_at(&mut tx, &chain, entry, *at).await?;
         }
         if let Some(entry) = &step.audit {
-            audit::append(&mut tx, &chain, entry).await?;
+            audit::append_at(&mut tx, &chain, entry, self.clock.now()).await?;
         }
         let held = sqlx::query(
             "UPDATE jobs SET state = ?1, heartbeat_at = ?2, updated_at = ?2

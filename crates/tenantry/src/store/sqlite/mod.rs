@@ -67,15 +67,7 @@ pub(super) async fn begin_write(
 pub(super) fn db_error(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
-            // SQLite says "UNIQUE constraint failed: tenants.slug"; partial
-            // indexes report "index 'tenants_slug'". Either way, name the field.
-            let msg = db.message();
-            let field = msg
-                .rsplit(['.', '_', '\''])
-                .find(|s| !s.is_empty())
-                .unwrap_or("id")
-                .to_owned();
-            StoreError::Conflict(field)
+            StoreError::Conflict(super::conflict_field(Some(db.message())))
         }
         // Busy or locked past the busy timeout, or the disk full: the
         // database is fine and a retry later may well succeed (a 503).

@@ -65,7 +65,7 @@ impl PlatformStore for SqliteControlStore {
             StoreError::Conflict(_) => StoreError::Conflict("email".into()),
             other => other,
         })?;
-        audit::append(&mut tx, &ChainAt::platform(), a).await?;
+        audit::append_at(&mut tx, &ChainAt::platform(), a, self.clock.now()).await?;
         tx.commit().await.map_err(db_error)
     }
 
@@ -134,7 +134,7 @@ impl PlatformStore for SqliteControlStore {
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
-        audit::append(&mut tx, &ChainAt::platform(), a).await?;
+        audit::append_at(&mut tx, &ChainAt::platform(), a, self.clock.now()).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(existed.is_none())
     }
@@ -165,7 +165,7 @@ impl PlatformStore for SqliteControlStore {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        audit::append(&mut tx, &ChainAt::platform(), a).await?;
+        audit::append_at(&mut tx, &ChainAt::platform(), a, self.clock.now()).await?;
         tx.commit().await.map_err(db_error)
     }
 

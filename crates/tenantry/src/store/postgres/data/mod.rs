@@ -16,6 +16,7 @@ mod write;
 
 use super::{PgDatabase, grant_runtime, migrate_tenant_schema, pg_error, tenant_schema_version};
 use crate::Tenant;
+use crate::clock::{Clock, SystemClock};
 use crate::ids::TenantId;
 use crate::placement::Server;
 use crate::store::data::{DataPlane, TenantData};
@@ -54,6 +55,8 @@ pub struct PgDataPlane {
     main: PgServer,
     placed: HashMap<String, PgServer>,
     placement: Vec<Server>,
+    /// Stamps the data chains' entries.
+    clock: Arc<dyn Clock>,
 }
 
 impl PgDataPlane {
@@ -77,7 +80,13 @@ impl PgDataPlane {
             main: PgServer::open(main, max_connections, DEDICATED_POOL_CONNECTIONS).await?,
             placed: servers,
             placement,
+            clock: Arc::new(SystemClock),
         })
+    }
+
+    /// Audit entries stamped by `clock` (the system clock by default).
+    pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
+        Self { clock, ..self }
     }
 
     /// The server holding the tenant's data.
@@ -110,7 +119,9 @@ impl DataPlane for PgDataPlane {
     }
 
     async fn handle(&self, tenant: &Tenant) -> StoreResult<Arc<dyn TenantData>> {
-        self.server(tenant)?.handle(tenant).await
+        self.server(tenant)?
+            .handle(tenant, self.clock.clone())
+            .await
     }
 
     async fn purge(&self, tenant: &Tenant) -> StoreResult<()> {

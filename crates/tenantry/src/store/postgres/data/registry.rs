@@ -4,6 +4,7 @@
 
 use super::tenant::{Backend, PgTenantData, without_statement_timeout};
 use super::{IDLE_TTL, SWEEP_EVERY, migrate_tenant_database, template_name, tenant_db_name};
+use crate::clock::Clock;
 use crate::ids::TenantId;
 use crate::store::data::TenantData;
 use crate::store::postgres::{
@@ -275,7 +276,11 @@ impl PgServer {
         migrate_tenant_database(&self.db, &name, &what).await
     }
 
-    pub(super) async fn handle(&self, tenant: &Tenant) -> StoreResult<Arc<dyn TenantData>> {
+    pub(super) async fn handle(
+        &self,
+        tenant: &Tenant,
+        clock: Arc<dyn Clock>,
+    ) -> StoreResult<Arc<dyn TenantData>> {
         let backend = match tenant.isolation {
             Isolation::Shared => Backend::Shared {
                 pool: self.db.runtime.clone(),
@@ -295,6 +300,7 @@ impl PgServer {
             backend,
             tenant: tenant.id,
             restored: AtomicU64::new(0),
+            clock,
         }))
     }
 

@@ -7,6 +7,7 @@ use super::sql::{
     push_compare, push_field_cursor, push_time_cursor, record_from_row,
 };
 use crate::audit::{AuditEntry, AuditFilter, NewAuditEntry};
+use crate::clock::Clock;
 use crate::ids::{RecordId, TenantId};
 use crate::record::{CollectionDef, FilterOp, Record, RecordQuery, SortKey};
 use crate::store::data::{GroupCounts, Restore, TenantData, Usage, group_counts_from};
@@ -37,6 +38,7 @@ pub(super) struct PgTenantData {
     pub(super) tenant: TenantId,
     /// Records this handle has restored (an import, a move's copy).
     pub(super) restored: AtomicU64,
+    pub(super) clock: Arc<dyn Clock>,
 }
 
 /// Lifts the runtime role's `statement_timeout` for this transaction: a
@@ -137,7 +139,7 @@ impl TenantData for PgTenantData {
         // Rebuild the unique claims for the (possibly new) unique fields.
         self.rebuild_claims(&mut tx, def, false).await?;
         self.upsert_collection(&mut tx, def).await?;
-        audit::append(&mut tx, &ChainAt::data(self.tenant), a).await?;
+        audit::append_at(&mut tx, &ChainAt::data(self.tenant), a, self.clock.now()).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(existed.is_none())
     }
@@ -162,7 +164,7 @@ impl TenantData for PgTenantData {
         .await
         .map_err(pg_error)?;
         if done.rows_affected() > 0 {
-            audit::append(&mut tx, &ChainAt::data(self.tenant), a).await?;
+            audit::append_at(&mut tx, &ChainAt::data(self.tenant), a, self.clock.now()).await?;
         }
         tx.commit().await.map_err(pg_error)
     }
@@ -509,9 +511,12 @@ impl TenantData for PgTenantData {
         self.restore_records(&mut tx, &restore.records).await?;
         let chain = ChainAt::data(self.tenant);
         audit::insert_all(&mut tx, &chain, &restore.audit).await?;
-        audit::append_all_at(&mut tx, &chain, &restore.relink).await?;
+        // Borrowed pairs, gathered first: a closure's borrow would keep the
+        // future from being Send.
+        let relink: Vec<_> = restore.relink.iter().map(|(e, t)| (e, *t)).collect();
+        audit::append_all_at(&mut tx, &chain, relink).await?;
         if let Some(entry) = &restore.append {
-            audit::append(&mut tx, &chain, entry).await?;
+            audit::append_at(&mut tx, &chain, entry, self.clock.now()).await?;
         }
         tx.commit().await.map_err(pg_error)?;
         let loaded = restore.records.len() as u64;

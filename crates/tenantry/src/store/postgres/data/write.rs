@@ -224,7 +224,7 @@ impl PgTenantData {
         self.claim(conn, collection, &plan.claims, id, false)
             .await?;
         self.add_usage(conn, plan.records, plan.bytes).await?;
-        audit::append(conn, &ChainAt::data(self.tenant), entry).await?;
+        audit::append_at(conn, &ChainAt::data(self.tenant), entry, self.clock.now()).await?;
         Ok(())
     }
 

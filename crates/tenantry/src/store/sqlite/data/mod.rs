@@ -10,6 +10,7 @@ mod write;
 
 use super::db_error;
 use super::direct::{DEDICATED_CACHE_KIB, Readers, SHARED_CACHE_KIB, Writer, direct_error, long};
+use crate::clock::{Clock, SystemClock};
 use crate::ids::TenantId;
 use crate::store::data::{DataPlane, TenantData};
 use crate::store::migrate::{MigratePolicy, latest_version, must_run};
@@ -87,6 +88,8 @@ pub struct SqliteDataPlane {
     dir: PathBuf,
     shared: Database,
     dedicated: Cache<TenantId, Database>,
+    /// Stamps the data chains' entries.
+    clock: Arc<dyn Clock>,
 }
 
 /// One open tenant database: the shared one has reader connections and a
@@ -162,7 +165,13 @@ impl SqliteDataPlane {
                 .time_to_idle(Duration::from_secs(300))
                 .build(),
             dir,
+            clock: Arc::new(SystemClock),
         })
+    }
+
+    /// Audit entries stamped by `clock` (the system clock by default).
+    pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
+        Self { clock, ..self }
     }
 
     fn path(&self, tenant: TenantId) -> PathBuf {
@@ -246,6 +255,7 @@ impl DataPlane for SqliteDataPlane {
             db,
             tenant: tenant.id.to_string(),
             tenant_id: tenant.id,
+            clock: self.clock.clone(),
         }))
     }
 

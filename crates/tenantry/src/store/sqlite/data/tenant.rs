@@ -11,6 +11,7 @@ use super::write::{
     upsert_collection, writable,
 };
 use crate::audit::{AuditChain, AuditEntry, AuditFilter, NewAuditEntry};
+use crate::clock::Clock;
 use crate::ids::{RecordId, TenantId};
 use crate::record::{CollectionDef, FilterOp, Record, RecordQuery, SortKey, json_path};
 use crate::store::data::{GroupCounts, Restore, TenantData, Usage};
@@ -19,12 +20,14 @@ use crate::store::sqlite::direct::direct_error;
 use crate::store::{StoreError, StoreResult, time_text, write_plan};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
+use std::sync::Arc;
 
 /// A handle bound to one tenant: every statement binds `self.tenant`.
 pub(super) struct SqliteTenantData {
     pub(super) db: Database,
     pub(super) tenant: String,
     pub(super) tenant_id: TenantId,
+    pub(super) clock: Arc<dyn Clock>,
 }
 
 impl SqliteTenantData {
@@ -109,6 +112,7 @@ impl TenantData for SqliteTenantData {
         self.ensure_indexes(std::slice::from_ref(def)).await?;
         let t = self.tenant.as_str();
         let chain = self.chain();
+        let clock = self.clock.clone();
         self.db
             .write_long(|tx| {
                 writable(tx, t)?;
@@ -116,7 +120,7 @@ impl TenantData for SqliteTenantData {
                 upsert_collection(tx, t, def)?;
                 // Rebuild the unique claims for the (possibly new) unique fields.
                 rebuild_claims(tx, t, def, false)?;
-                audit::append_direct(tx, &chain, a)?;
+                audit::append_direct_at(tx, &chain, a, clock.now())?;
                 Ok(!existed)
             })
             .await
@@ -128,6 +132,7 @@ impl TenantData for SqliteTenantData {
         a: &NewAuditEntry,
     ) -> StoreResult<()> {
         let chain = self.chain();
+        let clock = self.clock.clone();
         let t = self.tenant.as_str();
         self.db
             .write(|tx| {
@@ -145,7 +150,7 @@ impl TenantData for SqliteTenantData {
                     )
                     .map_err(direct_error)?;
                 if created > 0 {
-                    audit::append_direct(tx, &chain, a)?;
+                    audit::append_direct_at(tx, &chain, a, clock.now())?;
                 }
                 Ok(())
             })
@@ -162,6 +167,7 @@ impl TenantData for SqliteTenantData {
         let data = r.data.to_string();
         let t = self.tenant.as_str();
         let chain = self.chain();
+        let clock = self.clock.clone();
         self.db
             .write(|tx| {
                 let used = writable(tx, t)?;
@@ -184,7 +190,7 @@ impl TenantData for SqliteTenantData {
                     r.created_by.map(|u| u.to_string()),
                 ])
                 .map_err(direct_error)?;
-                apply(tx, t, &def.name, r.id, &plan, &chain, a)
+                apply(tx, t, &def.name, r.id, &plan, &chain, (a, clock.now()))
             })
             .await
     }
@@ -286,6 +292,7 @@ impl TenantData for SqliteTenantData {
         let data = r.data.to_string();
         let t = self.tenant.as_str();
         let chain = self.chain();
+        let clock = self.clock.clone();
         self.db
             .write(|tx| {
                 let used = writable(tx, t)?;
@@ -308,7 +315,7 @@ impl TenantData for SqliteTenantData {
                     r.id.to_string()
                 ])
                 .map_err(direct_error)?;
-                apply(tx, t, &def.name, r.id, &plan, &chain, a)
+                apply(tx, t, &def.name, r.id, &plan, &chain, (a, clock.now()))
             })
             .await
     }
@@ -322,6 +329,7 @@ impl TenantData for SqliteTenantData {
     ) -> StoreResult<()> {
         let t = self.tenant.as_str();
         let chain = self.chain();
+        let clock = self.clock.clone();
         self.db
             .write(|tx| {
                 writable(tx, t)?;
@@ -332,7 +340,7 @@ impl TenantData for SqliteTenantData {
                 .map_err(direct_error)?
                 .execute(params![t, def.name, id.to_string()])
                 .map_err(direct_error)?;
-                apply(tx, t, &def.name, id, &plan, &chain, a)
+                apply(tx, t, &def.name, id, &plan, &chain, (a, clock.now()))
             })
             .await
     }
@@ -476,6 +484,7 @@ impl TenantData for SqliteTenantData {
         self.ensure_indexes(&restore.collections).await?;
         let t = self.tenant.as_str();
         let chain = self.chain();
+        let clock = self.clock.clone();
         self.db
             .write_long(|tx| {
                 tx.execute(
@@ -498,7 +507,7 @@ impl TenantData for SqliteTenantData {
                     audit::append_direct_at(tx, &chain, entry, *at)?;
                 }
                 if let Some(entry) = &restore.append {
-                    audit::append_direct(tx, &chain, entry)?;
+                    audit::append_direct_at(tx, &chain, entry, clock.now())?;
                 }
                 Ok(())
             })

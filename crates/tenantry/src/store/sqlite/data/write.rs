@@ -11,6 +11,7 @@ use crate::store::sqlite::audit::{self, ChainAt};
 use crate::store::sqlite::direct::direct_error;
 use crate::store::write_plan::{Planned, unique_claims};
 use crate::store::{StoreError, StoreResult, time_text};
+use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
@@ -67,7 +68,8 @@ pub(super) fn stored_unique(
 }
 
 /// Executes a planned write's steps after its row, on the same
-/// transaction: claims released and taken, usage moved, the audit entry.
+/// transaction: claims released and taken, usage moved, the audit entry
+/// (stamped with the time given).
 pub(super) fn apply(
     tx: &Connection,
     t: &str,
@@ -75,14 +77,14 @@ pub(super) fn apply(
     id: RecordId,
     plan: &Planned,
     chain: &ChainAt,
-    entry: &NewAuditEntry,
+    (entry, at): (&NewAuditEntry, DateTime<Utc>),
 ) -> StoreResult<()> {
     if plan.release {
         release_uniques(tx, t, collection, id)?;
     }
     claim(tx, t, collection, &plan.claims, id, false)?;
     add_usage(tx, t, plan.records, plan.bytes)?;
-    audit::append_direct(tx, chain, entry)?;
+    audit::append_direct_at(tx, chain, entry, at)?;
     Ok(())
 }
 

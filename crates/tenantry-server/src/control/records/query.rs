@@ -1,7 +1,7 @@
 //! Record lists: filters, sort and keyset cursor parsed from the request and
 //! checked against the collection's definition, then one page read.
 
-use super::Records;
+use crate::control::Records;
 use crate::error::{Result, Validator};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -1,7 +1,7 @@
 //! Tenant users: who may manage whom, quotas, password policy.
 
-use super::{Identity, audit_entry};
 use crate::auth::password;
+use crate::control::{Identity, audit_entry};
 use crate::error::{Error, Result, Validator};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -243,9 +243,8 @@ impl Identity {
             .collect())
     }
 
-    async fn target_user(&self, acting: &Acting, id: &str) -> Result<TenantUser> {
+    async fn target_user(&self, acting: &Acting, id: UserId) -> Result<TenantUser> {
         let not_found = || Error::NotFound("user".into());
-        let id: UserId = id.parse().map_err(|_| not_found())?;
         self.core
             .store
             .user(&acting.tenant, id)
@@ -257,7 +256,7 @@ impl Identity {
         acting.principal.tenant_id == Some(acting.tenant.id) && acting.principal.user_id == user.id
     }
 
-    pub async fn get_user(&self, acting: &Acting, id: &str) -> Result<UserView> {
+    pub async fn get_user(&self, acting: &Acting, id: UserId) -> Result<UserView> {
         let user = self.target_user(acting, id).await?;
         if acting.principal.role == Role::User && !Self::is_self(acting, &user) {
             return Err(forbidden());
@@ -274,7 +273,7 @@ impl Identity {
     pub async fn update_user(
         &self,
         acting: &Acting,
-        id: &str,
+        id: UserId,
         patch: UserPatch,
     ) -> Result<UserView> {
         let mut v = Validator::default();
@@ -351,7 +350,7 @@ impl Identity {
         Err(Error::Conflict("user".into()))
     }
 
-    pub async fn delete_user(&self, acting: &Acting, id: &str) -> Result<()> {
+    pub async fn delete_user(&self, acting: &Acting, id: UserId) -> Result<()> {
         let user = self.target_user(acting, id).await?;
         if !may_manage(acting.principal.role, user.role) {
             return Err(forbidden());

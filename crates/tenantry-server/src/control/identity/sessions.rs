@@ -1,9 +1,9 @@
 //! Sessions: password and OTP login, self-registration, refresh-token
 //! rotation with reuse detection, logout, `me`.
 
-use super::Identity;
 use super::users::{UserSeed, UserView};
 use crate::auth::{otp, password};
+use crate::control::Identity;
 use crate::error::{Error, Result};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

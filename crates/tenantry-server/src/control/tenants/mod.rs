@@ -1,12 +1,22 @@
-//! Tenant lifecycle: create, list, change, suspend, activate, delete.
+//! The tenants plane: each tenant's lifecycle (here: create, change,
+//! suspend, activate, delete), plans, configuration and branding,
+//! organizations, the jobs that export, import, move and purge tenants
+//! (and their queue), and the audit logs with their verification.
 
-use super::{Core, Tenants, audit_entry};
+pub mod audit;
+pub mod config;
+pub mod jobs;
+pub mod orgs;
+pub mod plans;
+pub mod queue;
+
+use super::{Tenants, actor_is_platform, audit_entry};
 use crate::error::{Error, Result, Validator};
 
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 use tenantry::job::{Job, JobKind};
-use tenantry::store::{PageRequest, TenantChange, TenantFilter};
+use tenantry::store::TenantChange;
 use tenantry::{Isolation, JobId, OrgId, Principal, Role, Slug, Tenant, TenantId, TenantStatus};
 
 /// Body of `POST /api/v1/tenants`.
@@ -353,7 +363,7 @@ impl Tenants {
             .store
             .mark_tenant_deleting(&tenant, &job, &audit)
             .await
-            .map_err(super::jobs::job_conflict)?;
+            .map_err(jobs::job_conflict)?;
         self.core.forget_tenant();
         // Requests that resolved the tenant before this are refused by the
         // seal from now on (the sweeper seals again if this fails).
@@ -389,27 +399,6 @@ impl Tenants {
     }
 }
 
-impl Core {
-    pub async fn list_tenants(
-        &self,
-        actor: &Principal,
-        mut filter: TenantFilter,
-        page: &PageRequest,
-    ) -> Result<Vec<Tenant>> {
-        actor_is_platform(actor)?;
-        if actor.role == Role::OrgAdmin {
-            if filter
-                .organization_id
-                .is_some_and(|o| Some(o) != actor.org_id)
-            {
-                return Ok(Vec::new());
-            }
-            filter.organization_id = actor.org_id;
-        }
-        Ok(self.store.list_tenants(&filter, page).await?)
-    }
-}
-
 /// How audit entries name a tenant.
 fn tenant_resource(t: &Tenant) -> String {
     format!("tenants/{}", t.id)
@@ -420,14 +409,6 @@ fn gone(e: tenantry::store::StoreError) -> Error {
     match e {
         tenantry::store::StoreError::NotFound => Error::TenantNotFound,
         other => other.into(),
-    }
-}
-
-fn actor_is_platform(actor: &Principal) -> Result<()> {
-    if actor.role.is_platform() {
-        Ok(())
-    } else {
-        Err(Error::Forbidden("platform staff only".into()))
     }
 }
 

@@ -1,12 +1,11 @@
 //! The plan catalogue: built-in plans, edited or extended by super-admins.
 
 use super::config::validate_config_value;
-use super::{Core, Tenants, audit_entry};
+use crate::control::{Tenants, audit_entry};
 use crate::error::{Error, Result, Validator};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use tenantry::{Isolation, Limits, Plan, Principal, Role};
 
 /// Body of `PUT /api/v1/plans/{code}`; the code comes from the path.
@@ -30,24 +29,6 @@ fn valid_code(code: &str) -> bool {
     (1..=63).contains(&code.len())
         && chars.next().is_some_and(|c| c.is_ascii_lowercase())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-}
-
-impl Core {
-    pub async fn list_plans(&self) -> Result<Vec<Plan>> {
-        Ok(self.store.list_plans().await?)
-    }
-
-    /// A plan by code, from the cache (every tenant-scoped request asks for
-    /// its tenant's plan; `put_plan` invalidates it here, the TTL elsewhere).
-    pub async fn plan(&self, code: &str) -> Result<Arc<Plan>> {
-        self.caches
-            .plans
-            .get_or_try_insert_with(code, async {
-                Ok::<_, Error>(self.store.plan(code).await?.map(Arc::new))
-            })
-            .await?
-            .ok_or_else(|| Error::NotFound("plan".into()))
-    }
 }
 
 impl Tenants {

@@ -1,8 +1,10 @@
-//! The data plane's service: collections and record writes and reads (lists
-//! are in `query`, statistics and usage in `analytics`). Every call works on
-//! the `Acting` tenant only.
+//! The records plane: collections, record writes and reads (lists are in
+//! `query`; statistics and usage are the analytics plane's). Every call
+//! works on the `Acting` tenant only.
 
-use super::{Core, Records, audit_entry};
+pub mod query;
+
+use super::{Records, audit_entry};
 use crate::error::{Error, FieldError, Result, Validator};
 use serde::Deserialize;
 use serde_json::Value;
@@ -45,10 +47,6 @@ pub enum IfMatch {
 
 fn not_found() -> Error {
     Error::NotFound("record".into())
-}
-
-fn record_id(id: &str) -> Result<RecordId> {
-    id.parse().map_err(|_| not_found())
 }
 
 /// Compiled JSON Schemas by (tenant, collection), each beside the schema it
@@ -112,120 +110,6 @@ fn write_error(e: StoreError) -> Error {
         StoreError::QuotaExceeded => Error::QuotaExceeded("the plan's storage is used up".into()),
         StoreError::Conflict(field) => Error::Conflict(format!("a record with this `{field}`")),
         other => other.into(),
-    }
-}
-
-/// How long a request waits for a sealed copy of its tenant's data (a
-/// move's freeze lasts well under a second) before answering 503.
-const SEALED_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-/// Between two looks at a sealed copy.
-const SEALED_POLL: std::time::Duration = std::time::Duration::from_millis(10);
-
-impl Core {
-    pub async fn tenant_data(&self, tenant: &Tenant) -> Result<Arc<dyn TenantData>> {
-        Ok(self.data.handle(tenant).await?)
-    }
-
-    /// Runs `op` on the tenant's data where it lives now. The request's
-    /// tenant may predate a move: a copy that is gone (moved away, purged)
-    /// or sealed (a move's freeze, an import, a deletion) sends the tenant
-    /// back to the control store, bypassing every cache. Moved: `op` runs
-    /// again on the new copy. Deleted: 404. Still sealed in place: `op`
-    /// waits and retries, so a writer caught in a move's freeze is delayed,
-    /// never refused. A shared-tier tenant created before copies carried
-    /// their mark (the usage row) gets it once. A miss (404) is checked
-    /// once against the tenant's placement: the copy may have been dropped.
-    pub async fn on_tenant_data<T, F, Fut>(&self, tenant: &Tenant, op: F) -> Result<T>
-    where
-        F: Fn(Arc<dyn TenantData>) -> Fut,
-        Fut: std::future::Future<Output = Result<T>>,
-    {
-        let deadline = tokio::time::Instant::now() + SEALED_WAIT;
-        let mut tenant = std::borrow::Cow::Borrowed(tenant);
-        let mut provisioned = false;
-        let mut moved = false;
-        loop {
-            let outcome = match self.data.handle(&tenant).await {
-                Ok(data) => op(data).await,
-                Err(e) => Err(e.into()),
-            };
-            let sealed = match outcome {
-                Err(Error::Sealed) => true,
-                Err(Error::Absent) => false,
-                // A copy a move has just emptied answers "no such record"
-                // to a request that resolved the tenant before the switch.
-                Err(Error::NotFound(what)) if !moved => {
-                    match self.store.tenant_by_id(tenant.id).await? {
-                        Some(fresh)
-                            if (fresh.isolation, &fresh.placement)
-                                != (tenant.isolation, &tenant.placement) =>
-                        {
-                            self.resolver.invalidate();
-                            tenant = std::borrow::Cow::Owned(fresh);
-                            moved = true;
-                            continue;
-                        }
-                        _ => return Err(Error::NotFound(what)),
-                    }
-                }
-                other => return other,
-            };
-            let fresh = self
-                .store
-                .tenant_by_id(tenant.id)
-                .await?
-                .ok_or(Error::TenantNotFound)?;
-            if (fresh.isolation, &fresh.placement) != (tenant.isolation, &tenant.placement) {
-                self.resolver.invalidate();
-                tenant = std::borrow::Cow::Owned(fresh);
-                moved = true;
-                continue;
-            }
-            if sealed {
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(Error::Sealed);
-                }
-                tokio::time::sleep(SEALED_POLL).await;
-            } else if fresh.isolation == tenantry::Isolation::Shared && !provisioned {
-                self.data.provision(&fresh).await?;
-                provisioned = true;
-            } else {
-                return Err(Error::Internal(format!(
-                    "the data of tenant {} is missing from its {} tier",
-                    fresh.id,
-                    fresh.isolation.as_str()
-                )));
-            }
-        }
-    }
-
-    /// A defined collection's definition (cached), checked against the
-    /// tenant's features; `None` when it is not defined.
-    pub async fn collection(
-        &self,
-        acting: &Acting,
-        data: &dyn TenantData,
-        name: &str,
-    ) -> Result<Option<CollectionDef>> {
-        if !valid_collection_name(name) {
-            return Err(Error::NotFound("collection".into()));
-        }
-        let key = (acting.tenant.id, name.to_owned());
-        let cached = self
-            .caches
-            .collections
-            .get_or_try_insert_with(&key, data.collection(name))
-            .await?;
-        let Some(def) = cached else {
-            // Absence is not kept: it may be read from a copy of the
-            // tenant's data that a move has just emptied.
-            self.caches.collections.invalidate(&key);
-            return Ok(None);
-        };
-        if let Some(feature) = &def.required_feature {
-            self.require_feature(&acting.tenant, feature).await?;
-        }
-        Ok(Some(def))
     }
 }
 
@@ -455,8 +339,12 @@ impl Records {
         Ok(record)
     }
 
-    pub async fn get_record(&self, acting: &Acting, collection: &str, id: &str) -> Result<Record> {
-        let id = record_id(id)?;
+    pub async fn get_record(
+        &self,
+        acting: &Acting,
+        collection: &str,
+        id: RecordId,
+    ) -> Result<Record> {
         self.core
             .on_tenant_data(&acting.tenant, |data| async move {
                 self.usable_collection(acting, data.as_ref(), collection, false)
@@ -473,12 +361,11 @@ impl Records {
         &self,
         acting: &Acting,
         collection: &str,
-        id: &str,
+        id: RecordId,
         body: Value,
         patch: bool,
         if_match: Option<IfMatch>,
     ) -> Result<Record> {
-        let id = record_id(id)?;
         if !patch && !body.is_object() {
             return Err(Error::invalid("body", "a record is a JSON object"));
         }
@@ -560,10 +447,9 @@ impl Records {
         &self,
         acting: &Acting,
         collection: &str,
-        id: &str,
+        id: RecordId,
         if_match: Option<IfMatch>,
     ) -> Result<()> {
-        let id = record_id(id)?;
         let expected = match if_match {
             Some(IfMatch::Version(v)) => Some(v),
             _ => None,

@@ -1,6 +1,6 @@
 //! The effective password policy of a tenant, applied wherever a password is set.
 
-use super::Identity;
+use crate::control::Identity;
 use crate::error::{Error, Result};
 use serde_json::Value;
 use tenantry::Tenant;
@@ -60,7 +60,7 @@ impl Identity {
             .get("session.timeout")
             .and_then(Value::as_u64)
             .unwrap_or(3600)
-            .clamp(1, super::config::MAX_SESSION_TIMEOUT_SECS))
+            .clamp(1, crate::control::tenants::config::MAX_SESSION_TIMEOUT_SECS))
     }
 
     pub async fn config_flag(&self, tenant: &Tenant, key: &str) -> Result<bool> {

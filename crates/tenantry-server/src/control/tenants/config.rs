@@ -1,21 +1,17 @@
 //! Per-tenant configuration (plain or encrypted), effective configuration
 //! over the plan's defaults, feature flags and branding.
 
-use super::{Core, Tenants, audit_entry};
+use crate::control::{Tenants, audit_entry};
 use crate::error::{Error, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::BTreeMap;
-use tenantry::plan::merge_json;
 use tenantry::store::ConfigEntry;
 use tenantry::{Principal, Role, Tenant};
 
 /// Config keys that override the plan itself (feature flags).
 const STAFF_ONLY_KEYS: &[&str] = &["features"];
-
-/// What clients see in place of an encrypted value.
-pub const MASK: &str = "***";
 
 /// A tenant's override for one key.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -292,95 +288,6 @@ impl Tenants {
     }
 }
 
-impl Core {
-    /// The value a client sees: encrypted values masked, or decrypted on reveal.
-    async fn shown_value(
-        &self,
-        tenant: &Tenant,
-        entry: &ConfigEntry,
-        reveal: bool,
-    ) -> Result<Value> {
-        if !entry.encrypted {
-            return Ok(entry.value.clone());
-        }
-        if !reveal {
-            return Ok(json!(MASK));
-        }
-        let sealed = entry.value.as_str().ok_or_else(|| {
-            Error::Internal(format!("encrypted config {} is not a string", entry.key))
-        })?;
-        let wrapped = self.store.tenant_wrapped_key(tenant).await?;
-        let plain = self
-            .keyring
-            .open_value(tenant.id, &wrapped, &entry.key, sealed)
-            .map_err(|e| Error::Internal(format!("opening config {}: {e}", entry.key)))?;
-        serde_json::from_slice(&plain)
-            .map_err(|e| Error::Internal(format!("decrypted config {}: {e}", entry.key)))
-    }
-
-    /// The configuration as a map, with no access check (callers check).
-    async fn config_map(
-        &self,
-        tenant: &Tenant,
-        effective: bool,
-        reveal: bool,
-    ) -> Result<BTreeMap<String, Value>> {
-        let mut out = if effective {
-            self.plan(&tenant.plan).await?.config_defaults.clone()
-        } else {
-            BTreeMap::new()
-        };
-        for entry in self.store.list_config(tenant).await? {
-            let value = self.shown_value(tenant, &entry, reveal).await?;
-            match out.get_mut(&entry.key) {
-                Some(base) if !entry.encrypted => merge_json(base, &value),
-                _ => {
-                    out.insert(entry.key, value);
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Effective configuration for the server's own use (always decrypted).
-    pub async fn effective_config(&self, tenant: &Tenant) -> Result<BTreeMap<String, Value>> {
-        self.config_map(tenant, true, true).await
-    }
-
-    /// The tenant's effective features: the plan's flags, then the tenant's
-    /// `features` config override (an object of name → bool), if any.
-    pub async fn tenant_features(&self, tenant: &Tenant) -> Result<BTreeMap<String, bool>> {
-        let mut features = self.plan(&tenant.plan).await?.features.clone();
-        let entry = self.store.config(tenant, "features").await?;
-        if let Some(overrides) = entry
-            .as_ref()
-            .filter(|e| !e.encrypted)
-            .and_then(|e| e.value.as_object())
-        {
-            for (name, on) in overrides {
-                if let Some(on) = on.as_bool() {
-                    features.insert(name.clone(), on);
-                }
-            }
-        }
-        Ok(features)
-    }
-
-    pub async fn require_feature(&self, tenant: &Tenant, feature: &str) -> Result<()> {
-        if self
-            .tenant_features(tenant)
-            .await?
-            .get(feature)
-            .copied()
-            .unwrap_or(false)
-        {
-            Ok(())
-        } else {
-            Err(Error::FeatureNotEnabled(feature.to_owned()))
-        }
-    }
-}
-
 /// How audit entries name a config key.
 fn config_resource(t: &Tenant, key: &str) -> String {
     format!("tenants/{}/config/{key}", t.id)
@@ -389,6 +296,7 @@ fn config_resource(t: &Tenant, key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn config_keys_are_dotted_lowercase_words() {

@@ -2,7 +2,7 @@
 //! the store, with the change they record; nothing here edits or deletes one.
 //! Reading the log is not itself audited: it would feed itself.
 
-use super::Tenants;
+use crate::control::Tenants;
 use crate::error::{Error, Result};
 use serde::Serialize;
 use std::iter::Peekable;

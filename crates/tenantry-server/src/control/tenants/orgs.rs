@@ -1,6 +1,6 @@
 //! Organizations: enterprises that group several tenants.
 
-use super::{Core, Tenants, audit_entry};
+use crate::control::{Tenants, audit_entry};
 use crate::error::{Error, Result, Validator};
 
 use serde::Deserialize;
@@ -73,23 +73,5 @@ impl Tenants {
             ..TenantFilter::default()
         };
         Ok(self.core.store.list_tenants(&filter, page).await?)
-    }
-}
-
-/// Organizations as an actor may see them (identity and tenants both ask).
-impl Core {
-    /// An organization `actor` may see; any other is unknown.
-    pub async fn org(&self, actor: &Principal, id: &str) -> Result<Organization> {
-        let not_found = || Error::NotFound("organization".into());
-        let id: OrgId = id.parse().map_err(|_| not_found())?;
-        let allowed = match actor.role {
-            Role::SuperAdmin => true,
-            Role::OrgAdmin => actor.org_id == Some(id),
-            _ => return Err(Error::Forbidden("platform staff only".into())),
-        };
-        if !allowed {
-            return Err(not_found());
-        }
-        self.store.org(id).await?.ok_or_else(not_found)
     }
 }

@@ -1,7 +1,7 @@
 //! Platform users: the first super-admin, further admins, and their login.
 
-use super::{Identity, audit_entry};
 use crate::auth::password;
+use crate::control::{Identity, audit_entry};
 use crate::error::{Result, Validator};
 
 use rand::distributions::{Alphanumeric, DistString};
@@ -85,7 +85,7 @@ impl Identity {
             ),
         };
         self.create_platform_user(
-            &super::console_operator(),
+            &crate::control::console_operator(),
             &email,
             password.clone(),
             "Platform admin",

@@ -1,7 +1,7 @@
 //! Jobs as the API and the CLI see them: who may start, see and download
 //! them. The work itself is in `crate::jobs`.
 
-use super::{Tenants, audit_entry};
+use crate::control::{Tenants, audit_entry};
 use crate::error::{Error, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -154,7 +154,10 @@ impl Tenants {
         node: Option<String>,
     ) -> Job {
         if let Value::Object(map) = &mut params {
-            map.insert("actor_scope".into(), json!(super::actor_scope(actor)));
+            map.insert(
+                "actor_scope".into(),
+                json!(crate::control::actor_scope(actor)),
+            );
         }
         Job::queued(
             tenant.id,
@@ -169,9 +172,8 @@ impl Tenants {
     /// A job `actor` may see: super-admins all, org admins their
     /// organization's tenants', tenant admins their own tenant's. Any other
     /// is unknown (404), like one that never existed.
-    pub async fn visible_job(&self, actor: &Principal, id: &str) -> Result<Job> {
+    pub async fn visible_job(&self, actor: &Principal, id: JobId) -> Result<Job> {
         let unknown = || Error::NotFound("job".into());
-        let id: JobId = id.parse().map_err(|_| unknown())?;
         let job = self.core.store.job(id).await?.ok_or_else(unknown)?;
         let tenant = self
             .core
