@@ -18,6 +18,10 @@
 //! growth during the export and import, and the writers' latency during
 //! the moves.)
 //! (`dedicated-every` = 2: every second tenant is dedicated; 0: none)
+//! (`ACCESS=uniform|zipf|both`: which tenant each request goes to: any
+//! with the same chance, or the k-th seeded with a chance proportional to
+//! 1/k, as real traffic concentrates on a few tenants; `both` measures
+//! each endpoint under both, side by side in one run.)
 
 use rand::seq::SliceRandom;
 use serde_json::{Value, json};
@@ -146,32 +150,52 @@ impl Outcome {
     }
 }
 
+/// How the load spreads over the tenants.
+#[derive(Clone, Copy)]
+enum Access {
+    Uniform,
+    Zipf,
+}
+
+impl Access {
+    /// A sampler of target indexes, `0..n`.
+    fn sampler(self, n: usize) -> rand::distributions::WeightedIndex<f64> {
+        let weight = |k: usize| match self {
+            Access::Uniform => 1.0,
+            Access::Zipf => 1.0 / (k + 1) as f64,
+        };
+        rand::distributions::WeightedIndex::new((0..n).map(weight)).expect("targets")
+    }
+}
+
 async fn measure(
     client: &reqwest::Client,
     base: &str,
     targets: &Arc<Vec<Target>>,
-    kind: Kind,
+    (kind, access): (Kind, Access),
     slice: Duration,
     conns: usize,
 ) -> Outcome {
+    let sampler = Arc::new(access.sampler(targets.len()));
     let latencies = Arc::new(Mutex::new(Vec::<u32>::new()));
     let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let deadline = Instant::now() + slice;
     let start = Instant::now();
     let mut tasks = Vec::new();
     for worker in 0..conns {
-        let (client, base, targets, latencies, errors) = (
+        let (client, base, targets, latencies, errors, sampler) = (
             client.clone(),
             base.to_owned(),
             targets.clone(),
             latencies.clone(),
             errors.clone(),
+            sampler.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let mut local = Vec::new();
             let mut rng = rand::rngs::StdRng::seed_from_u64(worker as u64);
             while Instant::now() < deadline {
-                let t = targets.choose(&mut rng).expect("targets");
+                let t = &targets[rand::distributions::Distribution::sample(&*sampler, &mut rng)];
                 let req = match kind {
                     Kind::Healthz => client.get(format!("{base}/healthz")),
                     Kind::GetById => {
@@ -704,7 +728,13 @@ async fn main() -> anyhow::Result<()> {
     // LOAD_ONLY=get-by-id (comma-separated names) runs only those, e.g.
     // to profile one endpoint; the ratio column needs healthz among them.
     let only = std::env::var("LOAD_ONLY").ok();
-    let kinds: Vec<_> = [
+    let accesses: &[(Access, &str)] = match std::env::var("ACCESS").as_deref() {
+        Ok("zipf") => &[(Access::Zipf, " (zipf)")],
+        Ok("both") => &[(Access::Uniform, " (uniform)"), (Access::Zipf, " (zipf)")],
+        Ok("uniform") | Err(_) => &[(Access::Uniform, "")],
+        Ok(other) => anyhow::bail!("ACCESS={other}: uniform, zipf or both"),
+    };
+    let kinds: Vec<((Kind, Access), String)> = [
         (Kind::Healthz, "healthz"),
         (Kind::GetById, "get-by-id"),
         (Kind::List, "list-50"),
@@ -714,6 +744,17 @@ async fn main() -> anyhow::Result<()> {
     .filter(|(_, name)| {
         only.as_ref()
             .is_none_or(|o| o.split(',').any(|n| n == *name))
+    })
+    .flat_map(|(kind, name)| {
+        // /healthz touches no tenant: once is enough.
+        let accesses = if matches!(kind, Kind::Healthz) {
+            &accesses[..1]
+        } else {
+            accesses
+        };
+        accesses
+            .iter()
+            .map(move |(access, label)| ((kind, *access), format!("{name}{label}")))
     })
     .collect();
     anyhow::ensure!(
@@ -731,7 +772,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let ceiling = match kinds[0] {
-        (Kind::Healthz, _) => results[0].rps(),
+        ((Kind::Healthz, _), _) => results[0].rps(),
         _ => f64::NAN,
     };
     println!("\n| endpoint | req/s | % of /healthz | p50 ms | p99 ms | errors |");

@@ -74,6 +74,9 @@ impl PgServer {
     }
 }
 
+/// How often a caller waiting for permits evicts idle pools again.
+const EVICT_EVERY: Duration = Duration::from_millis(50);
+
 /// The dedicated pools, by tenant.
 pub(super) struct Registry {
     slots: Mutex<HashMap<TenantId, Arc<Slot>>>,
@@ -166,36 +169,39 @@ impl Registry {
     }
 
     /// Permits for a new pool: when short, evicts the least recently used
-    /// pools and waits (bounded) for them to be closed. Eviction is redone
-    /// while waiting: pools opened meanwhile by others stay in the registry
-    /// after their requests are done, holding permits until evicted.
+    /// pools and waits (bounded) for them to be closed. The wait keeps its
+    /// place in the semaphore's queue, so callers get permits in the order
+    /// they asked (a caller that left and rejoined the queue on every
+    /// retry could be overtaken until its deadline, then fail). Eviction is
+    /// redone while waiting: pools opened meanwhile by others stay in the
+    /// registry after their requests are done, holding permits until evicted.
     pub(super) async fn permits(
         &self,
         tenant: TenantId,
         deadline: tokio::time::Instant,
     ) -> StoreResult<OwnedSemaphorePermit> {
+        if let Ok(permit) = self.permits.clone().try_acquire_many_owned(self.per_pool) {
+            return Ok(permit);
+        }
+        let acquire = self.permits.clone().acquire_many_owned(self.per_pool);
+        tokio::pin!(acquire);
         loop {
-            if let Ok(permit) = self.permits.clone().try_acquire_many_owned(self.per_pool) {
-                return Ok(permit);
-            }
             self.evict_for(tenant);
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Err(StoreError::Unavailable(
-                    "every connection for dedicated tenant databases is in use".into(),
-                ));
-            }
-            let wait = (deadline - now).min(Duration::from_millis(50));
-            match tokio::time::timeout(wait, self.permits.clone().acquire_many_owned(self.per_pool))
-                .await
-            {
-                Ok(Ok(permit)) => return Ok(permit),
-                Ok(Err(_)) => {
-                    return Err(StoreError::Unavailable(
-                        "the dedicated tier is closed".into(),
-                    ));
+            let next_look = (tokio::time::Instant::now() + EVICT_EVERY).min(deadline);
+            tokio::select! {
+                biased;
+                permit = &mut acquire => {
+                    return permit.map_err(|_| {
+                        StoreError::Unavailable("the dedicated tier is closed".into())
+                    });
                 }
-                Err(_) => {}
+                () = tokio::time::sleep_until(next_look) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(StoreError::Unavailable(
+                            "every connection for dedicated tenant databases is in use".into(),
+                        ));
+                    }
+                }
             }
         }
     }
@@ -333,5 +339,59 @@ impl PgServer {
                 drop_database(&self.db.admin_options, &self.db_name(tenant.id)).await
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(cap: u32) -> Arc<Registry> {
+        Arc::new(Registry {
+            slots: Mutex::new(HashMap::new()),
+            permits: Arc::new(Semaphore::new(cap as usize)),
+            cap,
+            per_pool: 1,
+            open: Arc::new(AtomicU64::new(0)),
+            epoch: Instant::now(),
+            acquire_timeout: Duration::from_secs(10),
+        })
+    }
+
+    /// A caller that has waited longest is served first: a newcomer that
+    /// arrives while it waits does not overtake it (a waiter that left and
+    /// rejoined the queue every `EVICT_EVERY` would be overtaken, and could
+    /// be again and again until its deadline).
+    #[tokio::test(start_paused = true)]
+    async fn waiting_callers_get_permits_in_the_order_they_asked() {
+        let registry = registry(1);
+        let held = registry
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .expect("the one permit");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let ask = || {
+            let registry = registry.clone();
+            tokio::spawn(async move { registry.permits(TenantId::new(), deadline).await })
+        };
+        let first = ask();
+        tokio::time::sleep(EVICT_EVERY + EVICT_EVERY / 2).await;
+        let second = ask();
+        tokio::time::sleep(EVICT_EVERY * 2 / 3).await;
+        drop(held);
+
+        let permit = first
+            .await
+            .expect("task")
+            .expect("the first caller's permit");
+        tokio::time::sleep(EVICT_EVERY).await;
+        assert!(!second.is_finished(), "the second caller waits its turn");
+        drop(permit);
+        let permit = second
+            .await
+            .expect("task")
+            .expect("the second caller's permit");
+        drop(permit);
     }
 }
