@@ -4,6 +4,7 @@
 
 pub mod data;
 pub mod identity;
+mod listing;
 pub mod migrate;
 pub mod postgres;
 pub mod sqlite;

@@ -11,13 +11,13 @@ use crate::ids::{OrgId, TenantId};
 use crate::job::Job;
 use crate::store::{
     ConfigEntry, ControlStore, PageRequest, StoreError, StoreResult, TenantChange, TenantFilter,
-    decode, isolation, page_limit, substring_pattern,
+    decode, isolation,
 };
 use crate::tenant::{Slug, Tenant, TenantStatus};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::Postgres;
 use sqlx::postgres::PgRow;
-use sqlx::{Postgres, QueryBuilder};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -175,34 +175,8 @@ impl ControlStore for PgControlStore {
     }
 
     async fn list_tenants(&self, f: &TenantFilter, page: &PageRequest) -> StoreResult<Vec<Tenant>> {
-        let mut q = QueryBuilder::<Postgres>::new("SELECT * FROM tenants WHERE 1 = 1");
-        match f.status {
-            Some(status) => {
-                q.push(" AND status = ").push_bind(status.as_str());
-            }
-            None => {
-                q.push(" AND status <> 'deleted'");
-            }
-        }
-        if let Some(plan) = &f.plan {
-            q.push(" AND plan = ").push_bind(plan.clone());
-        }
-        if let Some(org) = f.organization_id {
-            q.push(" AND organization_id = ").push_bind(org.0);
-        }
-        if let Some(text) = &f.q {
-            let pattern = substring_pattern(text);
-            q.push(" AND (name ILIKE ")
-                .push_bind(pattern.clone())
-                .push(" ESCAPE '\\' OR slug ILIKE ")
-                .push_bind(pattern)
-                .push(" ESCAPE '\\')");
-        }
-        if let Some(after) = page.after {
-            q.push(" AND id > ").push_bind(after);
-        }
-        q.push(" ORDER BY id LIMIT ").push_bind(page_limit(page));
-        q.build()
+        crate::store::listing::tenants::<Postgres>(f, page)
+            .build()
             .fetch_all(&self.db.runtime)
             .await
             .map_err(pg_error)?

@@ -9,14 +9,13 @@ use crate::store::postgres::audit::{self, ChainAt};
 use crate::store::postgres::{col, pg_error, tenant_tx};
 use crate::store::{
     ControlImport, JobStore, PageRequest, StoreError, StoreResult, decode, outcome_columns,
-    page_limit,
 };
 use crate::tenant::Tenant;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
+use sqlx::Postgres;
 use sqlx::postgres::PgRow;
-use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
 pub(super) fn job_from_row(row: &PgRow) -> StoreResult<Job> {
@@ -100,24 +99,8 @@ impl JobStore for PgControlStore {
     }
 
     async fn list_jobs(&self, f: &JobFilter, page: &PageRequest) -> StoreResult<Vec<Job>> {
-        let mut q = QueryBuilder::<Postgres>::new(
-            "SELECT jobs.* FROM jobs JOIN tenants ON tenants.id = jobs.tenant_id WHERE true",
-        );
-        if let Some(t) = f.tenant {
-            q.push(" AND jobs.tenant_id = ").push_bind(t.0);
-        }
-        if let Some(org) = f.organization {
-            q.push(" AND tenants.organization_id = ").push_bind(org.0);
-        }
-        if let Some(status) = f.status {
-            q.push(" AND jobs.status = ").push_bind(status.as_str());
-        }
-        if let Some(after) = page.after {
-            q.push(" AND jobs.id < ").push_bind(after);
-        }
-        q.push(" ORDER BY jobs.id DESC LIMIT ")
-            .push_bind(page_limit(page));
-        q.build()
+        crate::store::listing::jobs::<Postgres>(f, page)
+            .build()
             .fetch_all(&self.db.runtime)
             .await
             .map_err(pg_error)?

@@ -10,12 +10,11 @@ use crate::store::postgres::audit::{self, ChainAt};
 use crate::store::postgres::{col, count, pg_error};
 use crate::store::{
     Organization, PageRequest, PlatformStore, PlatformUser, StoreError, StoreResult, decode,
-    page_limit,
 };
 use async_trait::async_trait;
+use sqlx::Postgres;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
-use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
 pub(super) fn platform_user_from_row(row: &PgRow) -> StoreResult<PlatformUser> {
@@ -187,15 +186,8 @@ impl PlatformStore for PgControlStore {
         only: Option<OrgId>,
         page: &PageRequest,
     ) -> StoreResult<Vec<Organization>> {
-        let mut q = QueryBuilder::<Postgres>::new("SELECT * FROM organizations WHERE 1 = 1");
-        if let Some(only) = only {
-            q.push(" AND id = ").push_bind(only.0);
-        }
-        if let Some(after) = page.after {
-            q.push(" AND id > ").push_bind(after);
-        }
-        q.push(" ORDER BY id LIMIT ").push_bind(page_limit(page));
-        q.build()
+        crate::store::listing::orgs::<Postgres>(only, page)
+            .build()
             .fetch_all(&self.db.runtime)
             .await
             .map_err(pg_error)?

@@ -16,13 +16,13 @@ use crate::job::Job;
 use crate::store::migrate::{MigratePolicy, must_run};
 use crate::store::{
     ConfigEntry, ControlStore, PageRequest, StoreError, StoreResult, TenantChange, TenantFilter,
-    decode, isolation, page_limit, substring_pattern,
+    decode, isolation,
 };
 use crate::tenant::{Slug, Tenant, TenantStatus};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{Row, Sqlite, SqlitePool};
 use std::path::Path;
 use std::time::Duration;
 
@@ -202,34 +202,8 @@ impl ControlStore for SqliteControlStore {
     }
 
     async fn list_tenants(&self, f: &TenantFilter, page: &PageRequest) -> StoreResult<Vec<Tenant>> {
-        let mut q = QueryBuilder::<Sqlite>::new("SELECT * FROM tenants WHERE 1 = 1");
-        match f.status {
-            Some(status) => {
-                q.push(" AND status = ").push_bind(status.as_str());
-            }
-            None => {
-                q.push(" AND status <> 'deleted'");
-            }
-        }
-        if let Some(plan) = &f.plan {
-            q.push(" AND plan = ").push_bind(plan.clone());
-        }
-        if let Some(org) = f.organization_id {
-            q.push(" AND organization_id = ").push_bind(org.to_string());
-        }
-        if let Some(text) = &f.q {
-            let pattern = substring_pattern(text);
-            q.push(" AND (lower(name) LIKE ")
-                .push_bind(pattern.clone())
-                .push(" ESCAPE '\\' OR slug LIKE ")
-                .push_bind(pattern)
-                .push(" ESCAPE '\\')");
-        }
-        if let Some(after) = page.after {
-            q.push(" AND id > ").push_bind(after.to_string());
-        }
-        q.push(" ORDER BY id LIMIT ").push_bind(page_limit(page));
-        q.build()
+        crate::store::listing::tenants::<Sqlite>(f, page)
+            .build()
             .fetch_all(&self.pool)
             .await
             .map_err(db_error)?

@@ -10,13 +10,12 @@ use crate::ids::{JobId, UserId};
 use crate::job::{Claim, Job, JobFilter, JobKind, JobOutcome, JobStatus};
 use crate::store::{
     ControlImport, JobStore, PageRequest, StoreError, StoreResult, decode, outcome_columns,
-    page_limit,
 };
 use crate::tenant::Tenant;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{Row, Sqlite};
 
 pub(super) fn job_from_row(row: &SqliteRow) -> StoreResult<Job> {
     let kind: String = row.try_get("kind").map_err(db_error)?;
@@ -102,25 +101,8 @@ impl JobStore for SqliteControlStore {
     }
 
     async fn list_jobs(&self, f: &JobFilter, page: &PageRequest) -> StoreResult<Vec<Job>> {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT jobs.* FROM jobs JOIN tenants ON tenants.id = jobs.tenant_id WHERE 1 = 1",
-        );
-        if let Some(t) = f.tenant {
-            q.push(" AND jobs.tenant_id = ").push_bind(t.to_string());
-        }
-        if let Some(org) = f.organization {
-            q.push(" AND tenants.organization_id = ")
-                .push_bind(org.to_string());
-        }
-        if let Some(status) = f.status {
-            q.push(" AND jobs.status = ").push_bind(status.as_str());
-        }
-        if let Some(after) = page.after {
-            q.push(" AND jobs.id < ").push_bind(after.to_string());
-        }
-        q.push(" ORDER BY jobs.id DESC LIMIT ")
-            .push_bind(page_limit(page));
-        q.build()
+        crate::store::listing::jobs::<Sqlite>(f, page)
+            .build()
             .fetch_all(&self.pool)
             .await
             .map_err(db_error)?

@@ -11,11 +11,10 @@ use crate::ids::{OrgId, UserId};
 use crate::plan::Plan;
 use crate::store::{
     Organization, PageRequest, PlatformStore, PlatformUser, StoreError, StoreResult, decode,
-    page_limit,
 };
 use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{Row, Sqlite};
 
 pub(super) fn platform_user_from_row(row: &SqliteRow) -> StoreResult<PlatformUser> {
     let role: String = row.try_get("role").map_err(db_error)?;
@@ -185,15 +184,8 @@ impl PlatformStore for SqliteControlStore {
         only: Option<OrgId>,
         page: &PageRequest,
     ) -> StoreResult<Vec<Organization>> {
-        let mut q = QueryBuilder::<Sqlite>::new("SELECT * FROM organizations WHERE 1 = 1");
-        if let Some(only) = only {
-            q.push(" AND id = ").push_bind(only.to_string());
-        }
-        if let Some(after) = page.after {
-            q.push(" AND id > ").push_bind(after.to_string());
-        }
-        q.push(" ORDER BY id LIMIT ").push_bind(page_limit(page));
-        q.build()
+        crate::store::listing::orgs::<Sqlite>(only, page)
+            .build()
             .fetch_all(&self.pool)
             .await
             .map_err(db_error)?
