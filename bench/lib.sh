@@ -18,7 +18,14 @@ DATABASES=()
 cargo build --release --quiet --bin tenantry --example load
 
 cleanup() {
+  local status=$?
   stop_server
+  # A failed run shows why the server refused (its log goes with the dir).
+  if [ "$status" -ne 0 ]; then
+    for d in "${DIRS[@]}"; do
+      [ -f "$d/server.log" ] && grep -E '"level":"(WARN|ERROR)"' "$d/server.log" | tail -20 >&2
+    done
+  fi
   for d in "${DIRS[@]}"; do rm -rf "$d"; done
   for entry in "${DATABASES[@]}"; do drop_databases $entry; done
 }

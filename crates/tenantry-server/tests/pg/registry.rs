@@ -86,3 +86,47 @@ async fn dedicated_pools_stay_under_the_connection_cap() {
         "{peak} connections to dedicated databases, cap {CAP}"
     );
 }
+
+/// Creating many dedicated tenants at once takes a bounded number of owner
+/// connections for the database changes: unbounded, they took the server
+/// past its `max_connections` beside the pools.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_provisioning_bounds_its_owner_connections() {
+    let app = std::sync::Arc::new(TestApp::spawn().await);
+    let staff = app.admin_token().await;
+    let creations: Vec<_> = (0..24)
+        .map(|i| {
+            let (app, staff) = (app.clone(), staff.clone());
+            tokio::spawn(async move {
+                let slug = format!("burst-{i}");
+                let body = json!({"name": slug, "slug": slug, "plan": "enterprise", "isolation": "dedicated"});
+                let t = app.post("/api/v1/tenants", Some(&staff), body).await;
+                assert_eq!(t.status, 201, "{}", t.text);
+            })
+        })
+        .collect();
+    let mut owner = app.pg_owner().await;
+    let mut peak = 0;
+    while creations.iter().any(|c| !c.is_finished()) {
+        let changing: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = 'postgres' AND application_name = 'tenantry-admin'",
+        )
+        .fetch_one(&mut owner)
+        .await
+        .expect("pg_stat_activity");
+        peak = peak.max(changing);
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    for c in creations {
+        c.await.expect("creation");
+    }
+    // A closed connection's backend shows a moment longer while it exits:
+    // allow one such per turn (unbounded, the burst showed up to 24).
+    let bound = 2 * tenantry::store::postgres::MAX_DATABASE_CHANGES as i64;
+    assert!(peak > 0, "the creations were seen");
+    assert!(
+        peak <= bound,
+        "{peak} owner connections at once, bound {bound}"
+    );
+}

@@ -217,6 +217,33 @@ pub(crate) fn check_identifier(name: &str) -> StoreResult<()> {
     }
 }
 
+/// Databases created or dropped at once by this process. Each takes an
+/// owner connection of its own to the server's `postgres` database:
+/// unbounded, 32 tenants created at once took a server past its
+/// `max_connections` beside the pools ("too many clients already").
+pub const MAX_DATABASE_CHANGES: usize = 4;
+
+static DATABASE_CHANGES: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(MAX_DATABASE_CHANGES);
+
+/// An owner connection to the `postgres` database, with this process's
+/// turn for a database change (held until both are dropped).
+async fn maintenance_connection(
+    admin: &PgConnectOptions,
+) -> StoreResult<(PgConnection, tokio::sync::SemaphorePermit<'static>)> {
+    let turn = DATABASE_CHANGES
+        .acquire()
+        .await
+        .map_err(|_| StoreError::Unavailable("database changes are closed".into()))?;
+    let conn = admin
+        .clone()
+        .database("postgres")
+        .connect()
+        .await
+        .map_err(pg_error)?;
+    Ok((conn, turn))
+}
+
 /// Creates database `name` (from `template` if given) unless it exists.
 pub(crate) async fn ensure_database(
     admin: &PgConnectOptions,
@@ -224,12 +251,7 @@ pub(crate) async fn ensure_database(
     template: Option<&str>,
 ) -> StoreResult<()> {
     check_identifier(name)?;
-    let mut conn = admin
-        .clone()
-        .database("postgres")
-        .connect()
-        .await
-        .map_err(pg_error)?;
+    let (mut conn, _turn) = maintenance_connection(admin).await?;
     let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
         .bind(name)
         .fetch_optional(&mut conn)
@@ -272,12 +294,7 @@ pub(crate) async fn ensure_database(
 /// Drops database `name` if it exists, disconnecting whoever is still on it.
 pub(crate) async fn drop_database(admin: &PgConnectOptions, name: &str) -> StoreResult<()> {
     check_identifier(name)?;
-    let mut conn = admin
-        .clone()
-        .database("postgres")
-        .connect()
-        .await
-        .map_err(pg_error)?;
+    let (mut conn, _turn) = maintenance_connection(admin).await?;
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&mut conn)
         .await
