@@ -1,6 +1,8 @@
-//! The service layer: every operation of the control plane, called alike by
-//! the HTTP API and the CLI. Services check who may do what; handlers only
-//! translate HTTP to these calls.
+//! The service layer: every operation, called alike by the HTTP API, the
+//! CLI and the job runner. Services check who may do what; handlers only
+//! translate HTTP to these calls. One plane a folder or file (`identity/`,
+//! `records/`, `tenants/`, `analytics`, `admission`), over what they all
+//! read in `core`.
 
 pub mod admission;
 pub mod analytics;
