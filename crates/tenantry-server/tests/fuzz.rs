@@ -1,9 +1,10 @@
 //! Coverage-guided fuzzing of the parsers of outside input, for a bounded
 //! time (`fuzz/run.sh`: 60 s per target on its committed corpus, nightly
 //! Rust and cargo-fuzz). A binary of its own: cargo runs test binaries one
-//! at a time, so it never runs beside the suites' timing-sensitive tests. Under `CI=true`
-//! it always runs, and anything missing fails it; elsewhere it runs when
-//! `TENANTRY_FUZZ=1` (a cold build of the targets takes minutes).
+//! at a time, so it never runs beside the suites' timing-sensitive tests.
+//! Under `CI=true` it always runs, and anything missing fails it; elsewhere
+//! it runs when `TENANTRY_FUZZ=1` (a cold build of the targets takes
+//! minutes).
 
 use std::path::PathBuf;
 use std::process::Command;
