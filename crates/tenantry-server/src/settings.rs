@@ -235,12 +235,22 @@ pub fn without_password(url: &str) -> String {
 }
 
 /// The engine of the control store and the shared tier.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Database {
     /// The control store's SQLite file (tenant data lives beside it in the data dir).
     Sqlite(PathBuf),
     /// A PostgreSQL URL of the owner role.
     Postgres(String),
+}
+
+/// The URL may carry the owner role's password: it is never printed.
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            Database::Postgres(_) => f.debug_tuple("Postgres").field(&"[redacted]").finish(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -287,8 +297,10 @@ mod tests {
             assert_eq!(exposed(&s.admin_password), Some("admin-s3cret"));
             assert_eq!(exposed(&s.redis_url), Some("redis://:redis-s3cret@h"));
             // …and never shown.
+            let database = s.database().map_err(|e| e.to_string())?;
+            assert!(matches!(&database, Database::Postgres(url) if url.contains("db-s3cret")));
             let shown = format!(
-                "{s:?} {}",
+                "{s:?} {database:?} {}",
                 serde_json::to_string(&s).map_err(|e| e.to_string())?
             );
             assert!(!shown.contains("s3cret"), "{shown}");

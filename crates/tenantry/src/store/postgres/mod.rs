@@ -34,7 +34,7 @@ static TENANT_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations
 pub const DATA_SCHEMA: &str = "tenant_data";
 
 /// How to reach one PostgreSQL server.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PgSettings {
     /// Owner (migration) role and main database; created if missing.
     pub url: String,
@@ -50,6 +50,23 @@ pub struct PgSettings {
     /// holds a connection (and its locks) longer. Work that may take longer
     /// (a purge) lifts it for its own transaction.
     pub statement_timeout: Duration,
+}
+
+/// The URL and the runtime password are never printed.
+impl std::fmt::Debug for PgSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgSettings")
+            .field("url", &"[redacted]")
+            .field("runtime_role", &self.runtime_role)
+            .field(
+                "runtime_password",
+                &self.runtime_password.as_ref().map(|_| "[redacted]"),
+            )
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish()
+    }
 }
 
 /// One database as Tenantry uses it: an owner pool for schema work and a
@@ -511,5 +528,25 @@ pub(crate) fn pg_error(e: sqlx::Error) -> StoreError {
         | sqlx::Error::Tls(_)
         | sqlx::Error::Protocol(_) => StoreError::Unavailable(e.to_string()),
         _ => StoreError::Internal(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod settings_tests {
+    use super::*;
+
+    #[test]
+    fn settings_never_print_the_url_or_the_password() {
+        let settings = PgSettings {
+            url: "postgres://owner:db-s3cret@h/app".into(),
+            runtime_role: "tenantry_app".into(),
+            runtime_password: Some("rt-s3cret".into()),
+            max_connections: 4,
+            acquire_timeout: Duration::from_secs(1),
+            statement_timeout: Duration::from_secs(1),
+        };
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("tenantry_app"), "{shown}");
     }
 }
