@@ -21,11 +21,7 @@ pub struct Authenticated(pub Principal);
 impl Authenticated {
     /// Super-admins and organization admins pass.
     pub fn require_platform(&self) -> Result<&Principal, Error> {
-        if self.0.role.is_platform() {
-            Ok(&self.0)
-        } else {
-            Err(Error::Forbidden("platform staff only".into()))
-        }
+        crate::control::actor_is_platform(&self.0).map(|()| &self.0)
     }
 }
 

@@ -141,7 +141,7 @@ pub fn audit_entry(actor: &Principal, action: &str, resource: impl Into<String>)
 }
 
 /// Refuses anyone but platform staff (super-admins, org admins).
-fn actor_is_platform(actor: &Principal) -> Result<()> {
+pub(crate) fn actor_is_platform(actor: &Principal) -> Result<()> {
     if actor.role.is_platform() {
         Ok(())
     } else {

@@ -76,10 +76,10 @@ impl ChainAt {
     }
 }
 
-/// Appends inside the caller's transaction, committing with the change it
-/// records, at `time`. The chain's lock is taken before its head is read, so two
-/// appends cannot both link to the same predecessor (a row lock on the head
-/// would not cover an empty chain).
+/// Appends inside the caller's transaction at `time`, committing with the
+/// change it records. The chain's lock is taken before its head is read, so
+/// two appends cannot both link to the same predecessor (a row lock on the
+/// head would not cover an empty chain).
 pub(super) async fn append_at(
     conn: &mut PgConnection,
     at: &ChainAt,
