@@ -117,7 +117,9 @@ fn transact<R>(
         control(conn, "ROLLBACK")?;
     }
     control(conn, "BEGIN IMMEDIATE")?;
-    let outcome = write(conn).and_then(|result| control(conn, "COMMIT").map(|()| result));
+    // At `synchronous = FULL` the commit waits for its fsync: milliseconds
+    // in which the worker's other tasks would sit behind it (`long`).
+    let outcome = write(conn).and_then(|result| long(|| control(conn, "COMMIT")).map(|()| result));
     if outcome.is_err() && !conn.is_autocommit() {
         let _ = control(conn, "ROLLBACK");
     }
