@@ -6,6 +6,7 @@
 #   start_server <port> [postgres-base-url]   # sets BASE; PostgreSQL gets a fresh database
 #                                             # (TENANTRY_BIN: another binary to start)
 #   stop_server
+#   wait_ready <url> <log>                    # waits for a server's URL, or prints its log and exits
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ADMIN_EMAIL=bench@example.com
@@ -52,9 +53,16 @@ start_server() {
   env "${env[@]}" "${TENANTRY_BIN:-target/release/tenantry}" serve >"$data/server.log" 2>&1 &
   PID=$!
   BASE="http://127.0.0.1:$port"
-  for _ in $(seq 1 300); do curl -sf "$BASE/readyz" >/dev/null && return 0; sleep 0.1; done
+  wait_ready "$BASE/readyz" "$data/server.log"
+}
+
+# Waits up to 30 s for <url> to answer 2xx; if it never does, prints <log>
+# and exits. (For any server: bench/compare.sh starts other apps with it.)
+wait_ready() {
+  local url=$1 log=$2
+  for _ in $(seq 1 300); do curl -sf "$url" >/dev/null && return 0; sleep 0.1; done
   echo "server did not start:" >&2
-  cat "$data/server.log" >&2
+  cat "$log" >&2
   exit 1
 }
 
