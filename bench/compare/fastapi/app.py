@@ -44,10 +44,15 @@ ADMIN_PASSWORD = os.environ["ADMIN_PASSWORD"]
 JWT_SECRET = os.environ["JWT_SECRET"]
 TOKEN_TTL = 900
 
+DATABASE_URL = re.sub(r"^postgres(ql)?://", "postgresql+asyncpg://", os.environ["DATABASE_URL"])
 engine = create_async_engine(
-    re.sub(r"^postgres(ql)?://", "postgresql+asyncpg://", os.environ["DATABASE_URL"]),
+    DATABASE_URL,
     pool_size=16,
     max_overflow=0,
+    # asyncpg's default (sslmode=prefer) means TLS wherever the server offers
+    # it, loopback included; node-postgres and Tenantry's sqlx (built without
+    # TLS) talk plain text. The same here, unless the URL asks for TLS.
+    connect_args={} if "ssl" in DATABASE_URL.partition("?")[2] else {"ssl": False},
 )
 Session = async_sessionmaker(engine, expire_on_commit=False)
 
