@@ -148,6 +148,22 @@ impl AuditEntry {
             .collect()
     }
 
+    /// `link_after` for one entry.
+    pub fn link_one_after(
+        chain: AuditChain,
+        tenant_id: Option<TenantId>,
+        head: Option<(i64, String)>,
+        new: &NewAuditEntry,
+        at: DateTime<Utc>,
+    ) -> (i64, AuditEntry) {
+        use chrono::SubsecRound;
+        let (seq, prev) = head.map_or((0, None), |(seq, hash)| (seq, Some(hash)));
+        (
+            seq + 1,
+            Self::chain(chain, tenant_id, new, prev, at.trunc_subsecs(6)),
+        )
+    }
+
     /// SHA-256 over a canonical encoding: a JSON array of the fields in a
     /// fixed order, so no field can be shifted into another.
     pub fn compute_hash(&self) -> String {

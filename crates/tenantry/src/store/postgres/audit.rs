@@ -59,6 +59,16 @@ impl ChainAt {
         q
     }
 
+    /// `new` linked after `head` (read under the chain's lock), with its seq.
+    pub(super) fn link(
+        &self,
+        head: Option<(i64, String)>,
+        new: &NewAuditEntry,
+        time: chrono::DateTime<Utc>,
+    ) -> (i64, AuditEntry) {
+        AuditEntry::link_one_after(self.kind, self.tenant, head, new, time)
+    }
+
     fn entry(&self, row: &PgRow) -> StoreResult<AuditEntry> {
         Ok(AuditEntry {
             id: col(row, "id")?,
@@ -103,15 +113,20 @@ pub(super) async fn append_all_at<'a>(
     if entries.peek().is_none() {
         return Ok(Vec::new());
     }
-    let lock_key = at
-        .tenant
-        .map_or_else(|| "platform".to_owned(), |t| t.0.to_string());
-    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-        .bind(LOCK_AUDIT)
-        .bind(lock_key)
-        .execute(&mut *conn)
-        .await
-        .map_err(pg_error)?;
+    // A tenant's data chain needs no lock of its own: every write to the
+    // tenant's data, each append to its chain among them, holds the
+    // tenant's usage row first (`lock_usage`, `tenant_write_tx`, restores).
+    if at.kind != AuditChain::Data {
+        let lock_key = at
+            .tenant
+            .map_or_else(|| "platform".to_owned(), |t| t.0.to_string());
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(LOCK_AUDIT)
+            .bind(lock_key)
+            .execute(&mut *conn)
+            .await
+            .map_err(pg_error)?;
+    }
     let linked = AuditEntry::link_after(at.kind, at.tenant, head(conn, at).await?, entries);
     insert_all(conn, at, &linked).await?;
     Ok(linked.into_iter().map(|(_, e)| e).collect())
@@ -126,26 +141,38 @@ pub(super) async fn insert_all(
 ) -> StoreResult<()> {
     // 11 parameters a row, under PostgreSQL's 65535 per statement.
     for chunk in entries.chunks(1000) {
-        let mut q = QueryBuilder::<Postgres>::new(format!(
-            "INSERT INTO {} (tenant_id, seq, id, actor, actor_scope, action, resource, at, request_id, prev_hash, hash) ",
-            at.table
-        ));
-        q.push_values(chunk, |mut row, (seq, entry)| {
-            row.push_bind(at.tenant.map(|t| t.0))
-                .push_bind(*seq)
-                .push_bind(entry.id)
-                .push_bind(&entry.actor)
-                .push_bind(&entry.actor_scope)
-                .push_bind(&entry.action)
-                .push_bind(&entry.resource)
-                .push_bind(entry.at)
-                .push_bind(&entry.request_id)
-                .push_bind(&entry.prev_hash)
-                .push_bind(&entry.hash);
-        });
+        let mut q = QueryBuilder::<Postgres>::new("");
+        push_insert(&mut q, at, chunk);
         q.build().execute(&mut *conn).await.map_err(pg_error)?;
     }
     Ok(())
+}
+
+/// The `INSERT` of `entries` into the chain's table, pushed onto `q` (for
+/// a statement of its own, or a step of a record write's one statement).
+pub(super) fn push_insert<'a>(
+    q: &mut QueryBuilder<'a, Postgres>,
+    at: &ChainAt,
+    entries: &'a [(i64, AuditEntry)],
+) {
+    q.push(format_args!(
+        "INSERT INTO {} (tenant_id, seq, id, actor, actor_scope, action, resource, at, request_id, prev_hash, hash) ",
+        at.table
+    ));
+    let tenant = at.tenant.map(|t| t.0);
+    q.push_values(entries, |mut row, (seq, entry)| {
+        row.push_bind(tenant)
+            .push_bind(*seq)
+            .push_bind(entry.id)
+            .push_bind(&entry.actor)
+            .push_bind(&entry.actor_scope)
+            .push_bind(&entry.action)
+            .push_bind(&entry.resource)
+            .push_bind(entry.at)
+            .push_bind(&entry.request_id)
+            .push_bind(&entry.prev_hash)
+            .push_bind(&entry.hash);
+    });
 }
 
 /// The chain's last entry: `(seq, hash)`.

@@ -86,7 +86,7 @@ pub(super) async fn append_at(
             ))
         })
         .transpose()?;
-    let (seq, entry) = link_one(at, head, new, time)?;
+    let (seq, entry) = AuditEntry::link_one_after(at.kind, at.tenant, head, new, time);
     let sql = format!(
         "INSERT INTO {} (tenant_id, seq, id, actor, actor_scope, action, resource, at, request_id, prev_hash, hash)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -136,21 +136,10 @@ pub(super) fn append_direct_at(
     new: &NewAuditEntry,
     time: chrono::DateTime<Utc>,
 ) -> StoreResult<AuditEntry> {
-    let (seq, entry) = link_one(at, head_direct(tx, at)?, new, time)?;
+    let (seq, entry) =
+        AuditEntry::link_one_after(at.kind, at.tenant, head_direct(tx, at)?, new, time);
     insert_direct(tx, at, seq, &entry)?;
     Ok(entry)
-}
-
-/// The one entry linked after `head`.
-fn link_one(
-    at: &ChainAt,
-    head: Option<(i64, String)>,
-    new: &NewAuditEntry,
-    time: chrono::DateTime<Utc>,
-) -> StoreResult<(i64, AuditEntry)> {
-    AuditEntry::link_after(at.kind, at.tenant, head, [(new, time)])
-        .pop()
-        .ok_or_else(|| StoreError::Internal("no audit entry linked".into()))
 }
 
 /// The chain's last entry: `(seq, hash)`.

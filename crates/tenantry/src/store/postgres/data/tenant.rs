@@ -6,6 +6,7 @@ use super::sql::{
     COLLECTION_COLUMNS, RECORD_COLUMNS, collection_from_row, field_sort_exprs, path_parts,
     push_compare, push_field_cursor, push_time_cursor, record_from_row,
 };
+use super::write::RowChange;
 use crate::audit::{AuditEntry, AuditFilter, NewAuditEntry};
 use crate::clock::Clock;
 use crate::ids::{RecordId, TenantId};
@@ -15,7 +16,6 @@ use crate::store::postgres::audit::{self, ChainAt};
 use crate::store::postgres::{DATA_SCHEMA, pg_error};
 use crate::store::{StoreResult, write_plan};
 use async_trait::async_trait;
-use sqlx::types::Json;
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -178,29 +178,12 @@ impl TenantData for PgTenantData {
     ) -> StoreResult<()> {
         // The quota's unit: the bytes of the data as the API serialised it.
         let size = write_plan::record_size(&r.data);
-        let mut tx = self.tx().await?;
-        let used = self.lock_usage(&mut tx).await?;
-        let unique = self.stored_unique(&mut tx, &def.name).await?;
-        let plan = write_plan::insert(&r.data, size, &unique, used, max_storage)?;
-        sqlx::query(&format!(
-            "INSERT INTO {DATA_SCHEMA}.records (tenant_id, collection, id, data, size, version,
-                created_at, updated_at, created_by)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-        ))
-        .bind(self.tenant.0)
-        .bind(&def.name)
-        .bind(r.id.0)
-        .bind(Json(&r.data))
-        .bind(size)
-        .bind(r.version)
-        .bind(r.created_at)
-        .bind(r.updated_at)
-        .bind(r.created_by.map(|u| u.0))
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?;
-        self.apply(&mut tx, &def.name, r.id, &plan, a).await?;
-        tx.commit().await.map_err(pg_error)
+        let mut tx = self.write_tx().await?;
+        let view = self.write_view(&mut tx, &def.name, r.id).await?;
+        let plan = write_plan::insert(&r.data, size, &view.unique, view.used, max_storage)?;
+        let change = RowChange::Insert(r, size);
+        self.finish_write(tx, &def.name, change, view, &plan, a)
+            .await
     }
 
     async fn record(&self, collection: &str, id: RecordId) -> StoreResult<Option<Record>> {
@@ -315,27 +298,13 @@ impl TenantData for PgTenantData {
         a: &NewAuditEntry,
     ) -> StoreResult<()> {
         let size = write_plan::record_size(&r.data);
-        let mut tx = self.tx().await?;
-        let used = self.lock_usage(&mut tx).await?;
-        let row = self.stored(&mut tx, &def.name, r.id).await?;
-        let unique = self.stored_unique(&mut tx, &def.name).await?;
-        let plan = write_plan::update(&r.data, size, &unique, used, row, expected, max_storage)?;
-        sqlx::query(&format!(
-            "UPDATE {DATA_SCHEMA}.records SET data = $1, size = $2, version = $3, updated_at = $4
-             WHERE tenant_id = $5 AND collection = $6 AND id = $7"
-        ))
-        .bind(Json(&r.data))
-        .bind(size)
-        .bind(r.version)
-        .bind(r.updated_at)
-        .bind(self.tenant.0)
-        .bind(&def.name)
-        .bind(r.id.0)
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?;
-        self.apply(&mut tx, &def.name, r.id, &plan, a).await?;
-        tx.commit().await.map_err(pg_error)
+        let mut tx = self.write_tx().await?;
+        let view = self.write_view(&mut tx, &def.name, r.id).await?;
+        let (unique, used, row) = (&view.unique, view.used, view.row);
+        let plan = write_plan::update(&r.data, size, unique, used, row, expected, max_storage)?;
+        let change = RowChange::Update(r, size);
+        self.finish_write(tx, &def.name, change, view, &plan, a)
+            .await
     }
 
     async fn delete_record(
@@ -345,20 +314,12 @@ impl TenantData for PgTenantData {
         expected: Option<i64>,
         a: &NewAuditEntry,
     ) -> StoreResult<()> {
-        let mut tx = self.tx().await?;
-        self.lock_usage(&mut tx).await?;
-        let plan = write_plan::delete(self.stored(&mut tx, &def.name, id).await?, expected)?;
-        sqlx::query(&format!(
-            "DELETE FROM {DATA_SCHEMA}.records WHERE tenant_id = $1 AND collection = $2 AND id = $3"
-        ))
-        .bind(self.tenant.0)
-        .bind(&def.name)
-        .bind(id.0)
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?;
-        self.apply(&mut tx, &def.name, id, &plan, a).await?;
-        tx.commit().await.map_err(pg_error)
+        let mut tx = self.write_tx().await?;
+        let view = self.write_view(&mut tx, &def.name, id).await?;
+        let plan = write_plan::delete(view.row, expected)?;
+        let change = RowChange::Delete(id);
+        self.finish_write(tx, &def.name, change, view, &plan, a)
+            .await
     }
 
     async fn group_counts(
