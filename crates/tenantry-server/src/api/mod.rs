@@ -1,6 +1,7 @@
 //! The HTTP edge: one router per resource, merged here with the OpenAPI
 //! document, the fallbacks and the layers every request passes through.
 
+pub mod admin;
 pub mod analytics;
 pub mod audit;
 pub mod auth;
@@ -39,6 +40,7 @@ use utoipa_swagger_ui::SwaggerUi;
 pub fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (routes, openapi) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(ops::router())
+        .merge(admin::router())
         .merge(auth::router())
         .merge(tenants::router())
         .merge(plans::router())

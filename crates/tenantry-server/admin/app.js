@@ -1,0 +1,405 @@
+// The Tenantry console: a client of the public HTTP API and nothing else.
+// The access token lives in this module's memory only (never in storage or
+// a URL): a reload signs the operator out. Pages are drawn with `h`, which
+// sets text, never HTML, so tenant-supplied names cannot inject markup.
+
+const session = { token: null, user: null, tenant: null };
+
+/** An API failure: the problem+json document's title, detail and field errors. */
+class Problem extends Error {
+  constructor(status, body) {
+    super(body.detail || body.title || `HTTP ${status}`);
+    this.status = status;
+    this.title = body.title || `HTTP ${status}`;
+    this.detail = body.detail || "";
+    this.errors = Array.isArray(body.errors) ? body.errors : [];
+  }
+}
+
+async function api(method, path, body) {
+  const headers = { Accept: "application/json" };
+  if (session.token) headers.Authorization = `Bearer ${session.token}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let res;
+  try {
+    res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch (e) {
+    throw new Problem(0, { title: "The server cannot be reached", detail: String(e) });
+  }
+  if (res.status === 204) return null;
+  const text = await res.text();
+  let parsed = null;
+  try { parsed = text ? JSON.parse(text) : null; } catch { parsed = null; }
+  if (!res.ok) {
+    if (res.status === 401 && session.token) signOut();
+    throw new Problem(res.status, parsed && typeof parsed === "object" ? parsed : { title: `HTTP ${res.status}`, detail: text.slice(0, 200) });
+  }
+  return parsed;
+}
+
+/** Builds an element: attributes (`on*` become listeners), then children (strings become text). */
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "class") el.className = v;
+    else el.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+const svg = (tag, attrs = {}, ...children) => {
+  const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
+  for (const c of children.flat()) el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return el;
+};
+
+function showError(e) {
+  const box = document.getElementById("alert");
+  box.replaceChildren(h("strong", {}, e.title || "Something went wrong"), e.detail || String(e.message || ""));
+  box.hidden = false;
+}
+
+function clearError() {
+  const box = document.getElementById("alert");
+  box.hidden = true;
+  box.replaceChildren();
+}
+
+/** Runs an action; its failure is shown as the API's title and detail. */
+async function attempt(action) {
+  clearError();
+  try { return await action(); } catch (e) { showError(e); return undefined; }
+}
+
+/** Puts field errors from a 422 next to their inputs (`data-field`). */
+function showFieldErrors(form, problem) {
+  form.querySelectorAll(".field-error").forEach((el) => { el.textContent = ""; });
+  for (const { field, message } of problem.errors || []) {
+    const slot = form.querySelector(`.field-error[data-field="${CSS.escape(field)}"]`);
+    if (slot) slot.textContent = message;
+  }
+}
+
+function field(label, input, name) {
+  const id = `f-${name}-${Math.random().toString(36).slice(2, 8)}`;
+  input.id = id;
+  if (!input.name) input.name = name;
+  return h("div", {},
+    h("label", { for: id }, label, input),
+    h("div", { class: "field-error", "data-field": name, id: `${id}-error`, "aria-live": "polite" }));
+}
+
+const isPlatform = () => session.user && !session.user.tenant_id;
+const isSuper = () => session.user && session.user.role === "super_admin";
+
+function signOut() {
+  session.token = null; session.user = null; session.tenant = null;
+  location.hash = "#/login";
+  render();
+}
+
+function drawChrome() {
+  const nav = document.getElementById("nav");
+  const who = document.getElementById("who");
+  if (!session.token) { nav.replaceChildren(); who.replaceChildren(); return; }
+  const links = isPlatform()
+    ? [h("a", { href: "#/tenants" }, "Tenants")]
+    : [h("a", { href: "#/tenant" }, "My tenant")];
+  nav.replaceChildren(...links);
+  const where = session.tenant ? ` · ${session.tenant.slug}` : "";
+  who.replaceChildren(`${session.user.email || session.user.name} (${session.user.role})${where} `,
+    h("button", { class: "secondary", type: "button", onclick: signOut }, "Sign out"));
+}
+
+// ---- pages ---------------------------------------------------------------
+
+function loginPage() {
+  const email = h("input", { type: "email", autocomplete: "username", required: true });
+  const password = h("input", { type: "password", autocomplete: "current-password", required: true });
+  const tenant = h("input", { type: "text", placeholder: "blank for platform staff", autocomplete: "organization" });
+  const form = h("form", { class: "inline", "aria-label": "Sign in" },
+    field("Email", email, "email"), field("Password", password, "password"),
+    field("Tenant (slug)", tenant, "tenant"),
+    h("button", { type: "submit" }, "Sign in"));
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    attempt(async () => {
+      const body = { email: email.value, password: password.value };
+      if (tenant.value.trim()) body.tenant = tenant.value.trim();
+      const out = await api("POST", "/api/v1/auth/login", body);
+      session.token = out.access_token;
+      session.user = out.user;
+      session.tenant = out.tenant || null;
+      location.hash = isPlatform() ? "#/tenants" : "#/tenant";
+      render();
+    });
+  });
+  return [h("h1", {}, "Sign in"), h("section", {}, form)];
+}
+
+const PLANS = ["basic", "premium", "enterprise", "custom"];
+
+async function planCodes() {
+  try {
+    const plans = await api("GET", "/api/v1/plans");
+    const list = Array.isArray(plans) ? plans : plans.items || [];
+    return list.map((p) => p.code);
+  } catch { return PLANS; }
+}
+
+async function tenantsPage(params) {
+  const q = h("input", { type: "search", value: params.get("q") || "" });
+  const status = h("select", {}, ["", "active", "suspended", "deleted"].map((s) =>
+    h("option", { value: s, selected: s === (params.get("status") || "") }, s || "any")));
+  const codes = await planCodes();
+  const plan = h("select", {}, ["", ...codes].map((p) =>
+    h("option", { value: p, selected: p === (params.get("plan") || "") }, p || "any")));
+  const org = h("input", { type: "text", value: params.get("organization_id") || "", placeholder: "organization id" });
+  const filters = h("form", { class: "filters", role: "search", "aria-label": "Filter tenants" },
+    field("Search", q, "q"), field("Status", status, "status"), field("Plan", plan, "plan"),
+    field("Organization", org, "organization_id"), h("button", { type: "submit" }, "Filter"));
+  filters.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const next = new URLSearchParams();
+    if (q.value) next.set("q", q.value);
+    if (status.value) next.set("status", status.value);
+    if (plan.value) next.set("plan", plan.value);
+    if (org.value) next.set("organization_id", org.value);
+    location.hash = `#/tenants?${next}`;
+  });
+
+  const query = new URLSearchParams(params);
+  query.set("limit", "20");
+  const page = await api("GET", `/api/v1/tenants?${query}`);
+  const rows = page.items.map((t) => h("tr", {},
+    h("td", {}, h("a", { href: `#/tenants/${encodeURIComponent(t.slug)}` }, t.slug)),
+    h("td", {}, t.name), h("td", {}, t.plan),
+    h("td", { class: `status-${t.status}` }, t.status), h("td", {}, t.isolation)));
+  const pager = h("div", { class: "actions" });
+  if (params.get("cursor")) pager.append(h("a", { href: "#/tenants" }, "First page"));
+  if (page.next_cursor) {
+    const next = new URLSearchParams(params);
+    next.set("cursor", page.next_cursor);
+    pager.append(h("a", { href: `#/tenants?${next}` }, "Next page"));
+  }
+  const table = h("div", { class: "table-wrap" }, h("table", { "aria-label": "Tenants" },
+    h("thead", {}, h("tr", {}, ["Slug", "Name", "Plan", "Status", "Isolation"].map((c) => h("th", { scope: "col" }, c)))),
+    h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 5, class: "muted" }, "No tenants match.")))));
+
+  return [h("h1", {}, "Tenants"), h("section", {}, filters), h("section", {}, table, pager),
+    h("section", {}, h("h2", {}, "Create a tenant"), createTenantForm(codes))];
+}
+
+function createTenantForm(codes) {
+  const name = h("input", { type: "text", required: true });
+  const slug = h("input", { type: "text", required: true, pattern: "[a-z0-9-]{3,63}", title: "3–63 lower-case letters, digits and hyphens" });
+  const plan = h("select", {}, codes.map((p) => h("option", { value: p }, p)));
+  const isolation = h("select", {}, ["", "shared", "dedicated"].map((i) => h("option", { value: i }, i || "plan default")));
+  const form = h("form", { class: "inline", "aria-label": "Create a tenant", novalidate: true },
+    field("Name", name, "name"), field("Slug", slug, "slug"), field("Plan", plan, "plan"),
+    field("Isolation", isolation, "isolation"), h("button", { type: "submit" }, "Create"));
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    showFieldErrors(form, { errors: [] });
+    attempt(async () => {
+      const body = { name: name.value, slug: slug.value, plan: plan.value };
+      if (isolation.value) body.isolation = isolation.value;
+      try {
+        const t = await api("POST", "/api/v1/tenants", body);
+        location.hash = `#/tenants/${encodeURIComponent(t.slug)}`;
+      } catch (e) {
+        if (e.errors && e.errors.length) showFieldErrors(form, e);
+        throw e;
+      }
+    });
+  });
+  return form;
+}
+
+/** Requests per day as an SVG bar chart, with the numbers as its text alternative. */
+function requestsChart(days) {
+  const width = 720, height = 200, pad = 28;
+  const max = Math.max(1, ...days.map((d) => d.requests));
+  const step = (width - pad) / Math.max(1, days.length);
+  const bars = days.map((d, i) => {
+    const bh = Math.round((height - pad) * d.requests / max);
+    return svg("rect", { class: "bar-rect", x: pad + i * step + 1, y: height - pad - bh, width: Math.max(1, step - 2), height: bh },
+      svg("title", {}, `${d.date}: ${d.requests} requests`));
+  });
+  const label = days.length ? `${days[0].date} to ${days[days.length - 1].date}` : "no days";
+  return svg("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, role: "img",
+    "aria-label": `Requests per day, ${label}, at most ${max}` },
+  svg("text", { x: 0, y: 12 }, String(max)), svg("text", { x: 0, y: height - pad }, "0"),
+  svg("text", { x: pad, y: height - 8 }, days.length ? days[0].date : ""),
+  svg("text", { x: width - 80, y: height - 8 }, days.length ? days[days.length - 1].date : ""),
+  ...bars);
+}
+
+function meter(label, used, limit) {
+  const text = limit == null ? `${used} (no limit)` : `${used} of ${limit}`;
+  return [h("dt", {}, label), h("dd", {}, limit == null ? text : h("meter", { min: 0, max: limit, value: Math.min(used, limit), "aria-label": `${label}: ${text}` }), " ", text)];
+}
+
+async function tenantPage(key) {
+  const t = await api("GET", `/api/v1/tenants/${encodeURIComponent(key)}`);
+  const id = encodeURIComponent(t.id);
+  const out = [h("h1", {}, `${t.name} `, h("span", { class: "muted" }, t.slug))];
+
+  const codes = await planCodes();
+  const plan = h("select", { "aria-label": "New plan" }, codes.map((p) => h("option", { value: p, selected: p === t.plan }, p)));
+  const actions = h("div", { class: "actions" },
+    t.status === "active"
+      ? h("button", { type: "button", onclick: () => attempt(async () => { await api("POST", `/api/v1/tenants/${id}/suspend`); render(); }) }, "Suspend")
+      : h("button", { type: "button", onclick: () => attempt(async () => { await api("POST", `/api/v1/tenants/${id}/activate`); render(); }) }, "Activate"),
+    plan,
+    h("button", { type: "button", class: "secondary", onclick: () => attempt(async () => {
+      const res = await api("POST", `/api/v1/tenants/${id}/plan`, { plan: plan.value });
+      const job = res && (res.job_id || (res.job && res.job.id));
+      if (job) await followJob(job);
+      render();
+    }) }, "Change plan"),
+    h("button", { type: "button", class: "danger", onclick: () => attempt(async () => {
+      const typed = window.prompt(`Delete tenant "${t.slug}" and purge its data? Type its slug to confirm.`);
+      if (typed !== t.slug) return;
+      await api("DELETE", `/api/v1/tenants/${id}`);
+      location.hash = "#/tenants";
+    }) }, "Delete…"));
+  out.push(h("section", {}, h("dl", { class: "facts" },
+    h("dt", {}, "Status"), h("dd", { class: `status-${t.status}`, "data-testid": "tenant-status" }, t.status),
+    h("dt", {}, "Plan"), h("dd", { "data-testid": "tenant-plan" }, t.plan),
+    h("dt", {}, "Isolation"), h("dd", {}, t.isolation),
+    h("dt", {}, "Organization"), h("dd", {}, t.organization_id || "none"),
+    h("dt", {}, "Created"), h("dd", {}, t.created_at)), h("h2", {}, "Actions"), actions,
+  h("div", { id: "job", "aria-live": "polite" })));
+
+  const usage = await api("GET", `/api/v1/tenants/${id}/usage?range=30d`);
+  out.push(h("section", { "aria-label": "Usage" }, h("h2", {}, "Usage"),
+    h("dl", { class: "facts" },
+      meter("Users", usage.users, usage.limits.max_users),
+      meter("Storage (bytes)", usage.storage_bytes, usage.limits.max_storage_bytes),
+      meter("Requests today", usage.requests_today, usage.limits.api_requests_per_day),
+      h("dt", {}, "Records"), h("dd", {}, usage.records)),
+    h("h2", {}, "Requests per day"), requestsChart(usage.requests_by_day)));
+
+  out.push(await configSection(id));
+  out.push(await auditSection(`/api/v1/tenants/${id}/audit`, `/api/v1/tenants/${id}/audit/verify`));
+  return out;
+}
+
+async function followJob(jobId) {
+  const slot = document.getElementById("job");
+  for (let i = 0; i < 600; i++) {
+    const job = await api("GET", `/api/v1/jobs/${encodeURIComponent(jobId)}`);
+    const pct = Math.round((job.progress || 0) * (job.progress <= 1 ? 100 : 1));
+    if (slot) slot.replaceChildren(h("progress", { max: 100, value: pct, "aria-label": "Job progress" }), ` ${job.kind || "job"}: ${job.status} ${pct}%`);
+    if (!["queued", "running"].includes(job.status)) return job;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  return null;
+}
+
+async function configSection(id) {
+  const config = await api("GET", `/api/v1/tenants/${id}/config`);
+  const entries = Object.entries(config || {});
+  const rows = entries.map(([k, v]) => h("tr", {}, h("td", {}, k), h("td", {}, h("code", {}, JSON.stringify(v)))));
+  const key = h("input", { type: "text", required: true });
+  const value = h("input", { type: "text", required: true, placeholder: "JSON, e.g. true or \"blue\"" });
+  const encrypted = h("input", { type: "checkbox" });
+  const form = h("form", { class: "inline", "aria-label": "Set a config value", novalidate: true },
+    field("Key", key, "key"), field("Value (JSON)", value, "value"),
+    h("label", {}, "Encrypted", encrypted), h("button", { type: "submit" }, "Save"));
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    showFieldErrors(form, { errors: [] });
+    let parsed;
+    try { parsed = JSON.parse(value.value); } catch {
+      showFieldErrors(form, { errors: [{ field: "value", message: "not valid JSON" }] });
+      return;
+    }
+    attempt(async () => {
+      try {
+        await api("PUT", `/api/v1/tenants/${id}/config/${encodeURIComponent(key.value)}`, { value: parsed, encrypted: encrypted.checked });
+      } catch (e) { showFieldErrors(form, e); throw e; }
+      render();
+    });
+  });
+  return h("section", { "aria-label": "Config" }, h("h2", {}, "Config"),
+    h("div", { class: "table-wrap" }, h("table", { "aria-label": "Config values" },
+      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Key"), h("th", { scope: "col" }, "Value"))),
+      h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 2, class: "muted" }, "No overrides."))))),
+    form);
+}
+
+async function auditSection(listPath, verifyPath) {
+  const actor = h("input", { type: "text" });
+  const action = h("input", { type: "text" });
+  const body = h("tbody");
+  const load = async () => {
+    const q = new URLSearchParams({ limit: "50" });
+    if (actor.value) q.set("actor", actor.value);
+    if (action.value) q.set("action", action.value);
+    const page = await api("GET", `${listPath}?${q}`);
+    const items = Array.isArray(page) ? page : page.items;
+    body.replaceChildren(...(items.length ? items.map((e) => h("tr", {},
+      h("td", {}, e.at), h("td", {}, e.actor), h("td", {}, e.action), h("td", {}, e.resource))) : [h("tr", {}, h("td", { colspan: 4, class: "muted" }, "No entries."))]));
+  };
+  const filters = h("form", { class: "filters", "aria-label": "Filter the audit log" },
+    field("Actor", actor, "actor"), field("Action", action, "action"), h("button", { type: "submit" }, "Filter"));
+  filters.addEventListener("submit", (ev) => { ev.preventDefault(); attempt(load); });
+  const verdict = h("p", { "aria-live": "polite", "data-testid": "verify-result" });
+  const verify = verifyPath && h("button", { type: "button", class: "secondary", onclick: () => attempt(async () => {
+    const v = await api("GET", verifyPath);
+    verdict.className = v.valid ? "ok" : "bad";
+    verdict.textContent = v.valid
+      ? `Chain intact: ${v.entries} entries checked, first_broken: none`
+      : `Chain broken: first_broken ${v.first_broken} (${v.entries} entries checked)`;
+  }) }, "Verify chain");
+  await load();
+  return h("section", { "aria-label": "Audit log" }, h("h2", {}, "Audit log"), filters,
+    h("div", { class: "actions" }, verify), verdict,
+    h("div", { class: "table-wrap" }, h("table", { "aria-label": "Audit entries" },
+      h("thead", {}, h("tr", {}, ["At", "Actor", "Action", "Resource"].map((c) => h("th", { scope: "col" }, c)))), body)));
+}
+
+async function ownTenantPage() {
+  const t = session.tenant;
+  const users = await api("GET", "/api/v1/users?limit=50");
+  const list = Array.isArray(users) ? users : users.items;
+  const out = [h("h1", {}, `${t ? t.name : "Tenant"} `, h("span", { class: "muted" }, t ? t.slug : ""))];
+  out.push(h("section", { "aria-label": "Users" }, h("h2", {}, "Users"),
+    h("div", { class: "table-wrap" }, h("table", { "aria-label": "Users" },
+      h("thead", {}, h("tr", {}, ["Email", "Name", "Role", "Active"].map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", {}, list.map((u) => h("tr", {}, h("td", {}, u.email || ""), h("td", {}, u.name), h("td", {}, u.role), h("td", {}, u.active ? "yes" : "no"))))))));
+  out.push(await auditSection("/api/v1/audit", null));
+  return out;
+}
+
+// ---- routing ---------------------------------------------------------------
+
+async function render() {
+  drawChrome();
+  const main = document.getElementById("main");
+  const [path, query] = (location.hash.replace(/^#/, "") || "/").split("?");
+  const params = new URLSearchParams(query || "");
+  let page;
+  if (!session.token) {
+    page = loginPage();
+  } else if (path.startsWith("/tenants/") && isPlatform()) {
+    page = await attempt(() => tenantPage(decodeURIComponent(path.slice("/tenants/".length))));
+  } else if (isPlatform()) {
+    page = await attempt(() => tenantsPage(params));
+  } else {
+    page = await attempt(ownTenantPage);
+  }
+  main.replaceChildren(...(page || [h("p", { class: "muted" }, "This page could not be shown.")]));
+}
+
+window.addEventListener("hashchange", render);
+window.addEventListener("DOMContentLoaded", render);
