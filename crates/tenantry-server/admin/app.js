@@ -16,16 +16,22 @@ class Problem extends Error {
   }
 }
 
-async function api(method, path, body) {
-  const headers = { Accept: "application/json" };
+async function api(method, path, body, extra = {}) {
+  return request(method, path, { body: body === undefined ? undefined : JSON.stringify(body), type: "application/json", headers: extra });
+}
+
+/** One API call; a failure becomes a `Problem`, a 401 signs the operator out. */
+async function request(method, path, { body, type, headers: extra = {}, raw = false } = {}) {
+  const headers = { Accept: "application/json", ...extra };
   if (session.token) headers.Authorization = `Bearer ${session.token}`;
-  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (body !== undefined) headers["Content-Type"] = type;
   let res;
   try {
-    res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    res = await fetch(path, { method, headers, body });
   } catch (e) {
     throw new Problem(0, { title: "The server cannot be reached", detail: String(e) });
   }
+  if (res.ok && raw) return res.blob();
   if (res.status === 204) return null;
   const text = await res.text();
   let parsed = null;
@@ -109,9 +115,13 @@ function drawChrome() {
   const nav = document.getElementById("nav");
   const who = document.getElementById("who");
   if (!session.token) { nav.replaceChildren(); who.replaceChildren(); return; }
-  const links = isPlatform()
-    ? [h("a", { href: "#/tenants" }, "Tenants")]
-    : [h("a", { href: "#/tenant" }, "My tenant")];
+  const links = !isPlatform()
+    ? [h("a", { href: "#/tenant" }, "My tenant")]
+    : [h("a", { href: "#/tenants" }, "Tenants"),
+      isSuper() && h("a", { href: "#/plans" }, "Plans"),
+      h("a", { href: "#/organizations" }, "Organizations"),
+      h("a", { href: "#/analytics" }, "Analytics"),
+      isSuper() && h("a", { href: "#/platform-audit" }, "Platform audit")].filter(Boolean);
   nav.replaceChildren(...links);
   const where = session.tenant ? ` · ${session.tenant.slug}` : "";
   who.replaceChildren(`${session.user.email || session.user.name} (${session.user.role})${where} `,
@@ -274,10 +284,10 @@ async function tenantPage(key) {
   out.push(h("section", {}, h("dl", { class: "facts" },
     h("dt", {}, "Status"), h("dd", { class: `status-${t.status}`, "data-testid": "tenant-status" }, t.status),
     h("dt", {}, "Plan"), h("dd", { "data-testid": "tenant-plan" }, t.plan),
-    h("dt", {}, "Isolation"), h("dd", {}, t.isolation),
+    h("dt", {}, "Isolation"), h("dd", { "data-testid": "tenant-isolation" }, t.isolation),
     h("dt", {}, "Organization"), h("dd", {}, t.organization_id || "none"),
     h("dt", {}, "Created"), h("dd", {}, t.created_at)), h("h2", {}, "Actions"), actions,
-  h("div", { id: "job", "aria-live": "polite" })));
+  h("div", { id: "job", "aria-live": "polite" }), mobility(t)));
 
   const usage = await api("GET", `/api/v1/tenants/${id}/usage?range=30d`);
   out.push(h("section", { "aria-label": "Usage" }, h("h2", {}, "Usage"),
@@ -288,9 +298,236 @@ async function tenantPage(key) {
       h("dt", {}, "Records"), h("dd", {}, usage.records)),
     h("h2", {}, "Requests per day"), requestsChart(usage.requests_by_day)));
 
-  out.push(await configSection(id));
-  out.push(await auditSection(`/api/v1/tenants/${id}/audit`, `/api/v1/tenants/${id}/audit/verify`));
+  out.push(await guarded("Health", async () => {
+    const health = await api("GET", `/api/v1/tenants/${id}/health`);
+    return h("section", { "aria-label": "Health" }, h("h2", {}, "Health"),
+    h("dl", { class: "facts" },
+      h("dt", {}, "Status"), h("dd", { class: health.status === "healthy" ? "ok" : "bad", "data-testid": "health-status" }, health.status),
+      h("dt", {}, "Database"), h("dd", {}, health.checks.database ? "answers" : "does not answer"),
+      h("dt", {}, "p50 / p99"), h("dd", {}, `${health.metrics.p50_ms.toFixed(1)} ms / ${health.metrics.p99_ms.toFixed(1)} ms`),
+      h("dt", {}, "Error rate"), h("dd", {}, `${(health.metrics.error_rate * 100).toFixed(2)}% of ${health.metrics.requests} requests`)));
+  }));
+
+  out.push(await guarded("Features", async () => {
+    const features = await api("GET", `/api/v1/tenants/${id}/features`);
+    const flags = Object.entries(features.features || features || {});
+    return h("section", { "aria-label": "Features" }, h("h2", {}, "Features"),
+      flags.length ? h("ul", {}, flags.map(([k, on]) => h("li", {}, `${k}: `, h("span", { class: on ? "ok" : "muted" }, on ? "on" : "off"))))
+        : h("p", { class: "muted" }, "No feature flags."));
+  }));
+
+  out.push(await guarded("Branding", () => brandingSection(t)));
+  out.push(await guarded("Config", () => configSection(id)));
+  const inTenant = { "X-Tenant-ID": t.id };
+  out.push(await guarded("Users", () => usersSection(inTenant)));
+  out.push(await guarded("Collections", () => collectionsSection(inTenant)));
+  out.push(await guarded("Audit log", () => auditSection(`/api/v1/tenants/${id}/audit`, `/api/v1/tenants/${id}/audit/verify`)));
   return out;
+}
+
+/** A section whose data could not be read shows the API's title and detail in its place. */
+async function guarded(label, build) {
+  try { return await build(); } catch (e) {
+    return h("section", { "aria-label": label }, h("h2", {}, label),
+      h("p", { class: "bad" }, h("strong", {}, e.title || "Error"), " ", e.detail || ""));
+  }
+}
+
+async function brandingSection(t) {
+  const branding = (await api("GET", `/api/v1/tenants/${encodeURIComponent(t.slug)}/branding`)) || {};
+  const color = typeof branding.primary_color === "string" && /^#[0-9a-fA-F]{3,8}$/.test(branding.primary_color) ? branding.primary_color : null;
+  const swatch = h("div", { class: "brand-preview", "data-testid": "branding-preview" },
+    h("strong", {}, branding.display_name || branding.name || t.name),
+    color ? h("span", { class: "muted" }, ` primary colour ${color}`) : h("span", { class: "muted" }, " default colours"));
+  // The colour comes from tenant data: applied as a property, never as markup.
+  if (color) swatch.style.borderLeft = `8px solid ${color}`;
+  return h("section", { "aria-label": "Branding" }, h("h2", {}, "Branding"), swatch,
+    h("pre", {}, JSON.stringify(branding, null, 2)));
+}
+
+async function usersSection(headers) {
+  const users = await api("GET", "/api/v1/users?limit=100", undefined, headers);
+  const list = Array.isArray(users) ? users : users.items;
+  const roles = ["admin", "manager", "user"];
+  const rows = list.map((u) => {
+    const role = h("select", { "aria-label": `Role of ${u.email || u.name}` }, roles.map((r) => h("option", { value: r, selected: r === u.role }, r)));
+    role.addEventListener("change", () => attempt(async () => {
+      await api("PATCH", `/api/v1/users/${encodeURIComponent(u.id)}`, { role: role.value }, headers);
+      render();
+    }));
+    const toggle = h("button", { type: "button", class: "secondary", onclick: () => attempt(async () => {
+      await api("PATCH", `/api/v1/users/${encodeURIComponent(u.id)}`, { active: !u.active }, headers);
+      render();
+    }) }, u.active ? `Deactivate ${u.email || u.name}` : `Activate ${u.email || u.name}`);
+    return h("tr", {}, h("td", {}, u.email || ""), h("td", {}, u.name), h("td", {}, role),
+      h("td", { "data-testid": `active-${u.email}` }, u.active ? "yes" : "no"), h("td", {}, toggle));
+  });
+  const email = h("input", { type: "email", required: true });
+  const name = h("input", { type: "text", required: true });
+  const password = h("input", { type: "password", required: true, autocomplete: "new-password" });
+  const role = h("select", {}, roles.map((r) => h("option", { value: r, selected: r === "user" }, r)));
+  const form = h("form", { class: "inline", "aria-label": "Create a user", novalidate: true },
+    field("Email", email, "email"), field("Name", name, "name"), field("Password", password, "password"),
+    field("Role", role, "role"), h("button", { type: "submit" }, "Create user"));
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    showFieldErrors(form, { errors: [] });
+    attempt(async () => {
+      try {
+        await api("POST", "/api/v1/users", { email: email.value, name: name.value, password: password.value, role: role.value }, headers);
+      } catch (e) { showFieldErrors(form, e); throw e; }
+      render();
+    });
+  });
+  return h("section", { "aria-label": "Users" }, h("h2", {}, "Users"),
+    h("div", { class: "table-wrap" }, h("table", { "aria-label": "Users" },
+      h("thead", {}, h("tr", {}, ["Email", "Name", "Role", "Active", ""].map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 5, class: "muted" }, "No users."))))),
+    form);
+}
+
+async function collectionsSection(headers) {
+  const page = await api("GET", "/api/v1/collections?limit=100", undefined, headers);
+  const list = Array.isArray(page) ? page : page.items;
+  return h("section", { "aria-label": "Collections" }, h("h2", {}, "Collections"),
+    h("div", { class: "table-wrap" }, h("table", { "aria-label": "Collections" },
+      h("thead", {}, h("tr", {}, ["Name", "Unique", "Indexed", "Schema"].map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", {}, list.length ? list.map((c) => h("tr", {}, h("td", {}, c.name), h("td", {}, (c.unique || []).join(", ")),
+        h("td", {}, (c.indexed || []).join(", ")), h("td", {}, c.schema ? "yes" : "none")))
+        : h("tr", {}, h("td", { colspan: 4, class: "muted" }, "No collections."))))));
+}
+
+// ---- platform pages --------------------------------------------------------
+
+async function plansPage() {
+  const page = await api("GET", "/api/v1/plans");
+  const plans = Array.isArray(page) ? page : page.items;
+  const limitNames = ["max_users", "max_storage_bytes", "api_requests_per_day", "requests_per_second"];
+  const sections = plans.map((p) => {
+    const inputs = Object.fromEntries(limitNames.map((n) => [n, h("input", { type: "number", min: 0, value: p.limits[n] ?? "", placeholder: "no limit" })]));
+    const flags = Object.entries(p.features || {}).map(([k, on]) => [k, h("input", { type: "checkbox", checked: on })]);
+    const form = h("form", { class: "inline", "aria-label": `Plan ${p.code}`, novalidate: true },
+      limitNames.map((n) => field(n, inputs[n], `limits.${n}`)),
+      flags.map(([k, box]) => h("label", {}, k, box)),
+      h("button", { type: "submit" }, `Save ${p.code}`));
+    form.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      showFieldErrors(form, { errors: [] });
+      attempt(async () => {
+        const limits = { ...p.limits };
+        for (const n of limitNames) limits[n] = inputs[n].value === "" ? null : Number(inputs[n].value);
+        const features = Object.fromEntries(flags.map(([k, box]) => [k, box.checked]));
+        try {
+          await api("PUT", `/api/v1/plans/${encodeURIComponent(p.code)}`,
+            { name: p.name, limits, features, config_defaults: p.config_defaults || {}, default_isolation: p.default_isolation });
+        } catch (e) { showFieldErrors(form, e); throw e; }
+        render();
+      });
+    });
+    return h("section", { "aria-label": `Plan ${p.code}` }, h("h2", {}, `${p.name} `, h("span", { class: "muted" }, p.code)),
+      h("p", { class: "muted" }, `default isolation: ${p.default_isolation || "shared"}`), form);
+  });
+  return [h("h1", {}, "Plans"), ...sections];
+}
+
+async function organizationsPage() {
+  const page = await api("GET", "/api/v1/organizations?limit=100");
+  const orgs = Array.isArray(page) ? page : page.items;
+  const out = [h("h1", {}, "Organizations"), h("section", {}, h("div", { class: "table-wrap" }, h("table", { "aria-label": "Organizations" },
+    h("thead", {}, h("tr", {}, ["Name", "Id", "Tenants"].map((c) => h("th", { scope: "col" }, c)))),
+    h("tbody", {}, orgs.length ? orgs.map((o) => h("tr", {}, h("td", {}, o.name), h("td", {}, h("code", {}, o.id)),
+      h("td", {}, h("a", { href: `#/tenants?organization_id=${encodeURIComponent(o.id)}` }, "tenants"))))
+      : h("tr", {}, h("td", { colspan: 3, class: "muted" }, "No organizations.")))))) ];
+  if (isSuper()) {
+    const name = h("input", { type: "text", required: true });
+    const form = h("form", { class: "inline", "aria-label": "Create an organization", novalidate: true },
+      field("Name", name, "name"), h("button", { type: "submit" }, "Create organization"));
+    form.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      attempt(async () => {
+        try { await api("POST", "/api/v1/organizations", { name: name.value }); } catch (e) { showFieldErrors(form, e); throw e; }
+        render();
+      });
+    });
+    out.push(h("section", {}, h("h2", {}, "Create an organization"), form));
+  }
+  return out;
+}
+
+/** Per-tenant resolution rates as a sorted horizontal bar chart (SVG), with a table beside it. */
+function compareChart(rows) {
+  const width = 720, row = 24, labelW = 160;
+  const height = Math.max(1, rows.length) * row + 10;
+  const bars = rows.map((r, i) => {
+    const w = Math.round((width - labelW - 60) * r.resolution_rate / 100);
+    return [svg("text", { x: 0, y: i * row + 16 }, r.tenant.slug),
+      svg("rect", { class: "bar-rect", x: labelW, y: i * row + 4, width: Math.max(w, 1), height: row - 8 },
+        svg("title", {}, `${r.tenant.slug}: ${r.resolution_rate.toFixed(1)}%`)),
+      svg("text", { x: labelW + w + 6, y: i * row + 16 }, `${r.resolution_rate.toFixed(1)}%`)];
+  });
+  return svg("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": "Resolution rate by tenant, best first" }, ...bars.flat());
+}
+
+async function analyticsPage(params) {
+  const collection = h("input", { type: "text", required: true, value: params.get("collection") || "" });
+  const groupBy = h("input", { type: "text", required: true, value: params.get("group_by") || "" });
+  const resolved = h("input", { type: "text", required: true, value: params.get("resolved") || "", placeholder: "resolved,closed" });
+  const form = h("form", { class: "inline", "aria-label": "Compare tenants", novalidate: true },
+    field("Collection", collection, "collection"), field("Group by", groupBy, "group_by"),
+    field("Resolved values", resolved, "resolved"), h("button", { type: "submit" }, "Compare"));
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    location.hash = `#/analytics?${new URLSearchParams({ collection: collection.value, group_by: groupBy.value, resolved: resolved.value })}`;
+  });
+  const out = [h("h1", {}, "Cross-tenant analytics"), h("section", {}, form)];
+  if (params.get("collection")) {
+    const rows = await api("GET", `/api/v1/analytics/compare?${params}`);
+    out.push(h("section", { "aria-label": "Comparison" }, compareChart(rows),
+      h("div", { class: "table-wrap" }, h("table", { "aria-label": "Comparison" },
+        h("thead", {}, h("tr", {}, ["Tenant", "Total", "Resolved", "Rate"].map((c) => h("th", { scope: "col" }, c)))),
+        h("tbody", {}, rows.map((r) => h("tr", {}, h("td", {}, r.tenant.slug), h("td", {}, r.total), h("td", {}, r.resolved),
+          h("td", {}, `${r.resolution_rate.toFixed(1)}%`))))))));
+  }
+  return out;
+}
+
+/** Export (with its download), import of an export file, and the move to the other tier: each a job. */
+function mobility(t) {
+  const id = encodeURIComponent(t.id);
+  const download = h("div", { class: "actions" });
+  const exportButton = h("button", { type: "button", class: "secondary", onclick: () => attempt(async () => {
+    const { job_id: jobId } = await api("POST", `/api/v1/tenants/${id}/export`, { format: "ndjson" });
+    const job = await followJob(jobId);
+    if (job && job.status === "succeeded" && job.result_url) {
+      // The file needs the token: fetched here, handed to the browser as a blob.
+      download.replaceChildren(h("button", { type: "button", onclick: () => attempt(async () => {
+        const blob = await request("GET", job.result_url, { raw: true });
+        const link = h("a", { href: URL.createObjectURL(blob), download: `${t.slug}-export.ndjson` });
+        document.body.append(link);
+        link.click();
+        link.remove();
+      }) }, "Download export"));
+    } else if (job) {
+      showError({ title: `Export ${job.status}`, detail: job.error || "" });
+    }
+  }) }, "Export");
+  const file = h("input", { type: "file", accept: ".ndjson,application/x-ndjson" });
+  const importButton = h("button", { type: "button", class: "secondary", onclick: () => attempt(async () => {
+    if (!file.files.length) throw new Problem(0, { title: "No file chosen", detail: "Choose an export file to import." });
+    const { job_id: jobId } = await request("POST", `/api/v1/tenants/${id}/import`, { body: file.files[0], type: "application/x-ndjson" });
+    const job = await followJob(jobId);
+    if (job && job.status !== "succeeded") showError({ title: `Import ${job.status}`, detail: job.error || "" });
+    else render();
+  }) }, "Import");
+  const other = t.isolation === "shared" ? "dedicated" : "shared";
+  const moveButton = h("button", { type: "button", class: "secondary", onclick: () => attempt(async () => {
+    const { job_id: jobId } = await api("POST", `/api/v1/tenants/${id}/move`, { isolation: other });
+    const job = await followJob(jobId);
+    if (job && job.status !== "succeeded") showError({ title: `Move ${job.status}`, detail: job.error || "" });
+    else render();
+  }) }, `Move to ${other}`);
+  return h("div", {}, h("h2", {}, "Data"), h("div", { class: "actions" }, exportButton, moveButton), download,
+    h("div", { class: "actions" }, h("label", {}, "Export file to import", file), importButton));
 }
 
 async function followJob(jobId) {
@@ -308,7 +545,15 @@ async function followJob(jobId) {
 async function configSection(id) {
   const config = await api("GET", `/api/v1/tenants/${id}/config`);
   const entries = Object.entries(config || {});
-  const rows = entries.map(([k, v]) => h("tr", {}, h("td", {}, k), h("td", {}, h("code", {}, JSON.stringify(v)))));
+  const rows = entries.map(([k, v]) => h("tr", {}, h("td", {}, k), h("td", { "data-key": k }, h("code", {}, JSON.stringify(v)))));
+  // Encrypted values come masked; only a super-admin may ask for them in clear.
+  const reveal = isSuper() && entries.some(([, v]) => v === "***") && h("button", { type: "button", class: "secondary", onclick: () => attempt(async () => {
+    const clear = await api("GET", `/api/v1/tenants/${id}/config?reveal=true`);
+    for (const cell of document.querySelectorAll("td[data-key]")) {
+      const k = cell.getAttribute("data-key");
+      if (k in clear) cell.replaceChildren(h("code", {}, JSON.stringify(clear[k])));
+    }
+  }) }, "Reveal encrypted values");
   const key = h("input", { type: "text", required: true });
   const value = h("input", { type: "text", required: true, placeholder: "JSON, e.g. true or \"blue\"" });
   const encrypted = h("input", { type: "checkbox" });
@@ -334,7 +579,7 @@ async function configSection(id) {
     h("div", { class: "table-wrap" }, h("table", { "aria-label": "Config values" },
       h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Key"), h("th", { scope: "col" }, "Value"))),
       h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 2, class: "muted" }, "No overrides."))))),
-    form);
+    reveal, form);
 }
 
 async function auditSection(listPath, verifyPath) {
@@ -370,13 +615,9 @@ async function auditSection(listPath, verifyPath) {
 
 async function ownTenantPage() {
   const t = session.tenant;
-  const users = await api("GET", "/api/v1/users?limit=50");
-  const list = Array.isArray(users) ? users : users.items;
   const out = [h("h1", {}, `${t ? t.name : "Tenant"} `, h("span", { class: "muted" }, t ? t.slug : ""))];
-  out.push(h("section", { "aria-label": "Users" }, h("h2", {}, "Users"),
-    h("div", { class: "table-wrap" }, h("table", { "aria-label": "Users" },
-      h("thead", {}, h("tr", {}, ["Email", "Name", "Role", "Active"].map((c) => h("th", { scope: "col" }, c)))),
-      h("tbody", {}, list.map((u) => h("tr", {}, h("td", {}, u.email || ""), h("td", {}, u.name), h("td", {}, u.role), h("td", {}, u.active ? "yes" : "no"))))))));
+  out.push(await usersSection({}));
+  out.push(await collectionsSection({}));
   out.push(await auditSection("/api/v1/audit", null));
   return out;
 }
@@ -393,6 +634,14 @@ async function render() {
     page = loginPage();
   } else if (path.startsWith("/tenants/") && isPlatform()) {
     page = await attempt(() => tenantPage(decodeURIComponent(path.slice("/tenants/".length))));
+  } else if (path === "/plans" && isSuper()) {
+    page = await attempt(plansPage);
+  } else if (path === "/organizations" && isPlatform()) {
+    page = await attempt(organizationsPage);
+  } else if (path === "/analytics" && isPlatform()) {
+    page = await attempt(() => analyticsPage(params));
+  } else if (path === "/platform-audit" && isSuper()) {
+    page = await attempt(() => auditSection("/api/v1/platform/audit", null).then((s) => [h("h1", {}, "Platform audit"), s]));
   } else if (isPlatform()) {
     page = await attempt(() => tenantsPage(params));
   } else {

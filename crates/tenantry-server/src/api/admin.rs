@@ -40,7 +40,7 @@ async fn asset(axum::extract::Path(file): axum::extract::Path<String>) -> Result
     match file.as_str() {
         "app.js" => Ok(serve("text/javascript; charset=utf-8", SCRIPT)),
         "app.css" => Ok(serve("text/css; charset=utf-8", STYLE)),
-        _ => Err(Error::NotFound("route".into())),
+        _ => Err(Error::NotFound("console file".into())),
     }
 }
 

@@ -5,7 +5,7 @@
 //
 //   node console.mjs <base-url> <admin-email> <admin-password> <screenshot-dir>
 import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import assert from "node:assert/strict";
 
 const [base, adminEmail, adminPassword, shots] = process.argv.slice(2);
@@ -41,6 +41,10 @@ await ok("POST", "/api/v1/users", staff, { email: "tenant-admin@acme.test", pass
 // Traffic for the usage chart: the tenant admin's own requests.
 const tenantToken = (await ok("POST", "/api/v1/auth/login", null, { email: "tenant-admin@acme.test", password: PASSWORD, tenant: "acme-one" })).access_token;
 for (let i = 0; i < 5; i++) await ok("POST", "/api/v1/collections/notes/records", tenantToken, { n: i });
+// Tickets in two tenants for the cross-tenant comparison: 2 of 3 resolved, 1 of 2.
+for (const status of ["done", "done", "open"]) await ok("POST", "/api/v1/collections/tickets/records", tenantToken, { status });
+const other = (await ok("GET", "/api/v1/tenants/other-co", staff)).id;
+for (const status of ["done", "open"]) await ok("POST", "/api/v1/collections/tickets/records", staff, { status }, { "X-Tenant-ID": other });
 // A tenant admin's token reaches no other tenant, whichever way it names one.
 for (const headers of [{ "X-Tenant-Slug": "other-co" }, {}]) {
   const res = await call("GET", headers["X-Tenant-Slug"] ? "/api/v1/users" : "/api/v1/tenants/other-co", tenantToken, undefined, headers);
@@ -107,6 +111,28 @@ try {
   await config.getByLabel("Value (JSON)").fill('"teal"');
   await config.getByRole("button", { name: "Save" }).click();
   await page.getByRole("table", { name: "Config values" }).getByText("theme.color").waitFor();
+  // An encrypted value shows masked until a super-admin reveals it.
+  await config.getByLabel("Key").fill("smtp.password");
+  await config.getByLabel("Value (JSON)").fill('"s3cret-value"');
+  await config.getByLabel("Encrypted").check();
+  await config.getByRole("button", { name: "Save" }).click();
+  const secret = page.locator('td[data-key="smtp.password"]');
+  await secret.filter({ hasText: "***" }).waitFor();
+  await page.getByRole("button", { name: "Reveal encrypted values" }).click();
+  await secret.filter({ hasText: "s3cret-value" }).waitFor();
+
+  // Users of the tenant, managed by staff acting inside it.
+  const newUser = page.getByRole("form", { name: "Create a user" });
+  await newUser.getByLabel("Email").fill("clerk@console.test");
+  await newUser.getByLabel("Name").fill("Clerk");
+  await newUser.getByLabel("Password").fill(PASSWORD);
+  await newUser.getByRole("button", { name: "Create user" }).click();
+  await page.getByRole("table", { name: "Users" }).getByRole("cell", { name: "clerk@console.test", exact: true }).waitFor();
+  await page.getByLabel("Role of clerk@console.test").selectOption("manager");
+  await page.waitForFunction(() => document.querySelector('select[aria-label="Role of clerk@console.test"]')?.value === "manager");
+  await page.getByRole("button", { name: "Deactivate clerk@console.test" }).click();
+  await page.getByTestId("active-clerk@console.test").filter({ hasText: "no" }).waitFor();
+  await page.getByTestId("health-status").waitFor();
 
   await page.getByRole("button", { name: "Suspend" }).click();
   await page.getByTestId("tenant-status").filter({ hasText: "suspended" }).waitFor();
@@ -123,6 +149,60 @@ try {
   const heights = await bars.evaluateAll((rs) => rs.map((r) => Number(r.getAttribute("height"))));
   assert.ok(heights.some((x) => x > 0), `the usage chart has no bar above zero: ${heights}`);
   await shot("usage-chart");
+
+  // Mobility: an export downloaded, imported into a new tenant, which then
+  // moves to the dedicated tier; each a job whose progress the page follows.
+  await page.getByRole("button", { name: "Export", exact: true }).click();
+  const [download] = await Promise.all([
+    page.waitForEvent("download"),
+    page.getByRole("button", { name: "Download export" }).click(),
+  ]);
+  const exported = `${shots}/acme-one-export.ndjson`;
+  await download.saveAs(exported);
+  assert.match(readFileSync(exported, "utf8"), /tickets/, "the export holds no tickets");
+  await ok("POST", "/api/v1/tenants", staff, { name: "Import Target", slug: "import-target", plan: "basic" });
+  await page.goto(`${base}/admin#/tenants/import-target`);
+  // A hash change redraws in place: wait for the new page before using it.
+  await page.getByRole("heading", { name: /Import Target/ }).waitFor();
+  await page.getByLabel("Export file to import").setInputFiles(exported);
+  await page.getByRole("button", { name: "Import", exact: true }).click();
+  await page.getByRole("table", { name: "Collections" }).getByText("tickets").waitFor();
+  await page.getByRole("button", { name: "Move to dedicated" }).click();
+  await page.getByTestId("tenant-isolation").filter({ hasText: "dedicated" }).waitFor();
+  await page.getByRole("table", { name: "Collections" }).getByText("tickets").waitFor();
+  await shot("after-import-and-move");
+
+  // Platform pages: plans edited, organizations, the comparison chart, platform audit.
+  await page.goto(`${base}/admin#/plans`);
+  await page.getByRole("heading", { name: "Plans" }).waitFor();
+  const basic = page.getByRole("form", { name: "Plan basic" });
+  await basic.getByLabel("max_users").fill("42");
+  await basic.getByRole("button", { name: "Save basic" }).click();
+  await page.waitForFunction(() => document.querySelector('form[aria-label="Plan basic"] input[name="limits.max_users"]')?.getAttribute("value") === "42");
+  assert.equal((await ok("GET", "/api/v1/plans/basic", staff)).limits.max_users, 42);
+  await shot("plans");
+  await page.goto(`${base}/admin#/organizations`);
+  await page.getByRole("table", { name: "Organizations" }).getByText("Acme Holdings").waitFor();
+  await shot("organizations");
+  await page.goto(`${base}/admin#/analytics`);
+  const compare = page.getByRole("form", { name: "Compare tenants" });
+  await compare.getByLabel("Collection").fill("tickets");
+  await compare.getByLabel("Group by").fill("status");
+  await compare.getByLabel("Resolved values").fill("done");
+  await compare.getByRole("button", { name: "Compare" }).click();
+  const compared = page.getByRole("table", { name: "Comparison" }).locator("tbody tr");
+  await compared.first().waitFor();
+  const shown = await compared.evaluateAll((rows) => rows.map((r) => [r.cells[0].textContent, parseFloat(r.cells[3].textContent)]));
+  const rates = shown.map(([, rate]) => rate);
+  assert.deepEqual(rates, [...rates].sort((a, b) => b - a), `the comparison is not sorted by rate: ${JSON.stringify(shown)}`);
+  const slugs = shown.map(([slug]) => slug);
+  assert.ok(slugs.indexOf("acme-one") < slugs.indexOf("other-co") && slugs.indexOf("acme-one") >= 0,
+    `2 of 3 resolved should rank above 1 of 2: ${JSON.stringify(shown)}`);
+  assert.ok(await page.locator("svg.chart rect.bar-rect").count() >= 2, "the comparison chart has no bars");
+  await shot("analytics");
+  await page.goto(`${base}/admin#/platform-audit`);
+  await page.getByRole("table", { name: "Audit entries" }).locator("tbody tr").first().waitFor();
+  await shot("platform-audit");
 
   // Phone width: the tenants page fits without sideways scrolling.
   await page.setViewportSize({ width: 390, height: 844 });
@@ -145,8 +225,15 @@ try {
   // Tenant admin: its own tenant's users and audit; another tenant refuses it.
   await page.goto(`${base}/admin`);
   await signIn("tenant-admin@acme.test", PASSWORD, "acme-one");
-  await page.getByRole("table", { name: "Users" }).getByText("tenant-admin@acme.test").waitFor();
+  await page.getByRole("table", { name: "Users" }).getByRole("cell", { name: "tenant-admin@acme.test", exact: true }).waitFor();
   await page.getByRole("table", { name: "Audit entries" }).getByText("record.create").first().waitFor();
+  await page.getByRole("table", { name: "Collections" }).getByText("tickets").waitFor();
+  const own = page.getByRole("form", { name: "Create a user" });
+  await own.getByLabel("Email").fill("officer@acme.test");
+  await own.getByLabel("Name").fill("Officer");
+  await own.getByLabel("Password").fill(PASSWORD);
+  await own.getByRole("button", { name: "Create user" }).click();
+  await page.getByRole("table", { name: "Users" }).getByRole("cell", { name: "officer@acme.test", exact: true }).waitFor();
   await shot("tenant-admin");
   await page.getByRole("button", { name: "Sign out" }).click();
   await signIn("tenant-admin@acme.test", PASSWORD, "other-co");
@@ -156,6 +243,9 @@ try {
 } catch (e) {
   failed = true;
   console.error(e);
+  // Where it stopped, for whoever reads the failure.
+  const last = browser.contexts()[0]?.pages()[0];
+  if (last) await last.screenshot({ path: `${shots}/failure.png`, fullPage: true }).catch(() => {});
 } finally {
   await browser.close();
 }

@@ -9,6 +9,7 @@
 //! together: each pool holds semaphore permits for all the connections it
 //! may open, released only once its last user is gone and the pool closed.
 
+mod record_write;
 mod registry;
 mod sql;
 mod tenant;

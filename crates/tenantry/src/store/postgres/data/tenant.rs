@@ -1,12 +1,12 @@
 //! The handle bound to one tenant on PostgreSQL: the `TenantData`
 //! operations, each in the tenant's `tenant_tx`.
 
+use super::record_write::RowChange;
 use super::registry::PoolEntry;
 use super::sql::{
     COLLECTION_COLUMNS, RECORD_COLUMNS, collection_from_row, field_sort_exprs, path_parts,
     push_compare, push_field_cursor, push_time_cursor, record_from_row,
 };
-use super::write::RowChange;
 use crate::audit::{AuditEntry, AuditFilter, NewAuditEntry};
 use crate::clock::Clock;
 use crate::ids::{RecordId, TenantId};
