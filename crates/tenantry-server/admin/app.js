@@ -252,9 +252,21 @@ function requestsChart(days) {
   ...bars);
 }
 
-function meter(label, used, limit) {
-  const text = limit == null ? `${used} (no limit)` : `${used} of ${limit}`;
-  return [h("dt", {}, label), h("dd", {}, limit == null ? text : h("meter", { min: 0, max: limit, value: Math.min(used, limit), "aria-label": `${label}: ${text}` }), " ", text)];
+/** Use against its limit, one bar per quota (an SVG chart); the numbers are its text. */
+function quotaChart(quotas) {
+  const width = 720, row = 30, labelW = 170, barW = width - labelW - 150;
+  const bars = quotas.map(([label, used, limit], i) => {
+    const share = limit ? Math.min(1, used / limit) : 0;
+    const y = i * row;
+    const text = limit == null ? `${used} (no limit)` : `${used} of ${limit}`;
+    return [svg("text", { x: 0, y: y + 19 }, label),
+      svg("rect", { class: "quota-track", x: labelW, y: y + 6, width: barW, height: row - 12 }),
+      svg("rect", { class: "bar-rect", x: labelW, y: y + 6, width: Math.max(1, Math.round(barW * share)), height: row - 12 },
+        svg("title", {}, `${label}: ${text}`)),
+      svg("text", { x: labelW + barW + 8, y: y + 19 }, text)];
+  });
+  const summary = quotas.map(([label, used, limit]) => `${label} ${used}${limit == null ? "" : ` of ${limit}`}`).join(", ");
+  return svg("svg", { class: "chart quota-chart", viewBox: `0 0 ${width} ${quotas.length * row}`, role: "img", "aria-label": `Usage against the plan: ${summary}` }, ...bars.flat());
 }
 
 async function tenantPage(key) {
@@ -291,11 +303,10 @@ async function tenantPage(key) {
 
   const usage = await api("GET", `/api/v1/tenants/${id}/usage?range=30d`);
   out.push(h("section", { "aria-label": "Usage" }, h("h2", {}, "Usage"),
-    h("dl", { class: "facts" },
-      meter("Users", usage.users, usage.limits.max_users),
-      meter("Storage (bytes)", usage.storage_bytes, usage.limits.max_storage_bytes),
-      meter("Requests today", usage.requests_today, usage.limits.api_requests_per_day),
-      h("dt", {}, "Records"), h("dd", {}, usage.records)),
+    quotaChart([["Users", usage.users, usage.limits.max_users],
+      ["Storage (bytes)", usage.storage_bytes, usage.limits.max_storage_bytes],
+      ["Requests today", usage.requests_today, usage.limits.api_requests_per_day]]),
+    h("p", {}, `Records: ${usage.records}`),
     h("h2", {}, "Requests per day"), requestsChart(usage.requests_by_day)));
 
   out.push(await guarded("Health", async () => {

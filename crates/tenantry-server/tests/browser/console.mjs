@@ -140,6 +140,14 @@ try {
   await page.getByTestId("verify-result").filter({ hasText: "Chain intact" }).waitFor();
   await page.getByRole("table", { name: "Audit entries" }).getByText("tenant.suspend").first().waitFor();
   await shot("tenant-detail");
+  // The audit filter keeps only what it names.
+  const auditFilter = page.getByRole("form", { name: "Filter the audit log" });
+  await auditFilter.getByLabel("Action").fill("config.put");
+  await auditFilter.getByRole("button", { name: "Filter" }).click();
+  await page.waitForFunction(() => {
+    const cells = [...document.querySelectorAll('table[aria-label="Audit entries"] tbody tr td:nth-child(3)')].map((c) => c.textContent);
+    return cells.length === 2 && cells.every((c) => c === "config.put");
+  });
 
   // The usage chart draws the tenant admin's requests.
   await page.goto(`${base}/admin#/tenants/acme-one`);
@@ -148,6 +156,9 @@ try {
   await bars.first().waitFor({ state: "attached" });
   const heights = await bars.evaluateAll((rs) => rs.map((r) => Number(r.getAttribute("height"))));
   assert.ok(heights.some((x) => x > 0), `the usage chart has no bar above zero: ${heights}`);
+  // Users against max_users: one user of the plan's limit, drawn as a bar.
+  const quota = page.locator("svg.quota-chart");
+  assert.match(await quota.getAttribute("aria-label"), /Users 1 of \d+/);
   await shot("usage-chart");
 
   // Mobility: an export downloaded, imported into a new tenant, which then
@@ -203,6 +214,21 @@ try {
   await page.goto(`${base}/admin#/platform-audit`);
   await page.getByRole("table", { name: "Audit entries" }).locator("tbody tr").first().waitFor();
   await shot("platform-audit");
+
+  // Delete asks for the slug; a wrong answer deletes nothing.
+  await page.goto(`${base}/admin#/tenants/console-made`);
+  await page.getByRole("heading", { name: /Console Made/ }).waitFor();
+  page.once("dialog", (d) => d.accept("not-the-slug"));
+  await page.getByRole("button", { name: "Delete…" }).click();
+  assert.equal((await call("GET", "/api/v1/tenants/console-made", staff)).status, 200, "deleted without the slug");
+  let asked = "";
+  page.once("dialog", (d) => { asked = d.message(); d.accept("console-made"); });
+  await page.getByRole("button", { name: "Delete…" }).click();
+  await tenantsTable().waitFor();
+  assert.match(asked, /console-made/, "the confirmation does not name the slug");
+  const gone = await call("GET", "/api/v1/tenants/console-made", staff);
+  assert.ok(gone.status === 404 || ["deleting", "deleted"].includes(gone.body.status),
+    `the tenant was not deleted: ${gone.status} ${JSON.stringify(gone.body)}`);
 
   // Phone width: the tenants page fits without sideways scrolling.
   await page.setViewportSize({ width: 390, height: 844 });
