@@ -237,6 +237,12 @@ try {
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 1, `the tenants page scrolls sideways at phone width by ${overflow}px`);
   await shot("tenants-phone");
+  await page.goto(`${base}/admin#/tenants/acme-one`);
+  await page.getByRole("heading", { name: /Acme One/ }).waitFor();
+  await page.locator("svg.quota-chart").waitFor();
+  const detailOverflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(detailOverflow <= 1, `a tenant's page scrolls sideways at phone width by ${detailOverflow}px`);
+  await shot("tenant-phone");
   await page.setViewportSize({ width: 1280, height: 900 });
 
   // Org admin: its organization's tenants only; another one's page is refused.
