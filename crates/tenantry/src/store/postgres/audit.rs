@@ -115,7 +115,7 @@ pub(super) async fn append_all_at<'a>(
     }
     // A tenant's data chain needs no lock of its own: every write to the
     // tenant's data, each append to its chain among them, holds the
-    // tenant's usage row first (`lock_usage`, `tenant_write_tx`, restores).
+    // tenant's usage row first (`lock_usage`, `write_tx`, restores).
     if at.kind != AuditChain::Data {
         let lock_key = at
             .tenant

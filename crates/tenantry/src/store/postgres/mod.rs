@@ -195,33 +195,14 @@ pub(crate) async fn tenant_tx(
     pool: &PgPool,
     tenant: TenantId,
 ) -> StoreResult<Transaction<'static, Postgres>> {
-    begin_tenant(pool, tenant, "").await
-}
-
-/// `tenant_tx` that, in the same round trip, also locks the tenant's usage
-/// row: a record write's first step (see `PgTenantData::lock_usage`), after
-/// which each statement sees every earlier write of the tenant.
-pub(crate) async fn tenant_write_tx(
-    pool: &PgPool,
-    tenant: TenantId,
-) -> StoreResult<Transaction<'static, Postgres>> {
-    let lock = format!(
-        "; SELECT 1 FROM {DATA_SCHEMA}.usage WHERE tenant_id = '{}' FOR UPDATE",
-        tenant.0
-    );
-    begin_tenant(pool, tenant, &lock).await
-}
-
-/// BEGIN, the tenant's id for row-level security, then `then`: one round
-/// trip. The id is a UUID we format ourselves (hex and hyphens), never
-/// text from a request, so splicing it is safe.
-async fn begin_tenant(
-    pool: &PgPool,
-    tenant: TenantId,
-    then: &str,
-) -> StoreResult<Transaction<'static, Postgres>> {
+    // One round trip for both. The id is a UUID we format ourselves (hex
+    // and hyphens), never text from a request, so splicing it is safe.
+    // Nothing that can fail belongs here: should a statement after BEGIN
+    // fail, sqlx 0.8's `begin_with` returns the error without rolling back,
+    // and the connection goes back to the pool inside an aborted
+    // transaction (every later BEGIN on it fails).
     pool.begin_with(format!(
-        "BEGIN; SELECT set_config('tenantry.tenant_id', '{}', true){then}",
+        "BEGIN; SELECT set_config('tenantry.tenant_id', '{}', true)",
         tenant.0
     ))
     .await
