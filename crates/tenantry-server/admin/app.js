@@ -84,6 +84,20 @@ async function attempt(action) {
   try { return await action(); } catch (e) { showError(e); return undefined; }
 }
 
+/**
+ * A form whose submit runs `action` (see `attempt`); a refusal's field
+ * errors are put next to their inputs as well.
+ */
+function onSubmit(form, action) {
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    showFieldErrors(form, { errors: [] });
+    attempt(async () => {
+      try { await action(); } catch (e) { showFieldErrors(form, e); throw e; }
+    });
+  });
+}
+
 /** Puts field errors from a 422 next to their inputs (`data-field`). */
 function showFieldErrors(form, problem) {
   form.querySelectorAll(".field-error").forEach((el) => { el.textContent = ""; });
@@ -138,18 +152,15 @@ function loginPage() {
     field("Email", email, "email"), field("Password", password, "password"),
     field("Tenant (slug)", tenant, "tenant"),
     h("button", { type: "submit" }, "Sign in"));
-  form.addEventListener("submit", (ev) => {
-    ev.preventDefault();
-    attempt(async () => {
-      const body = { email: email.value, password: password.value };
-      if (tenant.value.trim()) body.tenant = tenant.value.trim();
-      const out = await api("POST", "/api/v1/auth/login", body);
-      session.token = out.access_token;
-      session.user = out.user;
-      session.tenant = out.tenant || null;
-      location.hash = isPlatform() ? "#/tenants" : "#/tenant";
-      render();
-    });
+  onSubmit(form, async () => {
+    const body = { email: email.value, password: password.value };
+    if (tenant.value.trim()) body.tenant = tenant.value.trim();
+    const out = await api("POST", "/api/v1/auth/login", body);
+    session.token = out.access_token;
+    session.user = out.user;
+    session.tenant = out.tenant || null;
+    location.hash = isPlatform() ? "#/tenants" : "#/tenant";
+    render();
   });
   return [h("h1", {}, "Sign in"), h("section", {}, form)];
 }
@@ -159,8 +170,7 @@ const PLANS = ["basic", "premium", "enterprise", "custom"];
 async function planCodes() {
   try {
     const plans = await api("GET", "/api/v1/plans");
-    const list = Array.isArray(plans) ? plans : plans.items || [];
-    return list.map((p) => p.code);
+    return plans.items.map((p) => p.code);
   } catch { return PLANS; }
 }
 
@@ -215,20 +225,11 @@ function createTenantForm(codes) {
   const form = h("form", { class: "inline", "aria-label": "Create a tenant", novalidate: true },
     field("Name", name, "name"), field("Slug", slug, "slug"), field("Plan", plan, "plan"),
     field("Isolation", isolation, "isolation"), h("button", { type: "submit" }, "Create"));
-  form.addEventListener("submit", (ev) => {
-    ev.preventDefault();
-    showFieldErrors(form, { errors: [] });
-    attempt(async () => {
-      const body = { name: name.value, slug: slug.value, plan: plan.value };
-      if (isolation.value) body.isolation = isolation.value;
-      try {
-        const t = await api("POST", "/api/v1/tenants", body);
-        location.hash = `#/tenants/${encodeURIComponent(t.slug)}`;
-      } catch (e) {
-        if (e.errors && e.errors.length) showFieldErrors(form, e);
-        throw e;
-      }
-    });
+  onSubmit(form, async () => {
+    const body = { name: name.value, slug: slug.value, plan: plan.value };
+    if (isolation.value) body.isolation = isolation.value;
+    const t = await api("POST", "/api/v1/tenants", body);
+    location.hash = `#/tenants/${encodeURIComponent(t.slug)}`;
   });
   return form;
 }
@@ -283,8 +284,7 @@ async function tenantPage(key) {
     plan,
     h("button", { type: "button", class: "secondary", onclick: () => attempt(async () => {
       const res = await api("POST", `/api/v1/tenants/${id}/plan`, { plan: plan.value });
-      const job = res && (res.job_id || (res.job && res.job.id));
-      if (job) await followJob(job);
+      if (res.job_id) await followJob(res.job_id);
       render();
     }) }, "Change plan"),
     h("button", { type: "button", class: "danger", onclick: () => attempt(async () => {
@@ -321,7 +321,7 @@ async function tenantPage(key) {
 
   out.push(await guarded("Features", async () => {
     const features = await api("GET", `/api/v1/tenants/${id}/features`);
-    const flags = Object.entries(features.features || features || {});
+    const flags = Object.entries(features);
     return h("section", { "aria-label": "Features" }, h("h2", {}, "Features"),
       flags.length ? h("ul", {}, flags.map(([k, on]) => h("li", {}, `${k}: `, h("span", { class: on ? "ok" : "muted" }, on ? "on" : "off"))))
         : h("p", { class: "muted" }, "No feature flags."));
@@ -357,8 +357,7 @@ async function brandingSection(t) {
 }
 
 async function usersSection(headers) {
-  const users = await api("GET", "/api/v1/users?limit=100", undefined, headers);
-  const list = Array.isArray(users) ? users : users.items;
+  const list = (await api("GET", "/api/v1/users?limit=100", undefined, headers)).items;
   const roles = ["admin", "manager", "user"];
   const rows = list.map((u) => {
     const role = h("select", { "aria-label": `Role of ${u.email || u.name}` }, roles.map((r) => h("option", { value: r, selected: r === u.role }, r)));
@@ -380,15 +379,9 @@ async function usersSection(headers) {
   const form = h("form", { class: "inline", "aria-label": "Create a user", novalidate: true },
     field("Email", email, "email"), field("Name", name, "name"), field("Password", password, "password"),
     field("Role", role, "role"), h("button", { type: "submit" }, "Create user"));
-  form.addEventListener("submit", (ev) => {
-    ev.preventDefault();
-    showFieldErrors(form, { errors: [] });
-    attempt(async () => {
-      try {
-        await api("POST", "/api/v1/users", { email: email.value, name: name.value, password: password.value, role: role.value }, headers);
-      } catch (e) { showFieldErrors(form, e); throw e; }
-      render();
-    });
+  onSubmit(form, async () => {
+    await api("POST", "/api/v1/users", { email: email.value, name: name.value, password: password.value, role: role.value }, headers);
+    render();
   });
   return h("section", { "aria-label": "Users" }, h("h2", {}, "Users"),
     h("div", { class: "table-wrap" }, h("table", { "aria-label": "Users" },
@@ -398,8 +391,7 @@ async function usersSection(headers) {
 }
 
 async function collectionsSection(headers) {
-  const page = await api("GET", "/api/v1/collections?limit=100", undefined, headers);
-  const list = Array.isArray(page) ? page : page.items;
+  const list = (await api("GET", "/api/v1/collections?limit=100", undefined, headers)).items;
   return h("section", { "aria-label": "Collections" }, h("h2", {}, "Collections"),
     h("div", { class: "table-wrap" }, h("table", { "aria-label": "Collections" },
       h("thead", {}, h("tr", {}, ["Name", "Unique", "Indexed", "Schema"].map((c) => h("th", { scope: "col" }, c)))),
@@ -411,8 +403,7 @@ async function collectionsSection(headers) {
 // ---- platform pages --------------------------------------------------------
 
 async function plansPage() {
-  const page = await api("GET", "/api/v1/plans");
-  const plans = Array.isArray(page) ? page : page.items;
+  const plans = (await api("GET", "/api/v1/plans")).items;
   const limitNames = ["max_users", "max_storage_bytes", "api_requests_per_day", "requests_per_second"];
   const sections = plans.map((p) => {
     const inputs = Object.fromEntries(limitNames.map((n) => [n, h("input", { type: "number", min: 0, value: p.limits[n] ?? "", placeholder: "no limit" })]));
@@ -421,19 +412,13 @@ async function plansPage() {
       limitNames.map((n) => field(n, inputs[n], `limits.${n}`)),
       flags.map(([k, box]) => h("label", {}, k, box)),
       h("button", { type: "submit" }, `Save ${p.code}`));
-    form.addEventListener("submit", (ev) => {
-      ev.preventDefault();
-      showFieldErrors(form, { errors: [] });
-      attempt(async () => {
-        const limits = { ...p.limits };
-        for (const n of limitNames) limits[n] = inputs[n].value === "" ? null : Number(inputs[n].value);
-        const features = Object.fromEntries(flags.map(([k, box]) => [k, box.checked]));
-        try {
-          await api("PUT", `/api/v1/plans/${encodeURIComponent(p.code)}`,
-            { name: p.name, limits, features, config_defaults: p.config_defaults || {}, default_isolation: p.default_isolation });
-        } catch (e) { showFieldErrors(form, e); throw e; }
-        render();
-      });
+    onSubmit(form, async () => {
+      const limits = { ...p.limits };
+      for (const n of limitNames) limits[n] = inputs[n].value === "" ? null : Number(inputs[n].value);
+      const features = Object.fromEntries(flags.map(([k, box]) => [k, box.checked]));
+      await api("PUT", `/api/v1/plans/${encodeURIComponent(p.code)}`,
+        { name: p.name, limits, features, config_defaults: p.config_defaults || {}, default_isolation: p.default_isolation });
+      render();
     });
     return h("section", { "aria-label": `Plan ${p.code}` }, h("h2", {}, `${p.name} `, h("span", { class: "muted" }, p.code)),
       h("p", { class: "muted" }, `default isolation: ${p.default_isolation || "shared"}`), form);
@@ -442,8 +427,7 @@ async function plansPage() {
 }
 
 async function organizationsPage() {
-  const page = await api("GET", "/api/v1/organizations?limit=100");
-  const orgs = Array.isArray(page) ? page : page.items;
+  const orgs = (await api("GET", "/api/v1/organizations?limit=100")).items;
   const out = [h("h1", {}, "Organizations"), h("section", {}, h("div", { class: "table-wrap" }, h("table", { "aria-label": "Organizations" },
     h("thead", {}, h("tr", {}, ["Name", "Id", "Tenants"].map((c) => h("th", { scope: "col" }, c)))),
     h("tbody", {}, orgs.length ? orgs.map((o) => h("tr", {}, h("td", {}, o.name), h("td", {}, h("code", {}, o.id)),
@@ -453,12 +437,9 @@ async function organizationsPage() {
     const name = h("input", { type: "text", required: true });
     const form = h("form", { class: "inline", "aria-label": "Create an organization", novalidate: true },
       field("Name", name, "name"), h("button", { type: "submit" }, "Create organization"));
-    form.addEventListener("submit", (ev) => {
-      ev.preventDefault();
-      attempt(async () => {
-        try { await api("POST", "/api/v1/organizations", { name: name.value }); } catch (e) { showFieldErrors(form, e); throw e; }
-        render();
-      });
+    onSubmit(form, async () => {
+      await api("POST", "/api/v1/organizations", { name: name.value });
+      render();
     });
     out.push(h("section", {}, h("h2", {}, "Create an organization"), form));
   }
@@ -545,7 +526,7 @@ async function followJob(jobId) {
   const slot = document.getElementById("job");
   for (let i = 0; i < 600; i++) {
     const job = await api("GET", `/api/v1/jobs/${encodeURIComponent(jobId)}`);
-    const pct = Math.round((job.progress || 0) * (job.progress <= 1 ? 100 : 1));
+    const pct = Math.round(job.progress * 100);
     if (slot) slot.replaceChildren(h("progress", { max: 100, value: pct, "aria-label": "Job progress" }), ` ${job.kind || "job"}: ${job.status} ${pct}%`);
     if (!["queued", "running"].includes(job.status)) return job;
     await new Promise((r) => setTimeout(r, 500));
@@ -571,20 +552,14 @@ async function configSection(id) {
   const form = h("form", { class: "inline", "aria-label": "Set a config value", novalidate: true },
     field("Key", key, "key"), field("Value (JSON)", value, "value"),
     h("label", {}, "Encrypted", encrypted), h("button", { type: "submit" }, "Save"));
-  form.addEventListener("submit", (ev) => {
-    ev.preventDefault();
-    showFieldErrors(form, { errors: [] });
+  onSubmit(form, async () => {
     let parsed;
     try { parsed = JSON.parse(value.value); } catch {
       showFieldErrors(form, { errors: [{ field: "value", message: "not valid JSON" }] });
       return;
     }
-    attempt(async () => {
-      try {
-        await api("PUT", `/api/v1/tenants/${id}/config/${encodeURIComponent(key.value)}`, { value: parsed, encrypted: encrypted.checked });
-      } catch (e) { showFieldErrors(form, e); throw e; }
-      render();
-    });
+    await api("PUT", `/api/v1/tenants/${id}/config/${encodeURIComponent(key.value)}`, { value: parsed, encrypted: encrypted.checked });
+    render();
   });
   return h("section", { "aria-label": "Config" }, h("h2", {}, "Config"),
     h("div", { class: "table-wrap" }, h("table", { "aria-label": "Config values" },
@@ -601,8 +576,7 @@ async function auditSection(listPath, verifyPath) {
     const q = new URLSearchParams({ limit: "50" });
     if (actor.value) q.set("actor", actor.value);
     if (action.value) q.set("action", action.value);
-    const page = await api("GET", `${listPath}?${q}`);
-    const items = Array.isArray(page) ? page : page.items;
+    const { items } = await api("GET", `${listPath}?${q}`);
     body.replaceChildren(...(items.length ? items.map((e) => h("tr", {},
       h("td", {}, e.at), h("td", {}, e.actor), h("td", {}, e.action), h("td", {}, e.resource))) : [h("tr", {}, h("td", { colspan: 4, class: "muted" }, "No entries."))]));
   };

@@ -1,15 +1,15 @@
-//! A record's insert, update or delete on PostgreSQL in five statements:
-//! BEGIN with the tenant's id, the tenant's usage row locked (`write_tx`),
-//! one read of all the write decides on (`write_view`), the unique claims if
-//! any, one statement for the row, the audit entry and the usage delta, and
-//! COMMIT (`finish_write`). The plan in between is `write_plan`'s, as on SQLite.
+//! A record's insert, update or delete on PostgreSQL: BEGIN with the
+//! tenant's id, the tenant's usage row locked (`write_tx`), one read of all
+//! the write decides on (`write_view`), the unique claims if any, one
+//! statement for the row, the audit entry and the usage delta, and COMMIT
+//! (`finish_write`). The plan in between is `write_plan`'s, as on SQLite.
 
 use super::tenant::PgTenantData;
 use crate::audit::NewAuditEntry;
 use crate::ids::RecordId;
 use crate::record::Record;
 use crate::store::postgres::audit::{self, ChainAt};
-use crate::store::postgres::{DATA_SCHEMA, pg_error, tenant_tx};
+use crate::store::postgres::{DATA_SCHEMA, pg_error};
 use crate::store::write_plan::{Planned, StoredRow};
 use crate::store::{StoreError, StoreResult};
 use sqlx::types::Json;
@@ -61,17 +61,13 @@ fn push_record_key<'a>(
 }
 
 impl PgTenantData {
-    /// A record write's transaction, the tenant's usage row locked (a
-    /// statement of its own: see `tenant_tx` on why not inside BEGIN's).
+    /// A record write's transaction, the tenant's usage row locked
+    /// (`lock_usage`, a statement of its own: see `tenant_tx` on why not
+    /// inside BEGIN's). What the lock read is read again by `write_view`,
+    /// with the rest, in the snapshot after it.
     pub(super) async fn write_tx(&self) -> StoreResult<sqlx::Transaction<'static, Postgres>> {
-        let mut tx = tenant_tx(self.pool(), self.tenant).await?;
-        sqlx::query(&format!(
-            "SELECT 1 FROM {DATA_SCHEMA}.usage WHERE tenant_id = $1 FOR UPDATE"
-        ))
-        .bind(self.tenant.0)
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?;
+        let mut tx = self.tx().await?;
+        self.lock_usage(&mut tx).await?;
         Ok(tx)
     }
 
